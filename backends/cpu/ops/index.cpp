@@ -1,0 +1,135 @@
+// Indexing kernels: get_rows, set_rows, gather, top_k, argsort, concat.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "backends/cpu/ops/common.h"
+#include "backends/cpu/ops/convert.h"
+
+namespace v4::cpu {
+
+namespace {
+int64_t read_index(const tensor* ids, int64_t i0, int64_t i1) {
+  const char* p = at(ids, i0, i1, 0, 0);
+  return ids->type == dtype::i64 ? *reinterpret_cast<const int64_t*>(p) : *reinterpret_cast<const int32_t*>(p);
+}
+
+// Ranking for top_k / argsort: NaN below every number; equal values keep index order.
+struct greater_first {
+  const float* v;
+  bool operator()(int32_t i, int32_t j) const {
+    const float a = v[i], b = v[j];
+    const bool na = std::isnan(a), nb = std::isnan(b);
+    if (na || nb) return !na && nb ? true : (na && nb ? i < j : false);
+    return a > b || (a == b && i < j);
+  }
+};
+}  // namespace
+
+void kernel_GET_ROWS(const exec& ex, tensor* dst) {
+  const tensor* a = dst->src[0];
+  const tensor* ids = dst->src[1];
+  const int64_t K = a->ne[0], N = dst->ne[1];
+  parallel_for(ex, dst->nrows(), K, [&](int64_t r) {
+    const int64_t n = r % N, b = r / N;
+    const int64_t src_row = read_index(ids, n, b);
+    row_to_f32(a->type, at(a, 0, src_row, b, 0), frow(dst, r), K);
+  });
+}
+
+void kernel_SET_ROWS(const exec& ex, tensor* dst) {
+  const tensor* src = dst->src[1];
+  const tensor* ids = dst->src[2];
+  const int64_t K = src->ne[0], N = src->ne[1], B = src->ne[2];
+  // Sequential over n so that with duplicate ids the last one wins; parallel over b.
+  parallel_for(ex, B, N * K, [&](int64_t b) {
+    thread_local std::vector<float> tmp;
+    tmp.resize(size_t(K));
+    for (int64_t n = 0; n < N; ++n) {
+      const char* s = at(src, 0, n, b, 0);
+      const float* row_f = reinterpret_cast<const float*>(s);
+      if (src->nb[0] != sizeof(float)) {
+        for (int64_t k = 0; k < K; ++k) tmp[k] = *reinterpret_cast<const float*>(s + k * src->nb[0]);
+        row_f = tmp.data();
+      }
+      row_from_f32(dst->type, row_f, at(dst, 0, read_index(ids, n, b), b, 0), K);
+    }
+  });
+}
+
+void kernel_GATHER(const exec& ex, tensor* dst) {
+  const tensor* a = dst->src[0];
+  const tensor* idx = dst->src[1];
+  parallel_for(ex, dst->nrows(), dst->ne[0], [&](int64_t r) {
+    const row_index i = split_row(dst, r);
+    float* y = frow(dst, r);
+    for (int64_t j = 0; j < dst->ne[0]; ++j) {
+      const int32_t k = *reinterpret_cast<const int32_t*>(at(idx, j, i.i1, i.i2, i.i3));
+      y[j] = *reinterpret_cast<const float*>(at(a, k, i.i1, i.i2, i.i3));
+    }
+  });
+}
+
+namespace {
+template <typename Rank>
+void rank_rows(const exec& ex, tensor* dst, Rank&& rank) {
+  const tensor* a = dst->src[0];
+  const int64_t n = a->ne[0];
+  parallel_for(ex, dst->nrows(), n * 16, [&](int64_t r) {
+    thread_local std::vector<float> vals;
+    thread_local std::vector<int32_t> order;
+    vals.resize(size_t(n));
+    order.resize(size_t(n));
+    const row_index i = split_row(dst, r);
+    for (int64_t k = 0; k < n; ++k) vals[k] = *reinterpret_cast<const float*>(at(a, k, i.i1, i.i2, i.i3));
+    std::iota(order.begin(), order.end(), 0);
+    rank(vals.data(), order);
+    int32_t* y = reinterpret_cast<int32_t*>(row(dst, r));
+    std::copy(order.begin(), order.begin() + dst->ne[0], y);
+  });
+}
+}  // namespace
+
+void kernel_TOP_K(const exec& ex, tensor* dst) {
+  const int k = dst->param_i(0);
+  rank_rows(ex, dst, [k](const float* v, std::vector<int32_t>& order) {
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), greater_first{v});
+  });
+}
+
+void kernel_ARGSORT(const exec& ex, tensor* dst) {
+  const bool descending = dst->param_i(0) != 0;
+  rank_rows(ex, dst, [descending](const float* v, std::vector<int32_t>& order) {
+    if (descending)
+      std::stable_sort(order.begin(), order.end(), greater_first{v});
+    else  // ascending, NaN last, ties in index order
+      std::stable_sort(order.begin(), order.end(), [v](int32_t i, int32_t j) {
+        const bool ni = std::isnan(v[i]), nj = std::isnan(v[j]);
+        if (ni || nj) return !ni && nj;
+        return v[i] < v[j];
+      });
+  });
+}
+
+void kernel_CONCAT(const exec& ex, tensor* dst) {
+  const tensor* a = dst->src[0];
+  const tensor* b = dst->src[1];
+  const int dim = dst->param_i(0);
+  const size_t es = traits(dst->type).block_bytes;
+  parallel_for(ex, dst->nrows(), dst->ne[0], [&](int64_t r) {
+    const row_index i = split_row(dst, r);
+    int64_t idx[kMaxDims] = {0, i.i1, i.i2, i.i3};
+    char* y = row(dst, r);
+    for (int64_t k = 0; k < dst->ne[0]; ++k) {
+      idx[0] = k;
+      const bool first = idx[dim] < a->ne[dim];
+      const tensor* s = first ? a : b;
+      int64_t j[kMaxDims] = {idx[0], idx[1], idx[2], idx[3]};
+      if (!first) j[dim] -= a->ne[dim];
+      std::memcpy(y + k * es, at(s, j[0], j[1], j[2], j[3]), es);
+    }
+  });
+}
+
+}  // namespace v4::cpu

@@ -1,0 +1,74 @@
+// MATMUL and MATMUL_ID: batch / expert bookkeeping around the matmul kernels (backends/cpu/matmul.h).
+#include <vector>
+
+#include "backends/cpu/matmul.h"
+#include "backends/cpu/ops/common.h"
+
+namespace v4::cpu {
+
+void kernel_MATMUL(const exec& ex, tensor* dst) {
+  const tensor* w = dst->src[0];
+  const tensor* x = dst->src[1];
+  const int64_t r2 = x->ne[2] / w->ne[2], r3 = x->ne[3] / w->ne[3];  // broadcast ratios
+  for (int64_t b3 = 0; b3 < x->ne[3]; ++b3)
+    for (int64_t b2 = 0; b2 < x->ne[2]; ++b2) {
+      mm_problem p;
+      p.wtype = w->type;
+      p.w = at(w, 0, 0, b2 / r2, b3 / r3);
+      p.w_stride = w->nb[1];
+      p.x = reinterpret_cast<const float*>(at(x, 0, 0, b2, b3));
+      p.x_stride = x->nb[1];
+      p.y = reinterpret_cast<float*>(at(dst, 0, 0, b2, b3));
+      p.y_stride = dst->nb[1];
+      p.M = w->ne[1];
+      p.N = x->ne[1];
+      p.K = w->ne[0];
+      matmul(p, ex.n_threads);
+    }
+}
+
+// Groups the (slot, token) pairs by expert, gathers their inputs into one block per expert,
+// multiplies once per expert (so each expert's weights are read once), scatters the results.
+void kernel_MATMUL_ID(const exec& ex, tensor* dst) {
+  const tensor* w = dst->src[0];
+  const tensor* x = dst->src[1];
+  const tensor* ids = dst->src[2];
+  const int64_t K = w->ne[0], M = w->ne[1], E = w->ne[2];
+  const int64_t n_used = ids->ne[0], n_tok = ids->ne[1];
+  std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(E));  // entries: slot + n_used * token
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t i = 0; i < n_used; ++i) {
+      const int32_t e = *reinterpret_cast<const int32_t*>(at(ids, i, t, 0, 0));
+      by_expert[size_t(e)].push_back(i + n_used * t);
+    }
+  std::vector<float> xin, yout;
+  for (int64_t e = 0; e < E; ++e) {
+    const std::vector<int64_t>& rows = by_expert[size_t(e)];
+    if (rows.empty()) continue;
+    const int64_t n = int64_t(rows.size());
+    xin.resize(size_t(n * K));
+    yout.resize(size_t(n * M));
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t i = rows[j] % n_used, t = rows[j] / n_used;
+      std::memcpy(&xin[j * K], at(x, 0, i % x->ne[1], t, 0), size_t(K) * sizeof(float));
+    }
+    mm_problem p;
+    p.wtype = w->type;
+    p.w = at(w, 0, 0, e, 0);
+    p.w_stride = w->nb[1];
+    p.x = xin.data();
+    p.x_stride = K * sizeof(float);
+    p.y = yout.data();
+    p.y_stride = M * sizeof(float);
+    p.M = M;
+    p.N = n;
+    p.K = K;
+    matmul(p, ex.n_threads);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t i = rows[j] % n_used, t = rows[j] / n_used;
+      std::memcpy(at(dst, 0, i, t, 0), &yout[j * M], size_t(M) * sizeof(float));
+    }
+  }
+}
+
+}  // namespace v4::cpu

@@ -1,0 +1,7 @@
+#include "quant/quant.h"
+
+namespace v4::quant {
+
+void register_types() {}
+
+}  // namespace v4::quant

@@ -1,0 +1,88 @@
+// Graph building (depth-first, sources before users) and the structural fingerprint.
+#include "tensor/graph.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+namespace v4 {
+
+namespace {
+
+struct builder {
+  graph* g;
+  std::unordered_set<const tensor*> seen;
+
+  void visit(tensor* t) {
+    if (!t || !seen.insert(t).second) return;
+    for (tensor* s : t->src) visit(s);
+    if (t->view_src) visit(t->view_src);
+    if (t->scales) visit(t->scales);
+    if (t->op == op_kind::NONE)
+      g->leafs.push_back(t);
+    else
+      g->nodes.push_back(t);
+  }
+};
+
+uint64_t mix(uint64_t h, uint64_t v) {
+  // FNV-1a style mixing over 64-bit words
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  return h * 0x100000001b3ull;
+}
+
+}  // namespace
+
+bool build_graph(context& ctx, std::initializer_list<tensor*> outputs, graph* out) {
+  return build_graph(ctx, std::vector<tensor*>(outputs), out);
+}
+
+bool build_graph(context& ctx, const std::vector<tensor*>& outputs, graph* out) {
+  *out = graph{};
+  if (!ctx.ok()) return false;
+  for (tensor* t : outputs) {
+    if (!t) {
+      ctx.fail("build_graph: an output is null (an op failed while building; see the first error)");
+      return false;
+    }
+  }
+  builder b{out, {}};
+  for (tensor* t : outputs) {
+    t->flags |= kFlagOutput;
+    b.visit(t);
+  }
+  return true;
+}
+
+void resolve_views(const graph& g) {
+  for (tensor* t : g.nodes) {
+    if (!t->view_src || !t->view_src->data) continue;
+    t->data = static_cast<char*>(t->view_src->data) + t->view_offs;
+    t->buf = t->view_src->buf;
+  }
+}
+
+uint64_t graph::fingerprint() const {
+  std::unordered_map<const tensor*, uint64_t> id;
+  for (size_t i = 0; i < leafs.size(); ++i) id[leafs[i]] = 1 + i;
+  for (size_t i = 0; i < nodes.size(); ++i) id[nodes[i]] = 1 + leafs.size() + i;
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto hash_tensor = [&](const tensor* t) {
+    h = mix(h, uint64_t(t->op));
+    h = mix(h, uint64_t(t->type));
+    h = mix(h, t->flags);
+    if (t->op == op_kind::NONE) h = mix(h, t->data != nullptr);  // weight vs input leaf
+    for (int d = 0; d < kMaxDims; ++d) {
+      h = mix(h, uint64_t(t->ne[d]));
+      h = mix(h, uint64_t(t->nb[d]));
+    }
+    for (int32_t p : t->op_params) h = mix(h, uint32_t(p));
+    for (const tensor* s : t->src) h = mix(h, s ? id[s] : 0);
+    h = mix(h, t->view_src ? id[t->view_src] : 0);
+    h = mix(h, t->view_offs);
+  };
+  for (const tensor* t : leafs) hash_tensor(t);
+  for (const tensor* t : nodes) hash_tensor(t);
+  return h;
+}
+
+}  // namespace v4

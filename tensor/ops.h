@@ -1,0 +1,162 @@
+// Op constructors. Each validates its sources, infers the result shape, and records a node;
+// nothing is computed here. Shapes are written innermost-first, as ne (see tensor.h).
+//
+// Common rules, unless an op says otherwise:
+//  * "f32" results are contiguous f32 tensors.
+//  * Elementwise and reduction ops take f32 sources (any strides; rows need not be contiguous).
+//    Convert other types first with cast().
+//  * Broadcasting (binary ops, masks): b.ne[i] must equal a.ne[i] or be 1; b is repeated.
+//  * Index tensors are i32 (set_rows also accepts i64). An out-of-range index is a caller error;
+//    kernels clamp nothing and must not be fed one (the model validates token ids first).
+//  * On invalid input an op records an error in the context and returns nullptr.
+#pragma once
+
+#include "tensor/tensor.h"
+
+namespace v4 {
+
+// ---- views (no compute; the result aliases a) -------------------------------------------------
+// Generic strided view: ne/nb as given, starting offset bytes into a's data.
+tensor* view(context& ctx, tensor* a, int n_dims, const int64_t* ne, const size_t* nb, size_t offset);
+tensor* view_1d(context& ctx, tensor* a, int64_t ne0, size_t offset);
+tensor* view_2d(context& ctx, tensor* a, int64_t ne0, int64_t ne1, size_t nb1, size_t offset);
+tensor* view_3d(context& ctx, tensor* a, int64_t ne0, int64_t ne1, int64_t ne2, size_t nb1, size_t nb2,
+                size_t offset);
+// Same elements, new shape. a must be contiguous; element counts must match.
+tensor* reshape(context& ctx, tensor* a, std::initializer_list<int64_t> ne);
+// numpy-style: result dim i is a's dim axes[i]. {1,0,2,3} swaps the two innermost dims.
+tensor* permute(context& ctx, tensor* a, int ax0, int ax1, int ax2, int ax3);
+tensor* transpose(context& ctx, tensor* a);  // permute(a, 1, 0, 2, 3)
+
+// ---- elementwise -------------------------------------------------------------------------------
+// a, b f32 (b broadcast to a) -> f32 shaped like a.
+tensor* add(context& ctx, tensor* a, tensor* b);  // a + b
+tensor* sub(context& ctx, tensor* a, tensor* b);  // a - b
+tensor* mul(context& ctx, tensor* a, tensor* b);  // a * b
+tensor* div(context& ctx, tensor* a, tensor* b);  // a / b
+// a f32 -> f32:  a*s + b
+tensor* scale(context& ctx, tensor* a, float s, float b = 0.0f);
+// a f32 -> f32:  min(max(a, lo), hi). lo may be -inf, hi +inf. NaN stays NaN.
+tensor* clamp(context& ctx, tensor* a, float lo, float hi);
+// a f32 -> f32, elementwise:
+tensor* silu(context& ctx, tensor* a);      // a * sigmoid(a)
+tensor* sigmoid(context& ctx, tensor* a);   // 1 / (1 + exp(-a))
+tensor* softplus(context& ctx, tensor* a);  // log(1 + exp(a)), = a for a > 20 (PyTorch threshold)
+tensor* sqrt(context& ctx, tensor* a);      // sqrt(a)
+tensor* relu(context& ctx, tensor* a);      // max(a, 0)
+tensor* exp(context& ctx, tensor* a);       // exp(a)
+
+// ---- reductions and normalisation --------------------------------------------------------------
+// a f32 -> f32 with ne[dim] = 1:  sum / max over dimension dim (0..3).
+tensor* sum(context& ctx, tensor* a, int dim = 0);
+tensor* max(context& ctx, tensor* a, int dim = 0);
+// a f32 [n, ...] -> f32 [n, ...], per row:  a / sqrt(mean(a^2) + eps). No weight (mul after).
+tensor* rms_norm(context& ctx, tensor* a, float eps);
+
+// Softmax over dim 0 of a f32 [n, r1, r2, r3], per row:
+//   z_j = a_j * scale + mask[j, i1]          (mask optional: f32 [n, r1] or [n, r1, r2, r3],
+//                                             broadcast over dims it has as 1; may hold -inf)
+//   p_j = exp(z_j - M) / (sum_j exp(z_j - M) + exp(sink[i2] - M)),  M = max(max_j z_j, sink[i2])
+// sink (optional): f32 [r2], one extra logit per index along dim 2 (the head dim in attention
+// scores laid out [n_kv, n_q, n_head]); it joins the denominator only (its value is zero).
+// A row whose logits are all -inf and has no sink gives all zeros.
+struct softmax_params {
+  float scale = 1.0f;
+  tensor* mask = nullptr;
+  tensor* sink = nullptr;
+};
+tensor* softmax(context& ctx, tensor* a, const softmax_params& p = {});
+
+// Rotary embedding of a f32 [D, H, T, B] at positions pos i32 [T] (same for every h and b).
+// Only the LAST n_rot dims of each row rotate: r = D - n_rot is the first rotated dim, and
+// pairs are (r+2i, r+2i+1) when interleaved (DeepSeek, GPT-J), or (r+i, r+i+n_rot/2) otherwise
+// (NeoX halves), for i in [0, n_rot/2). Pair i turns by angle pos * f_i:
+//   f_i = base^(-2i/n_rot);  with YaRN (yarn_factor > 1):
+//     corr(c) = n_rot * ln(yarn_orig_ctx / (c * 2*pi)) / (2 * ln(base))
+//     lo = max(floor(corr(beta_fast)), 0),  hi = min(ceil(corr(beta_slow)), n_rot - 1)
+//     (if lo == hi, hi += 0.001)
+//     ramp_i = clamp((i - lo) / (hi - lo), 0, 1);  f_i = f_i / factor * ramp_i + f_i * (1 - ramp_i)
+//   No attention-scale (mscale) factor is applied. (x, y) -> (x cos - y sin, x sin + y cos);
+//   inverse = true turns by the negative angle (undoes the rotation).
+// Dims before r pass through unchanged.
+struct rope_params {
+  int n_rot = 0;                // even, <= D
+  float base = 10000.0f;
+  bool interleaved = true;
+  bool inverse = false;
+  float yarn_factor = 1.0f;     // <= 1: YaRN off
+  float yarn_orig_ctx = 0.0f;   // original context length
+  float yarn_beta_fast = 32.0f;
+  float yarn_beta_slow = 1.0f;
+};
+tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p);
+
+// Walsh-Hadamard transform over dim 0 (n a power of two), Sylvester ordering:
+//   y = scale * H_n a,  H_1 = [1],  H_2n = [[H_n, H_n], [H_n, -H_n]].  a f32 -> f32.
+tensor* hadamard(context& ctx, tensor* a, float scale);
+
+// ---- linear algebra -----------------------------------------------------------------------------
+// w [K, M, Bw2, Bw3] (f32, f16, bf16, or a registered block type), x f32 [K, N, B2, B3] with rows
+// contiguous, B2 % Bw2 == 0 and B3 % Bw3 == 0 (w is broadcast over batches):
+//   y f32 [M, N, B2, B3],  y[m, n, b2, b3] = sum_k w[k, m, b2 / (B2/Bw2), b3 / (B3/Bw3)] * x[k, n, b2, b3]
+// Kernels may round x to the weight's precision class (e.g. bf16 for bf16 weights on AVX512-BF16
+// and AMX); each backend states its rounding in its kernel table and the op tests bound it.
+tensor* matmul(context& ctx, tensor* w, tensor* x);
+
+// Expert ("grouped") matmul. w [K, M, E] experts, x f32 [K, X1, N] with X1 = 1 (the same input
+// for every selected expert) or X1 = n_used, ids i32 [n_used, N] expert indices in [0, E):
+//   y f32 [M, n_used, N],  y[:, i, n] = w[:, :, ids[i, n]] @ x[:, i % X1, n]
+tensor* matmul_id(context& ctx, tensor* w, tensor* x, tensor* ids);
+
+// ---- indexing ------------------------------------------------------------------------------------
+// a [K, R, B] (any type with to_f32), ids i32 [N, B] -> f32 [K, N, B]:  y[:, n, b] = a[:, ids[n, b], b]
+// (embedding lookup when B = 1).
+tensor* get_rows(context& ctx, tensor* a, tensor* ids);
+// Writes rows of src f32 [K, N, B] into dst [K, R, B] (dst's type; converted) at ids i32/i64 [N, B]:
+//   dst[:, ids[n, b], b] = src[:, n, b]. Returns an alias of dst; the write happens when the
+//   returned tensor is computed (cache writes). Duplicate ids: the last n wins.
+tensor* set_rows(context& ctx, tensor* dst, tensor* src, tensor* ids);
+// Per row r of a f32 [n, R...]: y[j, r] = a[idx[j, r], r]; idx i32 [k, R...] -> f32 [k, R...].
+tensor* gather(context& ctx, tensor* a, tensor* idx);
+// Per row of a f32 [n, R...] -> i32 [k, R...]: indices of the k largest values in decreasing
+// order of value. Ties go to the LOWER index first (the official torch.topk-on-CUDA rule, the
+// same on every backend). NaN ranks below every number. 1 <= k <= n.
+tensor* top_k(context& ctx, tensor* a, int k);
+// Per row of a f32 [n, R...] -> i32 [n, R...]: a stable sort permutation (ties keep index order).
+tensor* argsort(context& ctx, tensor* a, bool descending = false);
+// a, b of the same type and equal shapes except along dim -> shape with ne[dim] = a.ne + b.ne.
+tensor* concat(context& ctx, tensor* a, tensor* b, int dim);
+
+// ---- copies and conversions -------------------------------------------------------------------------
+// Copies a into dst (same number of elements, any layouts; converted to dst's type, elements
+// taken in a's logical order). Returns an alias of dst (compute it to perform the write).
+tensor* cpy(context& ctx, tensor* a, tensor* dst);
+// A new contiguous tensor of type t holding a's elements (also: make a view contiguous).
+tensor* cast(context& ctx, tensor* a, dtype t);
+inline tensor* cont(context& ctx, tensor* a) { return cast(ctx, a, a->type); }
+
+// ---- escape hatch ---------------------------------------------------------------------------------------
+// A node computed by a user function on the CPU. fn runs once per thread, with ith in [0, nth),
+// and must split its work by ith itself. The result is a new contiguous tensor of type t.
+using custom_fn = void (*)(tensor* dst, const tensor* const* src, int n_src, int ith, int nth, void* user);
+struct custom_params {
+  custom_fn fn = nullptr;
+  void* user = nullptr;
+  int max_threads = 0;  // 0: as many as the backend runs
+};
+tensor* custom(context& ctx, dtype t, std::initializer_list<int64_t> ne, std::initializer_list<tensor*> srcs,
+               const custom_params& p);
+
+// Parameter layout of each op in tensor::op_params (kernels read these, constructors write them).
+namespace params {
+// SCALE: f[0] = s, f[1] = b.    CLAMP: f[0] = lo, f[1] = hi.   SUM/MAX: i[0] = dim.
+// RMS_NORM: f[0] = eps.         SOFTMAX: f[0] = scale; src[1] = mask or null, src[2] = sink or null.
+// ROPE: i[0] = n_rot, i[1] = interleaved, i[2] = inverse, f[3] = base, f[4] = yarn_factor,
+//       f[5] = yarn_orig_ctx, f[6] = beta_fast, f[7] = beta_slow.
+// TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
+// CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
+custom_params custom_of(const tensor* t);
+rope_params rope_of(const tensor* t);
+}  // namespace params
+
+}  // namespace v4

@@ -1,0 +1,178 @@
+// Elementwise, reduction and normalisation ops; softmax, rope, hadamard.
+#include <cmath>
+
+#include "tensor/ops_common.h"
+
+namespace v4 {
+using detail::describe;
+using detail::have;
+
+namespace {
+
+bool need_f32(context& ctx, const char* op, const tensor* a) {
+  if (a->type == dtype::f32) return true;
+  ctx.fail("%s: %s must be f32 (cast() it first)", op, describe(a).c_str());
+  return false;
+}
+
+tensor* binary(context& ctx, op_kind op, tensor* a, tensor* b) {
+  if (!have({a, b})) return nullptr;
+  if (!need_f32(ctx, op_name(op), a) || !need_f32(ctx, op_name(op), b)) return nullptr;
+  if (!detail::can_broadcast(b, a)) {
+    ctx.fail("%s: %s does not broadcast to %s (each dim must match or be 1)", op_name(op), describe(b).c_str(),
+             describe(a).c_str());
+    return nullptr;
+  }
+  return detail::new_node(ctx, op, dtype::f32, a->ne, {a, b});
+}
+
+tensor* unary(context& ctx, op_kind op, tensor* a) {
+  if (!have({a})) return nullptr;
+  if (!need_f32(ctx, op_name(op), a)) return nullptr;
+  return detail::new_node(ctx, op, dtype::f32, a->ne, {a});
+}
+
+}  // namespace
+
+tensor* add(context& ctx, tensor* a, tensor* b) { return binary(ctx, op_kind::ADD, a, b); }
+tensor* sub(context& ctx, tensor* a, tensor* b) { return binary(ctx, op_kind::SUB, a, b); }
+tensor* mul(context& ctx, tensor* a, tensor* b) { return binary(ctx, op_kind::MUL, a, b); }
+tensor* div(context& ctx, tensor* a, tensor* b) { return binary(ctx, op_kind::DIV, a, b); }
+
+tensor* scale(context& ctx, tensor* a, float s, float b) {
+  tensor* r = unary(ctx, op_kind::SCALE, a);
+  if (r) {
+    r->set_param_f(0, s);
+    r->set_param_f(1, b);
+  }
+  return r;
+}
+
+tensor* clamp(context& ctx, tensor* a, float lo, float hi) {
+  if (a && !(lo <= hi)) {
+    ctx.fail("clamp: lo %g > hi %g", lo, hi);
+    return nullptr;
+  }
+  tensor* r = unary(ctx, op_kind::CLAMP, a);
+  if (r) {
+    r->set_param_f(0, lo);
+    r->set_param_f(1, hi);
+  }
+  return r;
+}
+
+tensor* silu(context& ctx, tensor* a) { return unary(ctx, op_kind::SILU, a); }
+tensor* sigmoid(context& ctx, tensor* a) { return unary(ctx, op_kind::SIGMOID, a); }
+tensor* softplus(context& ctx, tensor* a) { return unary(ctx, op_kind::SOFTPLUS, a); }
+tensor* sqrt(context& ctx, tensor* a) { return unary(ctx, op_kind::SQRT, a); }
+tensor* relu(context& ctx, tensor* a) { return unary(ctx, op_kind::RELU, a); }
+tensor* exp(context& ctx, tensor* a) { return unary(ctx, op_kind::EXP, a); }
+
+namespace {
+tensor* reduce(context& ctx, op_kind op, tensor* a, int dim) {
+  if (!have({a})) return nullptr;
+  if (!need_f32(ctx, op_name(op), a)) return nullptr;
+  if (dim < 0 || dim >= kMaxDims) {
+    ctx.fail("%s: dim %d out of range 0..3", op_name(op), dim);
+    return nullptr;
+  }
+  int64_t ne[kMaxDims] = {a->ne[0], a->ne[1], a->ne[2], a->ne[3]};
+  ne[dim] = 1;
+  tensor* r = detail::new_node(ctx, op, dtype::f32, ne, {a});
+  if (r) r->set_param_i(0, dim);
+  return r;
+}
+}  // namespace
+
+tensor* sum(context& ctx, tensor* a, int dim) { return reduce(ctx, op_kind::SUM, a, dim); }
+tensor* max(context& ctx, tensor* a, int dim) { return reduce(ctx, op_kind::MAX, a, dim); }
+
+tensor* rms_norm(context& ctx, tensor* a, float eps) {
+  if (a && !(eps >= 0.0f)) {
+    ctx.fail("rms_norm: eps %g must be >= 0", eps);
+    return nullptr;
+  }
+  tensor* r = unary(ctx, op_kind::RMS_NORM, a);
+  if (r) r->set_param_f(0, eps);
+  return r;
+}
+
+tensor* softmax(context& ctx, tensor* a, const softmax_params& p) {
+  if (!have({a})) return nullptr;
+  if (!need_f32(ctx, "softmax", a)) return nullptr;
+  if (p.mask) {
+    if (!need_f32(ctx, "softmax mask", p.mask)) return nullptr;
+    if (p.mask->ne[0] != a->ne[0] || !detail::can_broadcast(p.mask, a)) {
+      ctx.fail("softmax: mask %s does not fit scores %s", describe(p.mask).c_str(), describe(a).c_str());
+      return nullptr;
+    }
+  }
+  if (p.sink) {
+    if (!need_f32(ctx, "softmax sink", p.sink)) return nullptr;
+    if (p.sink->nelements() != a->ne[2] || p.sink->ne[0] != a->ne[2]) {
+      ctx.fail("softmax: sink %s needs one value per index of dim 2 of %s", describe(p.sink).c_str(),
+               describe(a).c_str());
+      return nullptr;
+    }
+  }
+  tensor* r = detail::new_node(ctx, op_kind::SOFTMAX, dtype::f32, a->ne, {a, p.mask, p.sink});
+  if (r) r->set_param_f(0, p.scale);
+  return r;
+}
+
+tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p) {
+  if (!have({a, pos})) return nullptr;
+  if (!need_f32(ctx, "rope", a)) return nullptr;
+  if (pos->type != dtype::i32 || pos->nelements() != a->ne[2] || pos->ne[0] != a->ne[2]) {
+    ctx.fail("rope: positions %s must be i32 [%lld] (one per index of dim 2 of %s)", describe(pos).c_str(),
+             (long long)a->ne[2], describe(a).c_str());
+    return nullptr;
+  }
+  if (p.n_rot <= 0 || p.n_rot % 2 != 0 || p.n_rot > a->ne[0]) {
+    ctx.fail("rope: n_rot %d must be even, > 0 and <= dim 0 of %s", p.n_rot, describe(a).c_str());
+    return nullptr;
+  }
+  if (!(p.base > 1.0f) || (p.yarn_factor > 1.0f && !(p.yarn_orig_ctx > 0.0f))) {
+    ctx.fail("rope: base %g must be > 1, and YaRN (factor %g) needs yarn_orig_ctx > 0", p.base, p.yarn_factor);
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::ROPE, dtype::f32, a->ne, {a, pos});
+  if (!r) return nullptr;
+  r->set_param_i(0, p.n_rot);
+  r->set_param_i(1, p.interleaved);
+  r->set_param_i(2, p.inverse);
+  r->set_param_f(3, p.base);
+  r->set_param_f(4, p.yarn_factor);
+  r->set_param_f(5, p.yarn_orig_ctx);
+  r->set_param_f(6, p.yarn_beta_fast);
+  r->set_param_f(7, p.yarn_beta_slow);
+  return r;
+}
+
+rope_params params::rope_of(const tensor* t) {
+  rope_params p;
+  p.n_rot = t->param_i(0);
+  p.interleaved = t->param_i(1) != 0;
+  p.inverse = t->param_i(2) != 0;
+  p.base = t->param_f(3);
+  p.yarn_factor = t->param_f(4);
+  p.yarn_orig_ctx = t->param_f(5);
+  p.yarn_beta_fast = t->param_f(6);
+  p.yarn_beta_slow = t->param_f(7);
+  return p;
+}
+
+tensor* hadamard(context& ctx, tensor* a, float scale) {
+  if (!have({a})) return nullptr;
+  if (!need_f32(ctx, "hadamard", a)) return nullptr;
+  const int64_t n = a->ne[0];
+  if (n < 1 || (n & (n - 1)) != 0) {
+    ctx.fail("hadamard: dim 0 of %s must be a power of two", describe(a).c_str());
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::HADAMARD, dtype::f32, a->ne, {a});
+  if (r) r->set_param_f(0, scale);
+  return r;
+}
+
+}  // namespace v4

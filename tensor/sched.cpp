@@ -1,0 +1,271 @@
+// The scheduler: device assignment, splits, cross-device copies, per-device allocation, execution.
+// See sched.h for the rules.
+#include "tensor/sched.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace v4 {
+
+namespace {
+bool is_pure_view(const tensor* t) { return op_is_view(t->op); }
+}  // namespace
+
+struct scheduler::impl {
+  std::vector<device*> devs;
+  std::vector<std::unique_ptr<stream>> streams;
+  std::vector<std::unique_ptr<graph_allocator>> allocs;
+  int n_threads = 0;
+
+  // The plan, valid for graphs with fingerprint `planned`.
+  uint64_t planned = 0;
+  bool have_plan = false;
+  std::unique_ptr<context> copy_ctx;                // owns copy tensors and their aliases
+  std::unordered_map<const tensor*, int> assign;    // compute node -> device index
+  struct rewire {
+    tensor* node;
+    int src;
+    tensor* with;     // the copy (or an alias of it) read instead of node->src[src]
+    tensor* before;   // what node->src[src] was
+  };
+  std::vector<std::vector<rewire>> rewires;         // per split
+  std::vector<std::vector<tensor*>> copy_aliases;   // per split: views of copies, to resolve
+  graph exec;                                       // planning order: copies, then each split's nodes
+  std::vector<int> exec_dev;                        // device index per exec node (-1: alias of other memory)
+  std::vector<graph> split_graphs;
+
+  int index_of(const device* d) const {
+    for (size_t i = 0; i < devs.size(); ++i)
+      if (devs[i] == d) return int(i);
+    return -1;
+  }
+
+  // Device whose memory holds tensor t (through its base).
+  int mem_dev(const tensor* t) const {
+    const tensor* b = t->base();
+    if (b->op != op_kind::NONE) {
+      auto it = assign.find(b);
+      return it == assign.end() ? int(devs.size()) - 1 : it->second;
+    }
+    if (b->buf) return index_of(b->buf->type()->dev());
+    return int(devs.size()) - 1;  // input leaves live in host memory (the CPU, last)
+  }
+
+  const buffer_type* mem_type(const tensor* t) const {
+    const tensor* b = t->base();
+    if (b->op == op_kind::NONE && b->buf) return b->buf->type();
+    const int d = mem_dev(t);
+    return d >= 0 ? devs[d]->default_buffer_type() : nullptr;
+  }
+};
+
+scheduler::scheduler(std::vector<device*> devices, int n_threads) : p_(new impl) {
+  p_->devs = std::move(devices);
+  p_->n_threads = n_threads;
+  for (device* d : p_->devs) {
+    p_->streams.push_back(d->new_stream());
+    if (n_threads > 0) p_->streams.back()->set_n_threads(n_threads);
+    p_->allocs.push_back(std::make_unique<graph_allocator>(d->default_buffer_type()));
+  }
+}
+
+scheduler::~scheduler() = default;
+
+device* scheduler::device_of(const tensor* node) const {
+  auto it = p_->assign.find(node);
+  return it == p_->assign.end() ? nullptr : p_->devs[it->second];
+}
+
+size_t scheduler::peak_bytes(const device* d) const {
+  const int i = p_->index_of(d);
+  return i < 0 ? 0 : p_->allocs[i]->peak_bytes();
+}
+
+int scheduler::n_copies() const {
+  int n = 0;
+  for (const sched_split& s : splits_) n += int(s.copies.size());
+  return n;
+}
+
+bool scheduler::plan(graph& g, std::string* error) {
+  impl& p = *p_;
+  if (p.devs.empty() || p.devs.back()->kind() != device_kind::cpu) {
+    *error = "scheduler: the last device must be the CPU";
+    return false;
+  }
+  const uint64_t fp = g.fingerprint();
+  if (p.have_plan && fp == p.planned) return true;
+  p.have_plan = false;
+  p.assign.clear();
+  p.rewires.clear();
+  p.copy_aliases.clear();
+  p.copy_ctx = std::make_unique<context>();
+  splits_.clear();
+
+  // 1. assignment
+  const int n_dev = int(p.devs.size());
+  for (tensor* t : g.nodes) {
+    if (is_pure_view(t)) continue;
+    int d = -1;
+    if (t->view_src) {  // cpy / set_rows: computed where the destination memory is
+      d = p.mem_dev(t);
+      if (d < 0 || !p.devs[d]->supports_op(t)) {
+        *error = std::string("scheduler: no device can write '") + t->name + "' (" + op_name(t->op) +
+                 ") into its destination's memory";
+        return false;
+      }
+    }
+    if (d < 0) {  // a. weights pull their node
+      const tensor* heaviest = nullptr;
+      for (const tensor* s : t->src)
+        if (s && s->base()->op == op_kind::NONE && (s->base()->flags & kFlagWeight) && s->base()->buf &&
+            (!heaviest || s->nbytes() > heaviest->nbytes()))
+          heaviest = s;
+      if (heaviest) {
+        const int wd = p.mem_dev(heaviest);
+        if (wd >= 0 && p.devs[wd]->supports_op(t)) d = wd;
+      }
+    }
+    if (d < 0) {  // c. follow the first assigned source
+      for (const tensor* s : t->src) {
+        if (!s) continue;
+        auto it = p.assign.find(s->base());
+        if (it == p.assign.end()) continue;
+        if (p.devs[it->second]->supports_op(t)) d = it->second;
+        break;
+      }
+    }
+    for (int i = 0; d < 0 && i < n_dev; ++i)
+      if (p.devs[i]->supports_op(t)) d = i;
+    if (d < 0) {
+      *error = std::string("scheduler: no device supports '") + t->name + "' (" + op_name(t->op) + ")";
+      return false;
+    }
+    p.assign[t] = d;
+  }
+
+  // 2. splits, 3. copies
+  std::unordered_map<const tensor*, tensor*> copy_of;  // per split: base -> its copy
+  for (tensor* t : g.nodes) {
+    if (is_pure_view(t)) continue;
+    const int d = p.assign[t];
+    if (splits_.empty() || splits_.back().dev != p.devs[d]) {
+      splits_.push_back({p.devs[d], {}, {}, {}});
+      p.rewires.emplace_back();
+      p.copy_aliases.emplace_back();
+      copy_of.clear();
+    }
+    sched_split& sp = splits_.back();
+    sp.nodes.push_back(t);
+    for (int j = 0; j < kMaxSrc; ++j) {
+      tensor* s = t->src[j];
+      if (!s || (t->view_src && s->base() == t->view_src)) continue;  // the destination is written in place
+      const buffer_type* bt = p.mem_type(s);
+      if (bt && p.devs[d]->can_read(bt)) continue;
+      const tensor* b = s->base();
+      tensor*& c = copy_of[b];
+      if (!c) {
+        c = p.copy_ctx->new_tensor(b->type, kMaxDims, b->ne);
+        c->set_name("%s#copy%d", b->name, int(splits_.size()) - 1);
+        c->src[0] = const_cast<tensor*>(b);  // liveness: the copy reads b
+        c->op = op_kind::CPY;                // planned as a node; executed as a stream copy
+        sp.copies.push_back(c);
+        sp.copy_from.push_back(b);
+      }
+      tensor* with = c;
+      if (s != b) {  // keep the view: same strides and offset, over the copy
+        with = p.copy_ctx->new_tensor(s->type, kMaxDims, s->ne);
+        for (int k = 0; k < kMaxDims; ++k) with->nb[k] = s->nb[k];
+        with->op = op_kind::VIEW;
+        with->src[0] = c;
+        with->view_src = c;
+        with->view_offs = s->view_offs;
+        p.copy_aliases.back().push_back(with);
+      }
+      p.rewires.back().push_back({t, j, with, s});
+    }
+  }
+
+  // The planning order: each split's copies (and views of them), then its nodes; pure views of
+  // the original graph keep their places so aliases stay live as long as they are read.
+  p.exec = graph{};
+  p.exec.leafs = g.leafs;
+  p.exec_dev.clear();
+  p.split_graphs.clear();
+  std::unordered_map<const tensor*, size_t> split_start;
+  for (size_t i = 0; i < splits_.size(); ++i) split_start[splits_[i].nodes.front()] = i;
+  for (tensor* t : g.nodes) {
+    if (is_pure_view(t)) {
+      p.exec.nodes.push_back(t);
+      p.exec_dev.push_back(-1);
+      continue;
+    }
+    auto it = split_start.find(t);
+    if (it != split_start.end()) {
+      const sched_split& sp = splits_[it->second];
+      const int d = p.index_of(sp.dev);
+      for (tensor* c : sp.copies) {
+        p.exec.nodes.push_back(c);
+        p.exec_dev.push_back(d);
+      }
+      for (tensor* v : p.copy_aliases[it->second]) {
+        p.exec.nodes.push_back(v);
+        p.exec_dev.push_back(-1);
+      }
+      graph sg;
+      sg.nodes = sp.nodes;
+      p.split_graphs.push_back(std::move(sg));
+    }
+    p.exec.nodes.push_back(t);
+    p.exec_dev.push_back(p.assign[t]);
+  }
+  p.planned = fp;
+  p.have_plan = true;
+  return true;
+}
+
+bool scheduler::compute(graph& g, std::string* error) {
+  if (!plan(g, error)) return false;
+  impl& p = *p_;
+  // Read copies while planning and running; the caller's graph is restored afterwards.
+  for (auto& rs : p.rewires)
+    for (auto& r : rs) r.node->src[r.src] = r.with;
+  struct restore {
+    impl& p;
+    ~restore() {
+      for (auto& rs : p.rewires)
+        for (auto& r : rs) r.node->src[r.src] = r.before;
+    }
+  } restore_srcs{p};
+
+  const size_t n = p.exec.nodes.size();
+  for (size_t d = 0; d < p.devs.size(); ++d) {
+    std::vector<bool> mask(n + p.exec.leafs.size());
+    for (size_t i = 0; i < n; ++i) mask[i] = p.exec_dev[i] == int(d) && !p.exec.nodes[i]->view_src;
+    if (d + 1 == p.devs.size())  // inputs without memory live on the host
+      for (size_t j = 0; j < p.exec.leafs.size(); ++j) {
+        const tensor* l = p.exec.leafs[j];
+        mask[n + j] = (l->flags & kFlagInput) && (!l->data || l->buf == p.allocs[d]->buf());
+      }
+    for (size_t j = 0; j < p.exec.leafs.size(); ++j) {
+      const tensor* l = p.exec.leafs[j];
+      if (!l->data && !(l->flags & kFlagInput)) {
+        *error = std::string("tensor '") + l->name + "' has no data: weights must be loaded, inputs flagged kFlagInput";
+        return false;
+      }
+    }
+    if (!p.allocs[d]->allocate(p.exec, error, &mask)) return false;
+  }
+  resolve_views(p.exec);
+
+  for (size_t s = 0; s < splits_.size(); ++s) {
+    const int d = p.index_of(splits_[s].dev);
+    for (size_t c = 0; c < splits_[s].copies.size(); ++c)
+      if (!p.streams[d]->copy(splits_[s].copy_from[c], splits_[s].copies[c], error)) return false;
+    if (!p.streams[d]->compute(p.split_graphs[s], error)) return false;
+  }
+  for (auto& st : p.streams) st->synchronize();
+  return true;
+}
+
+}  // namespace v4

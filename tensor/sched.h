@@ -1,0 +1,56 @@
+// The scheduler: runs one graph over several devices.
+//
+//  1. Assign each node a device:
+//     a. a node that reads a weight (kFlagWeight leaf) goes to the device owning that weight's
+//        buffer if that device supports the op (the largest weight decides when there are several);
+//     b. views go with the tensor they alias;
+//     c. other nodes follow the device of their first assigned source when it supports them,
+//        else the first device in priority order that does;
+//     the CPU comes last in priority order and supports everything, so every node lands.
+//  2. Cut the node list into splits: maximal runs of consecutive nodes on one device.
+//  3. Where a node reads a tensor its device cannot read (another device's memory), insert a
+//     copy of that tensor into the split's device memory (once per split and tensor).
+//  4. Allocate each device's intermediates with its own graph_allocator, then run the splits in
+//     order, each on its device's stream.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/alloc.h"
+#include "tensor/backend.h"
+#include "tensor/graph.h"
+
+namespace v4 {
+
+struct sched_split {
+  device* dev = nullptr;
+  std::vector<tensor*> nodes;   // in execution order, sources rewired to copies where needed
+  std::vector<tensor*> copies;  // copy tensors made for this split (computed before its nodes)
+  std::vector<const tensor*> copy_from;  // what each copy copies
+};
+
+class scheduler {
+ public:
+  // devices in priority order; the last one must be the CPU (it supports every op).
+  explicit scheduler(std::vector<device*> devices, int n_threads = 0);
+  ~scheduler();
+
+  // Plans, allocates and computes g. Returns false with a message on any failure.
+  bool compute(graph& g, std::string* error);
+  // Only the planning steps 1-3 (exposed for tests and for `v4 inspect`-style reports).
+  bool plan(graph& g, std::string* error);
+
+  const std::vector<sched_split>& splits() const { return splits_; }
+  device* device_of(const tensor* node) const;
+  size_t peak_bytes(const device* d) const;  // intermediates planned on device d
+  int n_copies() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> p_;
+  std::vector<sched_split> splits_;
+};
+
+}  // namespace v4
