@@ -20,6 +20,7 @@ struct scheduler::impl {
   // The plan, valid for graphs with fingerprint `planned`.
   uint64_t planned = 0;
   bool have_plan = false;
+  std::vector<tensor*> planned_nodes;  // a new graph with an equal fingerprint still needs new wiring
   std::unique_ptr<context> copy_ctx;                // owns copy tensors and their aliases
   std::unordered_map<const tensor*, int> assign;    // compute node -> device index
   struct rewire {
@@ -94,7 +95,7 @@ bool scheduler::plan(graph& g, std::string* error) {
     return false;
   }
   const uint64_t fp = g.fingerprint();
-  if (p.have_plan && fp == p.planned) return true;
+  if (p.have_plan && fp == p.planned && g.nodes == p.planned_nodes) return true;
   p.have_plan = false;
   p.assign.clear();
   p.rewires.clear();
@@ -220,6 +221,7 @@ bool scheduler::plan(graph& g, std::string* error) {
     p.exec_dev.push_back(p.assign[t]);
   }
   p.planned = fp;
+  p.planned_nodes = g.nodes;
   p.have_plan = true;
   return true;
 }
