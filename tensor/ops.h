@@ -16,7 +16,9 @@
 namespace v4 {
 
 // ---- views (no compute; the result aliases a) -------------------------------------------------
-// Generic strided view: ne/nb as given, starting offset bytes into a's data.
+// Generic strided view: ne[0..n_dims) elements, nb[0..n_dims-1) the byte strides of dims 1..n_dims-1
+// (dim 0 is always packed: make a dim-0-strided view with permute), starting offset bytes into
+// a's data. The span must lie inside a's.
 tensor* view(context& ctx, tensor* a, int n_dims, const int64_t* ne, const size_t* nb, size_t offset);
 tensor* view_1d(context& ctx, tensor* a, int64_t ne0, size_t offset);
 tensor* view_2d(context& ctx, tensor* a, int64_t ne0, int64_t ne1, size_t nb1, size_t offset);
@@ -120,7 +122,8 @@ tensor* set_rows(context& ctx, tensor* dst, tensor* src, tensor* ids);
 tensor* gather(context& ctx, tensor* a, tensor* idx);
 // Per row of a f32 [n, R...] -> i32 [k, R...]: indices of the k largest values in decreasing
 // order of value. Ties go to the LOWER index first (the official torch.topk-on-CUDA rule, the
-// same on every backend). NaN ranks below every number. 1 <= k <= n.
+// same on every backend; +0 and -0 tie). NaN ranks below every number, NaNs among themselves by
+// index. 1 <= k <= n.
 tensor* top_k(context& ctx, tensor* a, int k);
 // Per row of a f32 [n, R...] -> i32 [n, R...]: a stable sort permutation (ties keep index order).
 tensor* argsort(context& ctx, tensor* a, bool descending = false);
@@ -131,7 +134,8 @@ tensor* concat(context& ctx, tensor* a, tensor* b, int dim);
 // Copies a into dst (same number of elements, any layouts; converted to dst's type, elements
 // taken in a's logical order). Returns an alias of dst (compute it to perform the write).
 tensor* cpy(context& ctx, tensor* a, tensor* dst);
-// A new contiguous tensor of type t holding a's elements (also: make a view contiguous).
+// A new contiguous tensor of type t holding a's elements (also: make a view contiguous). It is a
+// CPY node that owns its memory (no separate op).
 tensor* cast(context& ctx, tensor* a, dtype t);
 inline tensor* cont(context& ctx, tensor* a) { return cast(ctx, a, a->type); }
 

@@ -1,0 +1,626 @@
+// Float64 references, one function per op, written from tensor/ops.h. Each computes the exact
+// result of the documented formula on the exact input values, and a per-element bound on the
+// error a correct float32 kernel may make. The bounds (u = 2^-24, the unit roundoff of f32):
+//
+//   exact (0)          views, relu, clamp, max, get_rows, set_rows, gather, top_k, argsort,
+//                      concat, cpy, cast: no arithmetic, only moves and (RNE) conversions, which
+//                      are exact functions of the input.
+//   u*|y|              add, sub, mul, sqrt: one IEEE operation, correctly rounded (half an ulp).
+//   2u*|y|             div: an IEEE division, or a product with a correctly rounded reciprocal.
+//   u*(|a*s| + |y|)    scale: a product and a sum, each rounded once (or one fused multiply-add).
+//   4 ulp  = 2^-21|y|  exp: vectorised exp approximations are within a few ulp.
+//   8 ulp  = 2^-20|y|  silu, sigmoid: exp (4 ulp) then 1+e, division and product (one rounding each).
+//   2^-20|y| + 2^-23   softplus: as sigmoid, plus the absolute 2^-24 lost when 1+exp(a) rounds
+//                      (kernels need not use log1p; the spec formula is log(1 + exp(a))).
+//   n*u*sum|a|         sum over n terms (any summation order).
+//   (n+8)*u*|y|        rms_norm: sum of n squares (positive terms, n*u relative), then mean,
+//                      + eps, sqrt, reciprocal and product (a few roundings / approximation ulps).
+//   softmax            relative error of p_j from: rounding of z = a*s + mask (2u per term), of
+//                      z - max (u), exp (4 ulp), the (n+1)-term sum and the division, see below.
+//   rope               (|x|+|y|) * (angle error + 16u): the angle pos*f_i is computed in float
+//                      (f_i from pow or from i repeated products; the exponent's rounding is
+//                      amplified by ln(base)), then sin/cos (few ulp), two products and a sum.
+//   (x_r + (K+2)u) * sum_k |w_k x_k|   matmul, matmul_id: K-term f32 accumulation plus the
+//                      backend's declared rounding x_r of x (bf16 2^-8, f16 2^-11, else 0).
+//   (n+1)*u*|s|*sum|a| hadamard: each output is a signed sum of n inputs (any algorithm), scaled.
+#include "ops/reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+namespace v4::optest {
+
+namespace {
+
+constexpr double u = 0x1p-24;           // unit roundoff of f32 (half an ulp, relative)
+constexpr double kExpUlps = 0x1p-21;    // 4 ulp of f32, relative: vectorised exp / log
+constexpr double kTiny = 0x1p-120;      // absolute slack for results that underflow in f32
+const double kInf = std::numeric_limits<double>::infinity();
+
+// x rounded to a binary float with p significant bits, minimum normal exponent emin and largest
+// finite value maxv (values that round beyond it become inf). Round to nearest, ties to even.
+double round_binary(double x, int p, int emin, double maxv) {
+  if (!std::isfinite(x) || x == 0.0) return x;
+  int e;
+  std::frexp(x, &e);             // |x| = m * 2^e, m in [0.5, 1): the leading bit is 2^(e-1)
+  int lead = std::max(e - 1, emin);  // subnormals share the spacing of the smallest normal
+  const double q = std::ldexp(1.0, lead - (p - 1));
+  const double r = std::nearbyint(x / q) * q;  // x / q is exact (power of two); nearbyint is RNE
+  if (std::fabs(r) > maxv) return std::copysign(kInf, x);
+  return r;
+}
+
+}  // namespace
+
+double round_to(dtype t, double x) {
+  if (std::isnan(x)) return x;
+  switch (t) {
+    case dtype::f32: return round_binary(x, 24, -126, 0x1.fffffep127);
+    case dtype::f16: return round_binary(x, 11, -14, 65504.0);
+    case dtype::bf16: return round_binary(x, 8, -126, 0x1.fep127);
+    default: return x;
+  }
+}
+
+size_t elem_size(dtype t) {
+  switch (t) {
+    case dtype::f32: case dtype::i32: return 4;
+    case dtype::f16: case dtype::bf16: return 2;
+    case dtype::i8: return 1;
+    case dtype::i64: return 8;
+    default: return 0;
+  }
+}
+
+double decode(dtype t, const void* p) {
+  switch (t) {
+    case dtype::f32: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return f;
+    }
+    case dtype::f16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      const int e = (h >> 10) & 31, m = h & 1023;
+      const double s = (h & 0x8000) ? -1.0 : 1.0;
+      if (e == 31) return m ? std::numeric_limits<double>::quiet_NaN() : s * kInf;
+      if (e == 0) return s * std::ldexp(double(m), -24);
+      return s * std::ldexp(double(1024 + m), e - 25);
+    }
+    case dtype::bf16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      const uint32_t bits = uint32_t(h) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    case dtype::i8: return double(*static_cast<const int8_t*>(p));
+    case dtype::i32: {
+      int32_t i;
+      std::memcpy(&i, p, 4);
+      return double(i);
+    }
+    case dtype::i64: {
+      int64_t i;
+      std::memcpy(&i, p, 8);
+      return double(i);
+    }
+    default: return std::numeric_limits<double>::quiet_NaN();
+  }
+}
+
+void encode(dtype t, double x, void* p) {
+  switch (t) {
+    case dtype::f32: {
+      const float f = float(x);
+      std::memcpy(p, &f, 4);
+      return;
+    }
+    case dtype::f16: {
+      uint16_t h;
+      const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+      const double ax = std::fabs(x);
+      if (std::isnan(x)) {
+        h = 0x7e00;
+      } else if (std::isinf(x)) {
+        h = sign | 0x7c00;
+      } else if (ax == 0.0) {
+        h = sign;
+      } else {
+        int e;
+        std::frexp(ax, &e);
+        const int lead = e - 1;
+        if (lead < -14) {
+          h = sign | uint16_t(ax * 0x1p24);
+        } else {
+          h = sign | uint16_t((lead + 15) << 10) | uint16_t((std::ldexp(ax, -lead) - 1.0) * 1024.0);
+        }
+      }
+      std::memcpy(p, &h, 2);
+      return;
+    }
+    case dtype::bf16: {
+      const float f = float(x);  // x is representable in bf16, hence exactly in f32
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      const uint16_t h = std::isnan(x) ? uint16_t(0x7fc0) : uint16_t(bits >> 16);
+      std::memcpy(p, &h, 2);
+      return;
+    }
+    case dtype::i8: *static_cast<int8_t*>(p) = int8_t(x); return;
+    case dtype::i32: {
+      const int32_t i = int32_t(x);
+      std::memcpy(p, &i, 4);
+      return;
+    }
+    case dtype::i64: {
+      const int64_t i = int64_t(x);
+      std::memcpy(p, &i, 8);
+      return;
+    }
+    default: return;
+  }
+}
+
+namespace {
+
+// Visits every index of a 4-d shape, i0 fastest.
+template <class F>
+void for_each(const int64_t* ne, F f) {
+  for (int64_t i3 = 0; i3 < ne[3]; ++i3)
+    for (int64_t i2 = 0; i2 < ne[2]; ++i2)
+      for (int64_t i1 = 0; i1 < ne[1]; ++i1)
+        for (int64_t i0 = 0; i0 < ne[0]; ++i0) f(i0, i1, i2, i3);
+}
+
+// out shaped like src[0], f32; f(a) -> value, tol.
+template <class F>
+void unary(const ref_in& in, ref_out* o, F f) {
+  const darray& a = in.src[0];
+  o->shape(dtype::f32, a.ne);
+  for (int64_t i = 0; i < a.n(); ++i) f(a.v[size_t(i)], &o->v[size_t(i)], &o->tol[size_t(i)]);
+}
+
+// b broadcast to a (b.ne[d] is a.ne[d] or 1).
+template <class F>
+void binary(const ref_in& in, ref_out* o, F f) {
+  const darray &a = in.src[0], &b = in.src[1];
+  o->shape(dtype::f32, a.ne);
+  for_each(a.ne, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    const double x = a.at(i0, i1, i2, i3);
+    const double y = b.at(i0 % b.ne[0], i1 % b.ne[1], i2 % b.ne[2], i3 % b.ne[3]);
+    const size_t k = size_t(o->idx(i0, i1, i2, i3));
+    f(x, y, &o->v[k], &o->tol[k]);
+  });
+}
+
+void copy_exact(const darray& a, ref_out* o) {
+  o->shape(a.type, a.ne);
+  o->v = a.v;
+  o->exact = true;
+}
+
+}  // namespace
+
+// ---- views: the result aliases a; the expected values are a's elements seen through the view ----
+static void ref_NONE(const ref_in& in, ref_out* o) { copy_exact(in.src[0], o); }
+
+// a contiguous; element i of the view is at byte offset + sum_d i_d * nb_d of a's data.
+static void ref_VIEW(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const op_args& p = in.args;
+  const size_t ts = elem_size(a.type);
+  o->shape(a.type, p.view_ne);
+  o->exact = true;
+  for_each(p.view_ne, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    const size_t byte = p.view_offset + size_t(i0) * p.view_nb[0] + size_t(i1) * p.view_nb[1] +
+                        size_t(i2) * p.view_nb[2] + size_t(i3) * p.view_nb[3];
+    o->v[size_t(o->idx(i0, i1, i2, i3))] = a.v[byte / ts];
+  });
+}
+
+static void ref_RESHAPE(const ref_in& in, ref_out* o) {
+  o->shape(in.src[0].type, in.args.view_ne);
+  o->v = in.src[0].v;
+  o->exact = true;
+}
+
+// result dim i is a's dim axes[i].
+static void ref_PERMUTE(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int* ax = in.args.axes;
+  int64_t ne[4];
+  for (int i = 0; i < 4; ++i) ne[i] = a.ne[ax[i]];
+  o->shape(a.type, ne);
+  o->exact = true;
+  for_each(ne, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    const int64_t oi[4] = {i0, i1, i2, i3};
+    int64_t s[4];
+    for (int i = 0; i < 4; ++i) s[ax[i]] = oi[i];
+    o->v[size_t(o->idx(i0, i1, i2, i3))] = a.at(s[0], s[1], s[2], s[3]);
+  });
+}
+
+// ---- elementwise ---------------------------------------------------------------------------------
+static void ref_ADD(const ref_in& in, ref_out* o) {
+  binary(in, o, [](double a, double b, double* y, double* t) { *y = a + b; *t = u * std::fabs(*y); });
+}
+static void ref_SUB(const ref_in& in, ref_out* o) {
+  binary(in, o, [](double a, double b, double* y, double* t) { *y = a - b; *t = u * std::fabs(*y); });
+}
+static void ref_MUL(const ref_in& in, ref_out* o) {
+  binary(in, o, [](double a, double b, double* y, double* t) { *y = a * b; *t = u * std::fabs(*y); });
+}
+static void ref_DIV(const ref_in& in, ref_out* o) {
+  binary(in, o, [](double a, double b, double* y, double* t) { *y = a / b; *t = 2 * u * std::fabs(*y); });
+}
+static void ref_SCALE(const ref_in& in, ref_out* o) {
+  const double s = in.args.f0, b = in.args.f1;
+  unary(in, o, [&](double a, double* y, double* t) {
+    *y = a * s + b;
+    *t = u * (std::fabs(a * s) + std::fabs(*y));
+  });
+}
+static void ref_CLAMP(const ref_in& in, ref_out* o) {
+  const double lo = in.args.f0, hi = in.args.f1;
+  unary(in, o, [&](double a, double* y, double* t) { *y = std::isnan(a) ? a : std::min(std::max(a, lo), hi); });
+  o->exact = true;
+}
+static double sigmoid_d(double a) { return 1.0 / (1.0 + std::exp(-a)); }
+static void ref_SILU(const ref_in& in, ref_out* o) {
+  unary(in, o, [](double a, double* y, double* t) {
+    *y = a * sigmoid_d(a);
+    *t = 0x1p-20 * std::fabs(*y) + kTiny;
+  });
+}
+static void ref_SIGMOID(const ref_in& in, ref_out* o) {
+  unary(in, o, [](double a, double* y, double* t) {
+    *y = sigmoid_d(a);
+    *t = 0x1p-20 * std::fabs(*y) + kTiny;
+  });
+}
+static void ref_SOFTPLUS(const ref_in& in, ref_out* o) {
+  unary(in, o, [](double a, double* y, double* t) {
+    *y = a > 20.0 ? a : std::log1p(std::exp(a));
+    *t = 0x1p-20 * std::fabs(*y) + 0x1p-23;
+  });
+}
+static void ref_SQRT(const ref_in& in, ref_out* o) {
+  unary(in, o, [](double a, double* y, double* t) {
+    *y = std::sqrt(a);
+    *t = u * std::fabs(*y);
+  });
+}
+static void ref_RELU(const ref_in& in, ref_out* o) {
+  unary(in, o, [](double a, double* y, double*) { *y = std::max(a, 0.0); });
+  o->exact = true;
+}
+static void ref_EXP(const ref_in& in, ref_out* o) {
+  unary(in, o, [](double a, double* y, double* t) {
+    *y = std::exp(a);
+    *t = kExpUlps * std::fabs(*y) + kTiny;
+  });
+}
+
+// ---- reductions -------------------------------------------------------------------------------------
+template <bool kMax>
+static void reduce(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int dim = in.args.dim;
+  int64_t ne[4] = {a.ne[0], a.ne[1], a.ne[2], a.ne[3]};
+  ne[dim] = 1;
+  o->shape(dtype::f32, ne);
+  o->exact = kMax;
+  const int64_t n = a.ne[dim];
+  for_each(ne, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    int64_t ix[4] = {i0, i1, i2, i3};
+    double acc = kMax ? -kInf : 0.0, mag = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      ix[dim] = j;
+      const double x = a.at(ix[0], ix[1], ix[2], ix[3]);
+      acc = kMax ? std::max(acc, x) : acc + x;
+      mag += std::fabs(x);
+    }
+    const size_t k = size_t(o->idx(i0, i1, i2, i3));
+    o->v[k] = acc;
+    o->tol[k] = double(n) * u * mag;
+  });
+}
+static void ref_SUM(const ref_in& in, ref_out* o) { reduce<false>(in, o); }
+static void ref_MAX(const ref_in& in, ref_out* o) { reduce<true>(in, o); }
+
+static void ref_RMS_NORM(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int64_t n = a.ne[0];
+  o->shape(dtype::f32, a.ne);
+  for (int64_t r = 0; r < a.n() / n; ++r) {
+    double ss = 0;
+    for (int64_t j = 0; j < n; ++j) ss += a.v[size_t(r * n + j)] * a.v[size_t(r * n + j)];
+    const double inv = 1.0 / std::sqrt(ss / double(n) + double(in.args.f0));
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t k = size_t(r * n + j);
+      o->v[k] = a.v[k] * inv;
+      o->tol[k] = double(n + 8) * u * std::fabs(o->v[k]);
+    }
+  }
+}
+
+// Softmax error bound for p_j = e_j / S, e_j = exp(z_j - M), S = sum_k e_k (+ e_sink):
+//   z_k = a_k*s + m_k rounds twice: |dz_k| <= 2u(|a_k s| + |m_k|); z_k - M rounds: u|z_k - M|;
+//   so e_k has relative error <= d_k + D + 4ulp(exp), with d_k = 2u(|a_k s|+|m_k|) + u|z_k - M|
+//   and D = max_k 2u(|a_k s| + |m_k|) (M is one of the computed z, or the exact sink).
+//   S: relative error <= max_k(d_k) + D + 4ulp + (n+1)u (positive terms); the division: u.
+static void ref_SOFTMAX(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const op_args& p = in.args;
+  const darray* mask = p.has_mask ? &in.src[1] : nullptr;
+  const darray* sink = p.has_sink ? &in.src[p.has_mask ? 2 : 1] : nullptr;
+  const int64_t n = a.ne[0];
+  const double s = p.softmax_scale;
+  o->shape(dtype::f32, a.ne);
+  std::vector<double> z(static_cast<size_t>(n)), d(static_cast<size_t>(n));
+  for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
+    for (int64_t i2 = 0; i2 < a.ne[2]; ++i2)
+      for (int64_t i1 = 0; i1 < a.ne[1]; ++i1) {
+        double M = -kInf, D = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const double as = a.at(j, i1, i2, i3) * s;
+          const double m = mask ? mask->at(j, i1 % mask->ne[1], i2 % mask->ne[2], i3 % mask->ne[3]) : 0.0;
+          z[size_t(j)] = as + m;
+          M = std::max(M, z[size_t(j)]);
+          if (std::isfinite(z[size_t(j)])) D = std::max(D, 2 * u * (std::fabs(as) + std::fabs(m)));
+          d[size_t(j)] = std::isfinite(z[size_t(j)]) ? 2 * u * (std::fabs(as) + std::fabs(m)) : 0.0;
+        }
+        const double sk = sink ? sink->at(i2) : -kInf;
+        M = std::max(M, sk);
+        if (M == -kInf) continue;  // every logit -inf and no sink: zeros (already)
+        double S = std::exp(sk - M), dmax = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          if (std::isfinite(z[size_t(j)])) {
+            d[size_t(j)] += u * std::fabs(z[size_t(j)] - M);
+            dmax = std::max(dmax, d[size_t(j)]);
+          }
+          S += std::exp(z[size_t(j)] - M);
+        }
+        if (sink) dmax = std::max(dmax, u * std::fabs(sk - M));
+        for (int64_t j = 0; j < n; ++j) {
+          const size_t k = size_t(o->idx(j, i1, i2, i3));
+          o->v[k] = std::exp(z[size_t(j)] - M) / S;
+          o->tol[k] = o->v[k] * (d[size_t(j)] + dmax + 2 * D + 2 * kExpUlps + double(n + 2) * u) + kTiny;
+        }
+      }
+}
+
+// ---- rope -----------------------------------------------------------------------------------------------
+double rope_freq(int i, const rope_params& p) {
+  const double base = p.base;
+  double f = std::pow(base, -2.0 * i / p.n_rot);
+  if (p.yarn_factor > 1.0f) {
+    const double pi = 3.14159265358979323846;
+    auto corr = [&](double c) { return p.n_rot * std::log(double(p.yarn_orig_ctx) / (c * 2 * pi)) / (2 * std::log(base)); };
+    const double lo = std::max(std::floor(corr(p.yarn_beta_fast)), 0.0);
+    double hi = std::min(std::ceil(corr(p.yarn_beta_slow)), double(p.n_rot - 1));
+    if (lo == hi) hi += 0.001;
+    const double ramp = std::clamp((i - lo) / (hi - lo), 0.0, 1.0);
+    f = f / p.yarn_factor * ramp + f * (1 - ramp);
+  }
+  return f;
+}
+
+// The angle pos*f_i computed in float. f_i = base^(-2i/n_rot) from powf carries the exponent's
+// rounding amplified by ln(base) (<= (2i/n_rot) ln(base) u) and a few ulp; built by repeated
+// products of theta_scale = base^(-2/n_rot) it carries i times theta_scale's error plus i
+// roundings: <= i (2 ln(base)/n_rot + 3) u, which covers both. YaRN's mix, the product with pos
+// and the rounding of theta itself add a few u: 8u. (f_0 = 1 and small positions stay exact.)
+double rope_angle_bound(double theta, int i, const rope_params& p) {
+  return std::fabs(theta) * u * (i * (2 * std::log(double(p.base)) / p.n_rot + 3) + 8);
+}
+
+static void ref_ROPE(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &pos = in.src[1];
+  const rope_params& p = in.args.rope;
+  const int64_t D = a.ne[0], r = D - p.n_rot, half = p.n_rot / 2;
+  o->shape(dtype::f32, a.ne);
+  o->v = a.v;  // dims before r pass through (tol 0)
+  for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
+    for (int64_t t = 0; t < a.ne[2]; ++t)
+      for (int64_t h = 0; h < a.ne[1]; ++h)
+        for (int64_t i = 0; i < half; ++i) {
+          const double theta = pos.at(t) * rope_freq(int(i), p) * (p.inverse ? -1.0 : 1.0);
+          const int64_t j0 = p.interleaved ? r + 2 * i : r + i;
+          const int64_t j1 = p.interleaved ? r + 2 * i + 1 : r + i + half;
+          const double x = a.at(j0, h, t, i3), y = a.at(j1, h, t, i3);
+          const size_t k0 = size_t(o->idx(j0, h, t, i3)), k1 = size_t(o->idx(j1, h, t, i3));
+          o->v[k0] = x * std::cos(theta) - y * std::sin(theta);
+          o->v[k1] = x * std::sin(theta) + y * std::cos(theta);
+          o->tol[k0] = o->tol[k1] = (std::fabs(x) + std::fabs(y)) * (rope_angle_bound(theta, int(i), p) + 16 * u);
+        }
+}
+
+// ---- linear algebra --------------------------------------------------------------------------------------
+static void ref_MATMUL(const ref_in& in, ref_out* o) {
+  const darray &w = in.src[0], &x = in.src[1];
+  const int64_t K = w.ne[0], M = w.ne[1], N = x.ne[1];
+  const int64_t ne[4] = {M, N, x.ne[2], x.ne[3]};
+  o->shape(dtype::f32, ne);
+  const double xr = in.mm_x_rounding ? in.mm_x_rounding(w.type, M, N, K) : 0.0;
+  const int64_t r2 = x.ne[2] / w.ne[2], r3 = x.ne[3] / w.ne[3];
+  for_each(ne, [&](int64_t m, int64_t n, int64_t b2, int64_t b3) {
+    double acc = 0, mag = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double t = w.at(k, m, b2 / r2, b3 / r3) * x.at(k, n, b2, b3);
+      acc += t;
+      mag += std::fabs(t);
+    }
+    const size_t i = size_t(o->idx(m, n, b2, b3));
+    o->v[i] = acc;
+    o->tol[i] = (xr + double(K + 2) * u) * mag;
+  });
+}
+
+static void ref_MATMUL_ID(const ref_in& in, ref_out* o) {
+  const darray &w = in.src[0], &x = in.src[1], &ids = in.src[2];
+  const int64_t K = w.ne[0], M = w.ne[1], X1 = x.ne[1], n_used = ids.ne[0], N = ids.ne[1];
+  const int64_t ne[4] = {M, n_used, N, 1};
+  o->shape(dtype::f32, ne);
+  // Each expert is one matmul problem whose N is the number of rows routed to it: take the
+  // coarsest rounding the backend declares for any such N.
+  double xr = 0;
+  if (in.mm_x_rounding)
+    for (int64_t nn = 1; nn <= n_used * N; ++nn) xr = std::max(xr, in.mm_x_rounding(w.type, M, nn, K));
+  for_each(ne, [&](int64_t m, int64_t i, int64_t n, int64_t) {
+    const int64_t e = int64_t(ids.at(i, n));
+    double acc = 0, mag = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double t = w.at(k, m, e) * x.at(k, i % X1, n);
+      acc += t;
+      mag += std::fabs(t);
+    }
+    const size_t j = size_t(o->idx(m, i, n, 0));
+    o->v[j] = acc;
+    o->tol[j] = (xr + double(K + 2) * u) * mag;
+  });
+}
+
+// ---- indexing ----------------------------------------------------------------------------------------------
+static void ref_GET_ROWS(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &ids = in.src[1];
+  const int64_t ne[4] = {a.ne[0], ids.ne[0], ids.ne[1], 1};
+  o->shape(dtype::f32, ne);
+  o->exact = true;
+  for_each(ne, [&](int64_t k, int64_t n, int64_t b, int64_t) {
+    o->v[size_t(o->idx(k, n, b, 0))] = a.at(k, int64_t(ids.at(n, b)), b);
+  });
+}
+
+static void ref_SET_ROWS(const ref_in& in, ref_out* o) {
+  const darray &dst = in.src[0], &src = in.src[1], &ids = in.src[2];
+  copy_exact(dst, o);
+  for (int64_t b = 0; b < src.ne[2]; ++b)
+    for (int64_t n = 0; n < src.ne[1]; ++n)  // in order of n: the last duplicate wins
+      for (int64_t k = 0; k < src.ne[0]; ++k)
+        o->v[size_t(o->idx(k, int64_t(ids.at(n, b)), b, 0))] = round_to(dst.type, src.at(k, n, b));
+}
+
+static void ref_GATHER(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &idx = in.src[1];
+  o->shape(dtype::f32, idx.ne);
+  o->exact = true;
+  for_each(idx.ne, [&](int64_t j, int64_t i1, int64_t i2, int64_t i3) {
+    o->v[size_t(o->idx(j, i1, i2, i3))] = a.at(int64_t(idx.at(j, i1, i2, i3)), i1, i2, i3);
+  });
+}
+
+// Row order for top_k: larger values first, NaN below every number, ties (NaNs among
+// themselves included) by lower index.
+static void ref_TOP_K(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int64_t n = a.ne[0], k = in.args.k;
+  const int64_t ne[4] = {k, a.ne[1], a.ne[2], a.ne[3]};
+  o->shape(dtype::i32, ne);
+  o->exact = true;
+  std::vector<int64_t> ix(static_cast<size_t>(n));
+  for (int64_t r = 0; r < a.n() / n; ++r) {
+    const double* row = &a.v[size_t(r * n)];
+    std::iota(ix.begin(), ix.end(), 0);
+    std::sort(ix.begin(), ix.end(), [&](int64_t x, int64_t y) {
+      const bool nx = std::isnan(row[x]), ny = std::isnan(row[y]);
+      if (nx != ny) return ny;
+      if (!nx && row[x] != row[y]) return row[x] > row[y];
+      return x < y;
+    });
+    for (int64_t j = 0; j < k; ++j) o->v[size_t(r * k + j)] = double(ix[size_t(j)]);
+  }
+}
+
+static void ref_ARGSORT(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int64_t n = a.ne[0];
+  const bool desc = in.args.descending;
+  o->shape(dtype::i32, a.ne);
+  o->exact = true;
+  std::vector<int64_t> ix(static_cast<size_t>(n));
+  for (int64_t r = 0; r < a.n() / n; ++r) {
+    const double* row = &a.v[size_t(r * n)];
+    std::iota(ix.begin(), ix.end(), 0);
+    std::stable_sort(ix.begin(), ix.end(), [&](int64_t x, int64_t y) { return desc ? row[x] > row[y] : row[x] < row[y]; });
+    for (int64_t j = 0; j < n; ++j) o->v[size_t(r * n + j)] = double(ix[size_t(j)]);
+  }
+}
+
+static void ref_CONCAT(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &b = in.src[1];
+  const int dim = in.args.dim;
+  int64_t ne[4] = {a.ne[0], a.ne[1], a.ne[2], a.ne[3]};
+  ne[dim] += b.ne[dim];
+  o->shape(a.type, ne);
+  o->exact = true;
+  for_each(ne, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    int64_t ix[4] = {i0, i1, i2, i3};
+    double v;
+    if (ix[dim] < a.ne[dim]) {
+      v = a.at(ix[0], ix[1], ix[2], ix[3]);
+    } else {
+      ix[dim] -= a.ne[dim];
+      v = b.at(ix[0], ix[1], ix[2], ix[3]);
+    }
+    o->v[size_t(o->idx(i0, i1, i2, i3))] = v;
+  });
+}
+
+// ---- copies ---------------------------------------------------------------------------------------------------
+// Elements of a in a's logical order go to dst's logical order, converted (RNE) to dst's type.
+static void ref_CPY(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &dst = in.src[1];
+  o->shape(dst.type, dst.ne);
+  o->exact = true;
+  for (int64_t i = 0; i < a.n(); ++i) o->v[size_t(i)] = round_to(dst.type, a.v[size_t(i)]);
+}
+
+// cast() is a CPY node that writes into a new contiguous tensor of args.cast_type.
+void ref_cast(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  o->shape(in.args.cast_type, a.ne);
+  o->exact = true;
+  for (int64_t i = 0; i < a.n(); ++i) o->v[size_t(i)] = round_to(in.args.cast_type, a.v[size_t(i)]);
+}
+
+// Sylvester ordering: H_n[i][j] = (-1)^popcount(i & j).
+static void ref_HADAMARD(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int64_t n = a.ne[0];
+  const double s = in.args.f0;
+  o->shape(dtype::f32, a.ne);
+  for (int64_t r = 0; r < a.n() / n; ++r) {
+    const double* x = &a.v[size_t(r * n)];
+    double mag = 0;
+    for (int64_t j = 0; j < n; ++j) mag += std::fabs(x[j]);
+    for (int64_t i = 0; i < n; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < n; ++j) acc += (__builtin_popcountll(uint64_t(i & j)) & 1) ? -x[j] : x[j];
+      o->v[size_t(r * n + i)] = s * acc;
+      o->tol[size_t(r * n + i)] = double(n + 1) * u * std::fabs(s) * mag;
+    }
+  }
+}
+
+static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }
+
+// ---- the table, generated from the registry ------------------------------------------------------------------
+namespace {
+constexpr ref_fn kTable[] = {
+#define X(e, name, min_src, max_src) ref_##e,
+#include "tensor/ops.def"
+#undef X
+};
+static_assert(sizeof(kTable) / sizeof(kTable[0]) == size_t(op_kind::COUNT), "one reference per op in ops.def");
+}  // namespace
+
+ref_fn reference(op_kind op) { return kTable[size_t(op)]; }
+
+}  // namespace v4::optest

@@ -1,0 +1,376 @@
+// Tests of the harness itself: it can fail (perturbed results, overwritten guards, writes outside a
+// destination view), its number formats agree with IEEE rounding, and every op in ops.def has a
+// reference, numeric cases and error cases.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <limits>
+
+#include "ops/harness.h"
+
+namespace v4::optest {
+namespace {
+
+const double kInf = std::numeric_limits<double>::infinity();
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+const op_case* find_case(op_kind op, const std::string& name) {
+  for (const op_case& c : all_cases())
+    if (c.op == op && c.name == name) return &c;
+  return nullptr;
+}
+
+// The targets this binary runs: every registered device, the CPU once per ISA level it can run.
+TEST(Harness, targets) {
+  ASSERT_FALSE(all_targets().empty());
+  bool cpu_scalar = false;
+  for (const target& t : all_targets()) {
+    std::cout << "[   INFO   ] target " << t.name << ": " << t.dev->description() << "\n";
+    cpu_scalar |= t.name == "CPU_scalar";
+  }
+  EXPECT_TRUE(cpu_scalar) << "the CPU's scalar kernels are always a target";
+}
+
+// ---- the comparator ------------------------------------------------------------------------------
+ref_out expect_values(std::vector<double> v, double tol, bool exact) {
+  ref_out o;
+  const int64_t ne[4] = {int64_t(v.size()), 1, 1, 1};
+  o.shape(dtype::f32, ne);
+  o.v = std::move(v);
+  o.tol.assign(o.v.size(), tol);
+  o.exact = exact;
+  return o;
+}
+
+TEST(Harness, comparator_bounds) {
+  std::string why;
+  double worst;
+  EXPECT_TRUE(compare(expect_values({1.0, 2.0}, 0.01, false), {1.005, 1.995}, &why, &worst)) << why;
+  EXPECT_LE(worst, 1.0);
+  EXPECT_FALSE(compare(expect_values({1.0, 2.0}, 0.01, false), {1.0, 2.02}, &why, &worst));
+  EXPECT_NE(why.find("mismatch"), std::string::npos) << why;
+  EXPECT_NE(why.find("[1,0,0,0]"), std::string::npos) << "report names the element: " << why;
+  EXPECT_FALSE(compare(expect_values({1.0}, 0.5, false), {kNaN}, &why, &worst)) << "NaN is never within a bound";
+  EXPECT_FALSE(compare(expect_values({kNaN}, 0.5, false), {1.0}, &why, &worst)) << "NaN expected";
+  EXPECT_TRUE(compare(expect_values({kNaN, -kInf}, 0, false), {kNaN, -kInf}, &why, &worst));
+  EXPECT_FALSE(compare(expect_values({kInf}, 1e300, false), {1e300}, &why, &worst)) << "infinities must match exactly";
+  EXPECT_FALSE(compare(expect_values({3.0}, 1.0, true), {3.0000001}, &why, &worst)) << "exact ops ignore tolerances";
+  EXPECT_TRUE(compare(expect_values({3.0, kNaN}, 0, true), {3.0, kNaN}, &why, &worst));
+  EXPECT_FALSE(compare(expect_values({1.0, 2.0}, 0, true), {1.0}, &why, &worst)) << "element count";
+}
+
+// ---- the harness fails on wrong results ---------------------------------------------------------------
+// A view result is read straight from its input's memory: no kernel runs, so these checks do not
+// depend on the backend being right.
+TEST(Harness, detects_a_perturbed_result) {
+  const op_case* c = find_case(op_kind::VIEW, "2d_40x6_rows");
+  ASSERT_NE(c, nullptr);
+  const target& tg = all_targets().front();
+  const case_result ok = run_case(tg, *c);
+  ASSERT_EQ(ok.status, outcome::pass) << ok.report;
+
+  run_hooks h;
+  h.after_compute = [](run_state& s) {
+    // The view starts at element 43 of its 40x6 leaf; bump element 43 + 5 (inside the view).
+    placed& leaf = s.allocs->front();
+    float v;
+    leaf.buf->get(leaf.t, &v, 48 * 4, 4);
+    v = std::nextafter(v, 10.0f);  // one ulp: exact ops must see it
+    leaf.buf->set(leaf.t, &v, 48 * 4, 4);
+  };
+  const case_result r = run_case(tg, *c, &h);
+  EXPECT_EQ(r.status, outcome::fail);
+  EXPECT_NE(r.report.find("mismatch"), std::string::npos) << r.report;
+  EXPECT_NE(r.report.find("[5,0,0,0]"), std::string::npos) << r.report;
+}
+
+TEST(Harness, detects_an_overwritten_guard) {
+  const op_case* c = find_case(op_kind::VIEW, "2d_40x6_rows");
+  ASSERT_NE(c, nullptr);
+  run_hooks h;
+  h.after_compute = [](run_state& s) {
+    placed& p = s.allocs->front();
+    uint8_t b;
+    p.buf->get(p.guard_hi, &b, 0, 1);
+    b ^= 0x01;
+    p.buf->set(p.guard_hi, &b, 0, 1);
+  };
+  const case_result r = run_case(all_targets().front(), *c, &h);
+  EXPECT_EQ(r.status, outcome::fail);
+  EXPECT_NE(r.report.find("guard bytes after input 0"), std::string::npos) << r.report;
+}
+
+TEST(Harness, detects_a_changed_input) {
+  const op_case* c = find_case(op_kind::VIEW, "2d_40x6_rows");
+  ASSERT_NE(c, nullptr);
+  run_hooks h;
+  h.after_compute = [](run_state& s) {  // element 0 lies outside the view
+    placed& p = s.allocs->front();
+    const float v = 1234.0f;
+    p.buf->set(p.t, &v, 0, 4);
+  };
+  const case_result r = run_case(all_targets().front(), *c, &h);
+  EXPECT_EQ(r.status, outcome::fail);
+  EXPECT_NE(r.report.find("input 0: "), std::string::npos) << r.report;
+  EXPECT_NE(r.report.find("byte(s) of its leaf changed"), std::string::npos) << r.report;
+}
+
+// With a computed op: a result element moved by far more than its bound, and a write into the
+// gap of a strided destination (cpy may only write the view's elements).
+TEST(Harness, detects_a_wrong_kernel_result) {
+  const op_case* c = find_case(op_kind::ADD, "33x5x2_padded_by_33x5x2_transposed");
+  ASSERT_NE(c, nullptr);
+  const target& tg = all_targets().front();
+  const case_result ok = run_case(tg, *c);
+  if (ok.status != outcome::pass) GTEST_SKIP() << "add itself does not pass on " << tg.name << ": " << ok.report;
+  run_hooks h;
+  h.after_compute = [](run_state& s) {
+    float v;
+    s.result->buf->get(s.result, &v, 17 * 4, 4);
+    v = v * (1 + 0x1p-20f) + 0x1p-20f;
+    s.result->buf->set(s.result, &v, 17 * 4, 4);
+  };
+  const case_result r = run_case(tg, *c, &h);
+  EXPECT_EQ(r.status, outcome::fail);
+  EXPECT_NE(r.report.find("1 of 330 elements out of bound"), std::string::npos) << r.report;
+}
+
+TEST(Harness, detects_a_write_before_a_computed_result) {
+  const op_case* c = find_case(op_kind::ADD, "33x5x2_padded_by_33x5x2_transposed");
+  ASSERT_NE(c, nullptr);
+  const target& tg = all_targets().front();
+  run_hooks h;
+  h.after_compute = [](run_state& s) {
+    placed& out = s.allocs->back();  // the result's allocation comes last
+    ASSERT_EQ(out.t, s.result);
+    uint8_t b;
+    out.buf->get(out.guard_lo, &b, kGuardBytes - 1, 1);  // the byte just before the result
+    b = uint8_t(~b);
+    out.buf->set(out.guard_lo, &b, kGuardBytes - 1, 1);
+  };
+  const case_result r = run_case(tg, *c, &h);
+  EXPECT_EQ(r.status, outcome::fail);
+  EXPECT_NE(r.report.find("guard bytes before a computed node overwritten (offset 255)"), std::string::npos) << r.report;
+}
+
+TEST(Harness, detects_a_write_outside_the_destination_view) {
+  const op_case* c = find_case(op_kind::CPY, "f32_to_f16_transposed_into_padded");
+  ASSERT_NE(c, nullptr);
+  const target& tg = all_targets().front();
+  const case_result ok = run_case(tg, *c);
+  if (ok.status != outcome::pass) GTEST_SKIP() << "cpy itself does not pass on " << tg.name << ": " << ok.report;
+  run_hooks h;
+  h.after_compute = [](run_state& s) {
+    // The destination's leaf (input 1) starts with 3 elements of offset before the view.
+    placed& dst = (*s.allocs)[1];
+    uint16_t v = 0x3c00;
+    dst.buf->set(dst.t, &v, 2, 2);
+  };
+  const case_result r = run_case(tg, *c, &h);
+  EXPECT_EQ(r.status, outcome::fail);
+  EXPECT_NE(r.report.find("outside the destination view"), std::string::npos) << r.report;
+}
+
+// ---- number formats: the harness's own conversions against IEEE rules and the library's ----------------
+TEST(Harness, number_formats) {
+  EXPECT_EQ(round_to(dtype::f16, 1 + 0x1p-11), 1.0);                  // tie to even
+  EXPECT_EQ(round_to(dtype::f16, 1 + 3 * 0x1p-11), 1 + 0x1p-9);       // tie to even (up)
+  EXPECT_EQ(round_to(dtype::f16, 65519.0), 65504.0);
+  EXPECT_EQ(round_to(dtype::f16, 65520.0), kInf);
+  EXPECT_EQ(round_to(dtype::f16, 0x1p-25), 0.0);                      // tie between 0 and 2^-24
+  EXPECT_EQ(round_to(dtype::f16, 0x1.8p-25), 0x1p-24);
+  EXPECT_EQ(round_to(dtype::bf16, 1 + 0x1p-8), 1.0);
+  EXPECT_EQ(round_to(dtype::bf16, 1 + 3 * 0x1p-8), 1 + 0x1p-6);
+  EXPECT_EQ(round_to(dtype::bf16, 0x1.fffffep127), kInf);
+  EXPECT_EQ(round_to(dtype::f32, 1 + 0x1p-24), 1.0);
+  EXPECT_TRUE(std::isnan(round_to(dtype::f16, kNaN)));
+
+  // Every f16 and bf16 bit pattern: decode, encode and the library's conversion agree.
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const uint16_t bits = uint16_t(h);
+    const double x = decode(dtype::f16, &bits);
+    EXPECT_EQ(std::isnan(x), std::isnan(f16_to_f32(bits))) << h;
+    if (std::isnan(x)) continue;
+    ASSERT_EQ(x, double(f16_to_f32(bits))) << "f16 " << h;
+    uint16_t back;
+    encode(dtype::f16, x, &back);
+    ASSERT_EQ(back, bits) << "f16 " << h;
+    const double y = decode(dtype::bf16, &bits);
+    ASSERT_EQ(y, double(bf16_to_f32(bits))) << "bf16 " << h;
+    encode(dtype::bf16, y, &back);
+    ASSERT_EQ(back, bits) << "bf16 " << h;
+  }
+  // RNE of random floats (and of values at and around ties) matches the library's f32 -> 16-bit.
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 200000; ++i) {
+    uint32_t bits = uint32_t(rng());
+    if (i % 4 == 0) bits &= 0xffffe000u | (1u << 12);  // exact f16 ties
+    if (i % 4 == 1) bits = (bits & 0xffff0000u) | 0x8000u;  // exact bf16 ties
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(round_to(dtype::f16, f), double(f16_to_f32(f32_to_f16(f)))) << std::hexfloat << f;
+    ASSERT_EQ(round_to(dtype::bf16, f), double(bf16_to_f32(f32_to_bf16(f)))) << std::hexfloat << f;
+  }
+}
+
+// ---- error paths: invalid inputs give nullptr and an error, never a crash -------------------------------
+struct bad_input {
+  op_kind op;
+  const char* what;
+  tensor* (*make)(context& c);
+};
+
+tensor* f32(context& c, std::initializer_list<int64_t> ne) { return c.new_tensor(dtype::f32, ne); }
+tensor* i32(context& c, std::initializer_list<int64_t> ne) { return c.new_tensor(dtype::i32, ne); }
+tensor* f16(context& c, std::initializer_list<int64_t> ne) { return c.new_tensor(dtype::f16, ne); }
+
+void noop_fn(tensor*, const tensor* const*, int, int, int, void*) {}
+
+softmax_params sm(tensor* mask, tensor* sink) {
+  softmax_params p;
+  p.mask = mask;
+  p.sink = sink;
+  return p;
+}
+rope_params rp(int n_rot) {
+  rope_params p;
+  p.n_rot = n_rot;
+  return p;
+}
+
+const std::vector<bad_input>& bad_inputs() {
+  static const std::vector<bad_input> table = {
+      {op_kind::VIEW, "view past the end of its source", [](context& c) { return view_1d(c, f32(c, {8}), 9, 0); }},
+      {op_kind::VIEW, "2-d view past the end", [](context& c) { return view_2d(c, f32(c, {8, 2}), 8, 2, 40, 0); }},
+      {op_kind::VIEW, "offset past the end", [](context& c) { return view_1d(c, f32(c, {8}), 2, 28); }},
+      {op_kind::RESHAPE, "element count differs", [](context& c) { return reshape(c, f32(c, {6, 5}), {7, 4}); }},
+      {op_kind::RESHAPE, "non-contiguous source", [](context& c) { return reshape(c, transpose(c, f32(c, {6, 5})), {30}); }},
+      {op_kind::PERMUTE, "repeated axis", [](context& c) { return permute(c, f32(c, {6, 5}), 0, 0, 2, 3); }},
+      {op_kind::PERMUTE, "axis out of range", [](context& c) { return permute(c, f32(c, {6, 5}), 1, 0, 2, 4); }},
+      {op_kind::ADD, "not broadcastable", [](context& c) { return add(c, f32(c, {5, 3}), f32(c, {4, 3})); }},
+      {op_kind::ADD, "b larger than a", [](context& c) { return add(c, f32(c, {5, 1}), f32(c, {5, 3})); }},
+      {op_kind::ADD, "f16 operand", [](context& c) { return add(c, f16(c, {5, 3}), f16(c, {5, 3})); }},
+      {op_kind::SUB, "not broadcastable", [](context& c) { return sub(c, f32(c, {5, 3, 2}), f32(c, {5, 2, 2})); }},
+      {op_kind::MUL, "not broadcastable", [](context& c) { return mul(c, f32(c, {5, 3}), f32(c, {5, 3, 2})); }},
+      {op_kind::MUL, "i32 operand", [](context& c) { return mul(c, f32(c, {5}), i32(c, {5})); }},
+      {op_kind::DIV, "not broadcastable", [](context& c) { return div(c, f32(c, {6}), f32(c, {3})); }},
+      {op_kind::SCALE, "f16 input", [](context& c) { return scale(c, f16(c, {4}), 2.0f); }},
+      {op_kind::CLAMP, "i32 input", [](context& c) { return clamp(c, i32(c, {4}), 0.0f, 1.0f); }},
+      {op_kind::SILU, "f16 input", [](context& c) { return silu(c, f16(c, {4})); }},
+      {op_kind::SIGMOID, "i32 input", [](context& c) { return sigmoid(c, i32(c, {4})); }},
+      {op_kind::SOFTPLUS, "f16 input", [](context& c) { return softplus(c, f16(c, {4})); }},
+      {op_kind::SQRT, "i32 input", [](context& c) { return v4::sqrt(c, i32(c, {4})); }},
+      {op_kind::RELU, "f16 input", [](context& c) { return relu(c, f16(c, {4})); }},
+      {op_kind::EXP, "i32 input", [](context& c) { return v4::exp(c, i32(c, {4})); }},
+      {op_kind::SUM, "dim 4", [](context& c) { return sum(c, f32(c, {4, 3}), 4); }},
+      {op_kind::SUM, "dim -1", [](context& c) { return sum(c, f32(c, {4, 3}), -1); }},
+      {op_kind::SUM, "f16 input", [](context& c) { return sum(c, f16(c, {4, 3}), 0); }},
+      {op_kind::MAX, "dim 5", [](context& c) { return max(c, f32(c, {4, 3}), 5); }},
+      {op_kind::MAX, "i32 input", [](context& c) { return max(c, i32(c, {4, 3}), 0); }},
+      {op_kind::RMS_NORM, "f16 input", [](context& c) { return rms_norm(c, f16(c, {8, 2}), 1e-6f); }},
+      {op_kind::SOFTMAX, "mask row length differs", [](context& c) { return softmax(c, f32(c, {8, 4}), sm(f32(c, {7, 4}), nullptr)); }},
+      {op_kind::SOFTMAX, "mask rows not broadcastable", [](context& c) { return softmax(c, f32(c, {8, 4}), sm(f32(c, {8, 3}), nullptr)); }},
+      {op_kind::SOFTMAX, "mask i32", [](context& c) { return softmax(c, f32(c, {8, 4}), sm(i32(c, {8, 4}), nullptr)); }},
+      {op_kind::SOFTMAX, "sink length differs from dim 2", [](context& c) { return softmax(c, f32(c, {8, 4, 3}), sm(nullptr, f32(c, {4}))); }},
+      {op_kind::SOFTMAX, "f16 input", [](context& c) { return softmax(c, f16(c, {8, 4})); }},
+      {op_kind::ROPE, "positions length differs from T", [](context& c) { return rope(c, f32(c, {64, 2, 5}), i32(c, {4}), rp(64)); }},
+      {op_kind::ROPE, "odd n_rot", [](context& c) { return rope(c, f32(c, {64, 2, 5}), i32(c, {5}), rp(63)); }},
+      {op_kind::ROPE, "n_rot > D", [](context& c) { return rope(c, f32(c, {32, 2, 5}), i32(c, {5}), rp(64)); }},
+      {op_kind::ROPE, "f32 positions", [](context& c) { return rope(c, f32(c, {64, 2, 5}), f32(c, {5}), rp(64)); }},
+      {op_kind::MATMUL, "K differs", [](context& c) { return matmul(c, f32(c, {16, 4}), f32(c, {15, 3})); }},
+      {op_kind::MATMUL, "batch not a multiple", [](context& c) { return matmul(c, f32(c, {16, 4, 2}), f32(c, {16, 3, 3})); }},
+      {op_kind::MATMUL, "x not f32", [](context& c) { return matmul(c, f32(c, {16, 4}), f16(c, {16, 3})); }},
+      {op_kind::MATMUL, "x rows not contiguous", [](context& c) { return matmul(c, f32(c, {16, 4}), transpose(c, f32(c, {3, 16}))); }},
+      {op_kind::MATMUL, "i32 weights", [](context& c) { return matmul(c, i32(c, {16, 4}), f32(c, {16, 3})); }},
+      {op_kind::MATMUL_ID, "ids rows differ from x's N", [](context& c) { return matmul_id(c, f32(c, {16, 4, 8}), f32(c, {16, 1, 5}), i32(c, {2, 4})); }},
+      {op_kind::MATMUL_ID, "X1 neither 1 nor n_used", [](context& c) { return matmul_id(c, f32(c, {16, 4, 8}), f32(c, {16, 3, 5}), i32(c, {2, 5})); }},
+      {op_kind::MATMUL_ID, "K differs", [](context& c) { return matmul_id(c, f32(c, {16, 4, 8}), f32(c, {15, 1, 5}), i32(c, {2, 5})); }},
+      {op_kind::MATMUL_ID, "f32 ids", [](context& c) { return matmul_id(c, f32(c, {16, 4, 8}), f32(c, {16, 1, 5}), f32(c, {2, 5})); }},
+      {op_kind::GET_ROWS, "f32 ids", [](context& c) { return get_rows(c, f32(c, {16, 10}), f32(c, {3})); }},
+      {op_kind::GET_ROWS, "ids batch differs", [](context& c) { return get_rows(c, f32(c, {16, 10, 2}), i32(c, {3, 3})); }},
+      {op_kind::SET_ROWS, "f32 ids", [](context& c) { return set_rows(c, f32(c, {16, 10}), f32(c, {16, 3}), f32(c, {3})); }},
+      {op_kind::SET_ROWS, "row length differs", [](context& c) { return set_rows(c, f32(c, {16, 10}), f32(c, {15, 3}), i32(c, {3})); }},
+      {op_kind::SET_ROWS, "ids count differs from src rows", [](context& c) { return set_rows(c, f32(c, {16, 10}), f32(c, {16, 3}), i32(c, {4})); }},
+      {op_kind::SET_ROWS, "f16 src", [](context& c) { return set_rows(c, f32(c, {16, 10}), f16(c, {16, 3}), i32(c, {3})); }},
+      {op_kind::GATHER, "f32 idx", [](context& c) { return gather(c, f32(c, {16, 4}), f32(c, {3, 4})); }},
+      {op_kind::GATHER, "idx rows differ", [](context& c) { return gather(c, f32(c, {16, 4}), i32(c, {3, 5})); }},
+      {op_kind::TOP_K, "k = 0", [](context& c) { return top_k(c, f32(c, {16, 4}), 0); }},
+      {op_kind::TOP_K, "k > n", [](context& c) { return top_k(c, f32(c, {16, 4}), 17); }},
+      {op_kind::TOP_K, "i32 input", [](context& c) { return top_k(c, i32(c, {16, 4}), 3); }},
+      {op_kind::ARGSORT, "i32 input", [](context& c) { return argsort(c, i32(c, {16, 4})); }},
+      {op_kind::CONCAT, "dim 4", [](context& c) { return concat(c, f32(c, {4, 3}), f32(c, {4, 3}), 4); }},
+      {op_kind::CONCAT, "other dims differ", [](context& c) { return concat(c, f32(c, {4, 3}), f32(c, {4, 2}), 0); }},
+      {op_kind::CONCAT, "types differ", [](context& c) { return concat(c, f32(c, {4, 3}), f16(c, {4, 3}), 0); }},
+      {op_kind::CPY, "element counts differ", [](context& c) { return cpy(c, f32(c, {4, 3}), f32(c, {13})); }},
+      {op_kind::HADAMARD, "n = 3", [](context& c) { return hadamard(c, f32(c, {3, 2}), 1.0f); }},
+      {op_kind::HADAMARD, "n = 12", [](context& c) { return hadamard(c, f32(c, {12}), 1.0f); }},
+      {op_kind::HADAMARD, "f16 input", [](context& c) { return hadamard(c, f16(c, {16}), 1.0f); }},
+      {op_kind::CPY, "cast to an unregistered type", [](context& c) { return cast(c, f32(c, {4}), dtype::count); }},
+      {op_kind::CUSTOM, "no function", [](context& c) { return custom(c, dtype::f32, {4}, {f32(c, {4})}, custom_params{}); }},
+      {op_kind::CUSTOM, "7 sources", [](context& c) {
+         tensor* a = f32(c, {4});
+         custom_params p;
+         p.fn = noop_fn;
+         return custom(c, dtype::f32, {4}, {a, a, a, a, a, a, a}, p);
+       }},
+  };
+  return table;
+}
+
+TEST(OpErrors, invalid_inputs_give_nullptr_and_an_error) {
+  for (const bad_input& b : bad_inputs()) {
+    context c;
+    tensor* t = b.make(c);
+    EXPECT_EQ(t, nullptr) << op_name(b.op) << ": " << b.what << " was accepted";
+    EXPECT_FALSE(c.ok()) << op_name(b.op) << ": " << b.what << " returned without an error";
+    if (!c.ok()) {
+      EXPECT_FALSE(c.error().empty());
+    }
+    graph g;
+    EXPECT_FALSE(build_graph(c, {t}, &g)) << op_name(b.op) << ": " << b.what << ": build_graph accepted a nullptr output";
+  }
+}
+
+// A nullptr source propagates silently: the first error stays the one recorded.
+TEST(OpErrors, nullptr_sources_propagate_silently) {
+  context c;
+  tensor* a = f32(c, {8, 4});
+  tensor* ids = i32(c, {3});
+  EXPECT_EQ(add(c, nullptr, a), nullptr);
+  EXPECT_EQ(add(c, a, nullptr), nullptr);
+  EXPECT_EQ(silu(c, nullptr), nullptr);
+  EXPECT_EQ(softmax(c, nullptr), nullptr);
+  EXPECT_EQ(matmul(c, nullptr, a), nullptr);
+  EXPECT_EQ(get_rows(c, a, nullptr), nullptr);
+  EXPECT_EQ(set_rows(c, nullptr, a, ids), nullptr);
+  EXPECT_EQ(cpy(c, a, nullptr), nullptr);
+  EXPECT_EQ(permute(c, nullptr, 1, 0, 2, 3), nullptr);
+  EXPECT_TRUE(c.ok()) << "a nullptr source is not a new error: " << c.error();
+}
+
+// Every op in the registry has a reference (the table is generated from ops.def, so that is a
+// compile-time fact), numeric cases, and error cases.
+TEST(OpRegistry, every_op_has_cases_and_error_cases) {
+  const std::vector<op_kind> with_cases = ops_with_cases();
+  for (int i = 0; i < int(op_kind::COUNT); ++i) {
+    const op_kind op = op_kind(i);
+    if (op == op_kind::NONE) continue;
+    EXPECT_NE(reference(op), nullptr) << op_name(op);
+    EXPECT_NE(std::find(with_cases.begin(), with_cases.end(), op), with_cases.end()) << op_name(op) << " has no numeric case";
+    bool has_bad = false;
+    for (const bad_input& b : bad_inputs()) has_bad |= b.op == op;
+    EXPECT_TRUE(has_bad) << op_name(op) << " has no error-path case";
+  }
+  // Case names are unique per op (they name failures).
+  for (size_t i = 0; i < all_cases().size(); ++i)
+    for (size_t j = i + 1; j < all_cases().size(); ++j)
+      EXPECT_FALSE(all_cases()[i].op == all_cases()[j].op && all_cases()[i].name == all_cases()[j].name)
+          << "duplicate case " << op_name(all_cases()[i].op) << " / " << all_cases()[i].name;
+}
+
+}  // namespace
+}  // namespace v4::optest

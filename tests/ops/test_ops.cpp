@@ -1,0 +1,922 @@
+// The op cases: every op of tensor/ops.def at odd sizes, several ranks, broadcasting, strided
+// inputs and each documented parameter variant; run on every target (device x kernel variant)
+// against the float64 references of ops/reference.cpp.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <memory>
+
+#include "ops/harness.h"
+
+namespace v4::optest {
+namespace {
+
+const double kInf = std::numeric_limits<double>::infinity();
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string shape_name(const input& i) {
+  std::string s;
+  for (int d = 0; d < 4; ++d) {
+    if (d > 0 && i.ne[d] == 1 && (d == 3 || (i.ne[2] == 1 && i.ne[3] == 1) || (d == 2 && i.ne[3] == 1))) break;
+    if (d) s += 'x';
+    s += std::to_string(i.ne[d]);
+  }
+  return s;
+}
+std::string lay_name(const input& i) { return std::string(i.lay.name) == "cont" ? "" : std::string("_") + i.lay.name; }
+
+op_case mk(op_kind op, std::string name, std::vector<input> ins, build_fn b, op_args a = {}) {
+  op_case c;
+  c.op = op;
+  c.name = std::move(name);
+  c.inputs = std::move(ins);
+  c.build = std::move(b);
+  c.args = std::move(a);
+  return c;
+}
+
+// Values of magnitude in [lo, hi] with random sign (divisors away from zero).
+filler signed_range(double lo, double hi) {
+  return [lo, hi](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> d(lo, hi);
+    for (double& x : v) x = (rng() & 1) ? d(rng) : -d(rng);
+  };
+}
+// Uniform values with a fraction p of them replaced by `special` (NaN, -inf, ...).
+filler with_specials(double lo, double hi, double p, std::vector<double> special) {
+  return [=](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> d(lo, hi), coin(0, 1);
+    for (double& x : v) x = coin(rng) < p ? special[rng() % special.size()] : d(rng);
+  };
+}
+// A softmax mask: 0 or a small bias, -inf with probability p; the last dim-1 row fully -inf.
+filler mask_fill(double p) {
+  return [p](std::vector<double>& v, const int64_t* ne, std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> d(-1, 1), coin(0, 1);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const int64_t i1 = int64_t(i) / ne[0] % ne[1];
+      v[i] = (i1 == ne[1] - 1 || coin(rng) < p) ? -kInf : d(rng);
+    }
+  };
+}
+
+// ---- elementwise ---------------------------------------------------------------------------------
+// Shapes x layouts shared by unary and binary ops: ranks 1..4, odd sizes, strided inputs.
+std::vector<input> unary_inputs(filler f) {
+  return {
+      in(dtype::f32, {1}, f),
+      in(dtype::f32, {7}, f),
+      in(dtype::f32, {17, 3}, f),
+      in(dtype::f32, {17, 3}, f, transposed()),
+      in(dtype::f32, {33, 5, 2}, f),
+      in(dtype::f32, {33, 5, 2}, f, padded()),
+      in(dtype::f32, {33, 5, 2}, f, padded_transposed()),
+      in(dtype::f32, {33, 5, 2}, f, permuted_0213()),
+      in(dtype::f32, {257, 2, 1, 3}, f),
+      in(dtype::f32, {257, 2, 1, 3}, f, padded()),
+  };
+}
+
+void add_unary(std::vector<op_case>& cs, op_kind op, filler f, build_fn b, op_args a = {}, const char* tag = "") {
+  for (const input& i : unary_inputs(f)) cs.push_back(mk(op, tag + shape_name(i) + lay_name(i), {i}, b, a));
+}
+
+void add_elementwise(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  // scale: y = a*s + b
+  op_args sc;
+  sc.f0 = 0.75f;
+  sc.f1 = -0.5f;
+  add_unary(cs, op_kind::SCALE, uniform(-4, 4), [](context& c, T t, const op_args& a) { return scale(c, t[0], a.f0, a.f1); }, sc);
+  sc.f0 = -3.0f;
+  sc.f1 = 0.0f;
+  cs.push_back(mk(op_kind::SCALE, "no_bias_33x5", {in(dtype::f32, {33, 5}, uniform(-4, 4))},
+                  [](context& c, T t, const op_args& a) { return scale(c, t[0], a.f0); }, sc));
+  // clamp, with NaN (stays NaN) and infinities in the input; also an infinite bound.
+  op_args cl;
+  cl.f0 = -0.5f;
+  cl.f1 = 0.75f;
+  add_unary(cs, op_kind::CLAMP, with_specials(-2, 2, 0.1, {kNaN, kInf, -kInf}),
+            [](context& c, T t, const op_args& a) { return clamp(c, t[0], a.f0, a.f1); }, cl);
+  cl.f0 = -std::numeric_limits<float>::infinity();
+  cl.f1 = 0.25f;
+  cs.push_back(mk(op_kind::CLAMP, "lo_-inf_65x3", {in(dtype::f32, {65, 3}, with_specials(-2, 2, 0.1, {kNaN, -kInf}))},
+                  [](context& c, T t, const op_args& a) { return clamp(c, t[0], a.f0, a.f1); }, cl));
+  add_unary(cs, op_kind::SILU, uniform(-20, 20), [](context& c, T t, const op_args&) { return silu(c, t[0]); });
+  add_unary(cs, op_kind::SIGMOID, uniform(-20, 20), [](context& c, T t, const op_args&) { return sigmoid(c, t[0]); });
+  // softplus: both sides of the a > 20 threshold.
+  add_unary(cs, op_kind::SOFTPLUS, uniform(-30, 30), [](context& c, T t, const op_args&) { return softplus(c, t[0]); });
+  cs.push_back(mk(op_kind::SOFTPLUS, "threshold_values", {in(dtype::f32, {16}, values({19.5, 20.0, 20.001, 20.5, -20, 0, 1e-3, -1e-3, 88, -88, 5, -5, 15, -15, 25, 30}))},
+                  [](context& c, T t, const op_args&) { return softplus(c, t[0]); }));
+  add_unary(cs, op_kind::SQRT, uniform(0, 100), [](context& c, T t, const op_args&) { return v4::sqrt(c, t[0]); });
+  add_unary(cs, op_kind::RELU, uniform(-1, 1), [](context& c, T t, const op_args&) { return relu(c, t[0]); });
+  add_unary(cs, op_kind::EXP, uniform(-30, 30), [](context& c, T t, const op_args&) { return v4::exp(c, t[0]); });
+
+  // binary: a shapes with b broadcast along various dims, strided a and b.
+  struct bcase {
+    input a, b;
+  };
+  auto binaries = [](filler fa, filler fb) {
+    return std::vector<bcase>{
+        {in(dtype::f32, {1}, fa), in(dtype::f32, {1}, fb)},
+        {in(dtype::f32, {7}, fa), in(dtype::f32, {7}, fb)},
+        {in(dtype::f32, {7}, fa), in(dtype::f32, {1}, fb)},
+        {in(dtype::f32, {17, 3}, fa), in(dtype::f32, {17, 3}, fb)},
+        {in(dtype::f32, {17, 3}, fa), in(dtype::f32, {17, 1}, fb)},
+        {in(dtype::f32, {17, 3}, fa, transposed()), in(dtype::f32, {1, 3}, fb)},
+        {in(dtype::f32, {33, 5, 2}, fa, padded()), in(dtype::f32, {33, 5, 2}, fb, transposed())},
+        {in(dtype::f32, {33, 5, 2}, fa), in(dtype::f32, {33, 1, 2}, fb, padded())},
+        {in(dtype::f32, {33, 5, 2}, fa, permuted_0213()), in(dtype::f32, {1, 5, 1}, fb)},
+        {in(dtype::f32, {257, 2, 1, 3}, fa), in(dtype::f32, {257, 1, 1, 3}, fb)},
+        {in(dtype::f32, {257, 2, 1, 3}, fa, padded()), in(dtype::f32, {1, 1, 1, 1}, fb)},
+        {in(dtype::f32, {16, 4, 3, 2}, fa), in(dtype::f32, {16, 4, 1, 2}, fb, padded_transposed())},
+    };
+  };
+  struct bop {
+    op_kind op;
+    tensor* (*fn)(context&, tensor*, tensor*);
+    filler fb;
+  };
+  for (const bop& o : {bop{op_kind::ADD, add, uniform(-4, 4)}, bop{op_kind::SUB, sub, uniform(-4, 4)},
+                       bop{op_kind::MUL, mul, uniform(-4, 4)}, bop{op_kind::DIV, div, signed_range(0.25, 4)}}) {
+    auto fn = o.fn;
+    for (const bcase& b : binaries(uniform(-4, 4), o.fb))
+      cs.push_back(mk(o.op, shape_name(b.a) + lay_name(b.a) + "_by_" + shape_name(b.b) + lay_name(b.b), {b.a, b.b},
+                      [fn](context& c, T t, const op_args&) { return fn(c, t[0], t[1]); }));
+  }
+}
+
+// ---- reductions and normalisation ---------------------------------------------------------------------
+void add_reductions(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  for (op_kind op : {op_kind::SUM, op_kind::MAX}) {
+    auto b = [op](context& c, T t, const op_args& a) { return op == op_kind::SUM ? sum(c, t[0], a.dim) : max(c, t[0], a.dim); };
+    auto add = [&](input i, int dim, const char* tag = "") {
+      op_args a;
+      a.dim = dim;
+      cs.push_back(mk(op, std::string(tag) + shape_name(i) + lay_name(i) + "_dim" + std::to_string(dim), {i}, b, a));
+    };
+    add(in(dtype::f32, {1}, uniform(-2, 2)), 0);
+    for (int d = 0; d < 4; ++d) {
+      add(in(dtype::f32, {7, 5, 3, 2}, uniform(-2, 2)), d);
+      add(in(dtype::f32, {7, 5, 3, 2}, uniform(-2, 2), padded_transposed()), d);
+      add(in(dtype::f32, {33, 17, 3, 5}, uniform(-2, 2), padded()), d);
+    }
+    add(in(dtype::f32, {257, 3}, uniform(-2, 2), transposed()), 0);
+    add(in(dtype::f32, {257, 3}, uniform(-2, 2)), 1);
+    add(in(dtype::f32, {1031, 2}, uniform(-2, 2)), 0);
+    add(in(dtype::f32, {33, 5, 2}, uniform(-3, -1)), 0, "negative_");  // max must not start from 0
+    add(in(dtype::f32, {4, 33, 2}, uniform(-3, -1), permuted_0213()), 1, "negative_");
+  }
+
+  auto rms = [](context& c, T t, const op_args& a) { return rms_norm(c, t[0], a.f0); };
+  op_args e;
+  e.f0 = 1e-6f;
+  for (const input& i : {in(dtype::f32, {1}, uniform(-2, 2)), in(dtype::f32, {7, 3}, uniform(-2, 2)),
+                         in(dtype::f32, {33, 5, 2}, uniform(-2, 2)), in(dtype::f32, {33, 5, 2}, uniform(-2, 2), transposed()),
+                         in(dtype::f32, {257, 4}, uniform(-2, 2), padded()), in(dtype::f32, {1024, 3}, uniform(-8, 8)),
+                         in(dtype::f32, {64, 3, 2, 2}, uniform(-2, 2), permuted_0213())})
+    cs.push_back(mk(op_kind::RMS_NORM, shape_name(i) + lay_name(i), {i}, rms, e));
+  e.f0 = 1e-2f;  // eps matters: small values
+  cs.push_back(mk(op_kind::RMS_NORM, "large_eps_33x4", {in(dtype::f32, {33, 4}, uniform(-0.1, 0.1))}, rms, e));
+  cs.push_back(mk(op_kind::RMS_NORM, "zero_rows_16x2", {in(dtype::f32, {16, 2}, values({0.0}))}, rms, e));
+}
+
+// ---- softmax ----------------------------------------------------------------------------------------------
+void add_softmax(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) {
+    softmax_params p;
+    p.scale = a.softmax_scale;
+    size_t k = 1;
+    if (a.has_mask) p.mask = t[k++];
+    if (a.has_sink) p.sink = t[k++];
+    return softmax(c, t[0], p);
+  };
+  auto add = [&](std::string name, float scale, std::vector<input> ins, bool mask, bool sink) {
+    op_args a;
+    a.softmax_scale = scale;
+    a.has_mask = mask;
+    a.has_sink = sink;
+    cs.push_back(mk(op_kind::SOFTMAX, std::move(name), std::move(ins), b, a));
+  };
+  const filler logits = uniform(-4, 4);
+  add("1x1", 1.0f, {in(dtype::f32, {1, 1}, logits)}, false, false);
+  add("7x3_scale0.5", 0.5f, {in(dtype::f32, {7, 3}, logits)}, false, false);
+  add("33x5x2_transposed", 0.125f, {in(dtype::f32, {33, 5, 2}, logits, transposed())}, false, false);
+  add("257x4x2_padded", 1.0f, {in(dtype::f32, {257, 4, 2}, uniform(-20, 20), padded())}, false, false);
+  add("1031x2", 0.3f, {in(dtype::f32, {1031, 2}, uniform(-10, 10))}, false, false);
+  // masks with -inf entries; the last row of each mask is fully -inf (no sink: all zeros).
+  add("mask2d_33x5x3", 0.7f, {in(dtype::f32, {33, 5, 3}, logits), in(dtype::f32, {33, 5}, mask_fill(0.3))}, true, false);
+  add("mask4d_17x4x3x2", 1.0f, {in(dtype::f32, {17, 4, 3, 2}, logits), in(dtype::f32, {17, 4, 3, 2}, mask_fill(0.3))}, true, false);
+  add("mask_bcast_17x4x3x2", 1.0f, {in(dtype::f32, {17, 4, 3, 2}, logits), in(dtype::f32, {17, 4, 1, 2}, mask_fill(0.2))}, true, false);
+  add("mask_padded_65x6x2", 0.25f, {in(dtype::f32, {65, 6, 2}, logits, padded()), in(dtype::f32, {65, 6}, mask_fill(0.5), padded())}, true, false);
+  // sinks: one extra logit per dim-2 index, in the denominator only.
+  add("sink_17x4x3", 1.0f, {in(dtype::f32, {17, 4, 3}, logits), in(dtype::f32, {3}, uniform(-2, 2))}, false, true);
+  add("sink_dominant_33x2x5", 0.1f, {in(dtype::f32, {33, 2, 5}, logits), in(dtype::f32, {5}, uniform(5, 10))}, false, true);
+  // mask and sink; the fully masked last row gives zeros (numerators are 0, the sink's term is 1).
+  add("mask_sink_33x5x3", 0.7f, {in(dtype::f32, {33, 5, 3}, logits), in(dtype::f32, {33, 5}, mask_fill(0.3)), in(dtype::f32, {3}, uniform(-2, 2))}, true, true);
+  add("mask_sink_257x3x2x2", 0.125f, {in(dtype::f32, {257, 3, 2, 2}, uniform(-30, 30)), in(dtype::f32, {257, 3, 2, 2}, mask_fill(0.1)), in(dtype::f32, {2}, uniform(-1, 1))}, true, true);
+  add("mask_sink_1x2x2", 1.0f, {in(dtype::f32, {1, 2, 2}, logits), in(dtype::f32, {1, 2}, values({0.5, -kInf})), in(dtype::f32, {2}, uniform(-1, 1))}, true, true);
+}
+
+// ---- rope -------------------------------------------------------------------------------------------------
+rope_params rp(int n_rot, bool interleaved, bool inverse = false, float base = 10000.0f) {
+  rope_params p;
+  p.n_rot = n_rot;
+  p.interleaved = interleaved;
+  p.inverse = inverse;
+  p.base = base;
+  return p;
+}
+rope_params yarn(bool interleaved, bool inverse = false) {
+  rope_params p = rp(64, interleaved, inverse, 160000.0f);
+  p.yarn_factor = 16.0f;
+  p.yarn_orig_ctx = 65536.0f;
+  p.yarn_beta_fast = 32.0f;
+  p.yarn_beta_slow = 1.0f;
+  return p;
+}
+
+// inverse(rope(x)) = x: each rotation keeps |x|+|y| within sqrt(2) of the original pair's.
+void ref_rope_roundtrip(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const rope_params& p = in.args.rope;
+  const int64_t D = a.ne[0], r = D - p.n_rot, half = p.n_rot / 2;
+  o->shape(dtype::f32, a.ne);
+  o->v = a.v;
+  for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
+    for (int64_t t = 0; t < a.ne[2]; ++t)
+      for (int64_t h = 0; h < a.ne[1]; ++h)
+        for (int64_t i = 0; i < half; ++i) {
+          const double theta = in.src[1].at(t) * rope_freq(int(i), p);
+          const int64_t j0 = p.interleaved ? r + 2 * i : r + i, j1 = p.interleaved ? r + 2 * i + 1 : r + i + half;
+          const double m = std::fabs(a.at(j0, h, t, i3)) + std::fabs(a.at(j1, h, t, i3));
+          o->tol[size_t(o->idx(j0, h, t, i3))] = o->tol[size_t(o->idx(j1, h, t, i3))] =
+              (1 + std::sqrt(2.0)) * m * (rope_angle_bound(theta, int(i), p) + 16 * 0x1p-24);
+        }
+}
+
+void add_rope(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) { return rope(c, t[0], t[1], a.rope); };
+  auto add = [&](std::string name, rope_params p, int64_t D, int64_t H, int64_t Tn, int64_t B, int64_t max_pos,
+                 layout l = cont()) {
+    op_args a;
+    a.rope = p;
+    cs.push_back(mk(op_kind::ROPE, std::move(name),
+                    {in(dtype::f32, {D, H, Tn, B}, uniform(-2, 2), l), in(dtype::i32, {Tn}, ints(0, max_pos))}, b, a));
+  };
+  add("interleaved_D64", rp(64, true), 64, 3, 5, 1, 300);
+  add("halves_D64", rp(64, false), 64, 3, 5, 1, 300);
+  add("interleaved_partial_D40_rot16", rp(16, true), 40, 7, 3, 2, 1000);
+  add("halves_partial_D40_rot16", rp(16, false), 40, 7, 3, 2, 1000);
+  add("interleaved_inverse_D48_rot32", rp(32, true, true), 48, 3, 4, 1, 500);
+  add("halves_inverse_D48_rot32", rp(32, false, true), 48, 3, 4, 1, 500);
+  add("interleaved_D2", rp(2, true), 2, 1, 1, 1, 7);
+  add("halves_D18_rot8", rp(8, false), 18, 7, 3, 2, 100);
+  add("interleaved_D66_rot64", rp(64, true), 66, 1, 17, 1, 4096);
+  add("yarn_interleaved_D192_rot64", yarn(true), 192, 2, 9, 1, 65535);
+  add("yarn_halves_D192_rot64", yarn(false), 192, 2, 9, 1, 65535);
+  add("yarn_inverse_interleaved_D64", yarn(true, true), 64, 3, 5, 2, 20000);
+  add("yarn_off_base160000_D64", rp(64, true, false, 160000.0f), 64, 3, 5, 1, 65535);
+  add("interleaved_padded_D64", rp(64, true), 64, 3, 5, 1, 300, padded());
+  add("halves_perm0213_D64", rp(64, false), 64, 3, 5, 2, 300, permuted_0213());
+  add("yarn_padded_D128_rot64", yarn(true), 128, 4, 3, 1, 30000, padded(7));
+
+  // inverse(forward(x)) = x, as one graph.
+  for (rope_params p : {rp(64, true), rp(64, false), yarn(true), yarn(false), rp(16, true)}) {
+    op_args a;
+    a.rope = p;
+    op_case c = mk(op_kind::ROPE,
+                   std::string("inverse_after_forward_") + (p.interleaved ? "interleaved" : "halves") +
+                       (p.yarn_factor > 1 ? "_yarn" : "") + "_rot" + std::to_string(p.n_rot),
+                   {in(dtype::f32, {p.n_rot + 6, 3, 7, 1}, uniform(-2, 2)), in(dtype::i32, {7}, ints(0, 60000))},
+                   [](context& c, T t, const op_args& a) {
+                     rope_params inv = a.rope;
+                     inv.inverse = true;
+                     return rope(c, rope(c, t[0], t[1], a.rope), t[1], inv);
+                   },
+                   a);
+    c.ref_override = ref_rope_roundtrip;
+    cs.push_back(std::move(c));
+  }
+}
+
+// ---- matmul ------------------------------------------------------------------------------------------------
+void add_matmul(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args&) { return matmul(c, t[0], t[1]); };
+  struct mm {
+    int64_t K, M, N, Bw2 = 1, Bw3 = 1, B2 = 1, B3 = 1;
+    bool pad_x = false;
+  };
+  const std::vector<mm> shapes = {
+      // decode-like: N in 1..16
+      {1, 1, 1}, {7, 3, 2}, {16, 5, 3}, {33, 17, 1}, {33, 17, 4}, {33, 17, 5, 1, 1, 1, 1, true}, {64, 8, 8},
+      {257, 33, 13}, {128, 16, 16}, {1024, 9, 7},
+      // prefill-like: N >= 64
+      {257, 33, 64}, {64, 32, 65}, {256, 64, 100}, {96, 17, 67, 1, 1, 1, 1, true},
+      // batches: w broadcast over x's dims 2 and 3
+      {33, 9, 5, 2, 1, 6, 2}, {16, 8, 70, 1, 1, 3, 1}, {32, 7, 3, 2, 2, 2, 2}};
+  for (dtype wt : {dtype::f32, dtype::f16, dtype::bf16}) {
+    // x with its N and batch dims swapped in memory (rows still contiguous), w broadcast over 2 batches
+    cs.push_back(mk(op_kind::MATMUL, std::string(type_name(wt)) + "_K33_M9_N5_x_perm0213",
+                    {in(wt, {33, 9, 2}, uniform(-1, 1)), in(dtype::f32, {33, 5, 4}, uniform(-1, 1), permuted_0213())}, b));
+    cs.push_back(mk(op_kind::MATMUL, std::string(type_name(wt)) + "_K64_M16_N40_x_perm0213",
+                    {in(wt, {64, 16, 1}, uniform(-1, 1)), in(dtype::f32, {64, 40, 3}, uniform(-1, 1), permuted_0213())}, b));
+  }
+  for (dtype wt : {dtype::f32, dtype::f16, dtype::bf16})
+    for (const mm& s : shapes) {
+      const std::string name = std::string(type_name(wt)) + "_K" + std::to_string(s.K) + "_M" + std::to_string(s.M) +
+                               "_N" + std::to_string(s.N) +
+                               (s.B2 * s.B3 > 1 ? "_w" + std::to_string(s.Bw2) + "x" + std::to_string(s.Bw3) + "_x" +
+                                                      std::to_string(s.B2) + "x" + std::to_string(s.B3)
+                                                : "") +
+                               (s.pad_x ? "_xpadded" : "");
+      cs.push_back(mk(op_kind::MATMUL, name,
+                      {in(wt, {s.K, s.M, s.Bw2, s.Bw3}, uniform(-1, 1)),
+                       in(dtype::f32, {s.K, s.N, s.B2, s.B3}, uniform(-1, 1), s.pad_x ? padded() : cont())},
+                      b));
+    }
+
+  auto bid = [](context& c, T t, const op_args&) { return matmul_id(c, t[0], t[1], t[2]); };
+  struct mmid {
+    int64_t K, M, E, X1, n_used, N;
+    filler ids;
+    const char* tag;
+  };
+  const std::vector<mmid> id_shapes = {
+      {33, 17, 4, 1, 3, 5, ints(0, 3), "x1"},
+      {33, 17, 4, 3, 3, 5, ints(0, 3), "xn"},
+      {33, 17, 4, 3, 3, 4, values({1, 1, 3, 0, 2, 2, 3, 3, 3, 2, 0, 1}), "repeats"},
+      {64, 16, 8, 6, 6, 70, ints(0, 7), "prefill"},
+      {7, 5, 3, 1, 2, 1, values({2, 2}), "tiny"},
+      {128, 32, 4, 4, 4, 40, values({0, 1, 2, 3, 3, 3, 3, 3}), "skewed"},  // expert 3 gets most rows
+  };
+  for (dtype wt : {dtype::f32, dtype::f16, dtype::bf16})
+    for (const mmid& s : id_shapes)
+      cs.push_back(mk(op_kind::MATMUL_ID,
+                      std::string(type_name(wt)) + "_" + s.tag + "_K" + std::to_string(s.K) + "_M" + std::to_string(s.M) +
+                          "_E" + std::to_string(s.E) + "_X1_" + std::to_string(s.X1) + "_used" + std::to_string(s.n_used) +
+                          "_N" + std::to_string(s.N),
+                      {in(wt, {s.K, s.M, s.E}, uniform(-1, 1)), in(dtype::f32, {s.K, s.X1, s.N}, uniform(-1, 1)),
+                       in(dtype::i32, {s.n_used, s.N}, s.ids)},
+                      bid));
+}
+
+// ---- indexing -------------------------------------------------------------------------------------------------
+void add_indexing(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto gr = [](context& c, T t, const op_args&) { return get_rows(c, t[0], t[1]); };
+  for (dtype at : {dtype::f32, dtype::f16, dtype::bf16}) {
+    const std::string ty = type_name(at);
+    cs.push_back(mk(op_kind::GET_ROWS, ty + "_33x17_ids7", {in(at, {33, 17}, uniform(-3, 3)), in(dtype::i32, {7}, ints(0, 16))}, gr));
+    cs.push_back(mk(op_kind::GET_ROWS, ty + "_1x5_ids3", {in(at, {1, 5}, uniform(-3, 3)), in(dtype::i32, {3}, values({4, 0, 4}))}, gr));
+    cs.push_back(mk(op_kind::GET_ROWS, ty + "_16x9x3_ids4x3", {in(at, {16, 9, 3}, uniform(-3, 3)), in(dtype::i32, {4, 3}, ints(0, 8))}, gr));
+    cs.push_back(mk(op_kind::GET_ROWS, ty + "_33x9_ids_padded", {in(at, {33, 9}, uniform(-3, 3)), in(dtype::i32, {6}, ints(0, 8), padded())}, gr));
+    cs.push_back(mk(op_kind::GET_ROWS, ty + "_257x6x2_padded", {in(at, {257, 6, 2}, uniform(-3, 3), padded()), in(dtype::i32, {5, 2}, ints(0, 5))}, gr));
+  }
+
+  cs.push_back(mk(op_kind::GET_ROWS, "i32_7x5", {in(dtype::i32, {7, 5}, ints(-100000, 100000)), in(dtype::i32, {3}, ints(0, 4))}, gr));
+
+  auto sr = [](context& c, T t, const op_args&) { return set_rows(c, t[0], t[1], t[2]); };
+  for (dtype dt : {dtype::f32, dtype::f16, dtype::bf16})
+    for (dtype it : {dtype::i32, dtype::i64}) {
+      const std::string ty = std::string(type_name(dt)) + "_" + type_name(it);
+      auto add = [&](std::string name, input dst, input src, input ids) {
+        op_case c = mk(op_kind::SET_ROWS, ty + "_" + name, {dst, src, ids}, sr);
+        c.writes_input = 0;
+        cs.push_back(std::move(c));
+      };
+      add("33x17_dup_ids", in(dt, {33, 17}, uniform(-3, 3)), in(dtype::f32, {33, 7}, uniform(-3, 3)),
+          in(it, {7}, values({3, 5, 3, 16, 0, 5, 9})));
+      add("16x9x2", in(dt, {16, 9, 2}, uniform(-3, 3)), in(dtype::f32, {16, 4, 2}, uniform(-3, 3)),
+          in(it, {4, 2}, values({8, 0, 2, 5, 1, 7, 3, 6})));
+      add("dst_padded_65x12", in(dt, {65, 12}, uniform(-3, 3), padded()), in(dtype::f32, {65, 3}, uniform(-3, 3), padded()),
+          in(it, {3}, values({11, 0, 6})));
+      add("1x4", in(dt, {1, 4}, uniform(-3, 3)), in(dtype::f32, {1, 2}, uniform(-3, 3)), in(it, {2}, values({2, 2})));
+    }
+
+  auto ga = [](context& c, T t, const op_args&) { return gather(c, t[0], t[1]); };
+  cs.push_back(mk(op_kind::GATHER, "17x5x3_k4", {in(dtype::f32, {17, 5, 3}, uniform(-3, 3)), in(dtype::i32, {4, 5, 3}, ints(0, 16))}, ga));
+  cs.push_back(mk(op_kind::GATHER, "1x3_k6", {in(dtype::f32, {1, 3}, uniform(-3, 3)), in(dtype::i32, {6, 3}, ints(0, 0))}, ga));
+  cs.push_back(mk(op_kind::GATHER, "33x4x2x2_k40", {in(dtype::f32, {33, 4, 2, 2}, uniform(-3, 3)), in(dtype::i32, {40, 4, 2, 2}, ints(0, 32))}, ga));
+  cs.push_back(mk(op_kind::GATHER, "17x5x3_transposed", {in(dtype::f32, {17, 5, 3}, uniform(-3, 3), transposed()), in(dtype::i32, {4, 5, 3}, ints(0, 16))}, ga));
+  cs.push_back(mk(op_kind::GATHER, "257x3_padded", {in(dtype::f32, {257, 3}, uniform(-3, 3), padded()), in(dtype::i32, {9, 3}, ints(0, 256), padded())}, ga));
+
+  // top_k: exact ties go to the lower index; NaN ranks below every number.
+  auto tk = [](context& c, T t, const op_args& a) { return top_k(c, t[0], a.k); };
+  auto add_tk = [&](std::string name, input i, int k) {
+    op_args a;
+    a.k = k;
+    cs.push_back(mk(op_kind::TOP_K, name + "_k" + std::to_string(k), {i}, tk, a));
+  };
+  add_tk("1x1", in(dtype::f32, {1, 1}, uniform(-1, 1)), 1);
+  add_tk("7x3", in(dtype::f32, {7, 3}, uniform(-1, 1)), 3);
+  add_tk("257x2", in(dtype::f32, {257, 2}, uniform(-1, 1)), 17);
+  add_tk("33x2_full", in(dtype::f32, {33, 2}, uniform(-1, 1)), 33);
+  add_tk("ties3_64x4", in(dtype::f32, {64, 4}, ties(3)), 10);
+  add_tk("ties2_257x3", in(dtype::f32, {257, 3}, ties(2)), 100);
+  add_tk("all_equal_33x2", in(dtype::f32, {33, 2}, values({1.5})), 7);
+  add_tk("relu_like_ties_1024x2", in(dtype::f32, {1024, 2}, with_specials(0, 4, 0.5, {0.0})), 256);
+  add_tk("nan_33x3", in(dtype::f32, {33, 3}, with_specials(-1, 1, 0.3, {kNaN, -kInf, kInf})), 20);
+  add_tk("mostly_nan_17x2", in(dtype::f32, {17, 2}, with_specials(-1, 1, 0.8, {kNaN})), 12);
+  add_tk("signed_zero_ties_33x2", in(dtype::f32, {33, 2}, values({0.0, -0.0, 0.0, -0.0, -0.0, 1.0, -1.0})), 9);
+  add_tk("transposed_65x3", in(dtype::f32, {65, 3}, ties(5), transposed()), 9);
+  add_tk("padded_65x3x2", in(dtype::f32, {65, 3, 2}, uniform(-1, 1), padded()), 4);
+
+  // argsort: stable in both directions (ties keep index order).
+  auto as = [](context& c, T t, const op_args& a) { return argsort(c, t[0], a.descending); };
+  for (bool desc : {false, true}) {
+    auto add = [&](std::string name, input i) {
+      op_args a;
+      a.descending = desc;
+      cs.push_back(mk(op_kind::ARGSORT, (desc ? "desc_" : "asc_") + name, {i}, as, a));
+    };
+    add("1", in(dtype::f32, {1}, uniform(-1, 1)));
+    add("7x3", in(dtype::f32, {7, 3}, uniform(-1, 1)));
+    add("ties4_33x2", in(dtype::f32, {33, 2}, ties(4)));
+    add("257x2", in(dtype::f32, {257, 2}, uniform(-1, 1)));
+    add("ties_inf_65x2", in(dtype::f32, {65, 2}, with_specials(-2, 2, 0.4, {0.0, 1.0, -kInf, kInf})));
+    add("transposed_17x5", in(dtype::f32, {17, 5}, ties(3), transposed()));
+    add("signed_zero_ties_17x2", in(dtype::f32, {17, 2}, values({0.0, -0.0, 0.5, -0.0, 0.0, -0.5})));
+    add("padded_33x3x2", in(dtype::f32, {33, 3, 2}, uniform(-1, 1), padded()));
+  }
+}
+
+// ---- concat, copies, conversions ----------------------------------------------------------------------------------
+void add_copies(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto cc = [](context& c, T t, const op_args& a) { return concat(c, t[0], t[1], a.dim); };
+  auto add_cc = [&](dtype ty, int dim, layout la = cont(), layout lb = cont()) {
+    int64_t na[4] = {7, 3, 2, 2}, nb[4] = {7, 3, 2, 2};
+    nb[dim] = 5;
+    const filler f = ty == dtype::i32 ? ints(-1000, 1000) : uniform(-3, 3);
+    input a = in(ty, {na[0], na[1], na[2], na[3]}, f, la), b = in(ty, {nb[0], nb[1], nb[2], nb[3]}, f, lb);
+    op_args args;
+    args.dim = dim;
+    cs.push_back(mk(op_kind::CONCAT, std::string(type_name(ty)) + "_dim" + std::to_string(dim) + lay_name(a) + lay_name(b), {a, b}, cc, args));
+  };
+  for (int d = 0; d < 4; ++d) add_cc(dtype::f32, d);
+  add_cc(dtype::f16, 0);
+  add_cc(dtype::f16, 2);
+  add_cc(dtype::bf16, 1);
+  add_cc(dtype::i32, 0);
+  add_cc(dtype::i32, 3);
+  add_cc(dtype::f32, 0, transposed(), padded());
+  add_cc(dtype::f32, 1, padded(), permuted_0213());
+  add_cc(dtype::f16, 3, padded_transposed(), cont());
+  {
+    op_args args;
+    args.dim = 0;
+    cs.push_back(mk(op_kind::CONCAT, "f32_dim0_1_plus_257", {in(dtype::f32, {1, 3}, uniform(-1, 1)), in(dtype::f32, {257, 3}, uniform(-1, 1))}, cc, args));
+  }
+
+  // cpy between every pair of f32/f16/bf16, into contiguous and strided destinations.
+  auto cp = [](context& c, T t, const op_args&) { return cpy(c, t[0], t[1]); };
+  const dtype floats[] = {dtype::f32, dtype::f16, dtype::bf16};
+  for (dtype st : floats)
+    for (dtype dt : floats) {
+      const std::string ty = std::string(type_name(st)) + "_to_" + type_name(dt);
+      auto add = [&](std::string name, input src, input dst) {
+        op_case c = mk(op_kind::CPY, ty + "_" + name, {src, dst}, cp);
+        c.writes_input = 1;
+        cs.push_back(std::move(c));
+      };
+      add("33x5x2", in(st, {33, 5, 2}, uniform(-100, 100)), in(dt, {33, 5, 2}, uniform(-1, 1)));
+      add("transposed_into_padded", in(st, {17, 6, 3}, uniform(-100, 100), transposed()), in(dt, {17, 6, 3}, uniform(-1, 1), padded()));
+    }
+  {
+    auto add = [&](std::string name, input src, input dst) {
+      op_case c = mk(op_kind::CPY, name, {src, dst}, cp);
+      c.writes_input = 1;
+      cs.push_back(std::move(c));
+    };
+    add("f32_to_f16_into_transposed", in(dtype::f32, {33, 5, 2}, uniform(-10, 10)), in(dtype::f16, {33, 5, 2}, uniform(-1, 1), transposed()));
+    add("f32_to_bf16_into_padded_transposed", in(dtype::f32, {9, 4, 3, 2}, uniform(-10, 10), permuted_0213()), in(dtype::bf16, {9, 4, 3, 2}, uniform(-1, 1), padded_transposed()));
+    add("f32_reshaping_12x5_to_20x3", in(dtype::f32, {12, 5}, uniform(-10, 10)), in(dtype::f32, {20, 3}, uniform(-1, 1)));
+    add("f16_reshaping_60_to_3x4x5_padded", in(dtype::f16, {60}, uniform(-10, 10)), in(dtype::f32, {3, 4, 5}, uniform(-1, 1), padded()));
+    add("f32_1", in(dtype::f32, {1}, uniform(-1, 1)), in(dtype::f16, {1}, uniform(-1, 1)));
+    add("i32_transposed_into_padded", in(dtype::i32, {17, 6}, ints(-1 << 30, 1 << 30), transposed()), in(dtype::i32, {17, 6}, ints(0, 9), padded()));
+  }
+
+  // cast, with RNE ties, overflow to inf, subnormals, signed zero, inf and NaN.
+  auto ca = [](context& c, T t, const op_args& a) { return cast(c, t[0], a.cast_type); };
+  const std::vector<double> specials = {
+      1 + 0x1p-11, 1 + 3 * 0x1p-11, 1 + 0x1p-8, 1 + 3 * 0x1p-8, -(1 + 0x1p-11), 65504, 65519, 65520, -70000, 1e-8,
+      3e-5, 0x1p-24, 0x1p-25, 0x1.8p-25, -0.0, kInf, -kInf, kNaN, 3.0e38, 1e-30, 0.1, -2.5, 1e6, 0x1.fffffep127};
+  struct cast_case {
+    dtype from, to;
+    filler f;
+    layout l;
+  };
+  for (const cast_case& k : {cast_case{dtype::f32, dtype::f16, values(specials), cont()},
+                             cast_case{dtype::f32, dtype::bf16, values(specials), cont()},
+                             cast_case{dtype::f16, dtype::f32, values(specials), cont()},
+                             cast_case{dtype::bf16, dtype::f32, values(specials), cont()},
+                             cast_case{dtype::f16, dtype::bf16, values(specials), cont()},
+                             cast_case{dtype::bf16, dtype::f16, values(specials), cont()},
+                             cast_case{dtype::f32, dtype::f16, uniform(-1000, 1000), transposed()},
+                             cast_case{dtype::f32, dtype::bf16, uniform(-1000, 1000), padded()},
+                             cast_case{dtype::f32, dtype::f32, uniform(-1000, 1000), padded_transposed()},
+                             cast_case{dtype::f16, dtype::f16, uniform(-1000, 1000), padded()},
+                             cast_case{dtype::bf16, dtype::f32, uniform(-1000, 1000), permuted_0213()}}) {
+    op_args a;
+    a.cast_type = k.to;
+    const int64_t n0 = k.l.perm[0] == 0 && !k.l.pad ? 24 : 33;
+    input i = in(k.from, {n0, 5, 2}, k.f, k.l);
+    op_case c = mk(op_kind::CPY, std::string("cast_") + type_name(k.from) + "_to_" + type_name(k.to) + "_" + shape_name(i) + lay_name(i), {i}, ca, a);
+    c.ref_override = ref_cast;
+    cs.push_back(std::move(c));
+  }
+
+  // hadamard over dim 0, n = 1, 2, 128, 256, with scale.
+  auto hd = [](context& c, T t, const op_args& a) { return hadamard(c, t[0], a.f0); };
+  auto add_hd = [&](input i, float s) {
+    op_args a;
+    a.f0 = s;
+    cs.push_back(mk(op_kind::HADAMARD, shape_name(i) + lay_name(i) + "_scale" + std::to_string(s), {i}, hd, a));
+  };
+  add_hd(in(dtype::f32, {1, 3}, uniform(-2, 2)), 1.0f);
+  add_hd(in(dtype::f32, {2, 5}, uniform(-2, 2)), 0.5f);
+  add_hd(in(dtype::f32, {2, 3, 2}, uniform(-2, 2), transposed()), 1.0f);
+  add_hd(in(dtype::f32, {128, 3}, uniform(-2, 2)), float(1 / std::sqrt(128.0)));
+  add_hd(in(dtype::f32, {128, 2, 3}, uniform(-2, 2), padded()), 1.0f);
+  add_hd(in(dtype::f32, {256, 4}, uniform(-2, 2)), 0.0625f);
+  add_hd(in(dtype::f32, {256, 2, 1, 2}, uniform(-2, 2), permuted_0213()), -0.75f);
+  add_hd(in(dtype::f32, {64, 5}, uniform(-2, 2)), 0.125f);
+}
+
+// ---- views as ops: the result aliases the input; read through the view's own strides ---------------------------------
+void add_views(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto view_case = [&](std::string name, input a, op_args args, build_fn b) {
+    cs.push_back(mk(op_kind::VIEW, std::move(name), {a}, std::move(b), args));
+  };
+  {
+    op_args a;
+    a.view_ne[0] = 17;
+    a.view_ne[1] = 4;
+    a.view_nb[0] = 4;
+    a.view_nb[1] = 40 * 4;
+    a.view_offset = 3 * 4 + 40 * 4;
+    view_case("2d_40x6_rows", in(dtype::f32, {40, 6}, uniform(-1, 1)), a,
+              [](context& c, T t, const op_args& a) { return view_2d(c, t[0], a.view_ne[0], a.view_ne[1], a.view_nb[1], a.view_offset); });
+  }
+  {
+    op_args a;
+    a.view_ne[0] = 13;
+    a.view_nb[0] = 2;
+    a.view_offset = 7 * 2;
+    view_case("1d_f16_offset", in(dtype::f16, {33, 2}, uniform(-1, 1)), a,
+              [](context& c, T t, const op_args& a) { return view_1d(c, t[0], a.view_ne[0], a.view_offset); });
+  }
+  {
+    op_args a;
+    a.view_ne[0] = 5;
+    a.view_ne[1] = 3;
+    a.view_ne[2] = 2;
+    a.view_nb[0] = 4;
+    a.view_nb[1] = 9 * 4;
+    a.view_nb[2] = 9 * 4 * 4;
+    a.view_offset = 4;
+    view_case("3d_9x4x3", in(dtype::f32, {9, 4, 3}, uniform(-1, 1)), a, [](context& c, T t, const op_args& a) {
+      return view_3d(c, t[0], a.view_ne[0], a.view_ne[1], a.view_ne[2], a.view_nb[1], a.view_nb[2], a.view_offset);
+    });
+  }
+  {
+    op_args a;
+    a.view_ne[0] = 3;
+    a.view_ne[1] = 4;
+    a.view_ne[2] = 2;
+    a.view_ne[3] = 2;
+    a.view_nb[0] = 4;  // view() takes the strides of dims 1..3: dim 0 is packed
+    a.view_nb[1] = 8 * 4;
+    a.view_nb[2] = 8 * 5 * 4 * 2;  // every other plane
+    a.view_nb[3] = 8 * 5 * 4 * 2 * 2 + 4 * 8;
+    a.view_offset = 4;
+    view_case("4d_strided_8x5x4x3", in(dtype::f32, {8, 5, 4, 3}, uniform(-1, 1)), a, [](context& c, T t, const op_args& a) {
+      return view(c, t[0], 4, a.view_ne, a.view_nb + 1, a.view_offset);
+    });
+  }
+  {
+    op_args a;
+    a.view_ne[0] = 6;
+    a.view_ne[1] = 10;
+    cs.push_back(mk(op_kind::RESHAPE, "12x5_to_6x10", {in(dtype::f32, {12, 5}, uniform(-1, 1))}, [](context& c, T t, const op_args&) { return reshape(c, t[0], {6, 10}); }, a));
+    a.view_ne[0] = 3;
+    a.view_ne[1] = 4;
+    a.view_ne[2] = 5;
+    cs.push_back(mk(op_kind::RESHAPE, "60_to_3x4x5", {in(dtype::bf16, {60}, uniform(-1, 1))}, [](context& c, T t, const op_args&) { return reshape(c, t[0], {3, 4, 5}); }, a));
+    a.view_ne[0] = 7;
+    a.view_ne[1] = 1;
+    a.view_ne[2] = 1;
+    cs.push_back(mk(op_kind::RESHAPE, "7x1x1x1_to_7", {in(dtype::i32, {1, 7}, ints(-5, 5))}, [](context& c, T t, const op_args&) { return reshape(c, t[0], {7}); }, a));
+  }
+  auto perm_case = [&](int a0, int a1, int a2, int a3, layout l) {
+    op_args a;
+    a.axes[0] = a0;
+    a.axes[1] = a1;
+    a.axes[2] = a2;
+    a.axes[3] = a3;
+    input i = in(dtype::f32, {7, 5, 3, 2}, uniform(-1, 1), l);
+    cs.push_back(mk(op_kind::PERMUTE,
+                    "axes" + std::to_string(a0) + std::to_string(a1) + std::to_string(a2) + std::to_string(a3) + lay_name(i), {i},
+                    [](context& c, T t, const op_args& a) { return permute(c, t[0], a.axes[0], a.axes[1], a.axes[2], a.axes[3]); }, a));
+  };
+  perm_case(1, 0, 2, 3, cont());
+  perm_case(0, 2, 1, 3, cont());
+  perm_case(3, 2, 1, 0, cont());
+  perm_case(2, 0, 3, 1, cont());
+  perm_case(1, 2, 0, 3, padded());
+  {
+    op_args a;
+    a.axes[0] = 1;
+    a.axes[1] = 0;
+    cs.push_back(mk(op_kind::PERMUTE, "transpose_17x4", {in(dtype::f16, {17, 4}, uniform(-1, 1))}, [](context& c, T t, const op_args&) { return transpose(c, t[0]); }, a));
+  }
+}
+
+// ---- custom: a user function y = 2a + b over rows split by (ith, nth) -------------------------------------------------
+struct custom_state {
+  std::atomic<int> calls[256];
+  std::atomic<int> nth_seen{0};
+  std::atomic<bool> nth_varies{false};
+  int max_threads = 0;
+  void reset() {
+    for (auto& c : calls) c = 0;
+    nth_seen = 0;
+    nth_varies = false;
+  }
+  std::string check() const {
+    const int nth = nth_seen.load();
+    if (nth <= 0) return "custom fn never ran";
+    if (nth_varies) return "custom fn saw different nth values";
+    if (max_threads > 0 && nth > max_threads) return "custom fn ran with nth " + std::to_string(nth) + " > max_threads " + std::to_string(max_threads);
+    for (int i = 0; i < 256; ++i) {
+      const int want = i < nth ? 1 : 0;
+      if (calls[i] != want)
+        return "custom fn called " + std::to_string(calls[i].load()) + " times for ith " + std::to_string(i) + " (nth " + std::to_string(nth) + ")";
+    }
+    return "";
+  }
+};
+
+void custom_axpb(tensor* dst, const tensor* const* src, int n_src, int ith, int nth, void* user) {
+  auto* st = static_cast<custom_state*>(user);
+  if (ith >= 0 && ith < 256) st->calls[ith]++;
+  int expected = 0;
+  if (!st->nth_seen.compare_exchange_strong(expected, nth) && expected != nth) st->nth_varies = true;
+  if (n_src != 2) return;
+  const tensor *a = src[0], *b = src[1];
+  for (int64_t r = ith; r < dst->nrows(); r += nth) {
+    const int64_t i1 = r % dst->ne[1], i2 = r / dst->ne[1] % dst->ne[2], i3 = r / (dst->ne[1] * dst->ne[2]);
+    for (int64_t i0 = 0; i0 < dst->ne[0]; ++i0) {
+      auto at = [&](const tensor* t) {
+        return reinterpret_cast<float*>(static_cast<char*>(t->data) + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3]);
+      };
+      *at(dst) = 2.0f * *at(a) + *at(b);
+    }
+  }
+}
+
+void ref_axpb(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &b = in.src[1];
+  o->shape(dtype::f32, a.ne);
+  for (int64_t i = 0; i < a.n(); ++i) {
+    o->v[size_t(i)] = 2 * a.v[size_t(i)] + b.v[size_t(i)];
+    o->tol[size_t(i)] = 0x1p-24 * std::fabs(o->v[size_t(i)]);  // 2a is exact; one rounded add
+  }
+}
+
+void add_custom(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto add = [&](std::string name, input a, input b, int max_threads) {
+    auto st = std::make_shared<custom_state>();
+    st->max_threads = max_threads;
+    op_args args;
+    args.custom_ref = ref_axpb;
+    op_case c = mk(op_kind::CUSTOM, std::move(name), {a, b},
+                   [st](context& c, T t, const op_args&) {
+                     st->reset();
+                     custom_params p;
+                     p.fn = custom_axpb;
+                     p.user = st.get();
+                     p.max_threads = st->max_threads;
+                     return custom(c, dtype::f32, {t[0]->ne[0], t[0]->ne[1], t[0]->ne[2], t[0]->ne[3]}, {t[0], t[1]}, p);
+                   },
+                   args);
+    c.post_check = [st] { return st->check(); };
+    cs.push_back(std::move(c));
+  };
+  add("7x5", in(dtype::f32, {7, 5}, uniform(-1, 1)), in(dtype::f32, {7, 5}, uniform(-1, 1)), 0);
+  add("33x17x2", in(dtype::f32, {33, 17, 2}, uniform(-1, 1)), in(dtype::f32, {33, 17, 2}, uniform(-1, 1)), 0);
+  add("33x17_max_threads1", in(dtype::f32, {33, 17}, uniform(-1, 1)), in(dtype::f32, {33, 17}, uniform(-1, 1)), 1);
+  add("1x1_max_threads64", in(dtype::f32, {1}, uniform(-1, 1)), in(dtype::f32, {1}, uniform(-1, 1)), 64);
+  add("transposed_padded_17x9", in(dtype::f32, {17, 9}, uniform(-1, 1), transposed()), in(dtype::f32, {17, 9}, uniform(-1, 1), padded()), 0);
+}
+
+
+// ---- sweeps: lengths around the vector widths (8, 16 and 32 lanes, 64-byte lines), starting at
+// misaligned offsets, so every kernel's main loop, tail and masked paths meet the reference --------
+const int64_t kSweep[] = {2, 3, 4, 5, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 127, 128, 129};
+
+void add_sweeps(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto lay = [](int64_t n) { return padded(1 + n % 3); };
+  auto tag = [](int64_t n) { return "sweep_n" + std::to_string(n); };
+  struct un {
+    op_kind op;
+    filler f;
+    build_fn b;
+    float f0 = 1.5f, f1 = 0.25f;  // scale: y = 1.5a + 0.25; clamp: its bounds
+  };
+  op_args sc;
+  sc.f0 = 1.5f;
+  sc.f1 = 0.25f;
+  sc.dim = 0;
+  const std::vector<un> unaries = {
+      {op_kind::SILU, uniform(-20, 20), [](context& c, T t, const op_args&) { return silu(c, t[0]); }},
+      {op_kind::SIGMOID, uniform(-20, 20), [](context& c, T t, const op_args&) { return sigmoid(c, t[0]); }},
+      {op_kind::SOFTPLUS, uniform(-30, 30), [](context& c, T t, const op_args&) { return softplus(c, t[0]); }},
+      {op_kind::EXP, uniform(-30, 30), [](context& c, T t, const op_args&) { return v4::exp(c, t[0]); }},
+      {op_kind::SQRT, uniform(0, 100), [](context& c, T t, const op_args&) { return v4::sqrt(c, t[0]); }},
+      {op_kind::RELU, uniform(-1, 1), [](context& c, T t, const op_args&) { return relu(c, t[0]); }},
+      {op_kind::SCALE, uniform(-4, 4), [](context& c, T t, const op_args& a) { return scale(c, t[0], a.f0, a.f1); }},
+      {op_kind::CLAMP, with_specials(-2, 2, 0.1, {kNaN}), [](context& c, T t, const op_args& a) { return clamp(c, t[0], a.f0, a.f1); }, -0.5f, 0.5f},
+      {op_kind::SUM, uniform(-2, 2), [](context& c, T t, const op_args&) { return sum(c, t[0], 0); }},
+      {op_kind::MAX, uniform(-3, -1), [](context& c, T t, const op_args&) { return max(c, t[0], 0); }},
+      {op_kind::RMS_NORM, uniform(-2, 2), [](context& c, T t, const op_args& a) { return rms_norm(c, t[0], a.f0); }, 1e-6f},
+      {op_kind::ADD, uniform(-4, 4), [](context& c, T t, const op_args&) { return add(c, t[0], t[1]); }},
+      {op_kind::SUB, uniform(-4, 4), [](context& c, T t, const op_args&) { return sub(c, t[0], t[1]); }},
+      {op_kind::MUL, uniform(-4, 4), [](context& c, T t, const op_args&) { return mul(c, t[0], t[1]); }},
+      {op_kind::DIV, signed_range(0.25, 4), [](context& c, T t, const op_args&) { return div(c, t[0], t[1]); }},
+  };
+  for (const un& u : unaries)
+    for (int64_t n : kSweep) {
+      std::vector<input> ins = {in(dtype::f32, {n, 3}, u.f, lay(n))};
+      if (u.op == op_kind::ADD || u.op == op_kind::SUB || u.op == op_kind::MUL || u.op == op_kind::DIV)
+        ins.push_back(in(dtype::f32, {n, n % 2 ? 1 : 3}, u.f, padded(n % 4)));  // odd n: b broadcast over rows
+      op_args a = sc;
+      a.f0 = u.f0;
+      a.f1 = u.f1;
+      cs.push_back(mk(u.op, tag(n), ins, u.b, a));
+    }
+
+  // softmax with mask and sink; rope with n_rot across the lane widths; hadamard at every n.
+  for (int64_t n : kSweep) {
+    op_args a;
+    a.softmax_scale = 0.5f;
+    a.has_mask = a.has_sink = true;
+    cs.push_back(mk(op_kind::SOFTMAX, tag(n),
+                    {in(dtype::f32, {n, 3, 2}, uniform(-8, 8), lay(n)), in(dtype::f32, {n, 3}, mask_fill(0.25)),
+                     in(dtype::f32, {2}, uniform(-2, 2))},
+                    [](context& c, T t, const op_args& a) {
+                      softmax_params p;
+                      p.scale = a.softmax_scale;
+                      p.mask = t[1];
+                      p.sink = t[2];
+                      return softmax(c, t[0], p);
+                    },
+                    a));
+  }
+  for (int n_rot : {2, 4, 6, 8, 14, 16, 18, 30, 32, 34, 62, 64, 66, 126, 128})
+    for (bool il : {true, false}) {
+      op_args a;
+      a.rope = rp(n_rot, il);
+      cs.push_back(mk(op_kind::ROPE, std::string("sweep_") + (il ? "interleaved" : "halves") + "_rot" + std::to_string(n_rot),
+                      {in(dtype::f32, {n_rot + 2, 3, 4}, uniform(-2, 2), padded(1 + n_rot % 3)), in(dtype::i32, {4}, ints(0, 2000))},
+                      [](context& c, T t, const op_args& a) { return rope(c, t[0], t[1], a.rope); }, a));
+    }
+  for (int64_t n : {4, 8, 16, 32, 64, 512}) {
+    op_args a;
+    a.f0 = float(1 / std::sqrt(double(n)));
+    cs.push_back(mk(op_kind::HADAMARD, tag(n), {in(dtype::f32, {n, 3}, uniform(-2, 2), lay(n))},
+                    [](context& c, T t, const op_args& a) { return hadamard(c, t[0], a.f0); }, a));
+  }
+
+  // matmul: K across the lane widths and the 32-wide bf16 pairs, M and N across tile edges.
+  const int64_t Ms[] = {1, 15, 16, 17, 31, 33};
+  const int64_t Ns[] = {1, 2, 4, 7, 16, 17, 31, 32, 33, 48};
+  int pick = 0;
+  for (dtype wt : {dtype::f32, dtype::f16, dtype::bf16})
+    for (int64_t K : {2, 3, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129})
+      for (int j = 0; j < 3; ++j, ++pick) {
+        const int64_t M = Ms[pick % 6], N = Ns[(pick * 7 + j) % 10];
+        cs.push_back(mk(op_kind::MATMUL,
+                        std::string("sweep_") + type_name(wt) + "_K" + std::to_string(K) + "_M" + std::to_string(M) + "_N" + std::to_string(N),
+                        {in(wt, {K, M}, uniform(-1, 1)), in(dtype::f32, {K, N}, uniform(-1, 1), padded(1 + K % 3))},
+                        [](context& c, T t, const op_args&) { return matmul(c, t[0], t[1]); }));
+      }
+
+  // conversions and row moves at every length, from and to each 16-bit type.
+  for (int64_t n : kSweep) {
+    for (auto [st, dt] : {std::pair{dtype::f32, dtype::f16}, std::pair{dtype::f32, dtype::bf16}, std::pair{dtype::f16, dtype::f32},
+                          std::pair{dtype::bf16, dtype::f32}}) {
+      op_case c = mk(op_kind::CPY, tag(n) + "_" + type_name(st) + "_to_" + type_name(dt),
+                     {in(st, {n, 3}, uniform(-300, 300), lay(n)), in(dt, {n, 3}, uniform(-1, 1), padded(n % 4))},
+                     [](context& c, T t, const op_args&) { return cpy(c, t[0], t[1]); });
+      c.writes_input = 1;
+      cs.push_back(std::move(c));
+    }
+    for (dtype at : {dtype::f16, dtype::bf16}) {
+      cs.push_back(mk(op_kind::GET_ROWS, tag(n) + "_" + type_name(at), {in(at, {n, 5}, uniform(-3, 3), lay(n)), in(dtype::i32, {4}, ints(0, 4))},
+                      [](context& c, T t, const op_args&) { return get_rows(c, t[0], t[1]); }));
+      op_case c = mk(op_kind::SET_ROWS, tag(n) + "_" + type_name(at),
+                     {in(at, {n, 5}, uniform(-3, 3), lay(n)), in(dtype::f32, {n, 2}, uniform(-3, 3)), in(dtype::i32, {2}, values({4, 1}))},
+                     [](context& c, T t, const op_args&) { return set_rows(c, t[0], t[1], t[2]); });
+      c.writes_input = 0;
+      cs.push_back(std::move(c));
+    }
+    op_args a;
+    a.descending = n % 2;
+    a.k = int(std::min<int64_t>(n, 1 + n / 3));
+    cs.push_back(mk(op_kind::ARGSORT, tag(n), {in(dtype::f32, {n, 2}, ties(int(n / 4 + 1)), lay(n))},
+                    [](context& c, T t, const op_args& a) { return argsort(c, t[0], a.descending); }, a));
+    cs.push_back(mk(op_kind::TOP_K, tag(n), {in(dtype::f32, {n, 2}, ties(int(n / 4 + 1)), lay(n))},
+                    [](context& c, T t, const op_args& a) { return top_k(c, t[0], a.k); }, a));
+  }
+  // the indexer's shape: top 512 of a few thousand scores, many of them tied at 0 (sums of ReLUs).
+  {
+    op_args a;
+    a.k = 512;
+    cs.push_back(mk(op_kind::TOP_K, "indexer_4099x3_k512", {in(dtype::f32, {4099, 3}, with_specials(0, 3, 0.6, {0.0}))},
+                    [](context& c, T t, const op_args& a) { return top_k(c, t[0], a.k); }, a));
+    a.descending = true;
+    cs.push_back(mk(op_kind::ARGSORT, "large_ties_2048x2", {in(dtype::f32, {2048, 2}, ties(50))},
+                    [](context& c, T t, const op_args& a) { return argsort(c, t[0], a.descending); }, a));
+  }
+}
+
+}  // namespace
+
+const std::vector<op_case>& all_cases() {
+  static const std::vector<op_case> cases = [] {
+    std::vector<op_case> cs;
+    add_views(cs);
+    add_elementwise(cs);
+    add_reductions(cs);
+    add_softmax(cs);
+    add_rope(cs);
+    add_matmul(cs);
+    add_indexing(cs);
+    add_copies(cs);
+    add_custom(cs);
+    add_sweeps(cs);
+    return cs;
+  }();
+  return cases;
+}
+
+namespace {
+
+// One test per (target, op): ops/OpTest.matches_float64/CPU_avx2_softmax runs every softmax case
+// with the CPU's kernels capped at AVX2.
+class OpTest : public ::testing::TestWithParam<std::tuple<size_t, op_kind>> {};
+
+TEST_P(OpTest, matches_float64) {
+  const target& tg = all_targets()[std::get<0>(GetParam())];
+  const op_kind op = std::get<1>(GetParam());
+  int n = 0, unsupported = 0, passed = 0;
+  std::string skipped, worst_case;
+  double worst = 0;
+  for (const op_case& c : all_cases()) {
+    if (c.op != op) continue;
+    ++n;
+    const case_result r = run_case(tg, c);
+    if (r.status == outcome::unsupported) {
+      ++unsupported;
+      skipped += "\n  " + c.name + ": " + r.report;
+      continue;
+    }
+    if (r.status != outcome::pass) {
+      ADD_FAILURE() << op_name(op) << " / " << c.name << " on " << tg.name << ": " << r.report;
+      continue;
+    }
+    ++passed;
+    if (r.worst >= worst) {
+      worst = r.worst;
+      worst_case = c.name;
+    }
+  }
+  // How close the kernels come to their bounds (1 = at the bound): a tightness signal, not a check.
+  std::cout << "[   INFO   ] " << op_name(op) << " on " << tg.name << ": " << passed << " of " << n << " cases passed"
+            << (passed ? ", worst |err|/bound " + std::to_string(worst) + " (" + worst_case + ")" : "") << "\n";
+  if (unsupported) {
+    if (unsupported == n) GTEST_SKIP() << op_name(op) << " unsupported on " << tg.name << skipped;
+    std::cout << "[ SKIPPED ] " << unsupported << " of " << n << " cases unsupported on " << tg.name << skipped << "\n";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(ops, OpTest,
+                         ::testing::Combine(::testing::Range(size_t(0), all_targets().size()), ::testing::ValuesIn(ops_with_cases())),
+                         [](const ::testing::TestParamInfo<std::tuple<size_t, op_kind>>& info) {
+                           return all_targets()[std::get<0>(info.param)].name + "_" + op_name(std::get<1>(info.param));
+                         });
+
+}  // namespace
+}  // namespace v4::optest
