@@ -49,6 +49,8 @@ tensor* new_alias(context& ctx, op_kind op, tensor* a, const int64_t ne[kMaxDims
   r->view_src = a->base();
   r->view_offs = a->view_offs + offset;
   r->scales = a->scales;
+  r->scale_block[0] = a->scale_block[0];
+  r->scale_block[1] = a->scale_block[1];
   return r;
 }
 

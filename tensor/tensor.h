@@ -46,8 +46,9 @@ enum class dtype : int32_t {
   i32,
   i64,
   // reserved for quant/ (next issue): registered at start-up, see quant/quant.h
-  fp8_e4m3,   // e4m3 bytes; UE8M0 block scales travel in tensor::scales
-  mxfp4,      // e2m1 pairs + one UE8M0 scale per 32
+  e8m0,       // UE8M0 power-of-two scales: value 2^(e - 127), 0xff = NaN (one byte)
+  fp8_e4m3,   // e4m3 bytes; UE8M0 block scales travel in tensor::scales (see scale_block)
+  mxfp4,      // e2m1, two per byte (low nibble first); UE8M0 scales per 32 in tensor::scales
   q8_0,
   q4_k,
   q3_k,
@@ -115,7 +116,12 @@ struct tensor {
   tensor* view_src = nullptr;  // for aliases: the tensor whose memory this one reads
   size_t view_offs = 0;        // byte offset into view_src's data
 
-  tensor* scales = nullptr;    // auxiliary block scales for 2-D scaled types (quant/)
+  // Scaled types (fp8_e4m3, mxfp4): element values are multiplied by a separate e8m0 scale
+  // tensor, one scale per block of scale_block[0] elements along dim 0 (K) by scale_block[1]
+  // rows along dim 1, i.e. scales->ne = {ceil(ne0 / scale_block[0]), ceil(ne1 / scale_block[1]),
+  // ne2, ne3}. DeepSeek-V4 FP8: {128, 128}; V4.1: {32, 32}; MXFP4: {32, 1}.
+  tensor* scales = nullptr;
+  int32_t scale_block[2] = {0, 0};
 
   buffer* buf = nullptr;       // where data lives (nullptr until allocated)
   void* data = nullptr;

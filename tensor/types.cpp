@@ -145,7 +145,7 @@ bool type_from_name(const std::string& name, dtype* out) {
 void register_type(dtype t, const type_traits& tr) {
   static std::mutex m;
   std::lock_guard<std::mutex> lock(m);
-  if (int(t) >= int(dtype::fp8_e4m3) && int(t) < int(dtype::count)) reg().t[int(t)] = tr;
+  if (int(t) >= int(dtype::e8m0) && int(t) < int(dtype::count)) reg().t[int(t)] = tr;
 }
 
 size_t row_size(dtype t, int64_t n) {
