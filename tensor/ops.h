@@ -163,4 +163,27 @@ custom_params custom_of(const tensor* t);
 rope_params rope_of(const tensor* t);
 }  // namespace params
 
+// ---- quantization round-trips (QAT simulation; the formats are in quant/fp8.h, quant/mxfp4.h) ----
+// a f32 [ne0, ...] (any strides) -> f32 [ne0, ...] contiguous. In each row, the first n elements
+// (n = 0: all ne0) are cut into runs of `block` consecutive elements (the last run may be shorter);
+// elements from n on are copied unchanged. Each run, with amax = max |a_i| over its finite a_i:
+//   fp8_roundtrip:  s = 2^ceil(log2(f32(max(amax, 1e-4) * f32(1/448))))
+//                   y_i = e4m3(clamp(a_i / s, -448, 448)) * s
+//   fp4_roundtrip:  s = 2^ceil(log2(f32(max(amax, 6*2^-126) * f32(1/6))))
+//                   y_i = e2m1(clamp(a_i / s, -6, 6)) * s
+// e4m3 / e2m1: round to nearest, ties to even, subnormals kept. The products are rounded to f32
+// before the ceil(log2) (the official kernels' fast_round_scale), and y is exact in f32 and bf16.
+// NaN and +-inf elements pass through unchanged and do not enter amax.
+// These are the official DeepSeek-V4 act_quant(x, block, "ue8m0", inplace=True) and
+// fp4_act_quant(x, block, inplace=True): KV dims 0..447 use fp8 with block 64, the indexer's
+// Hadamard-rotated q and keys fp4 with block 32.
+tensor* fp8_roundtrip(context& ctx, tensor* a, int block = 64, int64_t n = 0);
+tensor* fp4_roundtrip(context& ctx, tensor* a, int block = 32, int64_t n = 0);
+// The activation quantization in front of every FP8/FP4 GEMM (official linear(): act_quant(x, 128,
+// "ue8m0")), as a round trip: an FP8_ROUNDTRIP node with block 128 (the official kernel is the same
+// act_quant, with the same 1e-4 amax floor, so it is not a separate op).
+inline tensor* act_quant_fp8(context& ctx, tensor* a, int block = 128) { return fp8_roundtrip(ctx, a, block); }
+// Parameters (tensor::op_params) of FP8_ROUNDTRIP and FP4_ROUNDTRIP: i[0] = block, i[1] = n
+// (resolved by the constructor: 0 < n <= ne0), f[2] = amax floor (1e-4 or 6*2^-126).
+
 }  // namespace v4

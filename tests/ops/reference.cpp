@@ -23,6 +23,8 @@
 //   (x_r + (K+2)u) * sum_k |w_k x_k|   matmul, matmul_id: K-term f32 accumulation plus the
 //                      backend's declared rounding x_r of x (bf16 2^-8, f16 2^-11, else 0).
 //   (n+1)*u*|s|*sum|a| hadamard: each output is a signed sum of n inputs (any algorithm), scaled.
+//   exact              fp8_roundtrip, fp4_roundtrip: deterministic roundings (power-of-two scales
+//                      make every step exact in f32), so every bit must match.
 #include "ops/reference.h"
 
 #include <algorithm>
@@ -610,6 +612,87 @@ static void ref_HADAMARD(const ref_in& in, ref_out* o) {
 }
 
 static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }
+
+// ---- quantization round-trips ------------------------------------------------------------------------------
+// The formats are defined here from their bit fields (never from quant/): every non-negative finite
+// code of a binary format with ebits exponent and mbits mantissa bits and exponent bias `bias` is
+// listed with its value; an element takes the nearest listed value, a tie going to the even code
+// (the code whose mantissa LSB is 0: IEEE round-to-nearest-even). The scale 2^k comes from the f32
+// product f32(max(amax, floor) * f32(1/max)) with k = ceil(log2) read off frexp.
+namespace {
+
+struct minifloat {
+  std::vector<double> value;  // value[c] for the non-negative codes c, NaN codes left out
+  double max = 0;
+};
+
+minifloat make_minifloat(int ebits, int mbits, int bias, bool top_code_is_nan) {
+  minifloat f;
+  const int n = 1 << (ebits + mbits);
+  for (int c = 0; c < n; ++c) {
+    if (top_code_is_nan && c == n - 1) break;
+    const int e = c >> mbits, m = c & ((1 << mbits) - 1);
+    const double v = e == 0 ? std::ldexp(double(m), 1 - bias - mbits) : std::ldexp(1.0 + std::ldexp(double(m), -mbits), e - bias);
+    f.value.push_back(v);
+  }
+  f.max = f.value.back();
+  return f;
+}
+
+// |a| <= f.max: the nearest value, ties to the even code.
+double nearest(const minifloat& f, double a) {
+  size_t best = 0;
+  for (size_t c = 1; c < f.value.size(); ++c) {
+    const double d = std::fabs(f.value[c] - a), db = std::fabs(f.value[best] - a);
+    if (d < db || (d == db && c % 2 == 0)) best = c;
+  }
+  return f.value[best];
+}
+
+void ref_roundtrip(const ref_in& in, ref_out* o, const minifloat& fmt, double amax_floor) {
+  const darray& a = in.src[0];
+  const int64_t ne0 = a.ne[0], n = in.args.n_quant ? in.args.n_quant : ne0, block = in.args.block;
+  const double inv = double(float(1.0 / fmt.max));  // the kernels' f32 constant 1/max
+  o->shape(dtype::f32, a.ne);
+  o->exact = true;
+  for (int64_t r = 0; r < a.n() / ne0; ++r) {
+    const double* x = &a.v[size_t(r * ne0)];
+    double* y = &o->v[size_t(r * ne0)];
+    for (int64_t i = n; i < ne0; ++i) y[i] = x[i];
+    for (int64_t c0 = 0; c0 < n; c0 += block) {
+      const int64_t c1 = std::min(n, c0 + block);
+      double amax = 0;
+      for (int64_t i = c0; i < c1; ++i)
+        if (std::isfinite(x[i])) amax = std::max(amax, std::fabs(x[i]));
+      const double ratio = round_to(dtype::f32, std::max(amax, amax_floor) * inv);  // exact product, one rounding
+      int e;
+      const double m = std::frexp(ratio, &e);  // ratio = m * 2^e, m in [0.5, 1)
+      const double s = std::ldexp(1.0, m == 0.5 ? e - 1 : e);
+      for (int64_t i = c0; i < c1; ++i) {
+        if (!std::isfinite(x[i])) {
+          y[i] = x[i];
+          continue;
+        }
+        const double v = std::clamp(x[i] / s, -fmt.max, fmt.max);
+        y[i] = std::copysign(nearest(fmt, std::fabs(v)), v) * s;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// E4M3 (bias 7, S.1111.111 = NaN, max 448); amax floor 1e-4 as the f32 constant of the official kernel.
+static void ref_FP8_ROUNDTRIP(const ref_in& in, ref_out* o) {
+  static const minifloat e4m3 = make_minifloat(4, 3, 7, true);
+  ref_roundtrip(in, o, e4m3, double(1e-4f));
+}
+
+// E2M1 (bias 1, no NaN, max 6); amax floor 6 * 2^-126.
+static void ref_FP4_ROUNDTRIP(const ref_in& in, ref_out* o) {
+  static const minifloat e2m1 = make_minifloat(2, 1, 1, false);
+  ref_roundtrip(in, o, e2m1, 6.0 * std::ldexp(1.0, -126));
+}
 
 // ---- the table, generated from the registry ------------------------------------------------------------------
 namespace {

@@ -67,6 +67,9 @@ struct op_args {
   size_t view_nb[4] = {0, 0, 0, 0};
   size_t view_offset = 0;
   int axes[4] = {0, 1, 2, 3};
+  // FP8_ROUNDTRIP, FP4_ROUNDTRIP: runs of `block` elements over the first n_quant of each row (0: all).
+  int block = 0;
+  int64_t n_quant = 0;
   // CUSTOM: the op's meaning is the user's; the case supplies its reference.
   std::function<void(const ref_in&, ref_out*)> custom_ref;
 };

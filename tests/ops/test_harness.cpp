@@ -310,6 +310,13 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::HADAMARD, "n = 12", [](context& c) { return hadamard(c, f32(c, {12}), 1.0f); }},
       {op_kind::HADAMARD, "f16 input", [](context& c) { return hadamard(c, f16(c, {16}), 1.0f); }},
       {op_kind::CPY, "cast to an unregistered type", [](context& c) { return cast(c, f32(c, {4}), dtype::count); }},
+      {op_kind::FP8_ROUNDTRIP, "f16 input", [](context& c) { return fp8_roundtrip(c, f16(c, {64}), 64); }},
+      {op_kind::FP8_ROUNDTRIP, "block 0", [](context& c) { return fp8_roundtrip(c, f32(c, {64}), 0); }},
+      {op_kind::FP8_ROUNDTRIP, "n past the row", [](context& c) { return fp8_roundtrip(c, f32(c, {64, 2}), 64, 65); }},
+      {op_kind::FP8_ROUNDTRIP, "negative n", [](context& c) { return fp8_roundtrip(c, f32(c, {64, 2}), 64, -1); }},
+      {op_kind::FP4_ROUNDTRIP, "f16 input", [](context& c) { return fp4_roundtrip(c, f16(c, {64}), 32); }},
+      {op_kind::FP4_ROUNDTRIP, "negative block", [](context& c) { return fp4_roundtrip(c, f32(c, {64}), -32); }},
+      {op_kind::FP4_ROUNDTRIP, "n past the row", [](context& c) { return fp4_roundtrip(c, f32(c, {32}), 32, 33); }},
       {op_kind::CUSTOM, "no function", [](context& c) { return custom(c, dtype::f32, {4}, {f32(c, {4})}, custom_params{}); }},
       {op_kind::CUSTOM, "7 sources", [](context& c) {
          tensor* a = f32(c, {4});

@@ -852,6 +852,70 @@ void add_sweeps(std::vector<op_case>& cs) {
   }
 }
 
+// ---- quantization round-trips (exact): KV and activation shapes, partial runs, ties, specials -----------
+// Integers in [lo, hi] divided by denom: dyadic values, many of them exact ties once scaled.
+filler dyadic(int64_t lo, int64_t hi, double denom) {
+  return [=](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+    std::uniform_int_distribution<int64_t> d(lo, hi);
+    for (double& x : v) x = double(d(rng)) / denom;
+  };
+}
+
+void add_quant(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto fp8 = [](context& c, T t, const op_args& a) { return fp8_roundtrip(c, t[0], a.block, a.n_quant); };
+  auto fp4 = [](context& c, T t, const op_args& a) { return fp4_roundtrip(c, t[0], a.block, a.n_quant); };
+  auto add = [&](op_kind op, std::string name, input i, int block, int64_t n_quant = 0) {
+    op_args a;
+    a.block = block;
+    a.n_quant = n_quant;
+    cs.push_back(mk(op, std::move(name), {i}, op == op_kind::FP8_ROUNDTRIP ? build_fn(fp8) : build_fn(fp4), a));
+  };
+  // Block of 16 whose amax is 448 (fp8) or 6 (fp4), so s = 1: the other values sit exactly on
+  // midpoints between neighbouring codes (ties to even), in the subnormal range, on zero signs.
+  const std::vector<double> fp8_ties = {448, 0x1p-10, 3 * 0x1p-10, 5 * 0x1p-10, -3 * 0x1p-10, 1.0625, 1.1875, -1.1875,
+                                        0x1p-6, 15 * 0x1p-11, 232, -232, 0.0, -0.0, 0x1p-11, -0x1.8p-9};
+  const std::vector<double> fp4_ties = {6, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5, -0.25, -0.75, -1.75, -2.5, -5, 0.1, -0.1, 5.9};
+  for (op_kind op : {op_kind::FP8_ROUNDTRIP, op_kind::FP4_ROUNDTRIP}) {
+    const bool f8 = op == op_kind::FP8_ROUNDTRIP;
+    const int b = f8 ? 64 : 32;
+    add(op, "ties_16x3_block16", in(dtype::f32, {16, 3}, values(f8 ? fp8_ties : fp4_ties)), 16);
+    add(op, "uniform_448x5", in(dtype::f32, {448, 5}, uniform(-3, 3)), b);
+    add(op, "kv_row_512x4_first448", in(dtype::f32, {512, 4}, uniform(-2, 2)), 64, 448);
+    add(op, "indexer_128x64x2", in(dtype::f32, {128, 64, 2}, uniform(-1, 1)), 32);
+    add(op, "act_4096x2_block128", in(dtype::f32, {4096, 2}, uniform(-40, 40)), 128);
+    add(op, "dyadic_ties_256x3", in(dtype::f32, {256, 3}, dyadic(-512, 512, 64)), b);
+    add(op, "specials_192x3", in(dtype::f32, {192, 3}, with_specials(-4, 4, 0.1, {kNaN, kInf, -kInf})), b);
+    add(op, "all_nonfinite_64x2", in(dtype::f32, {64, 2}, values({kNaN, kInf, -kInf})), 32);
+    add(op, "below_amax_floor_128x3", in(dtype::f32, {128, 3}, uniform(-1e-5, 1e-5)), b);
+    // Whole runs under the floor, small enough to land in the format's subnormals once scaled: only
+    // there does the (floor-given) scale change the rounding.
+    add(op, "floor_sets_scale_128x3", in(dtype::f32, {128, 3}, f8 ? uniform(-1e-8, 1e-8) : uniform(-2e-38, 2e-38)), b);
+    add(op, "f32_subnormals_64x2", in(dtype::f32, {64, 2}, uniform(-1e-39, 1e-39)), 32);
+    add(op, "huge_128x2", in(dtype::f32, {128, 2}, uniform(-3e37, 3e37)), b);
+    add(op, "zeros_64x2", in(dtype::f32, {64, 2}, values({0.0, -0.0})), 32);
+    add(op, "outlier_rows_96x4", in(dtype::f32, {96, 4}, with_specials(-1, 1, 0.02, {1e4, -3e5})), 32);
+    add(op, "partial_last_run_100x3", in(dtype::f32, {100, 3}, uniform(-5, 5)), b);
+    add(op, "transposed_64x17", in(dtype::f32, {64, 17}, uniform(-2, 2), transposed()), 32);
+    add(op, "padded_128x3x2", in(dtype::f32, {128, 3, 2}, uniform(-2, 2), padded()), b, 96);
+    add(op, "permuted_64x3x2x2", in(dtype::f32, {64, 3, 2, 2}, uniform(-2, 2), permuted_0213()), 16);
+    add(op, "block1_33x2", in(dtype::f32, {33, 2}, uniform(-9, 9)), 1);
+    add(op, "block_over_row_40x3", in(dtype::f32, {40, 3}, uniform(-9, 9)), 64);
+  }
+  // act_quant_fp8 is an FP8_ROUNDTRIP node with block 128.
+  cs.push_back(mk(op_kind::FP8_ROUNDTRIP, "act_quant_fp8_1024x3", {in(dtype::f32, {1024, 3}, uniform(-8, 8))},
+                  [](context& c, T t, const op_args&) { return act_quant_fp8(c, t[0]); }, [] {
+                    op_args a;
+                    a.block = 128;
+                    return a;
+                  }()));
+  // run lengths around the vector widths, at misaligned offsets.
+  for (int64_t n : {2, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129})
+    for (op_kind op : {op_kind::FP8_ROUNDTRIP, op_kind::FP4_ROUNDTRIP})
+      add(op, "sweep_n" + std::to_string(n), in(dtype::f32, {n, 3}, uniform(-3, 3), padded(1 + n % 3)),
+          op == op_kind::FP8_ROUNDTRIP ? 64 : 32);
+}
+
 }  // namespace
 
 const std::vector<op_case>& all_cases() {
@@ -867,6 +931,7 @@ const std::vector<op_case>& all_cases() {
     add_copies(cs);
     add_custom(cs);
     add_sweeps(cs);
+    add_quant(cs);
     return cs;
   }();
   return cases;

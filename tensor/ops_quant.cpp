@@ -1,0 +1,52 @@
+// Quantization round-trips (QAT simulation): fp8_roundtrip, fp4_roundtrip (act_quant_fp8 is an
+// fp8_roundtrip with block 128, inline in ops.h).
+#include <cstdint>
+
+#include "tensor/ops_common.h"
+
+namespace v4 {
+using detail::describe;
+using detail::have;
+
+namespace {
+
+// Amax floors of the official kernels (DeepSeek-V4 inference/kernel.py): act_quant_kernel
+// `T.max(amax, 1e-4)`, fp4_quant_kernel `T.max(amax, 6 * (2**-126))`. quant/fp8.h and quant/mxfp4.h
+// hold the same constants for the kernels; kept here so tensor/ does not depend on quant/.
+constexpr float kFp8Floor = 1e-4f;
+constexpr float kFp4Floor = 6.0f * 0x1p-126f;
+
+tensor* roundtrip(context& ctx, op_kind op, tensor* a, int block, int64_t n, float floor) {
+  if (!have({a})) return nullptr;
+  if (a->type != dtype::f32) {
+    ctx.fail("%s: %s must be f32 (cast() it first)", op_name(op), describe(a).c_str());
+    return nullptr;
+  }
+  if (block < 1) {
+    ctx.fail("%s: block %d must be >= 1", op_name(op), block);
+    return nullptr;
+  }
+  if (n < 0 || n > a->ne[0] || a->ne[0] > INT32_MAX) {
+    ctx.fail("%s: n = %lld must be in [0, %lld] (dim 0 of %s; 0 = all)", op_name(op), (long long)n,
+             (long long)a->ne[0], describe(a).c_str());
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op, dtype::f32, a->ne, {a});
+  if (!r) return nullptr;
+  r->set_param_i(0, block);
+  r->set_param_i(1, int32_t(n == 0 ? a->ne[0] : n));
+  r->set_param_f(2, floor);
+  return r;
+}
+
+}  // namespace
+
+tensor* fp8_roundtrip(context& ctx, tensor* a, int block, int64_t n) {
+  return roundtrip(ctx, op_kind::FP8_ROUNDTRIP, a, block, n, kFp8Floor);
+}
+
+tensor* fp4_roundtrip(context& ctx, tensor* a, int block, int64_t n) {
+  return roundtrip(ctx, op_kind::FP4_ROUNDTRIP, a, block, n, kFp4Floor);
+}
+
+}  // namespace v4
