@@ -25,8 +25,8 @@ void register_types() {
   static std::once_flag once;
   std::call_once(once, [] {
     register_type(dtype::e8m0, {"e8m0", 1, 1, false, false, e8m0_to, e8m0_from});
-    register_type(dtype::fp8_e4m3, {"fp8_e4m3", 1, 1, false, false, e4m3_to, e4m3_from});
-    register_type(dtype::mxfp4, {"mxfp4", 2, 1, false, false, e2m1_to, e2m1_from});
+    register_type(dtype::fp8_e4m3, {"fp8_e4m3", 1, 1, false, false, e4m3_to, e4m3_from, /*scaled=*/true});
+    register_type(dtype::mxfp4, {"mxfp4", 2, 1, false, false, e2m1_to, e2m1_from, /*scaled=*/true});
     register_type(dtype::q8_0, {"q8_0", kQ8_0Block, sizeof(block_q8_0), false, false, dequantize_row_q8_0, quantize_row_q8_0});
     register_type(dtype::q4_k, {"q4_k", kQK, sizeof(block_q4_k), false, false, dequantize_row_q4_k, quantize_row_q4_k});
     register_type(dtype::q3_k, {"q3_k", kQK, sizeof(block_q3_k), false, false, dequantize_row_q3_k, quantize_row_q3_k});

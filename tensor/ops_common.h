@@ -24,4 +24,8 @@ inline bool have(std::initializer_list<const tensor*> ts) {
 
 bool can_broadcast(const tensor* b, const tensor* a);  // b.ne[i] in {a.ne[i], 1}
 
+// For scaled types (type_traits::scaled): t carries an e8m0 scales tensor whose shape matches
+// t's shape and scale_block (see tensor.h). Records an error naming `op` otherwise.
+bool check_scales(context& ctx, const char* op, const tensor* t);
+
 }  // namespace v4::detail

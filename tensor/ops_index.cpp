@@ -13,6 +13,7 @@ tensor* get_rows(context& ctx, tensor* a, tensor* ids) {
     ctx.fail("get_rows: %s must be a type convertible to f32, with contiguous rows", describe(a).c_str());
     return nullptr;
   }
+  if (!detail::check_scales(ctx, "get_rows", a)) return nullptr;
   if (ids->type != dtype::i32 || ids->ne[2] != 1 || ids->ne[3] != 1 || ids->ne[1] != a->ne[2] || a->ne[3] != 1) {
     ctx.fail("get_rows: ids %s must be i32 [N, B] for rows %s [K, R, B]", describe(ids).c_str(), describe(a).c_str());
     return nullptr;
@@ -23,7 +24,7 @@ tensor* get_rows(context& ctx, tensor* a, tensor* ids) {
 
 tensor* set_rows(context& ctx, tensor* dst, tensor* src, tensor* ids) {
   if (!have({dst, src, ids})) return nullptr;
-  if (src->type != dtype::f32 || !traits(dst->type).from_f32 || !dst->rows_contiguous()) {
+  if (src->type != dtype::f32 || !traits(dst->type).from_f32 || traits(dst->type).scaled || !dst->rows_contiguous()) {
     ctx.fail("set_rows: src %s must be f32 and dst %s a type written from f32 with contiguous rows",
              describe(src).c_str(), describe(dst).c_str());
     return nullptr;
@@ -100,7 +101,7 @@ tensor* cpy(context& ctx, tensor* a, tensor* dst) {
   }
   const bool raw = a->type == dst->type;  // same type: bytes copied as they are
   if (!raw && (!traits(a->type).to_f32 || !traits(dst->type).from_f32 || traits(a->type).block_size != 1 ||
-               traits(dst->type).block_size != 1)) {
+               traits(dst->type).block_size != 1 || traits(a->type).scaled || traits(dst->type).scaled)) {
     ctx.fail("cpy: no conversion from %s to %s", describe(a).c_str(), describe(dst).c_str());
     return nullptr;
   }

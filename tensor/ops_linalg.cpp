@@ -19,6 +19,7 @@ tensor* matmul(context& ctx, tensor* w, tensor* x) {
     ctx.fail("matmul: weight %s must have contiguous rows", describe(w).c_str());
     return nullptr;
   }
+  if (!detail::check_scales(ctx, "matmul", w)) return nullptr;
   if (w->ne[0] != x->ne[0]) {
     ctx.fail("matmul: K differs: weight %s vs x %s", describe(w).c_str(), describe(x).c_str());
     return nullptr;
@@ -43,6 +44,7 @@ tensor* matmul_id(context& ctx, tensor* w, tensor* x, tensor* ids) {
              describe(w).c_str());
     return nullptr;
   }
+  if (!detail::check_scales(ctx, "matmul_id", w)) return nullptr;
   if (ids->type != dtype::i32 || ids->ne[2] != 1 || ids->ne[3] != 1) {
     ctx.fail("matmul_id: ids %s must be i32 [n_used, N]", describe(ids).c_str());
     return nullptr;

@@ -66,6 +66,9 @@ struct type_traits {
   // block_size. nullptr when the type cannot be converted that way.
   void (*to_f32)(const void* src, float* dst, int64_t n) = nullptr;
   void (*from_f32)(const float* src, void* dst, int64_t n) = nullptr;
+  // Element values are multiplied by a separate e8m0 scale tensor (tensor::scales); to_f32 and
+  // from_f32 then convert the unscaled values.
+  bool scaled = false;
 };
 
 const type_traits& traits(dtype t);

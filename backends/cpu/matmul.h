@@ -23,6 +23,12 @@ struct mm_problem {
   float* y = nullptr;
   size_t y_stride = 0;
   int64_t M = 0, N = 0, K = 0;
+  // Scaled types (fp8_e4m3, mxfp4; see tensor::scales): e8m0 scales of THIS problem's weight
+  // rows, scale row r covering weight rows [r*sb_m, (r+1)*sb_m), each scale covering sb_k
+  // elements along K; s_stride bytes between scale rows. Row m of w uses scale row m / sb_m.
+  const uint8_t* scales = nullptr;
+  size_t s_stride = 0;
+  int64_t sb_k = 0, sb_m = 0;
 };
 
 // A kernel variant: one ISA level (plus optional extension), one set of weight types.

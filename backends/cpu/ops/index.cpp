@@ -6,6 +6,7 @@
 
 #include "backends/cpu/ops/common.h"
 #include "backends/cpu/ops/convert.h"
+#include "quant/quant.h"
 
 namespace v4::cpu {
 
@@ -34,7 +35,16 @@ void kernel_GET_ROWS(const exec& ex, tensor* dst) {
   parallel_for(ex, dst->nrows(), K, [&](int64_t r) {
     const int64_t n = r % N, b = r / N;
     const int64_t src_row = read_index(ids, n, b);
-    row_to_f32(a->type, at(a, 0, src_row, b, 0), frow(dst, r), K);
+    const uint8_t* q = reinterpret_cast<const uint8_t*>(at(a, 0, src_row, b, 0));
+    if (!traits(a->type).scaled) {
+      row_to_f32(a->type, q, frow(dst, r), K);
+      return;
+    }
+    const uint8_t* s = reinterpret_cast<const uint8_t*>(at(a->scales, 0, src_row / a->scale_block[1], b, 0));
+    if (a->type == dtype::mxfp4)
+      quant::dequantize_row_mxfp4(q, s, frow(dst, r), K);
+    else
+      quant::dequantize_row_fp8(q, s, a->scale_block[0], frow(dst, r), K);
   });
 }
 

@@ -6,6 +6,17 @@
 
 namespace v4::cpu {
 
+namespace {
+// The scales of weight matrix (i2, i3) of w, for scaled types.
+void set_scales(const tensor* w, int64_t i2, int64_t i3, mm_problem* p) {
+  if (!w->scales) return;
+  p->scales = reinterpret_cast<const uint8_t*>(at(w->scales, 0, 0, i2, i3));
+  p->s_stride = w->scales->nb[1];
+  p->sb_k = w->scale_block[0];
+  p->sb_m = w->scale_block[1];
+}
+}  // namespace
+
 void kernel_MATMUL(const exec& ex, tensor* dst) {
   const tensor* w = dst->src[0];
   const tensor* x = dst->src[1];
@@ -23,6 +34,7 @@ void kernel_MATMUL(const exec& ex, tensor* dst) {
       p.M = w->ne[1];
       p.N = x->ne[1];
       p.K = w->ne[0];
+      set_scales(w, b2 / r2, b3 / r3, &p);
       matmul(p, ex.n_threads);
     }
 }
@@ -63,6 +75,7 @@ void kernel_MATMUL_ID(const exec& ex, tensor* dst) {
     p.M = M;
     p.N = n;
     p.K = K;
+    set_scales(w, e, 0, &p);
     matmul(p, ex.n_threads);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = rows[j] % n_used, t = rows[j] / n_used;
