@@ -104,7 +104,10 @@ void rank_rows(const exec& ex, tensor* dst, Rank&& rank) {
 void kernel_TOP_K(const exec& ex, tensor* dst) {
   const int k = dst->param_i(0);
   rank_rows(ex, dst, [k](const float* v, std::vector<int32_t>& order) {
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), greater_first{v});
+    // Selection then a sort of the k winners: O(n + k log k). The comparator is a strict total
+    // order (ties broken by index), so the result does not depend on the algorithm.
+    std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), greater_first{v});
+    std::sort(order.begin(), order.begin() + k, greater_first{v});
   });
 }
 
