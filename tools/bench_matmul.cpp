@@ -73,7 +73,7 @@ struct matmul_opts {
   std::string type = "bf16", variant;
   int64_t rows = 1, k = 4096, n_out = 4096;
   int threads = 0, reps = 0;
-  bool json = false;
+  bool json = false, hot = false;
 };
 
 void run_matmul(const matmul_opts& o) {
@@ -102,7 +102,7 @@ void run_matmul(const matmul_opts& o) {
   const size_t wbytes = row_size(wt, K) * size_t(M);
   const size_t wspan = (wbytes + 4095) / 4096 * 4096;
   const bool decode = N <= 16;
-  const int64_t copies = decode && wbytes < kDramBytes ? int64_t((kDramBytes + wbytes - 1) / wbytes) : 1;
+  const int64_t copies = decode && !o.hot && wbytes < kDramBytes ? int64_t((kDramBytes + wbytes - 1) / wbytes) : 1;
   aligned_buffer wbuf(wspan * size_t(copies));
   std::vector<float> x(size_t(N * K)), y(size_t(N * M));
   if (!wbuf.p) throw CLI::RuntimeError("out of memory for " + std::to_string(wspan * copies >> 20) + " MiB of weights", 1);
@@ -161,7 +161,9 @@ void run_matmul(const matmul_opts& o) {
                 double(wbytes) / (1 << 20), (long long)copies, ws / double(1 << 30));
   else
     std::printf("weights %.1f MiB, one copy%s\n", double(wbytes) / (1 << 20),
-                decode ? " (>= 2 GiB: from DRAM)" : " (prefill: reused from cache across x rows)");
+                o.hot ? " (--hot: may stay in cache)"
+                : decode ? " (>= 2 GiB: from DRAM)"
+                         : " (prefill: reused from cache across x rows)");
   std::printf("median of %d calls: %.3f ms   %.1f GFLOP/s   %.2f GB/s (weight bytes / time)\n", reps, t * 1e3, gflops,
               gbps);
 }
@@ -188,11 +190,15 @@ volatile float g_sink;  // keeps the loops' results alive
 __attribute__((target("avx2,fma"))) void fma_loop_avx2(int64_t iters) {
   constexpr int A = 12;  // 2 FMA pipes x 4-5 cycles latency; 12 + 2 of the 16 ymm registers
   __m256 a[A];
+#pragma GCC unroll 32
   for (int i = 0; i < A; ++i) a[i] = _mm256_set1_ps(float(i));
   const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-3f);
-  for (int64_t it = 0; it < iters; ++it)
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
     for (int i = 0; i < A; ++i) a[i] = _mm256_fmadd_ps(a[i], b, c);
+  }
   __m256 s = a[0];
+#pragma GCC unroll 32
   for (int i = 1; i < A; ++i) s = _mm256_add_ps(s, a[i]);
   g_sink = _mm256_cvtss_f32(s);
 }
@@ -200,11 +206,15 @@ __attribute__((target("avx2,fma"))) void fma_loop_avx2(int64_t iters) {
 __attribute__((target("avx512f"))) void fma_loop_avx512(int64_t iters) {
   constexpr int A = 24;  // of the 32 zmm registers
   __m512 a[A];
+#pragma GCC unroll 32
   for (int i = 0; i < A; ++i) a[i] = _mm512_set1_ps(float(i));
   const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-3f);
-  for (int64_t it = 0; it < iters; ++it)
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
     for (int i = 0; i < A; ++i) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  }
   __m512 s = a[0];
+#pragma GCC unroll 32
   for (int i = 1; i < A; ++i) s = _mm512_add_ps(s, a[i]);
   g_sink = _mm512_reduce_add_ps(s);
 }
@@ -213,12 +223,16 @@ __attribute__((target("avx512f"))) void fma_loop_avx512(int64_t iters) {
 __attribute__((target("avx512f,avx512bf16"))) void bf16_dot_loop(int64_t iters) {
   constexpr int A = 24;
   __m512 a[A];
+#pragma GCC unroll 32
   for (int i = 0; i < A; ++i) a[i] = _mm512_set1_ps(float(i));
   const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.75f), _mm512_set1_ps(-0.5f));
   const __m512bh c = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(2e-3f));
-  for (int64_t it = 0; it < iters; ++it)
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
     for (int i = 0; i < A; ++i) a[i] = _mm512_dpbf16_ps(a[i], b, c);
+  }
   __m512 s = a[0];
+#pragma GCC unroll 32
   for (int i = 1; i < A; ++i) s = _mm512_add_ps(s, a[i]);
   g_sink = _mm512_reduce_add_ps(s);
 }
@@ -369,6 +383,7 @@ void add_bench_matmul(CLI::App& bench) {
   cmd->add_option("--threads,-t", o->threads, "Threads (default: all cores)");
   cmd->add_option("--variant", o->variant, "Kernel variant by name (default: what matmul() picks)");
   cmd->add_option("--reps", o->reps, "Timed calls (median reported; default: about one second)");
+  cmd->add_flag("--hot", o->hot, "Decode shapes: no rotation, weights may stay in cache (measures the kernel, not DRAM)");
   cmd->add_flag("--json", o->json, "Print one JSON object: seconds, gflops, gbps, variant, type, shape");
   cmd->callback([o] { run_matmul(*o); });
 }
