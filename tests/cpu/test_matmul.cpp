@@ -105,7 +105,7 @@ class test_case {
       }
       for (int64_t m = 0; m < M_; ++m) {
         double s = 0, a = 0;
-        const double* w = &wd_[size_t(m * K_)];
+        const double* w = wd_.data() + size_t(m * K_);  // not &wd_[..]: K may be 0 (empty vector)
         for (int64_t k = 0; k < K_; ++k) {
           s += w[k] * xr[size_t(k)];
           a += std::fabs(w[k] * xr[size_t(k)]);
