@@ -18,6 +18,7 @@
 
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/matmul.h"
+#include "backends/cpu/qmatmul.h"
 #include "tensor/tensor.h"
 #include "tools/commands.h"
 
@@ -79,7 +80,9 @@ struct matmul_opts {
 void run_matmul(const matmul_opts& o) {
   dtype wt;
   if (!type_from_name(o.type, &wt) || !cpu::matmul_supports(wt))
-    throw CLI::ValidationError("--type", "unsupported weight type '" + o.type + "' (use f32, f16 or bf16)");
+    throw CLI::ValidationError("--type", "unsupported weight type '" + o.type +
+                                             "' (use f32, f16, bf16, fp8_e4m3, mxfp4, q8_0, q4_k, q3_k or q2_k)");
+  const bool quantized = cpu::qmatmul_supports(wt);
   const int64_t M = o.n_out, N = o.rows, K = o.k;
   if (M < 1 || N < 1 || K < 1) throw CLI::ValidationError("shape", "--rows, --k and --n-out must be >= 1");
   const int nt = o.threads > 0 ? o.threads : cpu::default_threads();
@@ -87,7 +90,7 @@ void run_matmul(const matmul_opts& o) {
   const cpu::mm_variant* v = &cpu::mm_pick(wt, M, N, K);
   if (!o.variant.empty()) {
     int count = 0;
-    const cpu::mm_variant* all = cpu::mm_variants(&count);
+    const cpu::mm_variant* all = quantized ? cpu::qmm_variants(&count) : cpu::mm_variants(&count);
     v = nullptr;
     for (int i = 0; i < count; ++i)
       if (o.variant == all[i].name) v = &all[i];
@@ -99,16 +102,23 @@ void run_matmul(const matmul_opts& o) {
 
   // Decode shapes are bandwidth-bound: rotate through enough copies of the weights that the
   // working set is >= 2 GiB, so every call reads its weights from DRAM, not from cache.
-  const size_t wbytes = row_size(wt, K) * size_t(M);
-  const size_t wspan = (wbytes + 4095) / 4096 * 4096;
+  // Quantized types: the weight rows, then their e8m0 scales (fp8 {128,128}, mxfp4 {32,1}).
+  const cpu::qmm_layout lo = quantized ? cpu::qmm_layout_of(wt, M, K) : cpu::qmm_layout{};
+  const size_t rows_bytes = row_size(wt, K) * size_t(M);
+  const size_t scales_off = (rows_bytes + 63) / 64 * 64;
+  const size_t wbytes = quantized ? cpu::qmm_weight_bytes(wt, M, K) : rows_bytes;
+  const size_t wspan = (scales_off + lo.s_stride * size_t(lo.scale_rows) + 4095) / 4096 * 4096;
   const bool decode = N <= 16;
   const int64_t copies = decode && !o.hot && wbytes < kDramBytes ? int64_t((kDramBytes + wbytes - 1) / wbytes) : 1;
   aligned_buffer wbuf(wspan * size_t(copies));
   std::vector<float> x(size_t(N * K)), y(size_t(N * M));
   if (!wbuf.p) throw CLI::RuntimeError("out of memory for " + std::to_string(wspan * copies >> 20) + " MiB of weights", 1);
   char* w0 = static_cast<char*>(wbuf.p);
-  fill_random(wt, w0, M * K, 1);
-  for (int64_t c = 1; c < copies; ++c) std::memcpy(w0 + wspan * size_t(c), w0, wbytes);
+  if (quantized)
+    cpu::qmm_fill_random(wt, lo, w0, row_size(wt, K), reinterpret_cast<uint8_t*>(w0 + scales_off), M, K, 1);
+  else
+    fill_random(wt, w0, M * K, 1);
+  for (int64_t c = 1; c < copies; ++c) std::memcpy(w0 + wspan * size_t(c), w0, wspan);
   fill_random(dtype::f32, x.data(), N * K, 2);
 
   cpu::mm_problem p;
@@ -121,24 +131,31 @@ void run_matmul(const matmul_opts& o) {
   p.M = M;
   p.N = N;
   p.K = K;
+  p.s_stride = lo.s_stride;
+  p.sb_k = lo.sb_k;
+  p.sb_m = lo.sb_m;
 
   // Warm-up: one pass over every copy (also faults the pages in).
-  for (int64_t c = 0; c < copies; ++c) {
+  auto point_at = [&](int64_t c) {
     p.w = w0 + wspan * size_t(c);
+    p.scales = quantized && lo.s_stride ? reinterpret_cast<const uint8_t*>(w0 + wspan * size_t(c) + scales_off) : nullptr;
+  };
+  for (int64_t c = 0; c < copies; ++c) {
+    point_at(c);
     v->run(p, nt);
   }
   const double flops = 2.0 * double(M) * double(N) * double(K);
   int reps = o.reps;
   if (reps <= 0) {  // about a second, at least 2 passes over the copies, 5 .. 1000 calls
     const auto t0 = clock_type::now();
-    p.w = w0;
+    point_at(0);
     v->run(p, nt);
     const double t = std::max(seconds_since(t0), 1e-6);
     reps = int(std::clamp<double>(std::max(1.0 / t, 2.0 * double(copies)), 5, 1000));
   }
   std::vector<double> times;
   for (int r = 0; r < reps; ++r) {
-    p.w = w0 + wspan * size_t(r % copies);
+    point_at(r % copies);
     const auto t0 = clock_type::now();
     v->run(p, nt);
     times.push_back(seconds_since(t0));
@@ -376,7 +393,7 @@ void run_peak(int threads, bool json) {
 void add_bench_matmul(CLI::App& bench) {
   auto o = std::make_shared<matmul_opts>();
   CLI::App* cmd = bench.add_subcommand("matmul", "Time one matmul shape: y[N, M] = x[N, K] @ w[M, K]^T");
-  cmd->add_option("--type", o->type, "Weight type: f32, f16, bf16")->capture_default_str();
+  cmd->add_option("--type", o->type, "Weight type: f32, f16, bf16, fp8_e4m3, mxfp4, q8_0, q4_k, q3_k, q2_k")->capture_default_str();
   cmd->add_option("--rows", o->rows, "N: rows of x (tokens); <= 16 is a decode shape")->capture_default_str();
   cmd->add_option("--k", o->k, "K: the reduced dimension")->capture_default_str();
   cmd->add_option("--n-out", o->n_out, "M: outputs per row (rows of w)")->capture_default_str();

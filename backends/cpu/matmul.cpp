@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/cpu/arch/matmul_arch.h"
+#include "backends/cpu/qmatmul.h"
 
 namespace v4::cpu {
 
@@ -141,6 +142,7 @@ const mm_variant* mm_variants(int* count) {
 constexpr int64_t kAmxMinN = 8;
 
 const mm_variant& mm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
+  if (qmatmul_supports(wtype)) return qmm_pick(wtype, M, N, K);  // block-quantized weights: qmatmul.h
   static const char* const exact[] = {"avx512", "avx2", "neon", "scalar"};
   if (wtype == dtype::bf16) {
     if (N >= kAmxMinN && usable(find("amx_bf16"), wtype, M, N, K)) return *find("amx_bf16");
@@ -153,13 +155,14 @@ const mm_variant& mm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
   return kVariants[0];  // scalar: its supports() is false for types nobody handles
 }
 
-bool matmul_supports(dtype wtype) { return kVariants[0].supports(wtype, 1, 1, 1); }
+bool matmul_supports(dtype wtype) { return kVariants[0].supports(wtype, 1, 1, 1) || qmatmul_supports(wtype); }
 
 void matmul(const mm_problem& p, int n_threads) {
   // Callers check matmul_supports() (the backend's supports_op does); an unsupported type here
   // is a programming error.
   assert(matmul_supports(p.wtype));
   if (!matmul_supports(p.wtype)) return;
+  if (qmatmul_supports(p.wtype)) return qmatmul(p, n_threads);
   mm_pick(p.wtype, p.M, p.N, p.K).run(p, n_threads);
 }
 

@@ -430,12 +430,13 @@ struct isa_limit_guard {
   ~isa_limit_guard() { set_isa_limit(saved); }
 };
 
-TEST(Matmul, SupportsPlainFloatTypesOnly) {
+TEST(Matmul, SupportsFloatAndQuantizedWeightTypes) {
   EXPECT_TRUE(matmul_supports(dtype::f32));
   EXPECT_TRUE(matmul_supports(dtype::f16));
   EXPECT_TRUE(matmul_supports(dtype::bf16));
   EXPECT_FALSE(matmul_supports(dtype::i32));
-  EXPECT_FALSE(matmul_supports(dtype::q8_0));
+  EXPECT_TRUE(matmul_supports(dtype::q8_0));   // routed to qmatmul.h
+  EXPECT_FALSE(matmul_supports(dtype::e8m0));  // scales, not weights
 }
 
 TEST(Matmul, PickIsUsableAndFollowsTheRules) {

@@ -1,0 +1,98 @@
+// Private to the quantized matmul (qmatmul.cpp): per-ISA entry points and the small helpers the
+// arch files share. Built on matmul_arch.h (thread split, scratch memory, problem accessors), with
+// the same rule: helpers have internal linkage, and the arch files use no STL, because files built
+// with different -m flags must not share out-of-line code (see matmul_arch.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "backends/cpu/arch/matmul_arch.h"
+#include "quant/kquant.h"  // block structs only (no functions: those have external linkage)
+#include "quant/q8_0.h"
+
+namespace v4::cpu::qmm_arch {
+
+using namespace v4::cpu::mm_arch;
+
+// Entry points; each computes the whole problem with at most n_threads OpenMP threads. The
+// caller (qmatmul.cpp) has checked the host, the weight type and the scale fields.
+#if defined(__x86_64__)
+bool qmm_avx512bf16_available();                                // AVX512-BF16 + VBMI (cpuid)
+void qmm_avx512bf16_run(const mm_problem& p, int n_threads);    // fp8_e4m3, mxfp4; x -> bf16
+bool qmm_avx512vnni_available();                                // AVX512-VNNI (cpuid)
+void qmm_avx512vnni_run(const mm_problem& p, int n_threads);    // q8_0, q4_k, q3_k, q2_k; x -> int8/32
+void qmm_avx2_run(const mm_problem& p, int n_threads);          // all six types, exact x
+#endif
+#if defined(__aarch64__)
+void qmm_neon_run(const mm_problem& p, int n_threads);          // fp8_e4m3, mxfp4, q8_0, exact x
+#endif
+
+namespace {
+
+// e8m0 code -> f32 (2^(e-127); code 0 = 2^-127 as an f32 subnormal; 0xFF = NaN).
+inline float e8m0_value(uint8_t e) {
+  const uint32_t bits = e == 0xFF ? 0x7fc00000u : e == 0 ? 0x00400000u : uint32_t(e) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// f16 bits -> f32, exact (normals, subnormals, inf, NaN), without F16C.
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;
+  uint32_t bits;
+  if (em >= 0x7c00u) {
+    bits = sign | 0x7f800000u | (uint32_t(em & 0x3ffu) << 13);  // inf / NaN
+  } else if (em >= 0x0400u) {
+    bits = sign | ((em + ((127 - 15) << 10)) << 13);  // normal
+  } else {
+    const float v = float(em) * (1.0f / 16777216.0f);  // subnormal: em * 2^-24, exact
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Row m's e8m0 scale codes (scaled types).
+inline const uint8_t* scale_row(const mm_problem& p, int64_t m) {
+  return p.scales + size_t(m / p.sb_m) * p.s_stride;
+}
+
+// 6-bit fields of q4_k / q3_k (quant/kquant.h layout): v[i] for i in 0..15.
+inline void unpack6(const uint8_t in[12], uint8_t v[16]) {
+  for (int i = 0; i < 16; ++i) {
+    const uint8_t lo = i < 8 ? (in[i] & 15) : (in[i - 8] >> 4);
+    v[i] = uint8_t(lo | (((in[8 + i / 4] >> (2 * (i % 4))) & 3) << 4));
+  }
+}
+
+// x rounded to int8 per block of 32 (the avx512_vnni contract, qmatmul.h): amax = max |x| of the
+// block, d = amax / 127, q = rne(x * (127 / amax)) (0 when amax = 0), all in f32. Returns d.
+// Scalar; the SIMD code does the same f32 operations lane by lane.
+inline float quantize_block32(const float* x, int8_t* q) {
+  float amax = 0.0f;
+  for (int i = 0; i < 32; ++i) {
+    const float a = x[i] < 0 ? -x[i] : x[i];
+    amax = a > amax ? a : amax;
+  }
+  if (amax == 0.0f) {
+    for (int i = 0; i < 32; ++i) q[i] = 0;
+    return 0.0f;
+  }
+  const float id = 127.0f / amax;
+  for (int i = 0; i < 32; ++i) {
+    float v = x[i] * id;
+    v = (v + 12582912.0f) - 12582912.0f;  // rne to an integer (|v| <= 127.0001)
+    q[i] = int8_t(v);
+  }
+  return amax / 127.0f;
+}
+
+}  // namespace
+
+}  // namespace v4::cpu::qmm_arch

@@ -1,0 +1,73 @@
+// Matrix multiply with block-quantized weights on the CPU: y = x @ w^T (tensor.h convention),
+// through the same mm_problem / mm_variant interface as matmul.h.
+//
+// Weight types (layouts in quant/*.h):
+//   fp8_e4m3  one e4m3 byte per element; e8m0 scales per sb_k x sb_m tile (mm_problem::scales:
+//             DeepSeek-V4 {128, 128}, V4.1 {32, 32}; any sb_k that is a multiple of 32, any sb_m >= 1)
+//   mxfp4     e2m1, two per byte, low nibble first; e8m0 scales per 32 of a row (sb_k 32, sb_m 1)
+//   q8_0, q4_k, q3_k, q2_k   in-row blocks (mm_problem::scales unused)
+// K must be a whole number of the type's blocks: even for mxfp4, a multiple of 32 for q8_0, of 256
+// for the K-quants, any K for fp8. The last scale block along K may be partial (K = 100 with
+// sb_k = 32 has 4 scale columns), as in quant/.
+//
+// Scales: e8m0 code e means 2^(e-127), code 0 is 2^-127 (an f32 subnormal, kept exact), and the
+// NaN code 0xFF makes every output whose dot product uses it NaN (IEEE propagation, as the
+// reference dequantizer's NaN weights would). e4m3 NaN codes (0x7F, 0xFF) in the weights likewise
+// give NaN outputs.
+//
+// Variants (x_rounding: the precision the variant rounds x to before multiplying; see qmatmul.cpp
+// for the derivations):
+//   scalar         all six types   exact x (0): weight row dequantized by quant/, f32 dot in k order
+//   avx512_bf16    fp8, mxfp4       x rounded to bf16 (2^-8 relative); weights exact in bf16. Exact
+//                                   for DeepSeek's own numerics: x that act_quant rounded to e4m3
+//                                   per 128 is representable in bf16. Needs AVX512-BF16 + VBMI.
+//   avx512_vnni    q8_0, K-quants   x rounded to int8 per block of 32 (|dx| <= amax_block / 254)
+//   avx2           all six types    exact x (0): weights decoded to f32, FMA
+//   neon           fp8, mxfp4, q8_0 exact x (0): weights decoded to f32, FMA (aarch64)
+//
+// The int8 variant's rounding is relative to the largest |x| of the 32-element block holding x_k,
+// not to |x_k|: the error bound of an output is x_rounding * sum_k |w_k| * amax(block of k)
+// (qmm_x_block_relative() says which variants round this way).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backends/cpu/matmul.h"
+
+namespace v4::cpu {
+
+// The weight types this file handles (whatever the host; the scalar variant runs them all).
+bool qmatmul_supports(dtype wtype);
+// All variants built into this binary (scalar first).
+const mm_variant* qmm_variants(int* count);
+// The variant qmatmul() uses for this problem, given the host and isa_limit().
+const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K);
+// Computes p with the picked variant. p.wtype must satisfy qmatmul_supports(); scaled types need
+// p.scales, s_stride, sb_k (a multiple of 32; 32 for mxfp4) and sb_m (>= 1; 1 for mxfp4).
+void qmatmul(const mm_problem& p, int n_threads);
+// True for variants whose x_rounding is relative to the block maximum of x (int8 blocks of 32),
+// false for those relative to each element (bf16) or exact (0).
+bool qmm_x_block_relative(const mm_variant& v);
+
+// ---- benchmark and tool support ---------------------------------------------------------------
+// Byte layout of a weight matrix of M rows x K as the kernels read it: rows of row_bytes, then (for
+// fp8 / mxfp4) scale_rows rows of s_stride e8m0 codes. Scale blocks: the DeepSeek ones
+// (fp8 {128, 128}, mxfp4 {32, 1}) unless sb_k / sb_m are given (> 0).
+struct qmm_layout {
+  size_t row_bytes = 0;    // bytes of one weight row
+  int64_t sb_k = 0, sb_m = 0;
+  size_t s_stride = 0;     // bytes per scale row (0 for unscaled types)
+  int64_t scale_rows = 0;  // ceil(M / sb_m)
+};
+qmm_layout qmm_layout_of(dtype wtype, int64_t M, int64_t K, int64_t sb_k = 0, int64_t sb_m = 0);
+// Bytes one call reads from the weights: M rows plus their scales (for GB/s figures).
+size_t qmm_weight_bytes(dtype wtype, int64_t M, int64_t K, int64_t sb_k = 0, int64_t sb_m = 0);
+// Fills M rows of w (row stride w_stride) and, for scaled types, the scales (lo.scale_rows rows of
+// lo.s_stride bytes) with random valid codes: no NaN codes, scales 2^-4 .. 2^4, f16 super-scales
+// of moderate size, so the outputs of x in [-1, 1] stay finite. Fast (random bytes, no search);
+// the values are noise, for timing only.
+void qmm_fill_random(dtype wtype, const qmm_layout& lo, void* w, size_t w_stride, uint8_t* scales, int64_t M,
+                     int64_t K, uint64_t seed);
+
+}  // namespace v4::cpu

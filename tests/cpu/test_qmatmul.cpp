@@ -1,0 +1,635 @@
+// Quantized-weight matmul (backends/cpu/qmatmul.h): every variant the host runs, every weight type
+// it supports, against a float64 reference.
+//
+// Reference: the weights are dequantized by quant/'s reference row dequantizers (the same codes
+// the kernel reads), x is rounded the way the variant declares (bf16: v4::f32_to_bf16; int8 per
+// block of 32: the recipe of qmm_arch::quantize_block32, restated here), and the dot products are
+// summed in double. Tolerance per output:
+//
+//   |y - ref(x')| <= c * K * 2^-24 * mag,       c = 2,   mag = sum_k |w_k x'_k|
+//
+// Why: every variant forms each product exactly in f32 (bf16 x bf16, int8 x int8 are exact; the
+// f32 paths round each FMA once) and adds at most K of them (plus one scaled partial sum per block,
+// and a few f32 multiplies of block scales, each exact or one rounding) in f32 in some order. Any
+// order errs by at most (K - 1) u sum|terms| to first order (Higham, eq. 3.4), u = 2^-24; c = 2
+// covers the second-order term and the few per-block roundings (K >= 32 for the block types).
+// For the asymmetric K-quants (q4_k, q2_k) the kernels sum d*sc*q*x and dmin*m*x separately, so
+// |w_k| in mag is |d sc q_k| + |dmin m| there (it is |w_k| for the other types).
+// Rounding variants are also checked against the unrounded x, with the declared contract added:
+//   bf16:  + x_rounding * mag(x)                          (|x' - x| <= 2^-8 |x|)
+//   int8:  + x_rounding * sum_k |w_k| * amax(block of k)  (|x' - x| <= amax / 254, see qmatmul.cpp)
+// The data keep every product and output a normal f32 (vdpbf16ps flushes subnormals).
+//
+// Every run also checks that all outputs were written (y poisoned with NaN) and nothing else was
+// (guard bytes before, between and after the rows of y). NaN references (NaN scale or e4m3 NaN
+// code) must give NaN outputs. QmatmulChecker shows the checker rejects wrong values, unwritten
+// outputs and stray writes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu.h"
+#include "backends/cpu/qmatmul.h"
+#include "quant/quant.h"
+#include "tensor/tensor.h"
+
+namespace v4::cpu {
+namespace {
+
+constexpr double kEpsAcc = 1.0 / 16777216.0;  // 2^-24
+constexpr double kC = 2.0;
+constexpr uint8_t kGuard = 0xA5;
+
+const dtype kTypes[] = {dtype::fp8_e4m3, dtype::mxfp4, dtype::q8_0, dtype::q4_k, dtype::q3_k, dtype::q2_k};
+
+bool is_scaled(dtype t) { return t == dtype::fp8_e4m3 || t == dtype::mxfp4; }
+int64_t k_unit(dtype t) {
+  switch (t) {
+    case dtype::mxfp4: return 2;
+    case dtype::q8_0: return 32;
+    case dtype::q4_k:
+    case dtype::q3_k:
+    case dtype::q2_k: return 256;
+    default: return 1;
+  }
+}
+
+// Memory layout of one case: padding beyond the packed strides, byte offsets of row 0 from a
+// 64-aligned base.
+struct layout {
+  size_t w_pad = 0, x_pad = 0, y_pad = 0, s_pad = 0;  // extra bytes (w, s) / floats (x, y) per row
+  size_t w_off = 0, x_off = 0, y_off = 0, s_off = 0;
+};
+const layout kPacked{};
+const layout kStrided{5, 3, 7, 3, 1, 4, 4, 3};  // odd strides, x and y 4 bytes past 64, w 1 byte
+
+// What the weights, scales and x look like.
+enum class data_kind {
+  random,      // random codes; scales 2^-7 .. 2^7; x magnitudes 2^-6 .. 2^2
+  act_quant,   // random; x already on the e4m3 grid per 128 (DeepSeek's act_quant)
+  scale_low,   // scale codes 0 .. 3 (2^-127 .. 2^-124), x magnitudes ~2^95
+  scale_high,  // scale codes 251 .. 254, small weight codes (|w / scale| < 2), x ~2^-100
+  nan_codes,   // random, plus one NaN scale (0xFF) and, for fp8, one e4m3 NaN weight code
+};
+
+struct scale_block {
+  int64_t k = 0, m = 0;
+};
+
+class test_case {
+ public:
+  test_case(dtype wt, int64_t M, int64_t N, int64_t K, scale_block sb, const layout& lo, data_kind kind, uint32_t seed)
+      : wt_(wt), M_(M), N_(N), K_(K), sb_(sb), lo_(lo) {
+    if (!is_scaled(wt)) sb_ = {};
+    qlo_ = qmm_layout_of(wt, M, K, sb_.k, sb_.m);
+    w_stride_ = qlo_.row_bytes + lo.w_pad;
+    s_stride_ = qlo_.s_stride + lo.s_pad;
+    x_stride_ = size_t(K) * 4 + lo.x_pad * 4;
+    y_stride_ = size_t(M) * 4 + lo.y_pad * 4;
+    wbuf_.assign(64 + lo.w_off + size_t(M) * w_stride_ + 64, 0);
+    sbuf_.assign(64 + lo.s_off + size_t(qlo_.scale_rows) * s_stride_ + 64, 0);
+    xbuf_.assign(64 + lo.x_off + size_t(N) * x_stride_ + 64, 0);
+    y_begin_ = 64 + lo.y_off;
+    ybuf_.assign(64 + y_begin_ + size_t(N) * y_stride_ + 64, 0);
+    fill(kind, seed);
+  }
+
+  mm_problem problem() {
+    mm_problem p;
+    p.wtype = wt_;
+    p.w = wptr(0);
+    p.w_stride = w_stride_;
+    p.x = reinterpret_cast<const float*>(aligned(xbuf_) + lo_.x_off);
+    p.x_stride = x_stride_;
+    p.y = reinterpret_cast<float*>(aligned(ybuf_) + y_begin_);
+    p.y_stride = y_stride_;
+    p.M = M_;
+    p.N = N_;
+    p.K = K_;
+    if (is_scaled(wt_)) {
+      p.scales = sptr(0);
+      p.s_stride = s_stride_;
+      p.sb_k = sb_.k;
+      p.sb_m = sb_.m;
+    }
+    return p;
+  }
+
+  void poison() {
+    std::memset(ybuf_.data(), kGuard, ybuf_.size());
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t m = 0; m < M_; ++m) *out(n, m) = std::nanf("");
+  }
+  float* out(int64_t n, int64_t m) { return problem().y + (size_t(n) * y_stride_) / 4 + size_t(m); }
+  float y(int64_t n, int64_t m) { return *out(n, m); }
+
+  // x as the variant sees it: 0 = as given, 1 = bf16, 2 = int8 per block of 32.
+  enum class xform { exact, bf16, int8 };
+
+  // ref = sum_k w x', mag = sum_k |w|' |x'|, bound_i8 = sum_k |w|' amax(block of k) (int8 only).
+  void reference(xform f, std::vector<double>* ref, std::vector<double>* mag, std::vector<double>* amax_term) const {
+    ref->assign(size_t(N_ * M_), 0.0);
+    mag->assign(size_t(N_ * M_), 0.0);
+    amax_term->assign(size_t(N_ * M_), 0.0);
+    std::vector<double> xr(static_cast<size_t>(K_)), am(static_cast<size_t>(K_));
+    for (int64_t n = 0; n < N_; ++n) {
+      const float* x = &xf_[size_t(n * K_)];
+      for (int64_t k = 0; k < K_; ++k) xr[size_t(k)] = x[k];
+      if (f == xform::bf16)
+        for (int64_t k = 0; k < K_; ++k) xr[size_t(k)] = bf16_to_f32(f32_to_bf16(x[k]));
+      if (f == xform::int8) {
+        for (int64_t b = 0; b + 32 <= K_; b += 32) {
+          float amax = 0.0f;
+          for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b + i]));
+          const float id = amax == 0.0f ? 0.0f : 127.0f / amax, d = amax / 127.0f;
+          for (int i = 0; i < 32; ++i) {
+            xr[size_t(b + i)] = double(std::nearbyint(x[b + i] * id)) * double(d);
+            am[size_t(b + i)] = amax;
+          }
+        }
+      }
+      for (int64_t m = 0; m < M_; ++m) {
+        double s = 0, a = 0, t = 0;
+        const double* w = &wd_[size_t(m * K_)];
+        const double* wa = &wabs_[size_t(m * K_)];
+        for (int64_t k = 0; k < K_; ++k) {
+          s += w[k] * xr[size_t(k)];
+          a += wa[k] * std::fabs(xr[size_t(k)]);
+          t += wa[k] * am[size_t(k)];
+        }
+        (*ref)[size_t(n * M_ + m)] = s;
+        (*mag)[size_t(n * M_ + m)] = a;
+        (*amax_term)[size_t(n * M_ + m)] = t;
+      }
+    }
+  }
+
+  bool guards_intact(std::string* where) {
+    const uint8_t* b = aligned(ybuf_);
+    const size_t total = ybuf_.size() - 64;
+    for (size_t i = 0; i < total; ++i) {
+      bool inside = false;
+      if (i >= y_begin_) {
+        const size_t rel = i - y_begin_;
+        inside = int64_t(rel / y_stride_) < N_ && rel % y_stride_ < size_t(M_) * 4;
+      }
+      if (!inside && b[i] != kGuard) {
+        *where = "byte " + std::to_string(int64_t(i) - int64_t(y_begin_)) + " relative to y[0][0]";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  dtype wtype() const { return wt_; }
+  int64_t M() const { return M_; }
+  int64_t N() const { return N_; }
+  int64_t K() const { return K_; }
+  scale_block sb() const { return sb_; }
+
+ private:
+  static uint8_t* aligned(std::vector<uint8_t>& v) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(v.data());
+    return v.data() + ((64 - a % 64) % 64);
+  }
+  uint8_t* wptr(int64_t m) { return aligned(wbuf_) + lo_.w_off + size_t(m) * w_stride_; }
+  uint8_t* sptr(int64_t r) { return aligned(sbuf_) + lo_.s_off + size_t(r) * s_stride_; }
+
+  void fill(data_kind kind, uint32_t seed) {
+    std::mt19937 rng(seed);
+    auto rnd = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    auto half = [&](int elo, int ehi) {  // positive f16 2^e * [1, 2)
+      return f32_to_f16(std::ldexp(1.0f + float(rnd(0, 1023)) / 1024.0f, rnd(elo, ehi)));
+    };
+    const bool high = kind == data_kind::scale_high;
+    // Scales.
+    for (int64_t r = 0; r < qlo_.scale_rows; ++r)
+      for (size_t c = 0; c < qlo_.s_stride; ++c)
+        sptr(r)[c] = uint8_t(kind == data_kind::scale_low ? rnd(0, 3) : high ? rnd(251, 254) : rnd(120, 134));
+    // Weights: random codes of every kind.
+    for (int64_t m = 0; m < M_; ++m) {
+      uint8_t* row = wptr(m);
+      for (size_t i = 0; i < qlo_.row_bytes; ++i) row[i] = uint8_t(rng());
+      switch (wt_) {
+        case dtype::fp8_e4m3:
+          for (size_t i = 0; i < qlo_.row_bytes; ++i) {
+            if ((row[i] & 0x7f) == 0x7f) row[i] ^= 1;   // NaN codes only where asked for
+            if (high) row[i] &= 0xbf;                    // |value| < 2: 2 * 2^127 would overflow f32
+          }
+          break;
+        case dtype::mxfp4:
+          if (high)
+            for (size_t i = 0; i < qlo_.row_bytes; ++i) row[i] &= 0xbb;  // |value| <= 1.5
+          break;
+        case dtype::q8_0:
+          for (int64_t b = 0; b < K_ / 32; ++b) {
+            auto* blk = reinterpret_cast<quant::block_q8_0*>(row + b * sizeof(quant::block_q8_0));
+            blk->d = uint16_t(half(-12, -4) | (rnd(0, 3) == 0 ? 0x8000 : 0));  // some negative
+          }
+          break;
+        case dtype::q4_k:
+          for (int64_t b = 0; b < K_ / 256; ++b) {
+            auto* blk = reinterpret_cast<quant::block_q4_k*>(row + b * sizeof(quant::block_q4_k));
+            blk->d = half(-14, -8);
+            blk->dmin = half(-14, -8);
+          }
+          break;
+        case dtype::q3_k:
+          for (int64_t b = 0; b < K_ / 256; ++b)
+            reinterpret_cast<quant::block_q3_k*>(row + b * sizeof(quant::block_q3_k))->d = half(-14, -8);
+          break;
+        case dtype::q2_k:
+          for (int64_t b = 0; b < K_ / 256; ++b) {
+            auto* blk = reinterpret_cast<quant::block_q2_k*>(row + b * sizeof(quant::block_q2_k));
+            blk->d = half(-12, -6);
+            blk->dmin = half(-12, -6);
+          }
+          break;
+        default: break;
+      }
+    }
+    if (kind == data_kind::nan_codes) {
+      if (is_scaled(wt_)) sptr(qlo_.scale_rows / 2)[qlo_.s_stride / 2] = 0xff;
+      if (wt_ == dtype::fp8_e4m3) wptr(M_ - 1)[K_ / 3] = 0xff;
+    }
+    // Dequantized weights and |w| terms.
+    wd_.resize(size_t(M_ * K_));
+    wabs_.resize(size_t(M_ * K_));
+    std::vector<float> row(static_cast<size_t>(K_)), row_abs(static_cast<size_t>(K_));
+    std::vector<uint8_t> copy(qlo_.row_bytes);
+    for (int64_t m = 0; m < M_; ++m) {
+      dequant(wptr(m), m, row.data());
+      // |d sc q| + |dmin m| for the asymmetric K-quants: the same row with dmin negated (d, sc,
+      // q, m >= 0 there), made positive.
+      std::memcpy(copy.data(), wptr(m), qlo_.row_bytes);
+      if (wt_ == dtype::q4_k || wt_ == dtype::q2_k) {
+        const size_t bs = wt_ == dtype::q4_k ? sizeof(quant::block_q4_k) : sizeof(quant::block_q2_k);
+        for (int64_t b = 0; b < K_ / 256; ++b) copy[b * bs + 3] ^= 0x80;  // dmin's sign bit
+        dequant(copy.data(), m, row_abs.data());
+      } else {
+        row_abs = row;
+      }
+      for (int64_t k = 0; k < K_; ++k) {
+        wd_[size_t(m * K_ + k)] = row[size_t(k)];
+        wabs_[size_t(m * K_ + k)] = std::fabs(double(row_abs[size_t(k)]));
+      }
+    }
+    // x.
+    std::uniform_real_distribution<float> uni(0.5f, 1.0f);
+    const int elo = kind == data_kind::scale_low ? 93 : high ? -102 : -6;
+    const int ehi = kind == data_kind::scale_low ? 97 : high ? -98 : 2;
+    xf_.resize(size_t(N_ * K_));
+    for (int64_t n = 0; n < N_; ++n) {
+      float* x = &xf_[size_t(n * K_)];
+      for (int64_t k = 0; k < K_; ++k) {
+        const float v = rng() % 16 == 0 ? 0.0f : std::ldexp(uni(rng), rnd(elo, ehi));
+        x[k] = (rng() & 1) ? -v : v;
+      }
+      if (kind == data_kind::act_quant) quant::fp8_roundtrip_row(x, x, K_, 128);
+      std::memcpy(aligned(xbuf_) + lo_.x_off + size_t(n) * x_stride_, x, size_t(K_) * 4);
+    }
+  }
+
+  void dequant(const uint8_t* w, int64_t m, float* dst) const {
+    const uint8_t* sc = const_cast<test_case*>(this)->sptr(is_scaled(wt_) ? m / sb_.m : 0);
+    switch (wt_) {
+      case dtype::fp8_e4m3: quant::dequantize_row_fp8(w, sc, int(sb_.k), dst, K_); break;
+      case dtype::mxfp4: quant::dequantize_row_mxfp4(w, sc, dst, K_); break;
+      case dtype::q8_0: quant::dequantize_row_q8_0(w, dst, K_); break;
+      case dtype::q4_k: quant::dequantize_row_q4_k(w, dst, K_); break;
+      case dtype::q3_k: quant::dequantize_row_q3_k(w, dst, K_); break;
+      case dtype::q2_k: quant::dequantize_row_q2_k(w, dst, K_); break;
+      default: break;
+    }
+  }
+
+  dtype wt_;
+  int64_t M_, N_, K_;
+  scale_block sb_;
+  layout lo_;
+  qmm_layout qlo_;
+  size_t w_stride_ = 0, s_stride_ = 0, x_stride_ = 0, y_stride_ = 0, y_begin_ = 0;
+  std::vector<uint8_t> wbuf_, sbuf_, xbuf_, ybuf_;
+  std::vector<double> wd_, wabs_;
+  std::vector<float> xf_;
+};
+
+std::string num(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.9g", v);
+  return b;
+}
+
+struct check_result {
+  int bad = 0;
+  std::string first;
+  bool ok() const { return bad == 0; }
+};
+
+// Every output within kC K u mag + extra (per output), NaN exactly where ref is NaN; guards intact.
+check_result check_output(test_case& tc, const std::vector<double>& ref, const std::vector<double>& mag,
+                          const std::vector<double>& extra) {
+  check_result r;
+  for (int64_t n = 0; n < tc.N(); ++n)
+    for (int64_t m = 0; m < tc.M(); ++m) {
+      const size_t i = size_t(n * tc.M() + m);
+      const double y = tc.y(n, m);
+      const double tol = kC * double(tc.K()) * kEpsAcc * mag[i] + extra[i];
+      const double err = std::fabs(y - ref[i]);
+      const bool good = std::isnan(ref[i]) ? std::isnan(y) : err <= tol;  // err <= tol is false for NaN y
+      if (!good && r.bad++ == 0)
+        r.first = "y[" + std::to_string(n) + "][" + std::to_string(m) + "] = " + num(y) + ", ref " + num(ref[i]) +
+                  ", |err| " + num(err) + " > tol " + num(tol);
+    }
+  std::string where;
+  if (!tc.guards_intact(&where) && r.bad++ == 0) r.first = "wrote outside y: " + where;
+  return r;
+}
+
+check_result run_and_check(const mm_variant& v, test_case& tc, int n_threads) {
+  tc.poison();
+  v.run(tc.problem(), n_threads);
+  const bool int8 = qmm_x_block_relative(v);
+  const test_case::xform f = v.x_rounding == 0 ? test_case::xform::exact : int8 ? test_case::xform::int8 : test_case::xform::bf16;
+  std::vector<double> ref, mag, am;
+  tc.reference(f, &ref, &mag, &am);
+  check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
+  if (r.ok() && f != test_case::xform::exact) {
+    std::vector<double> ref2, mag2, am2;
+    tc.reference(test_case::xform::exact, &ref2, &mag2, &am2);
+    std::vector<double> extra(ref.size());
+    for (size_t i = 0; i < extra.size(); ++i) extra[i] = v.x_rounding * (int8 ? am[i] : mag2[i]);
+    r = check_output(tc, ref2, mag2, extra);
+    if (!r.ok()) r.first = "(against unrounded x) " + r.first;
+  }
+  return r;
+}
+
+struct shape {
+  int64_t M, N, K;
+};
+
+// Shapes per type: K a multiple of the type's block and (where the type allows) not of 128 or 64;
+// M not a multiple of the row blocks; N in 1..16 (decode) and 17, 64..130 (prefill).
+std::vector<shape> shapes_for(dtype t) {
+  std::vector<shape> s;
+  const int64_t u = k_unit(t);
+  std::vector<int64_t> ks;
+  if (u == 1) ks = {1, 7, 32, 50, 64, 100, 128, 200, 257, 1030};
+  else if (u == 2) ks = {2, 30, 32, 62, 64, 100, 130, 256, 514, 1030};
+  else if (u == 32) ks = {32, 96, 160, 544};
+  else ks = {256, 512, 1280};
+  const int64_t ms[] = {1, 3, 7, 16, 17, 33, 100, 129, 257};
+  const int64_t ns[] = {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 64, 65, 96, 130};
+  size_t i = 0;
+  for (int64_t k : ks)
+    for (int64_t n : ns) {
+      const int64_t m = ms[(i++ * 5) % 9];
+      if (m * n * k > 3000000) continue;  // keeps the double reference quick
+      s.push_back({m, n, k});
+    }
+  return s;
+}
+
+std::vector<scale_block> blocks_for(dtype t) {
+  if (t == dtype::fp8_e4m3) return {{128, 128}, {32, 32}, {64, 1}, {96, 3}, {256, 7}};
+  if (t == dtype::mxfp4) return {{32, 1}, {32, 2}};
+  return {{0, 0}};
+}
+
+std::string describe(const mm_variant& v, const test_case& tc, const char* what) {
+  std::string s = std::string(v.name) + " " + type_name(tc.wtype()) + " M=" + std::to_string(tc.M()) +
+                  " N=" + std::to_string(tc.N()) + " K=" + std::to_string(tc.K());
+  if (tc.sb().k) s += " sb={" + std::to_string(tc.sb().k) + "," + std::to_string(tc.sb().m) + "}";
+  return s + " " + what;
+}
+
+// ---- per-variant tests -----------------------------------------------------------------------
+class QmatmulVariant : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    quant::register_types();
+    int count = 0;
+    v_ = &qmm_variants(&count)[GetParam()];
+    if (!isa_available(v_->level) || !v_->available())
+      GTEST_SKIP() << v_->name << ": this host cannot run it (" << features_string() << ")";
+  }
+  const mm_variant* v_ = nullptr;
+};
+
+std::string variant_name(const ::testing::TestParamInfo<int>& info) {
+  int count = 0;
+  return qmm_variants(&count)[info.param].name;
+}
+
+TEST_P(QmatmulVariant, RandomDataAllShapes) {
+  uint32_t seed = 1;
+  for (dtype t : kTypes) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    const std::vector<scale_block> sbs = blocks_for(t);
+    size_t i = 0;
+    for (const shape& s : shapes_for(t)) {
+      const scale_block sb = sbs[i++ % sbs.size()];
+      for (const layout& lo : {kPacked, kStrided}) {
+        test_case tc(t, s.M, s.N, s.K, sb, lo, data_kind::random, seed++);
+        const check_result r = run_and_check(*v_, tc, 2);
+        ASSERT_TRUE(r.ok()) << describe(*v_, tc, lo.w_off ? "strided" : "packed") << ": " << r.bad << " bad, first "
+                            << r.first;
+      }
+    }
+  }
+}
+
+// Extreme scale exponents (codes 0..3 and 251..254) and NaN codes: partial sums and panels must
+// neither flush nor overflow where the f32 reference does not.
+TEST_P(QmatmulVariant, ExtremeScalesAndNaN) {
+  const shape shapes[] = {{33, 1, 512}, {17, 4, 256}, {20, 16, 320}, {50, 70, 512}, {7, 130, 256}};
+  uint32_t seed = 500;
+  for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4}) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    for (data_kind kind : {data_kind::scale_low, data_kind::scale_high, data_kind::nan_codes})
+      for (const scale_block& sb : blocks_for(t))
+        for (const shape& s : shapes) {
+          test_case tc(t, s.M, s.N, s.K, sb, kStrided, kind, seed++);
+          const check_result r = run_and_check(*v_, tc, 2);
+          const char* what = kind == data_kind::scale_low ? "scales 2^-127.." : kind == data_kind::scale_high ? "scales ..2^127" : "NaN codes";
+          ASSERT_TRUE(r.ok()) << describe(*v_, tc, what) << ": " << r.bad << " bad, first " << r.first;
+        }
+  }
+}
+
+// NaN codes of the in-row types cannot occur (f16 super-scales could be NaN, but quantizers never
+// write one); their scaled counterparts are covered above.
+
+// x on the e4m3 grid per 128 (DeepSeek's act_quant) is exact in bf16: the rounding variants must
+// then meet the accumulation bound alone, against the unrounded x.
+TEST_P(QmatmulVariant, ActQuantInputIsExact) {
+  if (v_->x_rounding == 0 || qmm_x_block_relative(*v_)) GTEST_SKIP() << "not a bf16-rounding variant";
+  uint32_t seed = 900;
+  for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4})
+    for (const shape& s : {shape{64, 1, 1024}, shape{33, 7, 512}, shape{40, 96, 384}}) {
+      if (!v_->supports(t, 1, 1, 1)) continue;
+      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], kPacked, data_kind::act_quant, seed++);
+      tc.poison();
+      v_->run(tc.problem(), 2);
+      std::vector<double> ref, mag, am;
+      tc.reference(test_case::xform::exact, &ref, &mag, &am);
+      const check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
+      ASSERT_TRUE(r.ok()) << describe(*v_, tc, "act_quant x") << ": " << r.first;
+    }
+}
+
+// No variant splits K across threads: one and two threads give the same bits.
+TEST_P(QmatmulVariant, OneAndTwoThreadsAgree) {
+  const shape shapes[] = {{257, 1, 1024}, {100, 7, 512}, {129, 96, 256}, {64, 130, 512}};
+  uint32_t seed = 2000;
+  for (dtype t : kTypes) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    for (const shape& s : shapes) {
+      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], kStrided, data_kind::random, seed++);
+      const check_result r1 = run_and_check(*v_, tc, 1);
+      ASSERT_TRUE(r1.ok()) << describe(*v_, tc, "1 thread") << ": " << r1.first;
+      std::vector<float> y1;
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t m = 0; m < s.M; ++m) y1.push_back(tc.y(n, m));
+      const check_result r2 = run_and_check(*v_, tc, 2);
+      ASSERT_TRUE(r2.ok()) << describe(*v_, tc, "2 threads") << ": " << r2.first;
+      size_t i = 0;
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t m = 0; m < s.M; ++m, ++i)
+          ASSERT_EQ(std::memcmp(&y1[i], tc.out(n, m), 4), 0) << describe(*v_, tc, "") << " y[" << n << "][" << m << "]";
+    }
+  }
+}
+
+TEST_P(QmatmulVariant, EmptySumIsZero) {
+  for (dtype t : kTypes) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    for (const shape& s : {shape{5, 3, 0}, shape{40, 70, 0}}) {
+      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], kStrided, data_kind::random, 7);
+      const check_result r = run_and_check(*v_, tc, 2);
+      ASSERT_TRUE(r.ok()) << describe(*v_, tc, "K=0") << ": " << r.first;
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t m = 0; m < s.M; ++m) ASSERT_EQ(tc.y(n, m), 0.0f);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, QmatmulVariant, ::testing::Range(0, [] {
+                           int count = 0;
+                           qmm_variants(&count);
+                           return count;
+                         }()),
+                         variant_name);
+
+// ---- the checker itself can fail ------------------------------------------------------------
+TEST(QmatmulChecker, CatchesWrongValuesUnwrittenOutputsStrayWritesAndLostNaN) {
+  quant::register_types();
+  int count = 0;
+  const mm_variant& scalar = qmm_variants(&count)[0];
+  ASSERT_STREQ(scalar.name, "scalar");
+  test_case tc(dtype::fp8_e4m3, 9, 5, 100, {32, 4}, kStrided, data_kind::random, 42);
+  std::vector<double> ref, mag, am;
+  tc.reference(test_case::xform::exact, &ref, &mag, &am);
+  const std::vector<double> none(ref.size(), 0.0);
+  tc.poison();
+  scalar.run(tc.problem(), 1);
+  ASSERT_TRUE(check_output(tc, ref, mag, none).ok());
+
+  // 64 K u mag on one output: 32 times the tolerance.
+  const size_t i = size_t(2 * tc.M() + 3);
+  const float saved = tc.y(2, 3);
+  *tc.out(2, 3) = float(ref[i] + 64.0 * double(tc.K()) * kEpsAcc * mag[i]);
+  EXPECT_FALSE(check_output(tc, ref, mag, none).ok());
+  *tc.out(2, 3) = std::nanf("");  // never written
+  EXPECT_FALSE(check_output(tc, ref, mag, none).ok());
+  *tc.out(2, 3) = saved;
+  ASSERT_TRUE(check_output(tc, ref, mag, none).ok());
+  // A rounding of x the variant does not declare is caught: x rounded to bf16 against exact x.
+  {
+    test_case t2(dtype::mxfp4, 16, 3, 512, {32, 1}, kPacked, data_kind::random, 43);
+    std::vector<double> rb, mb, ab, re, me, ae;
+    t2.reference(test_case::xform::bf16, &rb, &mb, &ab);
+    t2.reference(test_case::xform::exact, &re, &me, &ae);
+    t2.poison();
+    for (int64_t n = 0; n < 3; ++n)
+      for (int64_t m = 0; m < 16; ++m) *t2.out(n, m) = float(rb[size_t(n * 16 + m)]);
+    EXPECT_FALSE(check_output(t2, re, me, std::vector<double>(re.size(), 0.0)).ok());
+  }
+  // One byte past the last output of row 1 (inside the row gap).
+  reinterpret_cast<uint8_t*>(tc.out(1, tc.M() - 1))[4] ^= 0xFF;
+  EXPECT_FALSE(check_output(tc, ref, mag, none).ok());
+  reinterpret_cast<uint8_t*>(tc.out(1, tc.M() - 1))[4] ^= 0xFF;
+  // A NaN reference needs a NaN output.
+  std::vector<double> nan_ref = ref;
+  nan_ref[0] = std::nan("");
+  EXPECT_FALSE(check_output(tc, nan_ref, mag, none).ok());
+}
+
+// ---- dispatch --------------------------------------------------------------------------------
+struct isa_limit_guard {
+  isa saved = isa_limit();
+  ~isa_limit_guard() { set_isa_limit(saved); }
+};
+
+TEST(Qmatmul, SupportsTheQuantizedTypes) {
+  for (dtype t : kTypes) EXPECT_TRUE(qmatmul_supports(t));
+  EXPECT_FALSE(qmatmul_supports(dtype::f32));
+  EXPECT_FALSE(qmatmul_supports(dtype::bf16));
+  EXPECT_FALSE(qmatmul_supports(dtype::e8m0));
+}
+
+TEST(Qmatmul, PickIsUsableAndFollowsTheRules) {
+  isa_limit_guard guard;
+  const shape shapes[] = {{4096, 1, 4096}, {4096, 16, 4096}, {4096, 512, 4096}, {7, 33, 256}};
+  for (dtype t : kTypes)
+    for (const shape& s : shapes) {
+      const mm_variant& v = qmm_pick(t, s.M, s.N, s.K);
+      EXPECT_TRUE(isa_allowed(v.level) && v.available() && v.supports(t, s.M, s.N, s.K)) << v.name;
+    }
+  int count = 0;
+  const mm_variant* all = qmm_variants(&count);
+  auto runs = [&](const char* name) {
+    for (int i = 0; i < count; ++i)
+      if (std::string(all[i].name) == name) return isa_allowed(all[i].level) && all[i].available();
+    return false;
+  };
+  if (runs("avx512_bf16")) {
+    EXPECT_STREQ(qmm_pick(dtype::mxfp4, 4096, 1, 4096).name, "avx512_bf16");
+    EXPECT_STREQ(qmm_pick(dtype::fp8_e4m3, 4096, 512, 4096).name, "avx512_bf16");
+  }
+  if (runs("avx512_vnni")) {
+    EXPECT_STREQ(qmm_pick(dtype::q8_0, 4096, 1, 4096).name, "avx512_vnni");
+    EXPECT_STREQ(qmm_pick(dtype::q4_k, 4096, 512, 4096).name, "avx512_vnni");
+  }
+  set_isa_limit(isa::avx2);
+  if (runs("avx2")) {
+    for (dtype t : kTypes) EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "avx2");
+  }
+  set_isa_limit(isa::scalar);
+  for (dtype t : kTypes) EXPECT_STREQ(qmm_pick(t, 64, 64, 256).name, "scalar");
+}
+
+TEST(Qmatmul, DispatchRunsThePickedVariant) {
+  quant::register_types();
+  for (dtype t : kTypes)
+    for (const shape& s : {shape{100, 3, 512}, shape{70, 40, 256}}) {
+      test_case a(t, s.M, s.N, s.K, blocks_for(t)[0], kPacked, data_kind::random, 77);
+      test_case b(t, s.M, s.N, s.K, blocks_for(t)[0], kPacked, data_kind::random, 77);
+      a.poison();
+      b.poison();
+      qmatmul(a.problem(), 2);
+      qmm_pick(t, s.M, s.N, s.K).run(b.problem(), 2);
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t m = 0; m < s.M; ++m) ASSERT_EQ(std::memcmp(a.out(n, m), b.out(n, m), 4), 0) << type_name(t);
+    }
+}
+
+}  // namespace
+}  // namespace v4::cpu
