@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "v4 0.1.0");
 
   v4::cli::add_info(app);
+  v4::cli::add_inspect(app);
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks (ops, matmul, hardware peaks)");
   bench->require_subcommand(1);
   v4::cli::add_bench_ops(*bench);
