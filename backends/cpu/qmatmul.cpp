@@ -42,10 +42,6 @@ size_t block_bytes(dtype t) {
 
 bool always() { return true; }
 bool supports_all(dtype t, int64_t, int64_t, int64_t) { return any_quant(t); }
-[[maybe_unused]] bool supports_scaled(dtype t, int64_t, int64_t, int64_t) { return scaled(t); }
-[[maybe_unused]] bool supports_int_blocks(dtype t, int64_t, int64_t, int64_t) {
-  return t == dtype::q8_0 || kquant(t);
-}
 [[maybe_unused]] bool supports_neon(dtype t, int64_t, int64_t, int64_t) { return scaled(t) || t == dtype::q8_0; }
 
 // ---- scalar reference -----------------------------------------------------------------------
@@ -88,19 +84,16 @@ void scalar_run(const mm_problem& p, int n_threads) {
 // of a p = 8 bit format is 2^-p). vcvtne2ps2bf16 also flushes f32 subnormal x to 0 (an absolute
 // error below 2^-126, outside this bound; DeepSeek activations are never that small).
 constexpr double kBf16Rounding = 1.0 / 256.0;
-// int8 per block of 32 (qmm_arch::quantize_block32): d = fl(amax/127), id = fl(127/amax),
-// q = rne(fl(x id)), x' = q d. With fl(a) = a (1 + e), |e| <= u = 2^-24:
-//   |x' - x| <= |x| |1 - d id (1 + e3)| + d/2 <= amax (3u + O(u^2)) + (amax/254)(1 + u)
-//            <= (amax / 254) (1 + 1000 u)  <=  amax * 0.0039371,   i.e. about 2^-8 of the block's
-// largest |x| (not of |x_k|: small elements of a block lose relative precision).
-constexpr double kInt8BlockRounding = 1.0 / 254.0 * (1.0 + 1000.0 / 16777216.0);
+// (An int8 x, as llama.cpp's q8 activations, would instead err by up to amax/254 per element, d
+// = amax/127 per block, relative to the block's largest |x| rather than to |x_k|; vpdpbusd's 64
+// products per instruction are offset there by the per-32 scale multiplies that x blocks need,
+// so on Zen 4 the bf16 path is as fast and strictly more precise. See qmatmul_avx512.cpp.)
 
 const mm_variant kVariants[] = {
     {"scalar", isa::scalar, always, supports_all, scalar_run, 0.0},
 #if defined(__x86_64__)
-    {"avx512_bf16", isa::avx512, qmm_avx512bf16_available, supports_scaled, qmm_avx512bf16_run, kBf16Rounding},
-//    {"avx512_vnni", isa::avx512, qmm_avx512vnni_available, supports_int_blocks, qmm_avx512vnni_run, kInt8BlockRounding},
-//    {"avx2", isa::avx2, always, supports_all, qmm_avx2_run, 0.0},
+    {"avx512_bf16", isa::avx512, qmm_avx512bf16_available, supports_all, qmm_avx512bf16_run, kBf16Rounding},
+    {"avx2", isa::avx2, always, supports_all, qmm_avx2_run, 0.0},
 #endif
 #if defined(__aarch64__)
     {"neon", isa::neon, always, supports_neon, qmm_neon_run, 0.0},
@@ -134,18 +127,14 @@ const mm_variant* qmm_variants(int* count) {
   return kVariants;
 }
 
-bool qmm_x_block_relative(const mm_variant& v) { return v.x_rounding == kInt8BlockRounding; }
-
-// Pick rules: the first usable variant of the type's list.
-//   fp8_e4m3, mxfp4:   avx512_bf16 > avx2 > neon > scalar
-//   q8_0, K-quants:    avx512_vnni > avx2 > neon (q8_0) > scalar
-// avx512_bf16 is exact for DeepSeek's numerics (x already on the e4m3 grid, see qmatmul.h) and the
-// fastest at every N on Zen 4; avx512_vnni rounds x to int8 per 32 (llama.cpp's contract for these
-// formats, with finer x blocks than its q8_K).
+// Pick rules: the first usable variant of  avx512_bf16 > avx2 > neon > scalar  (neon: fp8, mxfp4,
+// q8_0 only). avx512_bf16 is exact for DeepSeek's numerics (x already on the e4m3 grid, see
+// qmatmul.h) and the fastest at every N on Zen 4 (measured numbers in qmatmul_avx512.cpp); for the
+// llama.cpp-style types its bf16 x (2^-8 relative per element) is finer than llama.cpp's int8 x
+// per 256.
 const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
-  static const char* const bf16_list[] = {"avx512_bf16", "avx2", "neon", "scalar"};
-  static const char* const int_list[] = {"avx512_vnni", "avx2", "neon", "scalar"};
-  for (const char* name : scaled(wtype) ? bf16_list : int_list) {
+  static const char* const order[] = {"avx512_bf16", "avx2", "neon", "scalar"};
+  for (const char* name : order) {
     const mm_variant* v = find(name);
     if (usable(v, wtype, M, N, K)) return *v;
   }

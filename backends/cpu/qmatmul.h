@@ -15,19 +15,16 @@
 // reference dequantizer's NaN weights would). e4m3 NaN codes (0x7F, 0xFF) in the weights likewise
 // give NaN outputs.
 //
-// Variants (x_rounding: the precision the variant rounds x to before multiplying; see qmatmul.cpp
-// for the derivations):
-//   scalar         all six types   exact x (0): weight row dequantized by quant/, f32 dot in k order
-//   avx512_bf16    fp8, mxfp4       x rounded to bf16 (2^-8 relative); weights exact in bf16. Exact
-//                                   for DeepSeek's own numerics: x that act_quant rounded to e4m3
-//                                   per 128 is representable in bf16. Needs AVX512-BF16 + VBMI.
-//   avx512_vnni    q8_0, K-quants   x rounded to int8 per block of 32 (|dx| <= amax_block / 254)
-//   avx2           all six types    exact x (0): weights decoded to f32, FMA
-//   neon           fp8, mxfp4, q8_0 exact x (0): weights decoded to f32, FMA (aarch64)
-//
-// The int8 variant's rounding is relative to the largest |x| of the 32-element block holding x_k,
-// not to |x_k|: the error bound of an output is x_rounding * sum_k |w_k| * amax(block of k)
-// (qmm_x_block_relative() says which variants round this way).
+// Variants (x_rounding = the relative precision x is rounded to first; derivations in qmatmul.cpp):
+//   scalar       all six types   0       weight row dequantized by quant/, f32 dot in k order
+//   avx512_bf16  all six types   2^-8    x rounded to bf16 once per call; weights decoded to bf16
+//                                        exactly (every e4m3, e2m1, int8 and K-quant code is a bf16
+//                                        value), scales applied to f32 partial sums. Exact for
+//                                        DeepSeek's own numerics: x that act_quant put on the e4m3
+//                                        grid (per 128) is representable in bf16. Needs AVX512-BF16
+//                                        and VBMI.
+//   avx2         all six types   0       weights dequantized to f32 bit for bit as quant/ does, FMA
+//   neon         fp8, mxfp4, q8_0  0     the same on AArch64
 #pragma once
 
 #include <cstddef>
@@ -44,11 +41,8 @@ const mm_variant* qmm_variants(int* count);
 // The variant qmatmul() uses for this problem, given the host and isa_limit().
 const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K);
 // Computes p with the picked variant. p.wtype must satisfy qmatmul_supports(); scaled types need
-// p.scales, s_stride, sb_k (a multiple of 32; 32 for mxfp4) and sb_m (>= 1; 1 for mxfp4).
+// p.scales, s_stride, sb_k (a multiple of 32; 32 for mxfp4) and sb_m (>= 1).
 void qmatmul(const mm_problem& p, int n_threads);
-// True for variants whose x_rounding is relative to the block maximum of x (int8 blocks of 32),
-// false for those relative to each element (bf16) or exact (0).
-bool qmm_x_block_relative(const mm_variant& v);
 
 // ---- benchmark and tool support ---------------------------------------------------------------
 // Byte layout of a weight matrix of M rows x K as the kernels read it: rows of row_bytes, then (for

@@ -2,22 +2,20 @@
 // it supports, against a float64 reference.
 //
 // Reference: the weights are dequantized by quant/'s reference row dequantizers (the same codes
-// the kernel reads), x is rounded the way the variant declares (bf16: v4::f32_to_bf16; int8 per
-// block of 32: the recipe of qmm_arch::quantize_block32, restated here), and the dot products are
-// summed in double. Tolerance per output:
+// the kernel reads), x is rounded the way the variant declares (x_rounding 2^-8: bf16, with
+// v4::f32_to_bf16), and the dot products are summed in double. Tolerance per output:
 //
 //   |y - ref(x')| <= c * K * 2^-24 * mag,       c = 2,   mag = sum_k |w_k x'_k|
 //
-// Why: every variant forms each product exactly in f32 (bf16 x bf16, int8 x int8 are exact; the
-// f32 paths round each FMA once) and adds at most K of them (plus one scaled partial sum per block,
-// and a few f32 multiplies of block scales, each exact or one rounding) in f32 in some order. Any
+// Why: every variant forms each product exactly in f32 (bf16 x bf16 is exact; the f32 paths round
+// each FMA once) and adds at most K of them (plus one scaled partial sum per block, and a few f32
+// multiplies of block scales, each exact or one rounding) in f32 in some order. Any
 // order errs by at most (K - 1) u sum|terms| to first order (Higham, eq. 3.4), u = 2^-24; c = 2
 // covers the second-order term and the few per-block roundings (K >= 32 for the block types).
 // For the asymmetric K-quants (q4_k, q2_k) the kernels sum d*sc*q*x and dmin*m*x separately, so
 // |w_k| in mag is |d sc q_k| + |dmin m| there (it is |w_k| for the other types).
 // Rounding variants are also checked against the unrounded x, with the declared contract added:
-//   bf16:  + x_rounding * mag(x)                          (|x' - x| <= 2^-8 |x|)
-//   int8:  + x_rounding * sum_k |w_k| * amax(block of k)  (|x' - x| <= amax / 254, see qmatmul.cpp)
+//   + x_rounding * mag(x)        (|x' - x| <= 2^-8 |x| for bf16)
 // The data keep every product and output a normal f32 (vdpbf16ps flushes subnormals).
 //
 // Every run also checks that all outputs were written (y poisoned with NaN) and nothing else was
@@ -67,7 +65,13 @@ struct layout {
   size_t w_off = 0, x_off = 0, y_off = 0, s_off = 0;
 };
 const layout kPacked{};
-const layout kStrided{5, 3, 7, 3, 1, 4, 4, 3};  // odd strides, x and y 4 bytes past 64, w 1 byte
+// Odd strides, x and y 4 bytes past a 64-byte boundary; weight rows 1 byte off for the byte types,
+// 2 for the in-row block types (their structs hold f16 fields: 2-byte alignment is part of the
+// format, as for quant/'s reference dequantizers).
+layout strided(dtype t) {
+  const bool bytes = t == dtype::fp8_e4m3 || t == dtype::mxfp4;
+  return {bytes ? 5u : 6u, 3, 7, 3, bytes ? 1u : 2u, 4, 4, 3};
+}
 
 // What the weights, scales and x look like.
 enum class data_kind {
@@ -75,7 +79,8 @@ enum class data_kind {
   act_quant,   // random; x already on the e4m3 grid per 128 (DeepSeek's act_quant)
   scale_low,   // scale codes 0 .. 3 (2^-127 .. 2^-124), x magnitudes ~2^95
   scale_high,  // scale codes 251 .. 254, small weight codes (|w / scale| < 2), x ~2^-100
-  nan_codes,   // random, plus one NaN scale (0xFF) and, for fp8, one e4m3 NaN weight code
+  nan_scale,   // random, plus one NaN scale code (0xFF)
+  nan_weight,  // random, plus one e4m3 NaN weight code (fp8 only; mxfp4 has none)
 };
 
 struct scale_block {
@@ -129,43 +134,24 @@ class test_case {
   float* out(int64_t n, int64_t m) { return problem().y + (size_t(n) * y_stride_) / 4 + size_t(m); }
   float y(int64_t n, int64_t m) { return *out(n, m); }
 
-  // x as the variant sees it: 0 = as given, 1 = bf16, 2 = int8 per block of 32.
-  enum class xform { exact, bf16, int8 };
-
-  // ref = sum_k w x', mag = sum_k |w|' |x'|, bound_i8 = sum_k |w|' amax(block of k) (int8 only).
-  void reference(xform f, std::vector<double>* ref, std::vector<double>* mag, std::vector<double>* amax_term) const {
+  // ref = sum_k w x', mag = sum_k |w|' |x'| with x' = x, or x rounded to bf16.
+  void reference(bool bf16, std::vector<double>* ref, std::vector<double>* mag) const {
     ref->assign(size_t(N_ * M_), 0.0);
     mag->assign(size_t(N_ * M_), 0.0);
-    amax_term->assign(size_t(N_ * M_), 0.0);
-    std::vector<double> xr(static_cast<size_t>(K_)), am(static_cast<size_t>(K_));
+    std::vector<double> xr(static_cast<size_t>(K_));
     for (int64_t n = 0; n < N_; ++n) {
       const float* x = &xf_[size_t(n * K_)];
-      for (int64_t k = 0; k < K_; ++k) xr[size_t(k)] = x[k];
-      if (f == xform::bf16)
-        for (int64_t k = 0; k < K_; ++k) xr[size_t(k)] = bf16_to_f32(f32_to_bf16(x[k]));
-      if (f == xform::int8) {
-        for (int64_t b = 0; b + 32 <= K_; b += 32) {
-          float amax = 0.0f;
-          for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b + i]));
-          const float id = amax == 0.0f ? 0.0f : 127.0f / amax, d = amax / 127.0f;
-          for (int i = 0; i < 32; ++i) {
-            xr[size_t(b + i)] = double(std::nearbyint(x[b + i] * id)) * double(d);
-            am[size_t(b + i)] = amax;
-          }
-        }
-      }
+      for (int64_t k = 0; k < K_; ++k) xr[size_t(k)] = bf16 ? bf16_to_f32(f32_to_bf16(x[k])) : x[k];
       for (int64_t m = 0; m < M_; ++m) {
-        double s = 0, a = 0, t = 0;
+        double s = 0, a = 0;
         const double* w = &wd_[size_t(m * K_)];
         const double* wa = &wabs_[size_t(m * K_)];
         for (int64_t k = 0; k < K_; ++k) {
           s += w[k] * xr[size_t(k)];
           a += wa[k] * std::fabs(xr[size_t(k)]);
-          t += wa[k] * am[size_t(k)];
         }
         (*ref)[size_t(n * M_ + m)] = s;
         (*mag)[size_t(n * M_ + m)] = a;
-        (*amax_term)[size_t(n * M_ + m)] = t;
       }
     }
   }
@@ -254,9 +240,10 @@ class test_case {
         default: break;
       }
     }
-    if (kind == data_kind::nan_codes) {
-      if (is_scaled(wt_)) sptr(qlo_.scale_rows / 2)[qlo_.s_stride / 2] = 0xff;
-      if (wt_ == dtype::fp8_e4m3) wptr(M_ - 1)[K_ / 3] = 0xff;
+    if (kind == data_kind::nan_scale && is_scaled(wt_)) sptr(qlo_.scale_rows / 2)[qlo_.s_stride / 2] = 0xff;
+    if (kind == data_kind::nan_weight && wt_ == dtype::fp8_e4m3) {
+      wptr(M_ - 1)[K_ / 3] = 0xff;
+      wptr(M_ / 2)[K_ / 2] = 0x7f;
     }
     // Dequantized weights and |w| terms.
     wd_.resize(size_t(M_ * K_));
@@ -267,7 +254,7 @@ class test_case {
       dequant(wptr(m), m, row.data());
       // |d sc q| + |dmin m| for the asymmetric K-quants: the same row with dmin negated (d, sc,
       // q, m >= 0 there), made positive.
-      std::memcpy(copy.data(), wptr(m), qlo_.row_bytes);
+      if (qlo_.row_bytes) std::memcpy(copy.data(), wptr(m), qlo_.row_bytes);
       if (wt_ == dtype::q4_k || wt_ == dtype::q2_k) {
         const size_t bs = wt_ == dtype::q4_k ? sizeof(quant::block_q4_k) : sizeof(quant::block_q2_k);
         for (int64_t b = 0; b < K_ / 256; ++b) copy[b * bs + 3] ^= 0x80;  // dmin's sign bit
@@ -355,17 +342,15 @@ check_result check_output(test_case& tc, const std::vector<double>& ref, const s
 check_result run_and_check(const mm_variant& v, test_case& tc, int n_threads) {
   tc.poison();
   v.run(tc.problem(), n_threads);
-  const bool int8 = qmm_x_block_relative(v);
-  const test_case::xform f = v.x_rounding == 0 ? test_case::xform::exact : int8 ? test_case::xform::int8 : test_case::xform::bf16;
-  std::vector<double> ref, mag, am;
-  tc.reference(f, &ref, &mag, &am);
+  const bool rounded = v.x_rounding > 0;
+  std::vector<double> ref, mag;
+  tc.reference(rounded, &ref, &mag);
   check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
-  if (r.ok() && f != test_case::xform::exact) {
-    std::vector<double> ref2, mag2, am2;
-    tc.reference(test_case::xform::exact, &ref2, &mag2, &am2);
+  if (r.ok() && rounded) {
+    tc.reference(false, &ref, &mag);
     std::vector<double> extra(ref.size());
-    for (size_t i = 0; i < extra.size(); ++i) extra[i] = v.x_rounding * (int8 ? am[i] : mag2[i]);
-    r = check_output(tc, ref2, mag2, extra);
+    for (size_t i = 0; i < extra.size(); ++i) extra[i] = v.x_rounding * mag[i];
+    r = check_output(tc, ref, mag, extra);
     if (!r.ok()) r.first = "(against unrounded x) " + r.first;
   }
   return r;
@@ -436,7 +421,7 @@ TEST_P(QmatmulVariant, RandomDataAllShapes) {
     size_t i = 0;
     for (const shape& s : shapes_for(t)) {
       const scale_block sb = sbs[i++ % sbs.size()];
-      for (const layout& lo : {kPacked, kStrided}) {
+      for (const layout& lo : {kPacked, strided(t)}) {
         test_case tc(t, s.M, s.N, s.K, sb, lo, data_kind::random, seed++);
         const check_result r = run_and_check(*v_, tc, 2);
         ASSERT_TRUE(r.ok()) << describe(*v_, tc, lo.w_off ? "strided" : "packed") << ": " << r.bad << " bad, first "
@@ -453,12 +438,15 @@ TEST_P(QmatmulVariant, ExtremeScalesAndNaN) {
   uint32_t seed = 500;
   for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4}) {
     if (!v_->supports(t, 1, 1, 1)) continue;
-    for (data_kind kind : {data_kind::scale_low, data_kind::scale_high, data_kind::nan_codes})
+    for (data_kind kind : {data_kind::scale_low, data_kind::scale_high, data_kind::nan_scale, data_kind::nan_weight})
       for (const scale_block& sb : blocks_for(t))
         for (const shape& s : shapes) {
-          test_case tc(t, s.M, s.N, s.K, sb, kStrided, kind, seed++);
+          test_case tc(t, s.M, s.N, s.K, sb, strided(t), kind, seed++);
           const check_result r = run_and_check(*v_, tc, 2);
-          const char* what = kind == data_kind::scale_low ? "scales 2^-127.." : kind == data_kind::scale_high ? "scales ..2^127" : "NaN codes";
+          const char* what = kind == data_kind::scale_low    ? "scales 2^-127.."
+                             : kind == data_kind::scale_high ? "scales ..2^127"
+                             : kind == data_kind::nan_scale  ? "NaN scale"
+                                                             : "NaN weight";
           ASSERT_TRUE(r.ok()) << describe(*v_, tc, what) << ": " << r.bad << " bad, first " << r.first;
         }
   }
@@ -470,7 +458,7 @@ TEST_P(QmatmulVariant, ExtremeScalesAndNaN) {
 // x on the e4m3 grid per 128 (DeepSeek's act_quant) is exact in bf16: the rounding variants must
 // then meet the accumulation bound alone, against the unrounded x.
 TEST_P(QmatmulVariant, ActQuantInputIsExact) {
-  if (v_->x_rounding == 0 || qmm_x_block_relative(*v_)) GTEST_SKIP() << "not a bf16-rounding variant";
+  if (v_->x_rounding == 0) GTEST_SKIP() << "exact variant";
   uint32_t seed = 900;
   for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4})
     for (const shape& s : {shape{64, 1, 1024}, shape{33, 7, 512}, shape{40, 96, 384}}) {
@@ -478,8 +466,8 @@ TEST_P(QmatmulVariant, ActQuantInputIsExact) {
       test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], kPacked, data_kind::act_quant, seed++);
       tc.poison();
       v_->run(tc.problem(), 2);
-      std::vector<double> ref, mag, am;
-      tc.reference(test_case::xform::exact, &ref, &mag, &am);
+      std::vector<double> ref, mag;
+      tc.reference(false, &ref, &mag);
       const check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
       ASSERT_TRUE(r.ok()) << describe(*v_, tc, "act_quant x") << ": " << r.first;
     }
@@ -492,7 +480,7 @@ TEST_P(QmatmulVariant, OneAndTwoThreadsAgree) {
   for (dtype t : kTypes) {
     if (!v_->supports(t, 1, 1, 1)) continue;
     for (const shape& s : shapes) {
-      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], kStrided, data_kind::random, seed++);
+      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], strided(t), data_kind::random, seed++);
       const check_result r1 = run_and_check(*v_, tc, 1);
       ASSERT_TRUE(r1.ok()) << describe(*v_, tc, "1 thread") << ": " << r1.first;
       std::vector<float> y1;
@@ -512,7 +500,7 @@ TEST_P(QmatmulVariant, EmptySumIsZero) {
   for (dtype t : kTypes) {
     if (!v_->supports(t, 1, 1, 1)) continue;
     for (const shape& s : {shape{5, 3, 0}, shape{40, 70, 0}}) {
-      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], kStrided, data_kind::random, 7);
+      test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], strided(t), data_kind::random, 7);
       const check_result r = run_and_check(*v_, tc, 2);
       ASSERT_TRUE(r.ok()) << describe(*v_, tc, "K=0") << ": " << r.first;
       for (int64_t n = 0; n < s.N; ++n)
@@ -534,9 +522,9 @@ TEST(QmatmulChecker, CatchesWrongValuesUnwrittenOutputsStrayWritesAndLostNaN) {
   int count = 0;
   const mm_variant& scalar = qmm_variants(&count)[0];
   ASSERT_STREQ(scalar.name, "scalar");
-  test_case tc(dtype::fp8_e4m3, 9, 5, 100, {32, 4}, kStrided, data_kind::random, 42);
-  std::vector<double> ref, mag, am;
-  tc.reference(test_case::xform::exact, &ref, &mag, &am);
+  test_case tc(dtype::fp8_e4m3, 9, 5, 100, {32, 4}, strided(dtype::fp8_e4m3), data_kind::random, 42);
+  std::vector<double> ref, mag;
+  tc.reference(false, &ref, &mag);
   const std::vector<double> none(ref.size(), 0.0);
   tc.poison();
   scalar.run(tc.problem(), 1);
@@ -554,9 +542,9 @@ TEST(QmatmulChecker, CatchesWrongValuesUnwrittenOutputsStrayWritesAndLostNaN) {
   // A rounding of x the variant does not declare is caught: x rounded to bf16 against exact x.
   {
     test_case t2(dtype::mxfp4, 16, 3, 512, {32, 1}, kPacked, data_kind::random, 43);
-    std::vector<double> rb, mb, ab, re, me, ae;
-    t2.reference(test_case::xform::bf16, &rb, &mb, &ab);
-    t2.reference(test_case::xform::exact, &re, &me, &ae);
+    std::vector<double> rb, mb, re, me;
+    t2.reference(true, &rb, &mb);
+    t2.reference(false, &re, &me);
     t2.poison();
     for (int64_t n = 0; n < 3; ++n)
       for (int64_t m = 0; m < 16; ++m) *t2.out(n, m) = float(rb[size_t(n * 16 + m)]);
@@ -601,19 +589,45 @@ TEST(Qmatmul, PickIsUsableAndFollowsTheRules) {
     return false;
   };
   if (runs("avx512_bf16")) {
-    EXPECT_STREQ(qmm_pick(dtype::mxfp4, 4096, 1, 4096).name, "avx512_bf16");
-    EXPECT_STREQ(qmm_pick(dtype::fp8_e4m3, 4096, 512, 4096).name, "avx512_bf16");
-  }
-  if (runs("avx512_vnni")) {
-    EXPECT_STREQ(qmm_pick(dtype::q8_0, 4096, 1, 4096).name, "avx512_vnni");
-    EXPECT_STREQ(qmm_pick(dtype::q4_k, 4096, 512, 4096).name, "avx512_vnni");
+    for (dtype t : kTypes) {
+      EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "avx512_bf16");
+      EXPECT_STREQ(qmm_pick(t, 4096, 512, 4096).name, "avx512_bf16");
+    }
   }
   set_isa_limit(isa::avx2);
   if (runs("avx2")) {
     for (dtype t : kTypes) EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "avx2");
   }
+#if defined(__aarch64__)
+  for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4, dtype::q8_0}) EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "neon");
+  EXPECT_STREQ(qmm_pick(dtype::q4_k, 4096, 1, 4096).name, "scalar");  // no NEON K-quants
+#endif
   set_isa_limit(isa::scalar);
   for (dtype t : kTypes) EXPECT_STREQ(qmm_pick(t, 64, 64, 256).name, "scalar");
+}
+
+// qmatmul() at every ISA level the host has: the variant picked there, checked like the others.
+TEST(Qmatmul, EveryIsaLevelThroughQmatmul) {
+  quant::register_types();
+  isa_limit_guard guard;
+  uint32_t seed = 4000;
+  for (isa level : {isa::scalar, isa::avx2, isa::avx512, isa::neon}) {
+    if (!isa_available(level)) continue;
+    set_isa_limit(level);
+    for (dtype t : kTypes)
+      for (const shape& s : {shape{37, 3, 512}, shape{50, 70, 256}}) {
+        const mm_variant& v = qmm_pick(t, s.M, s.N, s.K);
+        EXPECT_LE(int(v.level), int(level)) << v.name;
+        test_case tc(t, s.M, s.N, s.K, blocks_for(t)[0], strided(t), data_kind::random, seed++);
+        tc.poison();
+        qmatmul(tc.problem(), 2);
+        const bool rounded = v.x_rounding > 0;
+        std::vector<double> ref, mag;
+        tc.reference(rounded, &ref, &mag);
+        const check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
+        ASSERT_TRUE(r.ok()) << "isa limit " << isa_name(level) << ": " << describe(v, tc, "") << r.first;
+      }
+  }
 }
 
 TEST(Qmatmul, DispatchRunsThePickedVariant) {

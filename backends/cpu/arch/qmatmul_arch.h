@@ -20,9 +20,7 @@ using namespace v4::cpu::mm_arch;
 // caller (qmatmul.cpp) has checked the host, the weight type and the scale fields.
 #if defined(__x86_64__)
 bool qmm_avx512bf16_available();                                // AVX512-BF16 + VBMI (cpuid)
-void qmm_avx512bf16_run(const mm_problem& p, int n_threads);    // fp8_e4m3, mxfp4; x -> bf16
-bool qmm_avx512vnni_available();                                // AVX512-VNNI (cpuid)
-void qmm_avx512vnni_run(const mm_problem& p, int n_threads);    // q8_0, q4_k, q3_k, q2_k; x -> int8/32
+void qmm_avx512bf16_run(const mm_problem& p, int n_threads);    // all six types; x -> bf16
 void qmm_avx2_run(const mm_problem& p, int n_threads);          // all six types, exact x
 #endif
 #if defined(__aarch64__)
@@ -37,6 +35,25 @@ inline float e8m0_value(uint8_t e) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
+}
+
+constexpr float kE2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                             -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// e4m3 code -> f32, exact (quant/fp8.h: 0x7f and 0xff are NaN).
+inline float e4m3_value(uint8_t c) {
+  const uint32_t e = (c >> 3) & 15, m = c & 7;
+  float v;
+  if (e == 15 && m == 7) {
+    const uint32_t nan = 0x7fc00000u;
+    std::memcpy(&v, &nan, 4);
+  } else if (e == 0) {
+    v = float(m) * (1.0f / 512.0f);
+  } else {
+    const uint32_t bits = ((e + 120) << 23) | (m << 20);
+    std::memcpy(&v, &bits, 4);
+  }
+  return (c & 0x80) ? -v : v;
 }
 
 // f16 bits -> f32, exact (normals, subnormals, inf, NaN), without F16C.
@@ -69,28 +86,6 @@ inline void unpack6(const uint8_t in[12], uint8_t v[16]) {
     const uint8_t lo = i < 8 ? (in[i] & 15) : (in[i - 8] >> 4);
     v[i] = uint8_t(lo | (((in[8 + i / 4] >> (2 * (i % 4))) & 3) << 4));
   }
-}
-
-// x rounded to int8 per block of 32 (the avx512_vnni contract, qmatmul.h): amax = max |x| of the
-// block, d = amax / 127, q = rne(x * (127 / amax)) (0 when amax = 0), all in f32. Returns d.
-// Scalar; the SIMD code does the same f32 operations lane by lane.
-inline float quantize_block32(const float* x, int8_t* q) {
-  float amax = 0.0f;
-  for (int i = 0; i < 32; ++i) {
-    const float a = x[i] < 0 ? -x[i] : x[i];
-    amax = a > amax ? a : amax;
-  }
-  if (amax == 0.0f) {
-    for (int i = 0; i < 32; ++i) q[i] = 0;
-    return 0.0f;
-  }
-  const float id = 127.0f / amax;
-  for (int i = 0; i < 32; ++i) {
-    float v = x[i] * id;
-    v = (v + 12582912.0f) - 12582912.0f;  // rne to an integer (|v| <= 127.0001)
-    q[i] = int8_t(v);
-  }
-  return amax / 127.0f;
 }
 
 }  // namespace

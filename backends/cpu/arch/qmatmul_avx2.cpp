@@ -1,6 +1,201 @@
-// AVX2 + FMA kernels for quantized weights (all six types), exact x. (in progress)
+// AVX2 + FMA kernels for quantized weights: all six types, exact x (x_rounding 0).
+//
+// Tiles of kRows weight rows x kKC elements of K are dequantized to f32 into a buffer, with
+// exactly the f32 operations of quant/'s reference dequantizers (same operands, same order, no
+// FMA contraction), so the weights are bit for bit the reference's; then every x row takes its
+// dot products with the tile's rows (4 rows x 16 k per step, FMA), and the partial sums of the K
+// blocks are added in y. e8m0 scales multiply the element values in f32 like the reference: exact
+// (code 0 gives f32 subnormals, kept: AVX2 does not flush them), and a NaN scale or e4m3 NaN code
+// gives NaN weights.
+// Threads split M in tiles; K is never split, so the results do not depend on the thread count.
+#include <immintrin.h>
+
 #include "backends/cpu/arch/qmatmul_arch.h"
 
 namespace v4::cpu::qmm_arch {
-void qmm_avx2_run(const mm_problem& p, int n_threads) { (void)p; (void)n_threads; }
+namespace {
+
+constexpr int64_t kRows = 16;   // weight rows per tile
+constexpr int64_t kKC = 512;    // K block: a tile is 32 KiB of f32
+
+inline __m256 bits_ps(__m256i v) { return _mm256_castsi256_ps(v); }
+
+// ---- dequantizers: elements [k0, k1) of row m into out[0 .. k1 - k0) --------------------------
+// k0 is a multiple of 32 (256 for the K-quants); k1 - k0 is what the block holds.
+
+void dequant_mxfp4(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
+  const uint8_t* q = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m));
+  const uint8_t* sc = scale_row(p, m);
+  const __m256 mag = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  int64_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    uint32_t four;
+    std::memcpy(&four, q + k / 2, 4);
+    const __m256i nib = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(four)), shifts), _mm256_set1_epi32(15));
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(nib, _mm256_set1_epi32(8)), 28);
+    const __m256 v = _mm256_or_ps(_mm256_permutevar8x32_ps(mag, nib), bits_ps(sign));  // uses bits 0-2
+    _mm256_storeu_ps(out + k - k0, _mm256_mul_ps(v, _mm256_set1_ps(e8m0_value(sc[k / 32]))));
+  }
+  for (; k < k1; k += 2) {  // K is even
+    const float s = e8m0_value(sc[k / 32]);
+    out[k - k0] = kE2m1[q[k / 2] & 15] * s;
+    out[k + 1 - k0] = kE2m1[q[k / 2] >> 4] * s;
+  }
+}
+
+void dequant_fp8(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
+  const uint8_t* q = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m));
+  const uint8_t* sc = scale_row(p, m);
+  // (code & 0x7f) << 20 read as f32 is the e4m3 magnitude times 2^-120, subnormals included.
+  const __m256 two120 = _mm256_set1_ps(0x1p120f);
+  int64_t k = k0;
+  for (; k + 32 <= k1; k += 32) {  // one scale per 32 (sb_k is a multiple of 32)
+    const __m256 s = _mm256_set1_ps(e8m0_value(sc[k / p.sb_k]));
+    for (int i = 0; i < 32; i += 8) {
+      const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k + i)));
+      const __m256i m7 = _mm256_and_si256(c, _mm256_set1_epi32(0x7f));
+      __m256 v = _mm256_mul_ps(bits_ps(_mm256_slli_epi32(m7, 20)), two120);
+      v = _mm256_blendv_ps(v, _mm256_set1_ps(__builtin_nanf("")), bits_ps(_mm256_cmpeq_epi32(m7, _mm256_set1_epi32(0x7f))));
+      v = _mm256_or_ps(v, bits_ps(_mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x80)), 24)));
+      _mm256_storeu_ps(out + k + i - k0, _mm256_mul_ps(v, s));
+    }
+  }
+  for (; k < k1; ++k) out[k - k0] = e4m3_value(q[k]) * e8m0_value(sc[k / p.sb_k]);
+}
+
+void dequant_q8_0(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
+  const auto* b = reinterpret_cast<const quant::block_q8_0*>(row_ptr(p.w, p.w_stride, m)) + k0 / 32;
+  for (int64_t k = k0; k < k1; k += 32, ++b) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
+    for (int i = 0; i < 32; i += 8) {
+      const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + i)));
+      _mm256_storeu_ps(out + k - k0 + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+    }
+  }
+}
+
+// 8 codes of 4 bits (lo or hi nibbles of 8 bytes) / 2 bits as f32.
+inline __m256 nib8(const uint8_t* q, int shift, int mask) {
+  const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, shift), _mm256_set1_epi32(mask)));
+}
+
+void dequant_q4_k(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
+  const auto* b = reinterpret_cast<const quant::block_q4_k*>(row_ptr(p.w, p.w_stride, m)) + k0 / 256;
+  for (int64_t k = k0; k < k1; k += 256, ++b, out += 256) {
+    uint8_t sm[16];
+    unpack6(b->scales, sm);
+    const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+    for (int c = 0; c < 4; ++c)
+      for (int h = 0; h < 2; ++h) {  // sub-block 2c + h: nibble h of qs[32c .. 32c + 32)
+        const int j = 2 * c + h;
+        const __m256 ds = _mm256_set1_ps(d * float(sm[j])), dm = _mm256_set1_ps(dmin * float(sm[8 + j]));
+        for (int l = 0; l < 32; l += 8)
+          _mm256_storeu_ps(out + 64 * c + 32 * h + l, _mm256_sub_ps(_mm256_mul_ps(ds, nib8(b->qs + 32 * c + l, 4 * h, 15)), dm));
+      }
+  }
+}
+
+void dequant_q3_k(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
+  const auto* b = reinterpret_cast<const quant::block_q3_k*>(row_ptr(p.w, p.w_stride, m)) + k0 / 256;
+  for (int64_t k = k0; k < k1; k += 256, ++b, out += 256) {
+    uint8_t v[16];
+    unpack6(b->scales, v);
+    const float d = _cvtsh_ss(b->d);
+    for (int i = 0; i < 256; i += 8) {  // element i = 128c + 32t + l
+      const int c = i / 128, t = i / 32 % 4, l = i % 32;
+      const __m256i lo = _mm256_and_si256(
+          _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->qs + 32 * c + l))), 2 * t),
+          _mm256_set1_epi32(3));
+      const __m256i hi = _mm256_and_si256(
+          _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->hmask + l))), i / 32),
+          _mm256_set1_epi32(1));
+      const __m256 code = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 2)), _mm256_set1_epi32(4)));
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_set1_ps(d * float(int(v[i / 16]) - 32)), code));
+    }
+  }
+}
+
+void dequant_q2_k(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
+  const auto* b = reinterpret_cast<const quant::block_q2_k*>(row_ptr(p.w, p.w_stride, m)) + k0 / 256;
+  for (int64_t k = k0; k < k1; k += 256, ++b, out += 256) {
+    const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+    for (int i = 0; i < 256; i += 8) {
+      const int c = i / 128, t = i / 32 % 4, l = i % 32;
+      const uint8_t s = b->scales[i / 16];
+      const __m256 ds = _mm256_set1_ps(d * float(s & 15)), dm = _mm256_set1_ps(dmin * float(s >> 4));
+      _mm256_storeu_ps(out + i, _mm256_sub_ps(_mm256_mul_ps(ds, nib8(b->qs + 32 * c + l, 2 * t, 3)), dm));
+    }
+  }
+}
+
+using dequant_fn = void (*)(const mm_problem&, int64_t, int64_t, int64_t, float*);
+
+dequant_fn dequantizer(dtype t) {
+  switch (t) {
+    case dtype::mxfp4: return dequant_mxfp4;
+    case dtype::fp8_e4m3: return dequant_fp8;
+    case dtype::q8_0: return dequant_q8_0;
+    case dtype::q4_k: return dequant_q4_k;
+    case dtype::q3_k: return dequant_q3_k;
+    default: return dequant_q2_k;
+  }
+}
+
+inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+// y[n][m0 + r] (+)= wt[r] . x[n][k0 .. k0 + kc) for r < rows, all n. wt rows have stride kKC.
+void tile_dots(const mm_problem& p, const float* wt, int64_t rows, int64_t m0, int64_t k0, int64_t kc) {
+  const int64_t k16 = kc / 16 * 16;
+  for (int64_t n = 0; n < p.N; ++n) {
+    const float* x = xrow(p, n) + k0;
+    float* y = yrow(p, n) + m0;
+    for (int64_t r = 0; r < rows; r += 4) {
+      const int R = int(min64(4, rows - r));
+      __m256 a[4][2];
+      for (int i = 0; i < 4; ++i) a[i][0] = a[i][1] = _mm256_setzero_ps();
+      for (int64_t k = 0; k < k16; k += 16) {
+        const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        for (int i = 0; i < 4; ++i) {
+          if (i >= R) break;
+          a[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + (r + i) * kKC + k), x0, a[i][0]);
+          a[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + (r + i) * kKC + k + 8), x1, a[i][1]);
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        float s = hsum(_mm256_add_ps(a[i][0], a[i][1]));
+        for (int64_t k = k16; k < kc; ++k) s += wt[(r + i) * kKC + k] * x[k];
+        y[r + i] = k0 == 0 ? s : y[r + i] + s;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void qmm_avx2_run(const mm_problem& p, int n_threads) {
+  if (handle_empty(p)) return;
+  const dequant_fn dq = dequantizer(p.wtype);
+  const int64_t kb = p.wtype == dtype::q4_k || p.wtype == dtype::q3_k || p.wtype == dtype::q2_k ? 256 : 32;
+  const int64_t kc_max = round_up(kKC, kb);  // kKC is a multiple of both
+  parallel(useful_threads(p, n_threads), [&](int tid, int nth) {
+    int64_t m0, m1;
+    split(p.M, kRows, tid, nth, &m0, &m1);
+    alignas(32) float wt[kRows * kKC];
+    for (int64_t mt = m0; mt < m1; mt += kRows) {
+      const int64_t rows = min64(kRows, m1 - mt);
+      for (int64_t k0 = 0; k0 < p.K; k0 += kc_max) {
+        const int64_t kc = min64(kc_max, p.K - k0);
+        for (int64_t r = 0; r < rows; ++r) dq(p, mt + r, k0, k0 + kc, wt + r * kKC);
+        tile_dots(p, wt, rows, mt, k0, kc);
+      }
+    }
+  });
+}
+
 }  // namespace v4::cpu::qmm_arch
