@@ -140,12 +140,12 @@ class test_case {
     mag->assign(size_t(N_ * M_), 0.0);
     std::vector<double> xr(static_cast<size_t>(K_));
     for (int64_t n = 0; n < N_; ++n) {
-      const float* x = &xf_[size_t(n * K_)];
+      const float* x = xf_.data() + size_t(n * K_);  // not &v[i]: the vector may be empty (K = 0)
       for (int64_t k = 0; k < K_; ++k) xr[size_t(k)] = bf16 ? bf16_to_f32(f32_to_bf16(x[k])) : x[k];
       for (int64_t m = 0; m < M_; ++m) {
         double s = 0, a = 0;
-        const double* w = &wd_[size_t(m * K_)];
-        const double* wa = &wabs_[size_t(m * K_)];
+        const double* w = wd_.data() + size_t(m * K_);  // not &v[i]: the vector may be empty (K = 0)
+        const double* wa = wabs_.data() + size_t(m * K_);  // not &v[i]: the vector may be empty (K = 0)
         for (int64_t k = 0; k < K_; ++k) {
           s += w[k] * xr[size_t(k)];
           a += wa[k] * std::fabs(xr[size_t(k)]);
@@ -273,13 +273,13 @@ class test_case {
     const int ehi = kind == data_kind::scale_low ? 97 : high ? -98 : 2;
     xf_.resize(size_t(N_ * K_));
     for (int64_t n = 0; n < N_; ++n) {
-      float* x = &xf_[size_t(n * K_)];
+      float* x = xf_.data() + size_t(n * K_);  // not &v[i]: the vector may be empty (K = 0)
       for (int64_t k = 0; k < K_; ++k) {
         const float v = rng() % 16 == 0 ? 0.0f : std::ldexp(uni(rng), rnd(elo, ehi));
         x[k] = (rng() & 1) ? -v : v;
       }
       if (kind == data_kind::act_quant) quant::fp8_roundtrip_row(x, x, K_, 128);
-      std::memcpy(aligned(xbuf_) + lo_.x_off + size_t(n) * x_stride_, x, size_t(K_) * 4);
+      if (K_ > 0) std::memcpy(aligned(xbuf_) + lo_.x_off + size_t(n) * x_stride_, x, size_t(K_) * 4);
     }
   }
 
