@@ -1,4 +1,5 @@
 // MATMUL and MATMUL_ID: batch / expert bookkeeping around the matmul kernels (backends/cpu/matmul.h).
+#include <algorithm>
 #include <vector>
 
 #include "backends/cpu/matmul.h"
@@ -53,11 +54,13 @@ void kernel_MATMUL_ID(const exec& ex, tensor* dst) {
       const int32_t e = *reinterpret_cast<const int32_t*>(at(ids, i, t, 0, 0));
       by_expert[size_t(e)].push_back(i + n_used * t);
     }
-  std::vector<float> xin, yout;
-  for (int64_t e = 0; e < E; ++e) {
+  // One expert's block: gather its rows of x, multiply, scatter into y (rows of distinct experts
+  // never overlap, so experts can run concurrently).
+  auto run_expert = [&](int64_t e, int threads) {
     const std::vector<int64_t>& rows = by_expert[size_t(e)];
-    if (rows.empty()) continue;
+    if (rows.empty()) return;
     const int64_t n = int64_t(rows.size());
+    thread_local std::vector<float> xin, yout;
     xin.resize(size_t(n * K));
     yout.resize(size_t(n * M));
     for (int64_t j = 0; j < n; ++j) {
@@ -76,11 +79,23 @@ void kernel_MATMUL_ID(const exec& ex, tensor* dst) {
     p.N = n;
     p.K = K;
     set_scales(w, e, 0, &p);
-    matmul(p, ex.n_threads);
+    matmul(p, threads);
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = rows[j] % n_used, t = rows[j] / n_used;
       std::memcpy(at(dst, 0, i, t, 0), &yout[j * M], size_t(M) * sizeof(float));
     }
+  };
+  // Decode-sized groups (few rows per expert): one parallel region over the experts, each
+  // multiplied on one thread. A region per expert would pay a thread wake-up (and, when another
+  // process holds a core, a scheduler slice) per expert. Kernels never split K, so the result
+  // does not depend on the thread count.
+  size_t most_rows = 0;
+  for (const auto& r : by_expert) most_rows = std::max(most_rows, r.size());
+  if (most_rows <= 16 && ex.n_threads > 1) {
+#pragma omp parallel for num_threads(ex.n_threads) schedule(dynamic, 1)
+    for (int64_t e = 0; e < E; ++e) run_expert(e, 1);
+  } else {
+    for (int64_t e = 0; e < E; ++e) run_expert(e, ex.n_threads);
   }
 }
 
