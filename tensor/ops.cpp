@@ -73,7 +73,7 @@ bool check_scales(context& ctx, const char* op, const tensor* t) {
   const int64_t bk = t->scale_block[0], bm = t->scale_block[1];
   if (!s || s->type != dtype::e8m0 || bk <= 0 || bm <= 0 || s->ne[0] != (t->ne[0] + bk - 1) / bk ||
       s->ne[1] != (t->ne[1] + bm - 1) / bm || s->ne[2] != t->ne[2] || s->ne[3] != t->ne[3] ||
-      !s->rows_contiguous() || (t->type == dtype::mxfp4 && bk != 32)) {
+      !s->rows_contiguous() || (t->type == dtype::mxfp4 && bk != 32) || bk % 32 != 0) {
     ctx.fail("%s: %s needs e8m0 scales of shape [ceil(ne0/%lld), ceil(ne1/%lld), ne2, ne3]%s%s", op,
              describe(t).c_str(), (long long)bk, (long long)bm, s ? ", got " : " (none attached)",
              s ? describe(s).c_str() : "");

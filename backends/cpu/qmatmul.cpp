@@ -84,10 +84,11 @@ void scalar_run(const mm_problem& p, int n_threads) {
 // of a p = 8 bit format is 2^-p). vcvtne2ps2bf16 also flushes f32 subnormal x to 0 (an absolute
 // error below 2^-126, outside this bound; DeepSeek activations are never that small).
 constexpr double kBf16Rounding = 1.0 / 256.0;
-// (An int8 x, as llama.cpp's q8 activations, would instead err by up to amax/254 per element, d
-// = amax/127 per block, relative to the block's largest |x| rather than to |x_k|; vpdpbusd's 64
-// products per instruction are offset there by the per-32 scale multiplies that x blocks need,
-// so on Zen 4 the bf16 path is as fast and strictly more precise. See qmatmul_avx512.cpp.)
+// (An int8 x, as llama.cpp's q8 activations, would err by up to amax/254 per element, d = amax/127
+// per block of 32, i.e. relative to the block's largest |x| rather than to |x_k|. No VNNI variant
+// was built: by instruction count, per x row and 64 weights, vpdpbusd + vcvtdq2ps + a multiply
+// of the two block scales + an FMA (4) is not fewer than 2 vdpbf16ps + 1 FMA (3) once x has
+// per-32 scales, and the bf16 x is the more precise.)
 
 const mm_variant kVariants[] = {
     {"scalar", isa::scalar, always, supports_all, scalar_run, 0.0},
@@ -129,9 +130,10 @@ const mm_variant* qmm_variants(int* count) {
 
 // Pick rules: the first usable variant of  avx512_bf16 > avx2 > neon > scalar  (neon: fp8, mxfp4,
 // q8_0 only). avx512_bf16 is exact for DeepSeek's numerics (x already on the e4m3 grid, see
-// qmatmul.h) and the fastest at every N on Zen 4 (measured numbers in qmatmul_avx512.cpp); for the
-// llama.cpp-style types its bf16 x (2^-8 relative per element) is finer than llama.cpp's int8 x
-// per 256.
+// qmatmul.h) and the fastest at every N measured on Zen 4 (mxfp4 N = 1 from DRAM about 3x avx2,
+// prefill ~10x); for the llama.cpp-style types its bf16 x (2^-8 relative per element) is finer
+// than llama.cpp's int8 x per 256. The exact avx2 variant is never picked over it: tests and
+// `v4 bench matmul --variant avx2` address it by name.
 const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
   static const char* const order[] = {"avx512_bf16", "avx2", "neon", "scalar"};
   for (const char* name : order) {

@@ -16,7 +16,7 @@ namespace v4::cpu::qmm_arch {
 namespace {
 
 constexpr int64_t kRows = 16;   // weight rows per tile
-constexpr int64_t kKC = 512;    // K block: a tile is 32 KiB of f32
+constexpr int64_t kKC = 256;    // K block: a tile is 16 KiB of f32 (half of L1: 32 KiB was store-bound)
 
 inline __m256 bits_ps(__m256i v) { return _mm256_castsi256_ps(v); }
 
@@ -26,16 +26,20 @@ inline __m256 bits_ps(__m256i v) { return _mm256_castsi256_ps(v); }
 void dequant_mxfp4(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* out) {
   const uint8_t* q = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m));
   const uint8_t* sc = scale_row(p, m);
-  const __m256 mag = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
-  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  // Twice the e2m1 values as int8 (quant/mxfp4.h kE2m1Doubled) by vpshufb; value * s is computed
+  // as doubled * (s / 2): the same real product (s / 2 is exact, 2^-128 included), so the same f32.
+  const __m128i doubled = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const __m128i low4 = _mm_set1_epi8(15);
   int64_t k = k0;
-  for (; k + 8 <= k1; k += 8) {
-    uint32_t four;
-    std::memcpy(&four, q + k / 2, 4);
-    const __m256i nib = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(four)), shifts), _mm256_set1_epi32(15));
-    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(nib, _mm256_set1_epi32(8)), 28);
-    const __m256 v = _mm256_or_ps(_mm256_permutevar8x32_ps(mag, nib), bits_ps(sign));  // uses bits 0-2
-    _mm256_storeu_ps(out + k - k0, _mm256_mul_ps(v, _mm256_set1_ps(e8m0_value(sc[k / 32]))));
+  for (; k + 32 <= k1; k += 32) {  // one scale per 32
+    const __m256 half_s = _mm256_set1_ps(0.5f * e8m0_value(sc[k / 32]));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k / 2));
+    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+    const __m128i v0 = _mm_shuffle_epi8(doubled, _mm_unpacklo_epi8(lo, hi));  // elements 0..15
+    const __m128i v1 = _mm_shuffle_epi8(doubled, _mm_unpackhi_epi8(lo, hi));  // elements 16..31
+    const __m128i parts[4] = {v0, _mm_srli_si128(v0, 8), v1, _mm_srli_si128(v1, 8)};
+    for (int i = 0; i < 4; ++i)
+      _mm256_storeu_ps(out + k - k0 + 8 * i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[i])), half_s));
   }
   for (; k < k1; k += 2) {  // K is even
     const float s = e8m0_value(sc[k / 32]);
@@ -49,9 +53,13 @@ void dequant_fp8(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* 
   const uint8_t* sc = scale_row(p, m);
   // (code & 0x7f) << 20 read as f32 is the e4m3 magnitude times 2^-120, subnormals included.
   const __m256 two120 = _mm256_set1_ps(0x1p120f);
-  int64_t k = k0;
+  int64_t k = k0, j = k0 / p.sb_k, next = (j + 1) * p.sb_k;  // scale column j covers [next - sb_k, next)
   for (; k + 32 <= k1; k += 32) {  // one scale per 32 (sb_k is a multiple of 32)
-    const __m256 s = _mm256_set1_ps(e8m0_value(sc[k / p.sb_k]));
+    if (k >= next) {
+      ++j;
+      next += p.sb_k;
+    }
+    const __m256 s = _mm256_set1_ps(e8m0_value(sc[j]));
     for (int i = 0; i < 32; i += 8) {
       const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k + i)));
       const __m256i m7 = _mm256_and_si256(c, _mm256_set1_epi32(0x7f));

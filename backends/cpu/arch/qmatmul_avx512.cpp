@@ -30,6 +30,14 @@
 //
 // Threads: the dot-product path splits M in tiles of 16 rows, the panel path the (M, N) tile
 // grid; K is never split, so results do not depend on the thread count.
+//
+// Measured on the development host (AMD Zen 4, 2 threads, shared and noisy; weights rotated through
+// 2 GiB; "DRAM" = a plain sum loop over the same buffer, alternated with the kernel, median of 9
+// rounds, runs in the ~32 GB/s regime of the host): N = 1 mxfp4 [4096 x 4096] 25.5 GB/s (78-80%),
+// [2048 x 4096] 24-26 GB/s (75-79%); fp8 (128 x 128) [8192 x 4096] 29-33 GB/s (85-90%), [4096 x
+// 4096] 28.6 GB/s (85%); from cache 2 threads reach ~47 GB/s (mxfp4): mxfp4 decode is close to
+// compute-bound. Prefill M = K = 4096: mxfp4 N = 512 362-390 GFLOP/s, fp8 366-370 GFLOP/s, against
+// a measured vdpbf16ps peak of 460 GFLOP/s.
 #include "backends/cpu/arch/qmatmul_arch.h"  // also <immintrin.h>
 
 namespace v4::cpu::qmm_arch {
@@ -301,32 +309,32 @@ struct q3_k_dec {
   }
 };
 
-// The scale row of a scaled type (e8m0 codes) as f32: sf[j] for j < cols (then up to 16 more).
-// Codes 1..254 are shifted into the f32 exponent; 0 and 0xFF (rare) are patched.
+// The scale row of a scaled type (e8m0 codes) as f32: sf[j] for j < cols, then finite padding
+// (2^-127 or 0) to round_up(cols, 16) + 16: chunks read a few scales past the last column, and
+// multiply them by partial sums that are 0 there. Codes 1..254 are shifted into the f32 exponent;
+// 0 and 0xFF (rare) are patched.
 inline void e8m0_row(const uint8_t* codes, int64_t cols, float* sf) {
-  for (int64_t j = 0; j < cols; j += 16) {
+  int64_t j = 0;
+  for (; j < cols; j += 16) {
     const __m128i c = cols - j >= 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j))
                                      : _mm_maskz_loadu_epi8(first_lanes(cols - j), codes + j);
     const __mmask16 special = _mm_cmpeq_epi8_mask(c, _mm_setzero_si128()) | _mm_cmpeq_epi8_mask(c, _mm_set1_epi8(-1));
     _mm512_store_ps(sf + j, special ? e8m0_to_ps(c) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu8_epi32(c), 23)));
   }
+  _mm512_store_ps(sf + j, _mm512_setzero_ps());
 }
 
-// Scales (and mins) of row m: sub-block columns, zero from cols to at least cols + 16 (buffers of
-// round_up(cols, 16) + 32 floats).
+// Scales (and mins) of row m of an in-row block type: sub-block columns, zero from cols to at
+// least cols + 16 (buffers of round_up(cols, 16) + 32 floats).
 template <class D>
 inline void row_scales(const mm_problem& p, int64_t m, int64_t cols, float* sf, float* mf) {
-  if constexpr (D::kScaled) {
-    e8m0_row(scale_row(p, m), cols, sf);
-  } else {
-    D::row_scales(reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m)), p.K, sf, mf);
-    const __mmask16 tail = __mmask16(~first_lanes(cols % 16));  // zero from cols to the padded end
-    _mm512_mask_storeu_ps(sf + cols / 16 * 16, tail, _mm512_setzero_ps());
-    _mm512_storeu_ps(sf + cols / 16 * 16 + 16, _mm512_setzero_ps());
-    if (D::kHasMin) {
-      _mm512_mask_storeu_ps(mf + cols / 16 * 16, tail, _mm512_setzero_ps());
-      _mm512_storeu_ps(mf + cols / 16 * 16 + 16, _mm512_setzero_ps());
-    }
+  D::row_scales(reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m)), p.K, sf, mf);
+  const __mmask16 tail = __mmask16(~first_lanes(cols % 16));  // zero from cols to the padded end
+  _mm512_mask_storeu_ps(sf + cols / 16 * 16, tail, _mm512_setzero_ps());
+  _mm512_storeu_ps(sf + cols / 16 * 16 + 16, _mm512_setzero_ps());
+  if (D::kHasMin) {
+    _mm512_mask_storeu_ps(mf + cols / 16 * 16, tail, _mm512_setzero_ps());
+    _mm512_storeu_ps(mf + cols / 16 * 16 + 16, _mm512_setzero_ps());
   }
 }
 
@@ -387,13 +395,13 @@ constexpr int64_t kMaxC = 8;            // x rows per pass over a weight row
 constexpr int kTile = 16;               // weight rows whose outputs are summed and stored together
 constexpr int64_t kNBlock = 16;         // x rows per pass over a tile (outputs kept in registers/L1)
 constexpr int64_t kScalePrefetch = 16;  // rows
-// Weight prefetch distance (bytes, rounded up to whole rows). prefetchnta 2 KiB ahead measured best
-// for mxfp4 N = 1 on Zen 4 (DRAM efficiency, median of rounds: T0 2 KiB 68-83%, T1 4 KiB 71-87%,
-// NTA 2 KiB 75-92%, none 42-62%; fp8 differs less: 77-95% either way).
+// Weight prefetch (prefetcht0) distance in bytes, rounded up to whole rows. Without it mxfp4 N = 1
+// reads DRAM at 42-62% of the sum-loop rate on Zen 4, with it 68-87%; 1 to 8 KiB, T0, T1 and NTA
+// hints all measured within the noise of the shared host.
 constexpr int64_t kPrefetchBytes = 2048;
 // Two weight rows per pass from this many x rows on (Zen 4, M = K = 4096, 2 threads: mxfp4 N = 4
 // 202 vs 166 GFLOP/s, N = 8 175 vs 146; fp8 N = 4 153 vs 114, N = 8 193 vs 147; N = 2, 3 within
-// the noise).
+// the noise; N = 1: 5% faster from cache but 7-8 points less of the DRAM rate).
 constexpr int64_t kTwoRowsMinN = 4;
 
 // Lane i of the result = the sum of the 16 lanes of a[i] (45 shuffles and adds for 16 sums).
@@ -445,7 +453,7 @@ inline void dot_part(const D& dec, const uint8_t* const* w, int64_t pf, const fl
       __m512i wv[R][V];
       __m512 s[R][G];
       for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(w[r]) + D::bytes(k) + pf, _MM_HINT_NTA);
+        _mm_prefetch(reinterpret_cast<const char*>(w[r]) + D::bytes(k) + pf, _MM_HINT_T0);
         dec.decode(w[r], k, K - k, wv[r]);
         if constexpr (GROUP == 0) {
           const float* sk = sf[r] + uint64_t(k) / D::kSub;
@@ -489,7 +497,7 @@ inline void dot_part(const D& dec, const uint8_t* const* w, int64_t pf, const fl
       for (int64_t kk = k; kk < ke; kk += CH) {
         __m512i wv[R][V];
         for (int r = 0; r < R; ++r) {
-          _mm_prefetch(reinterpret_cast<const char*>(w[r]) + D::bytes(kk) + pf, _MM_HINT_NTA);
+          _mm_prefetch(reinterpret_cast<const char*>(w[r]) + D::bytes(kk) + pf, _MM_HINT_T0);
           dec.decode(w[r], kk, K - kk, wv[r]);
         }
         for (int c = 0; c < C; ++c) {
@@ -509,25 +517,38 @@ inline void dot_part(const D& dec, const uint8_t* const* w, int64_t pf, const fl
     for (int c = 0; c < C; ++c) accm[c * kTile + r] = acc[r][c];
 }
 
+// Per-call constants of the dot-product path (divisions kept out of the per-row code).
+struct plan {
+  int64_t cols = 0;   // scale columns of a row
+  int64_t ss = 0;     // stride of the per-row scale buffers and of the x sums
+  int64_t kb = 0;     // K block when the x rows take several passes
+  int64_t pf1 = 0, pf2 = 0;  // weight prefetch distance in bytes (whole rows; one- and two-row passes)
+};
+
+// The e8m0 codes of row m (scaled types): no division when sb_m = 1 (mxfp4).
+inline const uint8_t* codes_of(const mm_problem& p, int64_t m) {
+  return p.scales + size_t(p.sb_m == 1 ? m : m / p.sb_m) * p.s_stride;
+}
+
 // Rows [m, m + R) of a tile (the tile starts at row m - r0), x rows [n0, n0 + nn): acc[n * kTile + r0 + r].
 template <class D, int R, int GROUP>
-void dot_rows(const mm_problem& p, const D& dec, const uint16_t* xb, int64_t xs, const float* xsum, int64_t ss,
+void dot_rows(const mm_problem& p, const plan& pl, const D& dec, const uint16_t* xb, int64_t xs, const float* xsum,
               int64_t m, int64_t r0, int64_t n0, int64_t nn, float* sf, float* mf, __m512* acc) {
-  const int64_t cols = scale_cols<D>(p);
-  const int64_t step = GROUP > 0 ? D::kChunk * GROUP : D::kChunk;
-  const int64_t kb = nn <= kMaxC ? round_up(p.K, step) : round_up(2048, step);
-  // Prefetch at least kPrefetchBytes ahead, at the same offset of a later row (rows are usually
-  // contiguous, so this is one sequential stream).
-  const int64_t pf = int64_t(p.w_stride) * max64(R, div_up(kPrefetchBytes, max64(1, int64_t(p.w_stride))));
+  const int64_t cols = pl.cols, ss = pl.ss, pf = R == 1 ? pl.pf1 : pl.pf2;
+  const int64_t kb = nn <= kMaxC ? p.K : pl.kb;
   const uint8_t* w[R];
   const float* sfr[R];
   for (int r = 0; r < R; ++r) {
-    row_scales<D>(p, m + r, cols, sf + r * ss, mf + r * ss);
-    // e8m0 scales are a separate, sparse stream (1/16 of the bytes for mxfp4) that the hardware
-    // prefetchers do not follow: fetch those of the row kScalePrefetch ahead.
-    if (D::kScaled && m + r + kScalePrefetch < p.M) {
-      const char* s = reinterpret_cast<const char*>(scale_row(p, m + r + kScalePrefetch));
-      for (int64_t b = 0; b < cols; b += 64) _mm_prefetch(s + b, _MM_HINT_T0);
+    if constexpr (D::kScaled) {
+      e8m0_row(codes_of(p, m + r), cols, sf + r * ss);
+      // e8m0 scales are a separate, sparse stream (1/16 of the bytes for mxfp4) that the hardware
+      // prefetchers do not follow: fetch those of the row kScalePrefetch ahead.
+      if (m + r + kScalePrefetch < p.M) {
+        const char* sc = reinterpret_cast<const char*>(codes_of(p, m + r + kScalePrefetch));
+        for (int64_t b = 0; b < cols; b += 64) _mm_prefetch(sc + b, _MM_HINT_T0);
+      }
+    } else {
+      row_scales<D>(p, m + r, cols, sf + r * ss, mf + r * ss);
     }
     w[r] = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m + r));
     sfr[r] = sf + r * ss;
@@ -553,7 +574,7 @@ void dot_rows(const mm_problem& p, const D& dec, const uint16_t* xb, int64_t xs,
   if constexpr (D::kHasMin) {  // - sum_j mins_j * (sum of x over sub-block j)
     for (int r = 0; r < R; ++r)
       for (int64_t n = 0; n < nn; ++n) {
-        __m512 a = acc[n * kTile + r0 + r];
+        __m512 a = acc[n * kTile + r0 + r];  // ss is the x sums' stride too
         const float* xsn = xsum + (n0 + n) * ss;
         const float* mfr = mf + r * ss;
         for (int64_t j = 0; j < cols; j += 16) a = _mm512_fnmadd_ps(_mm512_load_ps(mfr + j), _mm512_load_ps(xsn + j), a);
@@ -566,7 +587,7 @@ void dot_rows(const mm_problem& p, const D& dec, const uint16_t* xb, int64_t xs,
 // row is read once per call of this (K in blocks when the x rows take several passes, so the row
 // stays in L1 between them); then the outputs are summed 16 rows at a time and stored.
 template <class D, int GROUP>
-void decode_tile(const mm_problem& p, const D& dec, const uint16_t* xb, int64_t xs, const float* xsum, int64_t ss,
+void decode_tile(const mm_problem& p, const plan& pl, const D& dec, const uint16_t* xb, int64_t xs, const float* xsum,
                  int64_t m0, int64_t rows, int64_t n0, int64_t n1, float* sf, float* mf) {
   const int64_t nn = n1 - n0;
   alignas(64) __m512 acc[kNBlock * kTile];
@@ -574,8 +595,8 @@ void decode_tile(const mm_problem& p, const D& dec, const uint16_t* xb, int64_t 
   // Two weight rows per pass share the x loads once there are several x rows; one row at a time
   // otherwise (one sequential stream: DRAM-bound shapes read best that way).
   if (nn >= kTwoRowsMinN)
-    for (; r + 2 <= rows; r += 2) dot_rows<D, 2, GROUP>(p, dec, xb, xs, xsum, ss, m0 + r, r, n0, nn, sf, mf, acc);
-  for (; r < rows; ++r) dot_rows<D, 1, GROUP>(p, dec, xb, xs, xsum, ss, m0 + r, r, n0, nn, sf, mf, acc);
+    for (; r + 2 <= rows; r += 2) dot_rows<D, 2, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc);
+  for (; r < rows; ++r) dot_rows<D, 1, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc);
   const __mmask16 mk = first_lanes(rows);
   for (int64_t n = 0; n < nn; ++n) {
     for (int64_t i = rows; i < kTile; ++i) acc[n * kTile + i] = _mm512_setzero_ps();
@@ -584,12 +605,12 @@ void decode_tile(const mm_problem& p, const D& dec, const uint16_t* xb, int64_t 
 }
 
 template <class D, int GROUP>
-void decode_rows(const mm_problem& p, const uint16_t* xb, int64_t xs, const float* xsum, int64_t ss, int64_t m0,
+void decode_rows(const mm_problem& p, const plan& pl, const uint16_t* xb, int64_t xs, const float* xsum, int64_t m0,
                  int64_t m1, float* sf, float* mf) {
   const D dec;
   for (int64_t m = m0; m < m1; m += kTile)
     for (int64_t n = 0; n < p.N; n += kNBlock)
-      decode_tile<D, GROUP>(p, dec, xb, xs, xsum, ss, m, min64(kTile, m1 - m), n, min64(p.N, n + kNBlock), sf, mf);
+      decode_tile<D, GROUP>(p, pl, dec, xb, xs, xsum, m, min64(kTile, m1 - m), n, min64(p.N, n + kNBlock), sf, mf);
 }
 
 // Any N: x rounded once, threads split M in tiles, every tile passes over the x rows 16 at a time
@@ -598,7 +619,17 @@ template <class D>
 bool decode(const mm_problem& p, int n_threads) {
   // x rows a cache line more than a multiple of 4 KiB apart (no L1 set aliasing between them).
   const int64_t xs = round_up(round_up(p.K, 128), 2048) + 32;
-  const int64_t cols = scale_cols<D>(p), ss = round_up(cols, 16) + 32;  // padded: see row_scales
+  plan pl;
+  pl.cols = scale_cols<D>(p);
+  pl.ss = round_up(pl.cols, 16) + 32;  // padded: see row_scales
+  const int64_t step = D::kFp8 && p.sb_k % 64 == 0 ? p.sb_k : D::kChunk;  // the scale group (GROUP > 0)
+  pl.kb = round_up(2048, step);
+  // Prefetch at least kPrefetchBytes ahead, at the same offset of a later row (rows are usually
+  // contiguous, so this is one sequential stream); two-row passes a whole pair ahead.
+  const int64_t pf_rows = max64(1, div_up(kPrefetchBytes, max64(1, int64_t(p.w_stride))));
+  pl.pf1 = int64_t(p.w_stride) * pf_rows;
+  pl.pf2 = int64_t(p.w_stride) * round_up(pf_rows, 2);
+  const int64_t ss = pl.ss;
   const size_t xbytes = size_t(p.N * xs) * 2;
   char* shared = static_cast<char*>(mm_scratch(kShared, xbytes + (D::kHasMin ? size_t(p.N * ss) * 4 : 0)));
   if (!shared) return false;
@@ -618,14 +649,14 @@ bool decode(const mm_problem& p, int n_threads) {
     }
     float* mf = sf + 2 * ss;  // two rows of scales, then two of mins
     if constexpr (!D::kFp8) {
-      decode_rows<D, 0>(p, xb, xs, xsum, ss, m0, m1, sf, mf);  // per sub-block scales
+      decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf);  // per sub-block scales
     } else {
       switch (p.sb_k) {
-        case 32: decode_rows<D, 0>(p, xb, xs, xsum, ss, m0, m1, sf, mf); break;
-        case 64: decode_rows<D, 1>(p, xb, xs, xsum, ss, m0, m1, sf, mf); break;
-        case 128: decode_rows<D, 2>(p, xb, xs, xsum, ss, m0, m1, sf, mf); break;
-        case 256: decode_rows<D, 4>(p, xb, xs, xsum, ss, m0, m1, sf, mf); break;
-        default: decode_rows<D, -1>(p, xb, xs, xsum, ss, m0, m1, sf, mf); break;
+        case 32: decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+        case 64: decode_rows<D, 1>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+        case 128: decode_rows<D, 2>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+        case 256: decode_rows<D, 4>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+        default: decode_rows<D, -1>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
       }
     }
   });

@@ -54,9 +54,13 @@ void dequant_fp8(const mm_problem& p, int64_t m, int64_t k0, int64_t k1, float* 
   const uint8_t* sc = scale_row(p, m);
   // (code & 0x7f) << 20 read as f32 is the e4m3 magnitude times 2^-120, subnormals included.
   const float32x4_t two120 = vdupq_n_f32(0x1p120f), nan = vdupq_n_f32(__builtin_nanf(""));
-  int64_t k = k0;
+  int64_t k = k0, j = k0 / p.sb_k, next = (j + 1) * p.sb_k;  // scale column j covers [next - sb_k, next)
   for (; k + 32 <= k1; k += 32) {  // one scale per 32 (sb_k is a multiple of 32)
-    const float32x4_t s = vdupq_n_f32(e8m0_value(sc[k / p.sb_k]));
+    if (k >= next) {
+      ++j;
+      next += p.sb_k;
+    }
+    const float32x4_t s = vdupq_n_f32(e8m0_value(sc[j]));
     for (int i = 0; i < 32; i += 8) {
       const uint16x8_t c16 = vmovl_u8(vld1_u8(q + k + i));
       for (int h = 0; h < 2; ++h) {
