@@ -91,9 +91,7 @@ void run_matmul(const matmul_opts& o) {
   if (!o.variant.empty()) {
     int count = 0;
     const cpu::mm_variant* all = quantized ? cpu::qmm_variants(&count) : cpu::mm_variants(&count);
-    v = nullptr;
-    for (int i = 0; i < count; ++i)
-      if (o.variant == all[i].name) v = &all[i];
+    v = cpu::mm_find(all, count, o.variant.c_str());
     if (!v) throw CLI::ValidationError("--variant", "no variant named '" + o.variant + "'");
     if (!cpu::isa_available(v->level) || !v->available() || !v->supports(wt, M, N, K))
       throw CLI::ValidationError("--variant", o.variant + " cannot run this problem on this host (" +

@@ -105,15 +105,8 @@ const mm_variant kVariants[] = {
 };
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
 
-const mm_variant* find(const char* name) {
-  for (const mm_variant& v : kVariants)
-    if (std::string_view(v.name) == name) return &v;
-  return nullptr;
-}
-
-bool usable(const mm_variant* v, dtype t, int64_t M, int64_t N, int64_t K) {
-  return v && isa_allowed(v->level) && v->available() && v->supports(t, M, N, K);
-}
+const mm_variant* find(const char* name) { return mm_find(kVariants, kNumVariants, name); }
+bool usable(const mm_variant* v, dtype t, int64_t M, int64_t N, int64_t K) { return mm_usable(v, t, M, N, K); }
 
 }  // namespace
 

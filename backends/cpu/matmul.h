@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 #include "backends/cpu/cpu.h"
 #include "tensor/tensor.h"
@@ -46,6 +47,17 @@ struct mm_variant {
 
 // All variants built into this binary (scalar first).
 const mm_variant* mm_variants(int* count);
+
+// Shared by the variant tables (matmul.cpp, qmatmul.cpp): lookup by name, and whether a variant
+// can run this problem on this host within isa_limit().
+inline const mm_variant* mm_find(const mm_variant* table, int count, const char* name) {
+  for (int i = 0; i < count; ++i)
+    if (std::string_view(table[i].name) == name) return &table[i];
+  return nullptr;
+}
+inline bool mm_usable(const mm_variant* v, dtype t, int64_t M, int64_t N, int64_t K) {
+  return v && isa_allowed(v->level) && v->available() && v->supports(t, M, N, K);
+}
 // The variant matmul() would use for this problem, given the host and isa_limit().
 const mm_variant& mm_pick(dtype wtype, int64_t M, int64_t N, int64_t K);
 // Computes p with the picked variant. Supports f32, f16 and bf16 weights (block types from
