@@ -388,7 +388,7 @@ void run_peak(int threads, bool json) {
 
 }  // namespace
 
-void add_bench_matmul(CLI::App& bench) {
+static void add_bench_matmul(CLI::App& bench) {
   auto o = std::make_shared<matmul_opts>();
   CLI::App* cmd = bench.add_subcommand("matmul", "Time one matmul shape: y[N, M] = x[N, K] @ w[M, K]^T");
   cmd->add_option("--type", o->type, "Weight type: f32, f16, bf16, fp8_e4m3, mxfp4, q8_0, q4_k, q3_k, q2_k")->capture_default_str();
@@ -403,7 +403,7 @@ void add_bench_matmul(CLI::App& bench) {
   cmd->callback([o] { run_matmul(*o); });
 }
 
-void add_bench_peak(CLI::App& bench) {
+static void add_bench_peak(CLI::App& bench) {
   struct opts {
     int threads = 0;
     bool json = false;
@@ -414,5 +414,9 @@ void add_bench_peak(CLI::App& bench) {
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] { run_peak(o->threads, o->json); });
 }
+
+V4_BENCH_COMMAND(add_bench_matmul, 91);
+
+V4_BENCH_COMMAND(add_bench_peak, 92);
 
 }  // namespace v4::cli

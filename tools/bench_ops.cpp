@@ -108,7 +108,7 @@ std::vector<bench_case> cases(int64_t n_elem, std::vector<std::vector<char>>& st
 
 }  // namespace
 
-void add_bench_ops(CLI::App& bench) {
+static void add_bench_ops(CLI::App& bench) {
   struct opts {
     bool quick = false, json = false;
     int threads = 0, reps = 5;
@@ -166,5 +166,7 @@ void add_bench_ops(CLI::App& bench) {
     if (o->json) std::printf("%s\n", out.dump(2).c_str());
   });
 }
+
+V4_BENCH_COMMAND(add_bench_ops, 90);
 
 }  // namespace v4::cli

@@ -1,14 +1,32 @@
-// Subcommands of the `v4` tool. Each file under tools/ adds its own subcommands to the app.
+// Subcommands of the `v4` tool. Each file under tools/ registers its own subcommands with
+// V4_COMMAND, so adding a command touches no shared file:
+//
+//   static void add_convert(CLI::App& app) { ... app.add_subcommand("convert", ...) ... }
+//   V4_COMMAND(add_convert, 20);
+//
+// `order` sorts the commands in `v4 --help` (10 info/inspect, 20 convert/quantize,
+// 30 tokenizer, 40 run/logits/perplexity, 50 serve, 90 bench). Commands under `v4 bench`
+// register with V4_BENCH_COMMAND and receive the `bench` subcommand.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 namespace v4::cli {
 
-void add_info(CLI::App& app);             // tools/info.cpp:         v4 info
-void add_bench_ops(CLI::App& bench);      // tools/bench_ops.cpp:    v4 bench ops
-void add_bench_matmul(CLI::App& bench);   // tools/bench_matmul.cpp: v4 bench matmul
-void add_bench_peak(CLI::App& bench);     // tools/bench_matmul.cpp: v4 bench peak (FLOP/s and DRAM GB/s)
-void add_inspect(CLI::App& app);          // tools/inspect.cpp:      v4 inspect FILE [--verify] [--json]
+using add_fn = void (*)(CLI::App& app);
+
+struct command_registrar {
+  command_registrar(add_fn fn, int order, bool bench);
+};
+
+// Adds every registered command to app (bench commands under a `bench` subcommand).
+void add_all_commands(CLI::App& app);
 
 }  // namespace v4::cli
+
+#define V4_CMD_CAT2(a, b) a##b
+#define V4_CMD_CAT(a, b) V4_CMD_CAT2(a, b)
+#define V4_COMMAND(fn, order) \
+  static const ::v4::cli::command_registrar V4_CMD_CAT(v4_command_, __LINE__)(fn, order, false)
+#define V4_BENCH_COMMAND(fn, order) \
+  static const ::v4::cli::command_registrar V4_CMD_CAT(v4_command_, __LINE__)(fn, order, true)

@@ -7,7 +7,7 @@
 
 namespace v4::cli {
 
-void add_info(CLI::App& app) {
+static void add_info(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("info", "Print devices, CPU features and the kernels this build uses");
   cmd->callback([] {
     std::printf("v4 0.1.0\n");
@@ -23,5 +23,7 @@ void add_info(CLI::App& app) {
     std::printf("\n");
   });
 }
+
+V4_COMMAND(add_info, 10);
 
 }  // namespace v4::cli

@@ -226,7 +226,7 @@ int run(const std::string& path, bool verify, bool as_json) {
 
 }  // namespace
 
-void add_inspect(CLI::App& app) {
+static void add_inspect(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("inspect", "Print a model file's metadata, tensors and totals");
   auto path = std::make_shared<std::string>();
   auto verify = std::make_shared<bool>(false);
@@ -239,5 +239,7 @@ void add_inspect(CLI::App& app) {
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }
+
+V4_COMMAND(add_inspect, 11);
 
 }  // namespace v4::cli

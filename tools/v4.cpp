@@ -1,23 +1,57 @@
-// The `v4` command-line tool: one binary, one subcommand per job.
+// The `v4` command-line tool: one binary, one subcommand per job. The subcommands register
+// themselves (tools/commands.h); this file only parses and dispatches.
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "backends/backends.h"
 #include "tools/commands.h"
+
+namespace v4::cli {
+namespace {
+struct registered {
+  add_fn fn;
+  int order;
+  bool bench;
+  int seq;
+};
+std::vector<registered>& registry() {
+  static std::vector<registered> r;  // filled by static initializers, before main
+  return r;
+}
+}  // namespace
+
+command_registrar::command_registrar(add_fn fn, int order, bool bench) {
+  registry().push_back({fn, order, bench, static_cast<int>(registry().size())});
+}
+
+void add_all_commands(CLI::App& app) {
+  std::vector<registered> cmds = registry();
+  std::sort(cmds.begin(), cmds.end(), [](const registered& a, const registered& b) {
+    return a.order != b.order ? a.order < b.order : a.seq < b.seq;
+  });
+  CLI::App* bench = nullptr;
+  for (const registered& c : cmds) {
+    if (!c.bench) {
+      c.fn(app);
+      continue;
+    }
+    if (!bench) {
+      bench = app.add_subcommand("bench", "Benchmarks (ops, matmul, hardware peaks)");
+      bench->require_subcommand(1);
+    }
+    c.fn(*bench);
+  }
+}
+
+}  // namespace v4::cli
 
 int main(int argc, char** argv) {
   v4::backends::init();
   CLI::App app{"v4: DeepSeek-V4 inference runtime"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "v4 0.1.0");
-
-  v4::cli::add_info(app);
-  v4::cli::add_inspect(app);
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (ops, matmul, hardware peaks)");
-  bench->require_subcommand(1);
-  v4::cli::add_bench_ops(*bench);
-  v4::cli::add_bench_matmul(*bench);
-  v4::cli::add_bench_peak(*bench);
-
+  v4::cli::add_all_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
