@@ -157,6 +157,7 @@ class model_file {
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
   uint64_t file_size() const { return size_; }
+  const uint8_t* data() const { return base_; }  // the whole mapped (or in-memory) image
 
   // Metadata, in file order. Unknown value types are kept (type as stored) and skippable.
   const std::vector<std::pair<std::string, meta_value>>& metadata() const { return meta_; }

@@ -1,6 +1,7 @@
 // The CPU backend: one device ("CPU"), host buffers, OpenMP threads, run-time ISA dispatch.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "tensor/backend.h"
@@ -42,5 +43,10 @@ const char* isa_name(isa level);
 int default_threads();
 
 device* cpu_device();
+
+// A CPU buffer over memory the caller owns (a read-only mmap of a model file, a static array):
+// tensors can be bound into it; it never frees or writes the memory itself (clear() is a no-op
+// for read-only use: do not call it on a read-only mapping).
+std::unique_ptr<buffer> wrap_host_memory(void* p, size_t n);
 
 }  // namespace v4::cpu

@@ -18,8 +18,10 @@ constexpr size_t kAlign = 64;
 
 class host_buffer final : public buffer {
  public:
-  host_buffer(buffer_type* t, void* p, size_t n) : type_(t), p_(p), n_(n) {}
-  ~host_buffer() override { std::free(p_); }
+  host_buffer(buffer_type* t, void* p, size_t n, bool owned = true) : type_(t), p_(p), n_(n), owned_(owned) {}
+  ~host_buffer() override {
+    if (owned_) std::free(p_);
+  }
   buffer_type* type() const override { return type_; }
   void* base() const override { return p_; }
   size_t size() const override { return n_; }
@@ -35,6 +37,7 @@ class host_buffer final : public buffer {
   buffer_type* type_;
   void* p_;
   size_t n_;
+  bool owned_;
 };
 
 class host_buffer_type final : public buffer_type {
@@ -123,6 +126,10 @@ class cpu_device_impl final : public device {
 device* cpu_device() {
   static cpu_device_impl d;
   return &d;
+}
+
+std::unique_ptr<buffer> wrap_host_memory(void* p, size_t n) {
+  return std::make_unique<host_buffer>(cpu_device()->default_buffer_type(), p, n, /*owned=*/false);
 }
 
 }  // namespace v4::cpu

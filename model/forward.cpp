@@ -1,0 +1,587 @@
+// The DeepSeek-V4 forward pass, top to bottom, as one graph per chunk of tokens.
+//
+// Spec: research/deepseek-v4-real.md §3 (the official inference/model.py). Layouts follow
+// tensor.h (ne[0] innermost): a token's hidden vector is a column [D, T]; the 4 mHC streams are
+// [D, HC, T] (stream-major flatten = the official x.flatten(-2)); attention scores are
+// [n_keys, T, H] so that softmax's mask [n_keys, T] and sink [H] line up (tensor/ops.h).
+//
+//   embed -> 4 streams -> per layer: hc_pre -> attn_norm -> attention -> hc_post
+//                                    hc_pre -> ffn_norm  -> MoE       -> hc_post
+//         -> hc_head -> norm -> head
+//
+// Attention keys of one chunk: [ring (window slots) | the chunk's own K=V rows | compressed rows].
+// Which of them a query sees is a mask built on the host from positions (window, causality);
+// the CSA indexer's top-k selection is scattered into that mask inside the graph.
+// State is read before it is written: cache writes are extra graph outputs listed after the
+// logits, so they come last in the node order (tensor/graph.h builds depth-first, in order).
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "backends/cpu/cpu.h"
+#include "model/session.h"
+#include "tensor/graph.h"
+#include "tensor/ops.h"
+
+namespace v4::model {
+
+struct session::layer_state {
+  tensor* ring = nullptr;  // cache_type [HD, W]
+  // compressor (ratio 4 or 128)
+  tensor* pend_kv = nullptr, *pend_score = nullptr;  // f32 [c*HD, c*ratio]
+  tensor* rows = nullptr;                            // cache_type [HD, max_rows]
+  // CSA indexer
+  tensor* ipend_kv = nullptr, *ipend_score = nullptr;  // f32 [2*ID, 8]
+  tensor* irows = nullptr;                             // cache_type [ID, max_rows]
+};
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+float host_f32(const tensor* t, int i) { return static_cast<const float*>(t->data)[i]; }
+
+// Inputs of one chunk: tensors whose host data is known while the graph is built; they get
+// one buffer and are filled right after building.
+class inputs {
+ public:
+  explicit inputs(context& ctx) : ctx_(ctx) {}
+  tensor* i32(std::vector<int32_t> v, std::initializer_list<int64_t> ne, const char* name) {
+    tensor* t = ctx_.new_tensor(dtype::i32, ne);
+    t->set_name("%s", name);
+    items_.push_back({t, std::move(v), {}});
+    return t;
+  }
+  tensor* f32(std::vector<float> v, std::initializer_list<int64_t> ne, const char* name) {
+    tensor* t = ctx_.new_tensor(dtype::f32, ne);
+    t->set_name("%s", name);
+    items_.push_back({t, {}, std::move(v)});
+    return t;
+  }
+  bool upload(std::unique_ptr<buffer>* buf, std::string* error) {
+    size_t bytes = 0;
+    for (auto& it : items_) bytes += (it.t->nbytes() + 63) / 64 * 64;
+    *buf = cpu::cpu_device()->default_buffer_type()->alloc(bytes ? bytes : 64, error);
+    if (!*buf) return false;
+    size_t off = 0;
+    for (auto& it : items_) {
+      bind_tensor(it.t, buf->get(), off);
+      off += (it.t->nbytes() + 63) / 64 * 64;
+      if (!it.vi.empty()) std::memcpy(it.t->data, it.vi.data(), it.vi.size() * 4);
+      if (!it.vf.empty()) std::memcpy(it.t->data, it.vf.data(), it.vf.size() * 4);
+    }
+    return true;
+  }
+
+ private:
+  struct item {
+    tensor* t;
+    std::vector<int32_t> vi;
+    std::vector<float> vf;
+  };
+  context& ctx_;
+  std::vector<item> items_;
+};
+
+// Everything the layer functions share while one chunk's graph is built.
+struct builder {
+  builder(context& c, const model& mm, const hparams& h, const session_options& o, inputs& i)
+      : ctx(c), m(mm), hp(h), opt(o), in(i) {}
+  context& ctx;
+  const model& m;
+  const hparams& hp;
+  const session_options& opt;
+  inputs& in;
+  int64_t p0 = 0, T = 0;        // first position, tokens in the chunk
+  tensor* pos = nullptr;        // i32 [T]
+  tensor* win_mask = nullptr;   // f32 [W + T, T]
+  std::vector<tensor*> writes;  // cache writes (outputs after the logits)
+
+  // ---- small helpers ----------------------------------------------------------------------
+  bool scaled_weight(const tensor* w) const { return w->type == dtype::fp8_e4m3 || w->type == dtype::mxfp4; }
+
+  // y = x @ w.T; with QAT the activation is rounded to FP8 (block 128) first, as the official
+  // linear() does in front of every FP8/FP4 GEMM.
+  tensor* linear(tensor* x, tensor* w) {
+    if (opt.qat && scaled_weight(w)) x = act_quant_fp8(ctx, x);
+    return matmul(ctx, w, x);
+  }
+  tensor* linear_id(tensor* x, tensor* w, tensor* ids) {
+    if (opt.qat && scaled_weight(w)) x = act_quant_fp8(ctx, x);
+    return matmul_id(ctx, w, x, ids);
+  }
+  tensor* norm_w(tensor* x, tensor* w) { return mul(ctx, rms_norm(ctx, x, hp.rms_eps), w); }
+  // Values as the cache stores them (f32 or rounded through bf16), and cache reads as f32.
+  tensor* as_cached(tensor* x) {
+    return opt.cache_type == dtype::f32 ? x : cast(ctx, cast(ctx, x, opt.cache_type), dtype::f32);
+  }
+  tensor* read_cache(tensor* c) { return c->type == dtype::f32 ? cont(ctx, c) : cast(ctx, c, dtype::f32); }
+
+  rope_params rope_for(int32_t ratio, bool inverse = false) const {
+    rope_params p;
+    p.n_rot = int(hp.rope_dims);
+    p.interleaved = true;
+    p.inverse = inverse;
+    if (ratio == 0) {
+      p.base = hp.rope_theta;
+    } else {
+      p.base = hp.compress_rope_theta;
+      p.yarn_factor = hp.rope_factor;
+      p.yarn_orig_ctx = float(hp.rope_orig_ctx);
+      p.yarn_beta_fast = hp.rope_beta_fast;
+      p.yarn_beta_slow = hp.rope_beta_slow;
+    }
+    return p;
+  }
+
+  // A row range [r0, r0+n) of a 2-D weight, with its scales when it has some.
+  tensor* weight_rows(tensor* w, int64_t r0, int64_t n) {
+    tensor* v = view_2d(ctx, w, w->ne[0], n, w->nb[1], size_t(r0) * w->nb[1]);
+    if (v && w->scales) {
+      const int64_t bm = w->scale_block[1];
+      if (r0 % bm != 0 && r0 / bm != (r0 + n - 1) / bm) {
+        ctx.fail("%s: rows [%lld, %lld) cut its %lld-row scale blocks", w->name, (long long)r0, (long long)(r0 + n),
+                 (long long)bm);
+        return nullptr;
+      }
+      tensor* s = w->scales;
+      v->scales = view_2d(ctx, s, s->ne[0], (n + bm - 1) / bm, s->nb[1], size_t(r0 / bm) * s->nb[1]);
+    }
+    return v;
+  }
+
+  // ---- mHC ----------------------------------------------------------------------------------
+  struct hc_out {
+    tensor* u;     // [D, T] the sublayer input
+    tensor* post;  // [HC, T]
+    tensor* comb;  // [HC(j), HC(k), T]: comb[j][k] with j innermost, ready as matmul weight
+  };
+
+  hc_out hc_pre(tensor* X, tensor* fn, tensor* base, tensor* scl) {
+    const int64_t HC = hp.hc_mult, D = hp.hidden_size;
+    const float eps = hp.hc_eps;
+    tensor* flat = reshape(ctx, X, {HC * D, T});
+    tensor* mix = matmul(ctx, fn, rms_norm(ctx, flat, hp.rms_eps));  // [(2+HC)*HC, T]
+    const size_t f = sizeof(float);
+    tensor* mix_pre = view_2d(ctx, mix, HC, T, mix->nb[1], 0);
+    tensor* mix_post = view_2d(ctx, mix, HC, T, mix->nb[1], HC * f);
+    tensor* mix_comb = view_3d(ctx, mix, HC, HC, T, HC * f, mix->nb[1], 2 * HC * f);  // [k, j, T]
+    tensor* pre = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix_pre, host_f32(scl, 0)), view_1d(ctx, base, HC, 0))),
+                        1.0f, eps);
+    tensor* post = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix_post, host_f32(scl, 1)),
+                                               view_1d(ctx, base, HC, HC * f))), 2.0f);
+    tensor* comb_bias = view_2d(ctx, base, HC, HC, HC * f, 2 * HC * f);
+    tensor* c = add(ctx, scale(ctx, mix_comb, host_f32(scl, 2)), comb_bias);
+    c = scale(ctx, softmax(ctx, c), 1.0f, eps);  // row softmax over k, + eps
+    auto col_norm = [&](tensor* a) { return div(ctx, a, scale(ctx, sum(ctx, a, 1), 1.0f, eps)); };
+    auto row_norm = [&](tensor* a) { return div(ctx, a, scale(ctx, sum(ctx, a, 0), 1.0f, eps)); };
+    c = col_norm(c);
+    for (int64_t i = 1; i < hp.hc_sinkhorn_iters; ++i) c = col_norm(row_norm(c));
+    tensor* u = sum(ctx, mul(ctx, X, reshape(ctx, pre, {1, HC, T})), 1);  // [D, 1, T]
+    return {reshape(ctx, u, {D, T}), post, cont(ctx, permute(ctx, c, 1, 0, 2, 3))};
+  }
+
+  // Y[k] = post[k] * f + sum_j comb[j][k] * X[j], as one batched matmul over tokens:
+  //   w = [post ; comb] [1+HC, HC, T],  x = [f ; X^T] [1+HC, D, T]  ->  [HC, D, T].
+  tensor* hc_post(tensor* f, tensor* X, const hc_out& h) {
+    const int64_t HC = hp.hc_mult, D = hp.hidden_size;
+    tensor* w = concat(ctx, reshape(ctx, h.post, {1, HC, T}), h.comb, 0);
+    tensor* x = concat(ctx, reshape(ctx, f, {1, D, T}), cont(ctx, permute(ctx, X, 1, 0, 2, 3)), 0);
+    tensor* y = matmul(ctx, w, x);  // [HC, D, T]
+    return cont(ctx, permute(ctx, y, 1, 0, 2, 3));
+  }
+
+  tensor* hc_head(tensor* X) {
+    const int64_t HC = hp.hc_mult, D = hp.hidden_size;
+    tensor* mix = matmul(ctx, m.hc_head_fn, rms_norm(ctx, reshape(ctx, X, {HC * D, T}), hp.rms_eps));
+    tensor* pre = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix, host_f32(m.hc_head_scale, 0)), m.hc_head_base)),
+                        1.0f, hp.hc_eps);
+    return reshape(ctx, sum(ctx, mul(ctx, X, reshape(ctx, pre, {1, HC, T})), 1), {D, T});
+  }
+
+  // ---- compressor ---------------------------------------------------------------------------
+  // Emits the rows whose window closes inside this chunk into `rows` and returns a view of all
+  // rows so far ([width, R], R = (p0+T)/ratio), or nullptr when there are none yet.
+  // kind_qat: 0 none, 1 main KV (FP8 round-trip of the non-RoPE dims), 2 indexer keys
+  // (Hadamard + FP4 round-trip).
+  tensor* compress(tensor* x, const compressor_weights& w, int64_t ratio, int64_t width, tensor* pend_kv,
+                   tensor* pend_score, tensor* rows, int kind_qat, const char* tag) {
+    const int64_t c = ratio == 4 ? 2 : 1, cw = c * width, span = c * ratio;
+    const int64_t b0 = p0 / ratio, b1 = (p0 + T) / ratio, nb = b1 - b0;
+    const size_t f = sizeof(float);
+
+    tensor* a = linear(x, w.wkv);    // [cw, T]
+    tensor* z = linear(x, w.wgate);  // [cw, T]
+    std::vector<int32_t> slot(static_cast<size_t>(T)), pend_slot(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      slot[size_t(t)] = int32_t((p0 + t) % ratio);
+      pend_slot[size_t(t)] = int32_t((p0 + t) % span);
+    }
+    tensor* score = add(ctx, z, get_rows(ctx, w.ape, in.i32(slot, {T}, "comp_slot")));
+
+    tensor* result = nullptr;
+    if (nb > 0) {
+      // The tokens of the closed windows, plus (CSA) the window before the first: positions
+      // s0 .. b1*ratio-1. Those before p0 come from the pending ring.
+      const int64_t s0 = (b0 - (c - 1)) * ratio, n_prev = p0 - s0, n_use = b1 * ratio - p0;
+      tensor* seq_kv = view_2d(ctx, a, cw, n_use, a->nb[1], 0);
+      tensor* seq_sc = view_2d(ctx, score, cw, n_use, score->nb[1], 0);
+      if (n_prev > 0) {
+        std::vector<int32_t> prev(static_cast<size_t>(n_prev));
+        for (int64_t i = 0; i < n_prev; ++i) prev[size_t(i)] = int32_t(((s0 + i) % span + span) % span);
+        tensor* ids = in.i32(prev, {n_prev}, "comp_prev");
+        seq_kv = concat(ctx, get_rows(ctx, pend_kv, ids), cont(ctx, seq_kv), 1);
+        seq_sc = concat(ctx, get_rows(ctx, pend_score, ids), cont(ctx, seq_sc), 1);
+      } else {
+        seq_kv = cont(ctx, seq_kv);
+        seq_sc = cont(ctx, seq_sc);
+      }
+      // Slots per row: HCA the ratio tokens of its window; CSA the A halves (channels
+      // [0, width)) of the previous window's tokens then the B halves of its own.
+      const size_t rs = seq_kv->nb[1];
+      auto slots = [&](tensor* s) {
+        if (c == 1) return reshape(ctx, s, {width, ratio, nb});
+        tensor* A = view_3d(ctx, s, width, ratio, nb, rs, ratio * rs, 0);
+        tensor* B = view_3d(ctx, s, width, ratio, nb, rs, ratio * rs, ratio * rs + width * f);
+        return concat(ctx, A, B, 1);  // [width, 2*ratio, nb]
+      };
+      tensor* kv_s = cont(ctx, permute(ctx, slots(seq_kv), 1, 0, 2, 3));  // [slots, width, nb]
+      tensor* sc_s = cont(ctx, permute(ctx, slots(seq_sc), 1, 0, 2, 3));
+      tensor* pooled = sum(ctx, mul(ctx, softmax(ctx, sc_s), kv_s), 0);  // [1, width, nb]
+      pooled = norm_w(reshape(ctx, pooled, {width, nb}), w.norm);
+      std::vector<int32_t> rpos(static_cast<size_t>(nb)), rid(static_cast<size_t>(nb));
+      for (int64_t i = 0; i < nb; ++i) {
+        rpos[size_t(i)] = int32_t((b0 + i) * ratio);
+        rid[size_t(i)] = int32_t(b0 + i);
+      }
+      tensor* r = rope(ctx, reshape(ctx, pooled, {width, 1, nb}), in.i32(rpos, {nb}, "row_pos"), rope_for(int32_t(ratio)));
+      r = reshape(ctx, r, {width, nb});
+      if (opt.qat && kind_qat == 1) r = fp8_roundtrip(ctx, r, 64, width - hp.rope_dims);
+      if (opt.qat && kind_qat == 2) r = fp4_roundtrip(ctx, hadamard(ctx, r, 1.0f / std::sqrt(float(width))), 32);
+      tensor* written = set_rows(ctx, rows, r, in.i32(rid, {nb}, "row_id"));
+      result = view_2d(ctx, written, width, b1, written->nb[1], 0);
+      writes.push_back(written);  // also when this chunk does not read the rows (indexer, R <= topk)
+    } else if (b1 > 0) {
+      result = view_2d(ctx, rows, width, b1, rows->nb[1], 0);
+    }
+    (void)tag;
+    // The pending ring keeps every token's (kv, score); written after all reads of this chunk.
+    tensor* ids = in.i32(pend_slot, {T}, "pend_slot");
+    writes.push_back(set_rows(ctx, pend_kv, a, ids));
+    writes.push_back(set_rows(ctx, pend_score, score, ids));
+    return result;
+  }
+
+  // ---- attention ----------------------------------------------------------------------------
+  tensor* attention(tensor* x, const layer_weights& L, session::layer_state& S) {
+    const int64_t H = hp.n_heads, HD = hp.head_dim, W = hp.window, G = hp.o_groups;
+    const rope_params rp = rope_for(L.ratio);
+
+    tensor* qr = norm_w(linear(x, L.wq_a), L.q_norm);                         // [q_lora, T]
+    tensor* q = reshape(ctx, linear(qr, L.wq_b), {HD, H, T});
+    q = rope(ctx, rms_norm(ctx, q, hp.rms_eps), pos, rp);                      // per-head unweighted norm
+    tensor* kv = norm_w(linear(x, L.wkv), L.kv_norm);                          // [HD, T]
+    kv = rope(ctx, reshape(ctx, kv, {HD, 1, T}), pos, rp);
+    kv = reshape(ctx, kv, {HD, T});
+    if (opt.qat) kv = fp8_roundtrip(ctx, kv, 64, HD - hp.rope_dims);
+    kv = as_cached(kv);
+
+    tensor* keys = concat(ctx, read_cache(S.ring), kv, 1);  // [HD, W + T]
+    tensor* mask = win_mask;
+    if (L.ratio != 0) {
+      tensor* rows = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1, "comp");
+      if (rows) {
+        const int64_t R = rows->ne[1];
+        std::vector<float> causal(static_cast<size_t>(R * T));
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = 0; i < R; ++i)
+            causal[size_t(t * R + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
+        tensor* cmask = in.f32(causal, {R, T}, "comp_mask");
+        if (L.ratio == 4) cmask = indexer_mask(x, qr, L, S, cmask);
+        keys = concat(ctx, keys, read_cache(rows), 1);
+        mask = concat(ctx, mask, cmask, 0);
+      } else if (L.ratio == 4) {
+        indexer_mask(x, qr, L, S, nullptr);  // keeps the indexer's compressor state current
+      }
+    }
+    // Writing this chunk's K=V rows into the ring happens after every read.
+    {
+      std::vector<int32_t> slot(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) slot[size_t(t)] = int32_t((p0 + t) % W);
+      writes.push_back(set_rows(ctx, S.ring, kv, in.i32(slot, {T}, "ring_slot")));
+    }
+
+    const int64_t NK = keys->ne[1];
+    tensor* qt = reshape(ctx, cont(ctx, permute(ctx, q, 0, 2, 1, 3)), {HD, T * H});  // [HD, T, H]
+    tensor* scores = reshape(ctx, matmul(ctx, keys, qt), {NK, T, H});
+    softmax_params sp;
+    sp.scale = 1.0f / std::sqrt(float(HD));
+    sp.mask = mask;
+    sp.sink = L.sink;
+    tensor* p = reshape(ctx, softmax(ctx, scores, sp), {NK, T * H});
+    tensor* o = matmul(ctx, cont(ctx, transpose(ctx, keys)), p);              // [HD, T*H]
+    o = cont(ctx, permute(ctx, reshape(ctx, o, {HD, T, H}), 0, 2, 1, 3));    // [HD, H, T]
+    o = rope(ctx, o, pos, rope_for(L.ratio, /*inverse=*/true));
+    o = reshape(ctx, o, {HD * H, T});
+
+    // Grouped low-rank output: group g = heads [g*H/G, (g+1)*H/G) through its rows of wo_a.
+    const int64_t gin = HD * H / G, gout = hp.o_lora_rank;
+    tensor* z = nullptr;
+    for (int64_t g = 0; g < G; ++g) {
+      tensor* og = view_2d(ctx, o, gin, T, o->nb[1], size_t(g * gin) * sizeof(float));
+      // No activation quantization here: the official convert.py dequantizes wo_a to BF16.
+      tensor* zg = matmul(ctx, weight_rows(L.wo_a, g * gout, gout), cont(ctx, og));
+      z = z ? concat(ctx, z, zg, 0) : zg;
+    }
+    return linear(z, L.wo_b);
+  }
+
+  // The lightning indexer: scores every visible compressed row for each query and keeps the
+  // top index_topk; returns the compressed-row mask with unselected rows at -inf.
+  tensor* indexer_mask(tensor* x, tensor* qr, const layer_weights& L, session::layer_state& S, tensor* cmask) {
+    const int64_t IH = hp.index_n_heads, ID = hp.index_head_dim;
+    tensor* keys = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2, "idx");
+    if (!cmask || !keys) return cmask;
+    const int64_t R = keys->ne[1];
+    if (R <= hp.index_topk) return cmask;  // every visible row is selected
+
+    tensor* q = reshape(ctx, linear(qr, L.idx_wq_b), {ID, IH, T});
+    q = rope(ctx, q, pos, rope_for(4));
+    if (opt.qat) q = fp4_roundtrip(ctx, hadamard(ctx, q, 1.0f / std::sqrt(float(ID))), 32);
+    tensor* wts = scale(ctx, linear(x, L.idx_weights), 1.0f / std::sqrt(float(ID) * float(IH)));  // [IH, T]
+    tensor* s = relu(ctx, matmul(ctx, read_cache(keys), reshape(ctx, q, {ID, IH * T})));         // [R, IH*T]
+    s = mul(ctx, reshape(ctx, s, {R, IH, T}), reshape(ctx, wts, {1, IH, T}));
+    s = add(ctx, reshape(ctx, sum(ctx, s, 1), {R, T}), cmask);
+    tensor* top = top_k(ctx, s, int(hp.index_topk));  // [k, T], ties to the lower row
+    const int64_t k = hp.index_topk;
+    tensor* base = in.f32(std::vector<float>(size_t(R * T), kNegInf), {1, R, T}, "sel_base");
+    tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
+    tensor* sel = set_rows(ctx, base, zeros, top);
+    return add(ctx, reshape(ctx, sel, {R, T}), cmask);
+  }
+
+  // ---- MoE ----------------------------------------------------------------------------------
+  tensor* moe(tensor* x, const layer_weights& L, const int32_t* tokens) {
+    const int64_t D = hp.hidden_size, k = hp.n_experts_used;
+    tensor* logits = linear(x, L.gate);                       // [E, T]
+    tensor* s = sqrt(ctx, softplus(ctx, logits));             // sqrtsoftplus
+    tensor* ids;
+    if (L.hash) {
+      std::vector<int32_t> v(static_cast<size_t>(k * T));
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < k; ++j) v[size_t(t * k + j)] = L.tid2eid[size_t(tokens[t]) * size_t(k) + size_t(j)];
+      ids = in.i32(v, {k, T}, "hash_ids");
+    } else {
+      ids = top_k(ctx, add(ctx, s, L.gate_bias), int(k));  // bias only for the choice
+    }
+    tensor* wts = gather(ctx, s, ids);                        // [k, T]
+    if (hp.norm_topk_prob) wts = div(ctx, wts, sum(ctx, wts, 0));
+    wts = scale(ctx, wts, hp.routed_scale);
+
+    tensor* xe = reshape(ctx, x, {D, 1, T});
+    tensor* g = linear_id(xe, L.w1, ids);                     // [I, k, T]
+    tensor* u = linear_id(xe, L.w3, ids);
+    if (hp.swiglu_limit > 0) {
+      g = clamp(ctx, g, kNegInf, hp.swiglu_limit);
+      u = clamp(ctx, u, -hp.swiglu_limit, hp.swiglu_limit);
+    }
+    tensor* h = mul(ctx, mul(ctx, silu(ctx, g), u), reshape(ctx, wts, {1, k, T}));
+    tensor* y = linear_id(h, L.w2, ids);                      // [D, k, T]
+    y = reshape(ctx, sum(ctx, y, 1), {D, T});
+    if (L.sw1) {  // shared expert: no clamp (official)
+      tensor* sh = mul(ctx, silu(ctx, linear(x, L.sw1)), linear(x, L.sw3));
+      y = add(ctx, y, linear(sh, L.sw2));
+    }
+    return y;
+  }
+};
+
+}  // namespace
+
+// ---- session ----------------------------------------------------------------------------------
+
+session::session(const model& m, const session_options& opt) : m_(m), opt_(opt) {}
+session::~session() = default;
+
+std::unique_ptr<session> session::create(const model& m, const session_options& opt, std::string* error) {
+  const hparams& hp = m.hp();
+  if (opt.n_ctx < 1 || opt.n_batch < 1) {
+    *error = "session: n_ctx and n_batch must be positive";
+    return nullptr;
+  }
+  std::unique_ptr<session> s(new session(m, opt));
+  const int64_t HD = hp.head_dim, ID = hp.index_head_dim, W = hp.window;
+  s->layers_.resize(size_t(hp.n_layers));
+  std::vector<tensor*> all;
+  if (opt.cache_type != dtype::f32 && opt.cache_type != dtype::bf16 && opt.cache_type != dtype::f16) {
+    *error = std::string("session: cache type ") + type_name(opt.cache_type) + " is not supported (f32, bf16, f16)";
+    return nullptr;
+  }
+  auto mk = [&](int64_t ne0, int64_t ne1, const char* name, int64_t il, dtype type = dtype::f32) {
+    tensor* t = s->sctx_.new_tensor(type, {ne0, ne1});
+    t->set_name("%s.%lld", name, (long long)il);
+    all.push_back(t);
+    return t;
+  };
+  for (int64_t il = 0; il < hp.n_layers; ++il) {
+    layer_state& L = s->layers_[size_t(il)];
+    const int32_t ratio = hp.compress_ratio(il);
+    const dtype ct = opt.cache_type;
+    L.ring = mk(HD, W, "ring", il, ct);
+    if (ratio != 0) {
+      const int64_t c = ratio == 4 ? 2 : 1;
+      L.pend_kv = mk(c * HD, c * ratio, "pend_kv", il);
+      L.pend_score = mk(c * HD, c * ratio, "pend_score", il);
+      L.rows = mk(HD, opt.n_ctx / ratio + 1, "rows", il, ct);
+    }
+    if (ratio == 4) {
+      L.ipend_kv = mk(2 * ID, 8, "ipend_kv", il);
+      L.ipend_score = mk(2 * ID, 8, "ipend_score", il);
+      L.irows = mk(ID, opt.n_ctx / 4 + 1, "irows", il, ct);
+    }
+  }
+  size_t bytes = 0;
+  for (tensor* t : all) bytes += (t->nbytes() + 63) / 64 * 64;
+  s->state_buf_ = cpu::cpu_device()->default_buffer_type()->alloc(bytes, error);
+  if (!s->state_buf_) return nullptr;
+  size_t off = 0;
+  for (tensor* t : all) {
+    bind_tensor(t, s->state_buf_.get(), off);
+    off += (t->nbytes() + 63) / 64 * 64;
+  }
+  s->sched_ = std::make_unique<scheduler>(std::vector<device*>{cpu::cpu_device()}, opt.n_threads);
+  s->reset();
+  return s;
+}
+
+void session::reset() {
+  n_past_ = 0;
+  ring_pos_.assign(size_t(m_.hp().window), -1);
+  for (layer_state& L : layers_) {
+    std::memset(L.ring->data, 0, L.ring->nbytes());
+    for (tensor* t : {L.pend_kv, L.ipend_kv, L.rows, L.irows})
+      if (t) std::memset(t->data, 0, t->nbytes());
+    for (tensor* t : {L.pend_score, L.ipend_score}) {
+      if (!t) continue;
+      float* p = static_cast<float*>(t->data);
+      for (int64_t i = 0; i < t->nelements(); ++i) p[i] = kNegInf;
+    }
+  }
+}
+
+size_t session::state_bytes() const { return state_buf_ ? state_buf_->size() : 0; }
+
+double session::state_bytes_per_token() const {
+  const hparams& hp = m_.hp();
+  double per = 0;
+  for (int64_t il = 0; il < hp.n_layers; ++il) {
+    const int32_t r = hp.compress_ratio(il);
+    const double bytes = double(row_size(opt_.cache_type, 1));
+    if (r) per += double(hp.head_dim) * bytes / r;
+    if (r == 4) per += double(hp.index_head_dim) * bytes / 4;
+  }
+  return per;
+}
+
+bool session::eval(const int32_t* tokens, int64_t n, bool all_logits, std::vector<float>* logits, std::string* error) {
+  const hparams& hp = m_.hp();
+  if (n <= 0) {
+    *error = "eval: no tokens";
+    return false;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= hp.vocab_size) {
+      *error = "eval: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+               " is outside the vocabulary [0, " + std::to_string(hp.vocab_size) + ")";
+      return false;
+    }
+  }
+  if (n_past_ + n > opt_.n_ctx) {
+    *error = "eval: " + std::to_string(n_past_ + n) + " positions exceed the context size " +
+             std::to_string(opt_.n_ctx) + " (raise n_ctx)";
+    return false;
+  }
+  if (logits) logits->clear();
+  std::vector<float> part;
+  for (int64_t i = 0; i < n; i += opt_.n_batch) {
+    const int64_t c = std::min(opt_.n_batch, n - i);
+    const bool want = all_logits || i + c == n;
+    if (!eval_chunk(tokens + i, c, all_logits, want && logits ? &part : nullptr, error)) return false;
+    if (want && logits) logits->insert(logits->end(), part.begin(), part.end());
+  }
+  return true;
+}
+
+bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std::vector<float>* logits,
+                         std::string* error) {
+  const hparams& hp = m_.hp();
+  const int64_t D = hp.hidden_size, HC = hp.hc_mult, W = hp.window, p0 = n_past_;
+  context ctx;
+  inputs in(ctx);
+  builder b(ctx, m_, hp, opt_, in);
+  b.p0 = p0;
+  b.T = T;
+
+  std::vector<int32_t> tok(tokens, tokens + T), posv(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) posv[size_t(t)] = int32_t(p0 + t);
+  b.pos = in.i32(posv, {T}, "pos");
+  // Window mask: keys [ring slots | chunk tokens]; visible when key_pos in (t - W, t].
+  {
+    std::vector<float> wm(static_cast<size_t>((W + T) * T), kNegInf);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t qp = p0 + t;
+      float* row = &wm[size_t(t * (W + T))];
+      for (int64_t s = 0; s < W; ++s) {
+        const int64_t kp = ring_pos_[size_t(s)];
+        if (kp >= 0 && kp <= qp && kp > qp - W) row[s] = 0.0f;
+      }
+      for (int64_t j = 0; j <= t; ++j)
+        if (p0 + j > qp - W) row[W + j] = 0.0f;
+    }
+    b.win_mask = in.f32(std::move(wm), {W + T, T}, "win_mask");
+  }
+
+  tensor* x = get_rows(ctx, m_.embed, in.i32(tok, {T}, "tokens"));  // [D, T]
+  tensor* x1 = reshape(ctx, x, {D, 1, T});
+  tensor* X = x1;
+  for (int64_t i = 1; i < HC; ++i) X = concat(ctx, X, x1, 1);  // [D, HC, T]
+
+  for (int64_t il = 0; il < hp.n_layers; ++il) {
+    const layer_weights& L = m_.layers[size_t(il)];
+    layer_state& S = layers_[size_t(il)];
+    auto h = b.hc_pre(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale);
+    X = b.hc_post(b.attention(b.norm_w(h.u, L.attn_norm), L, S), X, h);
+    h = b.hc_pre(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale);
+    X = b.hc_post(b.moe(b.norm_w(h.u, L.ffn_norm), L, tokens), X, h);
+  }
+  tensor* y = b.norm_w(b.hc_head(X), m_.norm);  // [D, T]
+  if (!all_logits) y = cont(ctx, view_2d(ctx, y, D, 1, y->nb[1], size_t(T - 1) * y->nb[1]));
+  tensor* out = matmul(ctx, m_.head, y);        // [V, T or 1]
+  out->flags |= kFlagOutput;
+
+  if (!ctx.ok()) {
+    *error = "building the graph: " + ctx.error();
+    return false;
+  }
+  std::vector<tensor*> outs{out};
+  outs.insert(outs.end(), b.writes.begin(), b.writes.end());
+  graph g;
+  if (!build_graph(ctx, outs, &g)) {
+    *error = "building the graph: " + ctx.error();
+    return false;
+  }
+  std::unique_ptr<buffer> inbuf;
+  if (!in.upload(&inbuf, error)) return false;
+  if (!sched_->compute(g, error)) return false;
+
+  if (logits) {
+    logits->resize(size_t(out->nelements()));
+    std::memcpy(logits->data(), out->data, logits->size() * sizeof(float));
+  }
+  for (int64_t t = 0; t < T; ++t) ring_pos_[size_t((p0 + t) % W)] = p0 + t;
+  n_past_ += T;
+  return true;
+}
+
+}  // namespace v4::model

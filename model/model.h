@@ -1,0 +1,102 @@
+// A loaded DeepSeek-V4 model: hyper-parameters plus every weight bound as a tensor.
+//
+// Matmul weights stay where the file put them (a read-only mmap, any type the matmul kernels
+// take: f32, bf16, f16, fp8_e4m3/mxfp4 with their e8m0 scales, q8_0, K-quants). The small
+// parameters the elementwise ops read (norm weights, mHC fn/base/scale, sinks, compressor ape,
+// router bias) are converted to f32 once at load time into a model-owned buffer, since
+// elementwise ops take f32 only. Tensor names are the canonical ones of docs/FORMAT.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/hparams.h"
+#include "model/v4file.h"
+#include "tensor/backend.h"
+#include "tensor/tensor.h"
+
+namespace v4::model {
+
+// A compressor (CSA: ratio 4 with overlapping windows, c = 2; HCA: ratio 128, c = 1), used by
+// the attention (width head_dim) and by the CSA indexer (width index_head_dim).
+struct compressor_weights {
+  tensor* ape = nullptr;     // f32 [c*width, ratio]: per-slot score bias
+  tensor* wkv = nullptr;     // [D, c*width]
+  tensor* wgate = nullptr;   // [D, c*width]
+  tensor* norm = nullptr;    // f32 [width]
+};
+
+struct layer_weights {
+  int32_t ratio = 0;  // 0 sliding window only, 4 CSA, 128 HCA
+  bool hash = false;  // routes by tid2eid
+
+  tensor* attn_norm = nullptr;  // f32 [D]
+  tensor* ffn_norm = nullptr;   // f32 [D]
+  tensor* hc_attn_fn = nullptr, *hc_attn_base = nullptr, *hc_attn_scale = nullptr;  // f32
+  tensor* hc_ffn_fn = nullptr, *hc_ffn_base = nullptr, *hc_ffn_scale = nullptr;     // f32
+
+  // attention
+  tensor* sink = nullptr;       // f32 [H]
+  tensor* wq_a = nullptr;       // [D, q_lora]
+  tensor* q_norm = nullptr;     // f32 [q_lora]
+  tensor* wq_b = nullptr;       // [q_lora, H*head_dim]
+  tensor* wkv = nullptr;        // [D, head_dim]
+  tensor* kv_norm = nullptr;    // f32 [head_dim]
+  tensor* wo_a = nullptr;       // [H*head_dim/G, G*o_lora]
+  tensor* wo_b = nullptr;       // [G*o_lora, D]
+  compressor_weights comp;      // ratio 4 or 128
+  // CSA indexer
+  tensor* idx_wq_b = nullptr;       // [q_lora, IH*ID]
+  tensor* idx_weights = nullptr;    // [D, IH]
+  compressor_weights idx_comp;      // ratio 4, width ID
+
+  // MoE
+  tensor* gate = nullptr;       // [D, E] router
+  tensor* gate_bias = nullptr;  // f32 [E] (learned-router layers)
+  const int32_t* tid2eid = nullptr;  // [V][n_used] (hash layers; host memory)
+  tensor* w1 = nullptr, *w3 = nullptr;  // [D, I, E]
+  tensor* w2 = nullptr;                 // [I, D, E]
+  tensor* sw1 = nullptr, *sw3 = nullptr;  // shared expert [D, I*n_shared]
+  tensor* sw2 = nullptr;                  // [I*n_shared, D]
+};
+
+struct load_options {
+  // progress(done, total) in [0, 1] units of work; return false to cancel the load.
+  std::function<bool(uint64_t done, uint64_t total)> progress;
+  bool verify = false;  // recompute every tensor checksum first
+};
+
+class model {
+ public:
+  ~model();
+  // Opens, validates and binds a model file. nullptr and *error (naming the tensor or key) on
+  // any problem: missing or misshaped tensor, unsupported type, a config we cannot run.
+  static std::unique_ptr<model> load(const std::string& path, const load_options& opt, std::string* error);
+  // Same, from an already opened file (takes ownership).
+  static std::unique_ptr<model> from_file(std::unique_ptr<model_file> file, const load_options& opt,
+                                          std::string* error);
+
+  const hparams& hp() const { return hp_; }
+  const model_file& file() const { return *file_; }
+
+  tensor* embed = nullptr;      // [D, V] (any type get_rows reads)
+  tensor* head = nullptr;       // [D, V]
+  tensor* norm = nullptr;       // f32 [D]
+  tensor* hc_head_fn = nullptr, *hc_head_base = nullptr, *hc_head_scale = nullptr;  // f32
+  std::vector<layer_weights> layers;
+
+ private:
+  model() = default;
+  bool bind(const load_options& opt, std::string* error);
+
+  hparams hp_;
+  std::unique_ptr<model_file> file_;
+  context ctx_;                        // owns the weight tensors
+  std::unique_ptr<buffer> mapped_;     // the file mapping, as a CPU buffer
+  std::unique_ptr<buffer> converted_;  // small parameters converted to f32
+};
+
+}  // namespace v4::model

@@ -1,0 +1,237 @@
+// Loading a model: hparams from the metadata, then every canonical tensor bound by name with
+// its shape checked against the hparams (docs/FORMAT.md, "Canonical tensor names").
+#include <cstring>
+
+#include "backends/cpu/cpu.h"
+#include "model/model.h"
+#include "tensor/ops.h"
+
+namespace v4::model {
+namespace {
+
+std::string shape_str(int n, const int64_t* ne) {
+  std::string s = "[";
+  for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "]";
+}
+
+// What a tensor must look like. `small` parameters are read by elementwise ops and end up f32.
+struct want {
+  std::string name;
+  std::vector<int64_t> ne;
+  bool small = false;
+};
+
+class binder {
+ public:
+  binder(const model_file& f, context& ctx, buffer* mapped) : f_(f), ctx_(ctx), mapped_(mapped) {}
+
+  // Binds a matmul-class weight (any registered type) or a small parameter (converted to f32
+  // later). nullptr and error_ on a missing or misshaped tensor.
+  tensor* get(const want& w) {
+    if (!error_.empty()) return nullptr;
+    const tensor_entry* e = f_.find(w.name);
+    if (!e) {
+      error_ = "tensor '" + w.name + "' is missing from the model file (expected shape " +
+               shape_str(int(w.ne.size()), w.ne.data()) + "): the file does not match its config; re-convert it";
+      return nullptr;
+    }
+    bool ok = true;
+    for (int i = 0; i < kMaxDims; ++i) {
+      const int64_t expect = i < int(w.ne.size()) ? w.ne[i] : 1;
+      if (e->d.ne[i] != expect) ok = false;
+    }
+    if (!ok) {
+      error_ = "tensor '" + w.name + "' has shape " + shape_str(e->d.n_dims, e->d.ne) + ", expected " +
+               shape_str(int(w.ne.size()), w.ne.data()) + " for this config";
+      return nullptr;
+    }
+    tensor* t = bind_entry(*e);
+    if (t && w.small) small_.push_back(t);
+    return t;
+  }
+  tensor* opt(const want& w) { return f_.find(w.name) ? get(w) : nullptr; }
+
+  const std::string& error() const { return error_; }
+  std::vector<tensor*>& small() { return small_; }
+
+ private:
+  tensor* bind_entry(const tensor_entry& e) {
+    tensor* t = ctx_.new_tensor(e.d.type, kMaxDims, e.d.ne);
+    t->set_name("%s", e.d.name.c_str());
+    t->flags |= kFlagWeight;
+    bind_tensor(t, mapped_, e.offset);
+    if (e.scales) {
+      tensor* s = ctx_.new_tensor(e.scales->d.type, kMaxDims, e.scales->d.ne);
+      s->set_name("%s", e.scales->d.name.c_str());
+      s->flags |= kFlagWeight;
+      bind_tensor(s, mapped_, e.scales->offset);
+      t->scales = s;
+      t->scale_block[0] = e.d.scale_block[0];
+      t->scale_block[1] = e.d.scale_block[1];
+    }
+    return t;
+  }
+
+  const model_file& f_;
+  context& ctx_;
+  buffer* mapped_;
+  std::string error_;
+  std::vector<tensor*> small_;
+};
+
+}  // namespace
+
+model::~model() = default;
+
+std::unique_ptr<model> model::load(const std::string& path, const load_options& opt, std::string* error) {
+  std::string err;
+  std::unique_ptr<model_file> f = model_file::open(path, &err);
+  if (!f) {
+    *error = err;
+    return nullptr;
+  }
+  return from_file(std::move(f), opt, error);
+}
+
+std::unique_ptr<model> model::from_file(std::unique_ptr<model_file> file, const load_options& opt,
+                                        std::string* error) {
+  std::unique_ptr<model> m(new model());
+  m->file_ = std::move(file);
+  if (!hparams_read(*m->file_, &m->hp_, error)) return nullptr;
+  if (opt.verify) {
+    std::string err;
+    if (!m->file_->verify(&err, nullptr, [&](uint64_t d, uint64_t t) { if (opt.progress) opt.progress(d, t); })) {
+      *error = err;
+      return nullptr;
+    }
+  }
+  if (!m->bind(opt, error)) return nullptr;
+  return m;
+}
+
+bool model::bind(const load_options& opt, std::string* error) {
+  const hparams& h = hp_;
+  mapped_ = cpu::wrap_host_memory(const_cast<uint8_t*>(file_->data()), file_->file_size());
+  binder b(*file_, ctx_, mapped_.get());
+
+  const int64_t D = h.hidden_size, V = h.vocab_size, HC = h.hc_mult, H = h.n_heads, HD = h.head_dim;
+  const int64_t G = h.o_groups, E = h.n_experts, I = h.moe_inter, IH = h.index_n_heads, ID = h.index_head_dim;
+  const int64_t n_mix = (2 + HC) * HC;
+  embed = b.get({"embed.weight", {D, V}});
+  head = b.get({"head.weight", {D, V}});
+  norm = b.get({"norm.weight", {D}, true});
+  hc_head_fn = b.get({"hc_head_fn", {HC * D, HC}, true});
+  hc_head_base = b.get({"hc_head_base", {HC}, true});
+  hc_head_scale = b.get({"hc_head_scale", {1}, true});
+
+  layers.resize(static_cast<size_t>(h.n_layers));
+  for (int64_t il = 0; il < h.n_layers; ++il) {
+    layer_weights& L = layers[static_cast<size_t>(il)];
+    const std::string p = "layers." + std::to_string(il) + ".";
+    L.ratio = h.compress_ratio(il);
+    L.hash = h.is_hash_layer(il);
+    L.attn_norm = b.get({p + "attn_norm.weight", {D}, true});
+    L.ffn_norm = b.get({p + "ffn_norm.weight", {D}, true});
+    L.hc_attn_fn = b.get({p + "hc_attn_fn", {HC * D, n_mix}, true});
+    L.hc_attn_base = b.get({p + "hc_attn_base", {n_mix}, true});
+    L.hc_attn_scale = b.get({p + "hc_attn_scale", {3}, true});
+    L.hc_ffn_fn = b.get({p + "hc_ffn_fn", {HC * D, n_mix}, true});
+    L.hc_ffn_base = b.get({p + "hc_ffn_base", {n_mix}, true});
+    L.hc_ffn_scale = b.get({p + "hc_ffn_scale", {3}, true});
+
+    L.sink = b.get({p + "attn.attn_sink", {H}, true});
+    L.wq_a = b.get({p + "attn.wq_a.weight", {D, h.q_lora_rank}});
+    L.q_norm = b.get({p + "attn.q_norm.weight", {h.q_lora_rank}, true});
+    L.wq_b = b.get({p + "attn.wq_b.weight", {h.q_lora_rank, H * HD}});
+    L.wkv = b.get({p + "attn.wkv.weight", {D, HD}});
+    L.kv_norm = b.get({p + "attn.kv_norm.weight", {HD}, true});
+    L.wo_a = b.get({p + "attn.wo_a.weight", {H * HD / G, G * h.o_lora_rank}});
+    L.wo_b = b.get({p + "attn.wo_b.weight", {G * h.o_lora_rank, D}});
+    if (L.ratio != 0) {
+      const int64_t c = L.ratio == 4 ? 2 : 1;
+      const std::string q = p + "attn.compressor.";
+      L.comp.ape = b.get({q + "ape", {c * HD, L.ratio}, true});
+      L.comp.wkv = b.get({q + "wkv.weight", {D, c * HD}});
+      L.comp.wgate = b.get({q + "wgate.weight", {D, c * HD}});
+      L.comp.norm = b.get({q + "norm.weight", {HD}, true});
+    }
+    if (L.ratio == 4) {
+      const std::string q = p + "attn.indexer.";
+      L.idx_wq_b = b.get({q + "wq_b.weight", {h.q_lora_rank, IH * ID}});
+      L.idx_weights = b.get({q + "weights_proj.weight", {D, IH}});
+      L.idx_comp.ape = b.get({q + "compressor.ape", {2 * ID, 4}, true});
+      L.idx_comp.wkv = b.get({q + "compressor.wkv.weight", {D, 2 * ID}});
+      L.idx_comp.wgate = b.get({q + "compressor.wgate.weight", {D, 2 * ID}});
+      L.idx_comp.norm = b.get({q + "compressor.norm.weight", {ID}, true});
+    }
+
+    L.gate = b.get({p + "ffn.gate.weight", {D, E}});
+    if (L.hash) {
+      const std::string name = p + "ffn.gate.tid2eid";
+      const tensor_entry* e = file_->find(name);
+      if (!e || e->d.type != dtype::i32 || e->d.ne[0] != h.n_experts_used || e->d.ne[1] != V || e->d.ne[2] != 1) {
+        *error = "tensor '" + name + "' is missing or not i32 [" + std::to_string(h.n_experts_used) + ", " +
+                 std::to_string(V) + "]: re-convert the model";
+        return false;
+      }
+      L.tid2eid = reinterpret_cast<const int32_t*>(e->data);
+      for (int64_t i = 0; i < V * h.n_experts_used; ++i) {
+        if (L.tid2eid[i] < 0 || L.tid2eid[i] >= E) {
+          *error = "tensor '" + name + "': expert id " + std::to_string(L.tid2eid[i]) + " at element " +
+                   std::to_string(i) + " is outside [0, " + std::to_string(E) + ")";
+          return false;
+        }
+      }
+    } else {
+      L.gate_bias = b.get({p + "ffn.gate.bias", {E}, true});
+    }
+    L.w1 = b.get({p + "ffn.experts.w1.weight", {D, I, E}});
+    L.w3 = b.get({p + "ffn.experts.w3.weight", {D, I, E}});
+    L.w2 = b.get({p + "ffn.experts.w2.weight", {I, D, E}});
+    const int64_t IS = I * h.n_shared_experts;
+    if (IS > 0) {
+      L.sw1 = b.get({p + "ffn.shared_experts.w1.weight", {D, IS}});
+      L.sw3 = b.get({p + "ffn.shared_experts.w3.weight", {D, IS}});
+      L.sw2 = b.get({p + "ffn.shared_experts.w2.weight", {IS, D}});
+    }
+    if (!b.error().empty()) break;
+    if (opt.progress && !opt.progress(uint64_t(il + 1), uint64_t(h.n_layers))) {
+      *error = "load cancelled";
+      return false;
+    }
+  }
+  if (!b.error().empty()) {
+    *error = b.error();
+    return false;
+  }
+
+  // Small parameters: f32 in place when stored so, else converted once into converted_.
+  size_t bytes = 0;
+  for (tensor* t : b.small())
+    if (t->type != dtype::f32) bytes += size_t(t->nelements()) * sizeof(float) + 64;
+  if (bytes) {
+    converted_ = cpu::cpu_device()->default_buffer_type()->alloc(bytes, error);
+    if (!converted_) return false;
+  }
+  size_t off = 0;
+  for (tensor* t : b.small()) {
+    if (t->type == dtype::f32) continue;
+    const type_traits& tr = traits(t->type);
+    if (!tr.to_f32 || tr.scaled || t->ne[0] % tr.block_size != 0) {
+      *error = std::string("tensor '") + t->name + "' has type " + type_name(t->type) +
+               ": norm weights, mHC parameters, sinks and biases must be f32, bf16 or f16";
+      return false;
+    }
+    const void* src = t->data;
+    const int64_t n = t->nelements();
+    t->type = dtype::f32;
+    set_contiguous_strides(t);
+    bind_tensor(t, converted_.get(), off);
+    tr.to_f32(src, static_cast<float*>(t->data), n);
+    off += (size_t(n) * sizeof(float) + 63) / 64 * 64;
+  }
+  return true;
+}
+
+}  // namespace v4::model

@@ -1,0 +1,69 @@
+// A decoding session: one sequence's state on top of a loaded model, and evaluation of tokens.
+//
+// State per layer (research §3.10), all in a session-owned buffer:
+//   every layer   raw-window ring: the last `window` (128) K=V rows, slot = position mod window
+//   CSA / HCA     compressor pending tokens: the (kv, score) of the last c*ratio tokens, slot =
+//                 position mod (c*ratio), score initialised to -inf (c = 2 overlapping for CSA)
+//                 compressed rows [head_dim, n_ctx/ratio]
+//   CSA           the indexer's own compressor pending tokens and compressed keys [ID, n_ctx/4]
+// eval() runs the tokens in chunks of n_batch; any split of a sequence into eval calls and
+// chunks gives the same logits as one pass (tests/forward checks it).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+#include "tensor/sched.h"
+
+namespace v4::model {
+
+struct session_options {
+  int64_t n_ctx = 4096;    // most positions this session can hold
+  int64_t n_batch = 256;   // tokens per graph (prefill chunk)
+  int n_threads = 0;       // 0: all cores
+  bool qat = true;         // official numerics: activation FP8 before FP8/FP4 matmuls, KV FP8
+                           // round-trip, indexer Hadamard + FP4 round-trip. Off: as transformers.
+  // Storage of the raw-window ring and the compressed rows: bf16 (as the official cache; with
+  // QAT on, the FP8/FP4-rounded dims are exact in bf16) or f32 (bit-faithful to an f32
+  // reference). A chunk's own K=V rows are rounded to this type too, so every split of a
+  // sequence sees the same keys. The compressors' pending state is always f32.
+  dtype cache_type = dtype::bf16;
+};
+
+class session {
+ public:
+  ~session();
+  static std::unique_ptr<session> create(const model& m, const session_options& opt, std::string* error);
+
+  // Evaluates n tokens at positions n_past() .. n_past()+n-1. logits (if non-null) receives
+  // vocab floats per token when all_logits, else for the last token only.
+  bool eval(const int32_t* tokens, int64_t n, bool all_logits, std::vector<float>* logits, std::string* error);
+
+  int64_t n_past() const { return n_past_; }
+  const session_options& options() const { return opt_; }
+  // Forget the sequence (state back to empty).
+  void reset();
+  // Bytes of per-sequence state: fixed part (rings, pending tokens) and per-token growth.
+  size_t state_bytes() const;
+  double state_bytes_per_token() const;
+
+  struct layer_state;  // model/forward.cpp
+
+ private:
+  session(const model& m, const session_options& opt);
+  bool eval_chunk(const int32_t* tokens, int64_t n, bool all_logits, std::vector<float>* logits, std::string* error);
+
+  const model& m_;
+  session_options opt_;
+  int64_t n_past_ = 0;
+  context sctx_;                      // state tensors
+  std::unique_ptr<buffer> state_buf_;
+  std::vector<layer_state> layers_;
+  std::vector<int64_t> ring_pos_;     // position held by each window slot (-1: empty)
+  std::unique_ptr<scheduler> sched_;
+};
+
+}  // namespace v4::model

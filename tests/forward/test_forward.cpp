@@ -1,0 +1,295 @@
+// The V4 forward pass against Hugging Face transformers (tests/forward/make_goldens.py): as is
+// (--qat off) and with the official QAT round trips hooked in (our default); and against itself: any split of a sequence into prefill chunks and decode steps must give the
+// logits of one pass.
+//
+// Tolerances (f32 everywhere, --qat off for the transformers comparison):
+//  * vs transformers: max |ours - ref| <= 1e-4 * max |ref| over all positions and the vocabulary.
+//    Both sides compute in f32 with different summation orders (blocked SIMD matmuls, a batched
+//    mHC matmul, a different softmax ordering), so ~1e-6 relative per op, compounded over 4
+//    layers x 2 sublayers x 20 Sinkhorn rounds stays well under 1e-4.
+//  * split vs one pass, f32 cache: the same bound: the matmul kernels pick other blockings
+//    (decode vs panel paths) for other row counts, so results are not bit-identical, only
+//    f32-close. With a bf16 cache, those 1e-7 differences can flip a bf16 rounding of a key
+//    element (one bf16 step, 2^-8 relative): the bound is then one bf16 half-step, 2^-9 ~ 2e-3.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "model/convert.h"
+#include "model/model.h"
+#include "model/session.h"
+
+namespace v4::model {
+namespace {
+
+const std::string kData = V4_TEST_DATA_DIR "/forward";
+
+std::vector<int32_t> read_tokens(const std::string& path) {
+  std::ifstream f(path);
+  std::vector<int32_t> v;
+  int32_t x;
+  while (f >> x) v.push_back(x);
+  return v;
+}
+
+std::vector<float> read_f32(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), v.size() * 4);
+  return v;
+}
+
+// Converts a checkpoint once per test binary run into a temporary file.
+std::string converted(const std::string& name) {
+  static std::map<std::string, std::string> done;
+  auto it = done.find(name);
+  if (it != done.end()) return it->second;
+  const std::string out = testing::TempDir() + "v4_forward_" + name + "_" + std::to_string(getpid()) + ".v4";
+  convert_options opt;
+  opt.force = true;
+  convert_stats st;
+  std::string err;
+  if (!convert_checkpoint(kData + "/" + name, out, opt, &st, &err)) {
+    ADD_FAILURE() << "convert " << name << ": " << err;
+    return "";
+  }
+  done[name] = out;
+  return out;
+}
+
+struct compare_result {
+  double max_abs = 0, max_ref = 0;
+  int64_t worst = -1;  // element index of max_abs
+  int64_t first = -1;  // first element index off by more than 1e-4 of max |ref|
+  double rel() const { return max_ref > 0 ? max_abs / max_ref : max_abs; }
+};
+
+compare_result compare(const std::vector<float>& a, const std::vector<float>& ref) {
+  compare_result r;
+  for (size_t i = 0; i < ref.size() && i < a.size(); ++i) {
+    const double d = std::fabs(double(a[i]) - double(ref[i]));
+    if (d > r.max_abs) r.max_abs = d, r.worst = int64_t(i);
+    r.max_ref = std::max(r.max_ref, std::fabs(double(ref[i])));
+  }
+  for (size_t i = 0; i < ref.size() && i < a.size(); ++i)
+    if (std::fabs(double(a[i]) - double(ref[i])) > 1e-4 * r.max_ref) {
+      r.first = int64_t(i);
+      break;
+    }
+  if (a.size() != ref.size()) r.max_abs = INFINITY;
+  return r;
+}
+
+std::unique_ptr<model> load(const std::string& name) {
+  const std::string path = converted(name);
+  if (path.empty()) return nullptr;
+  std::string err;
+  auto m = model::load(path, {}, &err);
+  EXPECT_TRUE(m) << err;
+  return m;
+}
+
+// Runs tokens through a fresh session in pieces of the given sizes (the last repeats).
+std::vector<float> run_split(const model& m, const std::vector<int32_t>& tokens, std::vector<int64_t> pieces,
+                             bool qat, int64_t n_batch = 512, dtype cache = dtype::f32) {
+  session_options so;
+  so.n_ctx = 1024;
+  so.n_batch = n_batch;
+  so.qat = qat;
+  so.cache_type = cache;
+  std::string err;
+  auto s = session::create(m, so, &err);
+  EXPECT_TRUE(s) << err;
+  std::vector<float> all, part;
+  size_t i = 0, p = 0;
+  while (i < tokens.size()) {
+    const int64_t n = std::min<int64_t>(pieces[std::min(p, pieces.size() - 1)], int64_t(tokens.size() - i));
+    ++p;
+    EXPECT_TRUE(s->eval(tokens.data() + i, n, true, &part, &err)) << err;
+    all.insert(all.end(), part.begin(), part.end());
+    i += size_t(n);
+  }
+  return all;
+}
+
+TEST(Forward, MatchesTransformers) {
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  const auto ref = read_f32(kData + "/tiny/logits.f32");
+  ASSERT_EQ(ref.size(), tokens.size() * size_t(m->hp().vocab_size));
+  const auto ours = run_split(*m, tokens, {int64_t(tokens.size())}, /*qat=*/false);
+  const compare_result r = compare(ours, ref);
+  std::printf("tiny vs transformers: max |diff| %.3g, max |ref| %.3g, relative %.3g\n", r.max_abs, r.max_ref, r.rel());
+  EXPECT_LE(r.rel(), 1e-4);
+}
+
+TEST(Forward, SplitsMatchOnePass) {
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  for (bool qat : {false, true}) {
+   for (dtype cache : {dtype::f32, dtype::bf16}) {
+    const auto one = run_split(*m, tokens, {int64_t(tokens.size())}, qat, 512, cache);
+    struct split {
+      const char* name;
+      std::vector<int64_t> pieces;
+      int64_t n_batch;
+    };
+    for (const split& sp : {split{"chunks of 7", {int64_t(tokens.size())}, 7},
+                            split{"prefill 130, then decode", {130, 1}, 512},
+                            split{"prefill 5, 128, then 3s", {5, 128, 3}, 512},
+                            split{"decode from the start", {1}, 512}}) {
+      const auto got = run_split(*m, tokens, sp.pieces, qat, sp.n_batch, cache);
+      const compare_result r = compare(got, one);
+      EXPECT_LE(r.rel(), cache == dtype::f32 ? 1e-4 : 2e-3) << sp.name << (qat ? " (qat on" : " (qat off") << ", " << type_name(cache) << " cache)" << ": max |diff| " << r.max_abs
+                                   << " at position " << r.worst / m->hp().vocab_size
+                                   << ", first off at position " << r.first / m->hp().vocab_size;
+    }
+   }
+  }
+}
+
+TEST(Forward, Bf16CacheStaysClose) {
+  // The default bf16 cache rounds the RoPE dims of every key (8 significant bits; the FP8-rounded
+  // dims are exact). That rounding can change the indexer's choices, so this is a sanity check,
+  // not a precision claim (precision is checked above with the f32 cache): the greedy token must
+  // agree at >= 95% of positions and the logits stay within 5% of max |logit|.
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  const auto f32 = run_split(*m, tokens, {int64_t(tokens.size())}, true, 512, dtype::f32);
+  const auto bf16 = run_split(*m, tokens, {int64_t(tokens.size())}, true, 512, dtype::bf16);
+  const compare_result r = compare(bf16, f32);
+  const size_t V = size_t(m->hp().vocab_size);
+  size_t same = 0;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    auto argmax = [&](const std::vector<float>& l) {
+      return std::max_element(l.begin() + long(t * V), l.begin() + long((t + 1) * V)) - l.begin();
+    };
+    same += argmax(f32) == argmax(bf16);
+  }
+  std::printf("bf16 vs f32 cache: max |diff| %.3g, relative %.3g, greedy token equal at %zu/%zu positions\n",
+              r.max_abs, r.rel(), same, tokens.size());
+  EXPECT_GT(r.max_abs, 0.0);
+  EXPECT_LE(r.rel(), 5e-2);
+  EXPECT_GE(same, tokens.size() * 95 / 100);
+}
+
+TEST(Forward, MatchesOfficialQatNumerics) {
+  // Our default numerics against transformers + the official QAT round trips (KV FP8, indexer
+  // Hadamard + FP4) added as hooks in make_goldens.py. The round trips move the logits by up to
+  // ~1 here (they change the indexer's choices), so this is a strong check that they sit in
+  // the right places with the right blocks and rounding.
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  const auto ref = read_f32(kData + "/tiny/logits_qat.f32");
+  const auto plain = read_f32(kData + "/tiny/logits.f32");
+  const auto ours = run_split(*m, tokens, {int64_t(tokens.size())}, /*qat=*/true);
+  const compare_result r = compare(ours, ref);
+  std::printf("tiny (qat on) vs transformers + official QAT: max |diff| %.3g, relative %.3g; "
+              "the QAT round trips themselves move the logits by %.3g\n",
+              r.max_abs, r.rel(), compare(plain, ref).max_abs);
+  EXPECT_LE(r.rel(), 1e-4) << "first off at position " << r.first / m->hp().vocab_size;
+  EXPECT_GT(compare(plain, ref).rel(), 1e-2);  // the golden does exercise the round trips
+}
+
+// Greedy-token agreement and per-position error between two logit sets of T positions.
+struct agreement {
+  size_t same_argmax = 0, positions = 0;
+  double max_rel = 0;          // max over positions of max |diff| / max |ref|
+  int64_t first_over = -1;     // first position whose error exceeds 1e-4
+};
+agreement agree(const std::vector<float>& a, const std::vector<float>& ref, size_t V) {
+  agreement g;
+  g.positions = ref.size() / V;
+  double max_ref = 0;
+  for (float v : ref) max_ref = std::max(max_ref, double(std::fabs(v)));
+  for (size_t t = 0; t < g.positions; ++t) {
+    const auto a0 = a.begin() + long(t * V), r0 = ref.begin() + long(t * V);
+    g.same_argmax += std::max_element(a0, a0 + long(V)) - a0 == std::max_element(r0, r0 + long(V)) - r0;
+    double e = 0;
+    for (size_t v = 0; v < V; ++v) e = std::max(e, std::fabs(double(a0[long(v)]) - double(r0[long(v)])));
+    e /= max_ref;
+    g.max_rel = std::max(g.max_rel, e);
+    if (e > 1e-4 && g.first_over < 0) g.first_over = int64_t(t);
+  }
+  return g;
+}
+
+TEST(Forward, NativeFp8Mxfp4MatchesOfficialNumerics) {
+  // An official-format checkpoint (FP8 e4m3 with 128x128 e8m0 scales, MXFP4 experts) converted
+  // natively: scaled matmuls, FP8 activation quantization in front of them (not wo_a), grouped
+  // expert matmuls on MXFP4, QAT round trips. Golden: transformers on the dequantized weights
+  // with the official numerics hooked in (make_goldens.py, make_native).
+  //
+  // Why not 1e-4 everywhere: with FP8 activation quantization the model is discontinuous. Two
+  // correct f32 implementations differ by ~1e-7 (summation order); when such a difference
+  // straddles an e4m3 rounding boundary, one activation element moves by a whole e4m3 step
+  // (2^-3 relative), which shifts everything downstream by ~1e-3 and makes further flips likely:
+  // results diverge by a few % after some positions. Our own prefill and decode paths diverge the
+  // same way (checked below). So: the first positions, before any flip, must agree to 1e-4;
+  // afterwards the greedy token must agree at >= 90% of positions and every logit stay within
+  // 10% of max |logit|. Exactness of each piece is proven at the op level (tests/ops, tests/cpu);
+  // selection flips are kept out of this model (every expert used, index_topk above the row
+  // count) and the selection itself is checked exactly by the f32 model above.
+  auto m = load("tiny-fp8");
+  ASSERT_TRUE(m);
+  const tensor_entry* e = m->file().find("layers.0.attn.wq_a.weight");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->d.type, dtype::fp8_e4m3);
+  e = m->file().find("layers.1.ffn.experts.w1.weight");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->d.type, dtype::mxfp4);
+  const size_t V = size_t(m->hp().vocab_size);
+  const auto tokens = read_tokens(kData + "/tiny-fp8/tokens.txt");
+  const auto ref = read_f32(kData + "/tiny-fp8/logits_qat.f32");
+  const auto ours = run_split(*m, tokens, {int64_t(tokens.size())}, /*qat=*/true);
+  const agreement g = agree(ours, ref, V);
+  std::printf("tiny-fp8 (native, qat on) vs official numerics: first position over 1e-4: %lld, greedy equal %zu/%zu, "
+              "max relative %.3g\n", (long long)g.first_over, g.same_argmax, g.positions, g.max_rel);
+  EXPECT_TRUE(g.first_over < 0 || g.first_over >= 3) << "diverges from the start: not a rounding flip";
+  EXPECT_GE(g.same_argmax * 10, g.positions * 9);
+  EXPECT_LE(g.max_rel, 0.1);
+
+  const auto split = run_split(*m, tokens, {50, 1, 7}, /*qat=*/true);
+  const agreement s = agree(split, ours, V);
+  std::printf("tiny-fp8 split vs one pass: first position over 1e-4: %lld, greedy equal %zu/%zu, max relative %.3g\n",
+              (long long)s.first_over, s.same_argmax, s.positions, s.max_rel);
+  EXPECT_TRUE(s.first_over < 0 || s.first_over >= 3);
+  EXPECT_GE(s.same_argmax * 10, s.positions * 9);
+  EXPECT_LE(s.max_rel, 0.1);
+}
+
+TEST(Forward, RejectsBadTokensAndOverflow) {
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  session_options so;
+  so.n_ctx = 8;
+  std::string err;
+  auto s = session::create(*m, so, &err);
+  ASSERT_TRUE(s) << err;
+  std::vector<float> logits;
+  const int32_t bad[] = {1, 2, int32_t(m->hp().vocab_size)};
+  EXPECT_FALSE(s->eval(bad, 3, false, &logits, &err));
+  EXPECT_NE(err.find("outside the vocabulary"), std::string::npos) << err;
+  EXPECT_EQ(s->n_past(), 0);
+  const int32_t many[9] = {};
+  EXPECT_FALSE(s->eval(many, 9, false, &logits, &err));
+  EXPECT_NE(err.find("context size"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace v4::model
