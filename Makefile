@@ -2,13 +2,15 @@
 # scripts/setup.sh, which installs missing Debian packages and costs ~20 ms when none are.
 #
 #   make             Release build into build/ (CLI at build/bin/v4, tests built too)
-#   make run         build the CLI, then the default demo: v4 info; v4 bench ops --quick
+#   make run         build the CLI, then generate from the shipped default model (MODEL, PROMPT,
+#                    N_PREDICT, SEED override it), printing load time and tokens/s
 #   make test        native build + ctest, aarch64 cross build + ctest under qemu,
 #                    ASan+UBSan build + ctest (ARM=0 / ASAN=0 skip those parts)
 #   make bench       build the CLI, then v4 bench ops (BENCH_ARGS picks another one)
 #   make clean       remove the build directories (the ccache cache stays)
 #
 # Variables: JOBS (default 2), CMAKE_ARGS (extra -D options; forces a re-configure),
+# MODEL / PROMPT / N_PREDICT / SEED (make run),
 # CTEST_ARGS (e.g. "-R cpu"), CUDA_ARCHS (V4_CUDA_ARCHS for build/; 90 when CI is set).
 
 JOBS       ?= 2
@@ -21,6 +23,11 @@ CMAKE_ARGS ?=
 CTEST_ARGS ?=
 CUDA_ARCHS ?= $(if $(CI),90,)
 BENCH_ARGS ?= bench ops
+# make run: the shipped default model (model/default/README.md) and what it is asked.
+MODEL      ?= model/default/v4-tiny.v4
+PROMPT     ?= It is a truth universally acknowledged, that
+N_PREDICT  ?= 120
+SEED       ?= 42
 
 V4    := $(BUILD)/bin/v4
 SETUP := bash scripts/setup.sh --quiet
@@ -49,7 +56,7 @@ endef
 NATIVE_ARGS := -DCMAKE_BUILD_TYPE=Release $(if $(CUDA_ARCHS),-DV4_CUDA_ARCHS='$(CUDA_ARCHS)')
 ARM_ARGS    := -DCMAKE_TOOLCHAIN_FILE=scripts/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
                -DV4_KERNELS_ONLY=ON
-ASAN_ARGS   := -DV4_SANITIZE=address,undefined -DV4_KERNELS_ONLY=ON -DCMAKE_BUILD_TYPE=Debug \
+ASAN_ARGS   := -DV4_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug \
                -DCMAKE_C_FLAGS_DEBUG='-O1 -g1' -DCMAKE_CXX_FLAGS_DEBUG='-O1 -g1'
 
 .PHONY: all build cli run test test-native test-aarch64 test-asan bench clean setup setup-build help
@@ -73,8 +80,7 @@ cli: setup-build
 	cmake --build $(BUILD) -j $(JOBS) --target v4
 
 run: cli
-	$(V4) info
-	$(V4) bench ops --quick
+	$(V4) run -m $(MODEL) -p "$(PROMPT)" -n $(N_PREDICT) --temp 0.8 --top-p 0.95 --seed $(SEED)
 
 bench: cli
 	$(V4) $(BENCH_ARGS)

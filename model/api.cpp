@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backends/backends.h"
+#include "model/chat_format.h"
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/session.h"
@@ -131,7 +132,7 @@ v4_status v4_model_load(const char* path, const v4_model_params* params, v4_mode
     auto m = v4::model::model::load(path, lo, &err);
     if (!m) return fail(classify(err), err);
     auto h = std::make_unique<v4_model>();
-    if (m->file().find_meta("tokenizer.tokens") || m->file().find_meta("tokenizer.vocab")) {
+    if (m->file().find_meta("tokenizer.tokens")) {
       h->tok = v4::model::tokenizer::from_file(m->file(), &err);
       if (!h->tok) return fail(V4_ERR_FORMAT, err);
     }
@@ -181,6 +182,17 @@ v4_status v4_token_piece(const v4_model* m, int32_t id, char* buf, size_t cap, s
     if (id < 0 || id >= m->tok->n_vocab()) return fail(V4_ERR_INVALID_ARGUMENT, "token id " + std::to_string(id) + " out of range");
     const std::string_view s = m->tok->token_bytes(id);
     return copy_out(s.data(), s.size(), 1, buf, cap, n_out);
+  });
+}
+
+v4_status v4_chat_format(const char* conversation_json, int thinking, char* buf, size_t cap, size_t* n_out) {
+  return guarded([&] {
+    if (!conversation_json || (!buf && cap)) return fail(V4_ERR_INVALID_ARGUMENT, "v4_chat_format: NULL argument");
+    v4::model::chat_options co;
+    co.thinking = thinking != 0;
+    std::string prompt, err;
+    if (!v4::model::render_chat_json(conversation_json, co, &prompt, &err)) return fail(V4_ERR_INVALID_ARGUMENT, err);
+    return copy_out(prompt.data(), prompt.size(), 1, buf, cap, n_out);
   });
 }
 
@@ -243,6 +255,25 @@ void v4_context_reset(v4_context* ctx) {
   ctx->s->reset();
   ctx->n_logits = 0;
 }
+v4_status v4_context_set_dump(v4_context* ctx, const char* const* prefixes, size_t n, v4_dump_fn fn, void* user) {
+  return guarded([&] {
+    if (!ctx || (n && (!prefixes || !fn))) return fail(V4_ERR_INVALID_ARGUMENT, "v4_context_set_dump: NULL argument");
+    std::vector<std::string> p;
+    for (size_t i = 0; i < n; ++i) {
+      if (!prefixes[i] || !*prefixes[i]) return fail(V4_ERR_INVALID_ARGUMENT, "v4_context_set_dump: empty prefix");
+      p.emplace_back(prefixes[i]);
+    }
+    if (n == 0) {
+      ctx->s->set_dump({}, nullptr);
+      return V4_OK;
+    }
+    ctx->s->set_dump(std::move(p), [fn, user](const char* name, const int64_t* ne, const float* data, int64_t p0) {
+      fn(name, ne, data, p0, user);
+    });
+    return V4_OK;
+  });
+}
+
 size_t v4_context_state_bytes(const v4_context* ctx) { return ctx ? ctx->s->state_bytes() : 0; }
 
 v4_sampler_params v4_sampler_default_params(void) {

@@ -97,6 +97,23 @@ struct builder {
   tensor* pos = nullptr;        // i32 [T]
   tensor* win_mask = nullptr;   // f32 [W + T, T]
   std::vector<tensor*> writes;  // cache writes (outputs after the logits)
+  std::vector<tensor*> dumps;   // named intermediates the caller asked for (--dump)
+
+  // Names an intermediate "L<layer>.<what>" (or "<what>" for layer -1) and, when it matches a
+  // requested dump prefix, keeps it (an output: its memory is not reused) for the dump callback.
+  tensor* named(tensor* t, const char* what, int64_t layer) {
+    if (!t) return t;
+    if (layer >= 0) t->set_name("L%lld.%s", (long long)layer, what);
+    else t->set_name("%s", what);
+    for (const std::string& p : opt.dump)
+      if (std::strncmp(t->name, p.c_str(), p.size()) == 0) {
+        if (t->view_src) t = cont(ctx, t), t->set_name("%s", p.c_str());
+        t->flags |= kFlagOutput;
+        dumps.push_back(t);
+        break;
+      }
+    return t;
+  }
 
   // ---- small helpers ----------------------------------------------------------------------
   bool scaled_weight(const tensor* w) const { return w->type == dtype::fp8_e4m3 || w->type == dtype::mxfp4; }
@@ -206,7 +223,7 @@ struct builder {
   // kind_qat: 0 none, 1 main KV (FP8 round-trip of the non-RoPE dims), 2 indexer keys
   // (Hadamard + FP4 round-trip).
   tensor* compress(tensor* x, const compressor_weights& w, int64_t ratio, int64_t width, tensor* pend_kv,
-                   tensor* pend_score, tensor* rows, int kind_qat, const char* tag) {
+                   tensor* pend_score, tensor* rows, int kind_qat) {
     const int64_t c = ratio == 4 ? 2 : 1, cw = c * width, span = c * ratio;
     const int64_t b0 = p0 / ratio, b1 = (p0 + T) / ratio, nb = b1 - b0;
     const size_t f = sizeof(float);
@@ -256,7 +273,7 @@ struct builder {
         rid[size_t(i)] = int32_t(b0 + i);
       }
       tensor* r = rope(ctx, reshape(ctx, pooled, {width, 1, nb}), in.i32(rpos, {nb}, "row_pos"), rope_for(int32_t(ratio)));
-      r = reshape(ctx, r, {width, nb});
+      r = named(reshape(ctx, r, {width, nb}), kind_qat == 2 ? "index_rows" : "comp_rows", layer_);
       if (opt.qat && kind_qat == 1) r = fp8_roundtrip(ctx, r, 64, width - hp.rope_dims);
       if (opt.qat && kind_qat == 2) r = fp4_roundtrip(ctx, hadamard(ctx, r, 1.0f / std::sqrt(float(width))), 32);
       tensor* written = set_rows(ctx, rows, r, in.i32(rid, {nb}, "row_id"));
@@ -265,7 +282,6 @@ struct builder {
     } else if (b1 > 0) {
       result = view_2d(ctx, rows, width, b1, rows->nb[1], 0);
     }
-    (void)tag;
     // The pending ring keeps every token's (kv, score); written after all reads of this chunk.
     tensor* ids = in.i32(pend_slot, {T}, "pend_slot");
     writes.push_back(set_rows(ctx, pend_kv, a, ids));
@@ -274,6 +290,8 @@ struct builder {
   }
 
   // ---- attention ----------------------------------------------------------------------------
+  int64_t layer_ = 0;  // the layer being built (for names)
+
   tensor* attention(tensor* x, const layer_weights& L, session::layer_state& S) {
     const int64_t H = hp.n_heads, HD = hp.head_dim, W = hp.window, G = hp.o_groups;
     const rope_params rp = rope_for(L.ratio);
@@ -285,12 +303,13 @@ struct builder {
     kv = rope(ctx, reshape(ctx, kv, {HD, 1, T}), pos, rp);
     kv = reshape(ctx, kv, {HD, T});
     if (opt.qat) kv = fp8_roundtrip(ctx, kv, 64, HD - hp.rope_dims);
-    kv = as_cached(kv);
+    kv = named(as_cached(kv), "kv", layer_);
+    named(q, "q", layer_);
 
     tensor* keys = concat(ctx, read_cache(S.ring), kv, 1);  // [HD, W + T]
     tensor* mask = win_mask;
     if (L.ratio != 0) {
-      tensor* rows = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1, "comp");
+      tensor* rows = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
       if (rows) {
         const int64_t R = rows->ne[1];
         std::vector<float> causal(static_cast<size_t>(R * T));
@@ -341,7 +360,7 @@ struct builder {
   // top index_topk; returns the compressed-row mask with unselected rows at -inf.
   tensor* indexer_mask(tensor* x, tensor* qr, const layer_weights& L, session::layer_state& S, tensor* cmask) {
     const int64_t IH = hp.index_n_heads, ID = hp.index_head_dim;
-    tensor* keys = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2, "idx");
+    tensor* keys = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2);
     if (!cmask || !keys) return cmask;
     const int64_t R = keys->ne[1];
     if (R <= hp.index_topk) return cmask;  // every visible row is selected
@@ -353,6 +372,7 @@ struct builder {
     tensor* s = relu(ctx, matmul(ctx, read_cache(keys), reshape(ctx, q, {ID, IH * T})));         // [R, IH*T]
     s = mul(ctx, reshape(ctx, s, {R, IH, T}), reshape(ctx, wts, {1, IH, T}));
     s = add(ctx, reshape(ctx, sum(ctx, s, 1), {R, T}), cmask);
+    named(s, "index_score", layer_);
     tensor* top = top_k(ctx, s, int(hp.index_topk));  // [k, T], ties to the lower row
     const int64_t k = hp.index_topk;
     tensor* base = in.f32(std::vector<float>(size_t(R * T), kNegInf), {1, R, T}, "sel_base");
@@ -550,12 +570,15 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
   for (int64_t il = 0; il < hp.n_layers; ++il) {
     const layer_weights& L = m_.layers[size_t(il)];
     layer_state& S = layers_[size_t(il)];
+    b.layer_ = il;
     auto h = b.hc_pre(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale);
-    X = b.hc_post(b.attention(b.norm_w(h.u, L.attn_norm), L, S), X, h);
+    tensor* attn_in = b.named(b.norm_w(h.u, L.attn_norm), "attn_in", il);
+    X = b.named(b.hc_post(b.named(b.attention(attn_in, L, S), "attn_out", il), X, h), "streams_mid", il);
     h = b.hc_pre(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale);
-    X = b.hc_post(b.moe(b.norm_w(h.u, L.ffn_norm), L, tokens), X, h);
+    tensor* ffn_in = b.named(b.norm_w(h.u, L.ffn_norm), "ffn_in", il);
+    X = b.named(b.hc_post(b.named(b.moe(ffn_in, L, tokens), "ffn_out", il), X, h), "streams", il);
   }
-  tensor* y = b.norm_w(b.hc_head(X), m_.norm);  // [D, T]
+  tensor* y = b.named(b.norm_w(b.named(b.hc_head(X), "hc_head", -1), m_.norm), "final_norm", -1);  // [D, T]
   if (!all_logits) y = cont(ctx, view_2d(ctx, y, D, 1, y->nb[1], size_t(T - 1) * y->nb[1]));
   tensor* out = matmul(ctx, m_.head, y);        // [V, T or 1]
   out->flags |= kFlagOutput;
@@ -565,6 +588,7 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
     return false;
   }
   std::vector<tensor*> outs{out};
+  outs.insert(outs.end(), b.dumps.begin(), b.dumps.end());
   outs.insert(outs.end(), b.writes.begin(), b.writes.end());
   graph g;
   if (!build_graph(ctx, outs, &g)) {
@@ -575,6 +599,8 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
   if (!in.upload(&inbuf, error)) return false;
   if (!sched_->compute(g, error)) return false;
 
+  if (opt_.dump_fn)
+    for (tensor* t : b.dumps) opt_.dump_fn(t->name, t->ne, static_cast<const float*>(t->data), p0);
   if (logits) {
     logits->resize(size_t(out->nelements()));
     std::memcpy(logits->data(), out->data, logits->size() * sizeof(float));

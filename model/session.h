@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,12 @@ struct session_options {
   // reference). A chunk's own K=V rows are rounded to this type too, so every split of a
   // sequence sees the same keys. The compressors' pending state is always f32.
   dtype cache_type = dtype::bf16;
+  // Named intermediates to hand to dump_fn after each chunk: name prefixes such as "L3.attn_out",
+  // "L0." (everything of layer 0) or "final_norm". Names: L<i>.{attn_in, q, kv, comp_rows,
+  // index_rows, index_score, attn_out, streams_mid, ffn_in, ffn_out, streams}, hc_head, final_norm.
+  // Shapes are innermost first (e.g. [D, T]); p0 is the chunk's first position.
+  std::vector<std::string> dump;
+  std::function<void(const char* name, const int64_t* ne, const float* data, int64_t p0)> dump_fn;
 };
 
 class session {
@@ -43,6 +50,11 @@ class session {
   bool eval(const int32_t* tokens, int64_t n, bool all_logits, std::vector<float>* logits, std::string* error);
 
   int64_t n_past() const { return n_past_; }
+  // Sets (or clears, with an empty list) the intermediates to dump: see session_options::dump.
+  void set_dump(std::vector<std::string> prefixes, decltype(session_options::dump_fn) fn) {
+    opt_.dump = std::move(prefixes);
+    opt_.dump_fn = std::move(fn);
+  }
   const session_options& options() const { return opt_; }
   // Forget the sequence (state back to empty).
   void reset();

@@ -84,6 +84,12 @@ V4_API v4_status v4_detokenize(const v4_model* model, const int32_t* ids, size_t
 /* The raw bytes of one token. */
 V4_API v4_status v4_token_piece(const v4_model* model, int32_t id, char* buf, size_t cap, size_t* n_out);
 
+/* The DeepSeek-V4 chat format (the official encoding_dsv4.py): conversation_json is a JSON array of
+ * OpenAI-style messages, or {"messages": [...], "tools": [...]}. thinking: nonzero for thinking
+ * mode (the prompt ends with <think>), else chat mode. The result starts with the BOS text; tokenize
+ * it with parse_special = 1. Needs no model. */
+V4_API v4_status v4_chat_format(const char* conversation_json, int thinking, char* buf, size_t cap, size_t* n_out);
+
 /* ---- context: one sequence and its state ------------------------------------------------------- */
 typedef struct v4_context_params {
   int64_t n_ctx;   /* most positions (default 4096) */
@@ -103,6 +109,13 @@ V4_API v4_status v4_eval(v4_context* ctx, const int32_t* tokens, size_t n, int a
 V4_API const float* v4_get_logits(const v4_context* ctx, int64_t i);
 V4_API int64_t v4_n_past(const v4_context* ctx);
 V4_API void v4_context_reset(v4_context* ctx);
+/* Debugging: after each evaluated chunk, fn receives every intermediate whose name starts with one
+ * of the prefixes ("L3.attn_out", "L0." for all of layer 0, "final_norm"; docs/MODEL.md lists
+ * the names): f32 data of shape ne[0..3] (innermost first, e.g. [hidden, tokens]) and the chunk's
+ * first position p0. n = 0 turns dumping off. */
+typedef void (*v4_dump_fn)(const char* name, const int64_t ne[4], const float* data, int64_t p0, void* user);
+V4_API v4_status v4_context_set_dump(v4_context* ctx, const char* const* prefixes, size_t n, v4_dump_fn fn,
+                                     void* user);
 /* Bytes of per-sequence state (KV rings, compressor state, compressed rows at n_ctx). */
 V4_API size_t v4_context_state_bytes(const v4_context* ctx);
 

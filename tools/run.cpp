@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "model/v4.h"
 #include "tools/commands.h"
 
@@ -141,6 +143,15 @@ class utf8_out {
   std::string buf_, all_;
 };
 
+// A conversation as JSON text: [{"role": ..., "content": ...}, ...].
+struct nlohmann_like_json {
+  nlohmann::json messages = nlohmann::json::array();
+  void add(const std::string& role, const std::string& content) {
+    messages.push_back({{"role", role}, {"content", content}});
+  }
+  std::string str() const { return messages.dump(); }
+};
+
 // ---- v4 run ------------------------------------------------------------------------------------
 struct run_opts {
   common c;
@@ -151,6 +162,8 @@ struct run_opts {
   uint64_t seed = 0;
   bool special = false;
   bool ignore_eos = false;
+  bool chat = false, thinking = false;
+  std::string system;
   std::vector<std::string> stops;
 };
 
@@ -166,7 +179,21 @@ int cmd_run(run_opts& o) {
                            "(or re-convert the checkpoint with its tokenizer.json)\n", o.c.model.c_str());
       return 1;
     }
-    if (!tokenize(L.model, o.prompt, o.special, &prompt)) return 1;
+    std::string text = o.prompt;
+    bool special = o.special;
+    if (o.chat) {  // one user turn (and a system prompt) in the V4 chat format
+      nlohmann_like_json conv;
+      if (!o.system.empty()) conv.add("system", o.system);
+      conv.add("user", o.prompt);
+      size_t n = 0;
+      const std::string js = conv.str();
+      v4_status st = v4_chat_format(js.c_str(), o.thinking, nullptr, 0, &n);
+      if (st != V4_OK && st != V4_ERR_BUFFER_TOO_SMALL) return die("chat format");
+      text.assign(n, '\0');
+      if (v4_chat_format(js.c_str(), o.thinking, text.data(), n, &n) != V4_OK) return die("chat format");
+      special = true;
+    }
+    if (!tokenize(L.model, text, special, &prompt)) return 1;
     const int32_t bos = v4_model_bos(L.model);
     if (bos >= 0 && (prompt.empty() || prompt[0] != bos)) prompt.insert(prompt.begin(), bos);
   }
@@ -220,7 +247,7 @@ int cmd_run(run_opts& o) {
     for (const std::string& s : o.stops)
       if (!s.empty() && generated.size() >= s.size() && generated.compare(generated.size() - s.size(), s.size(), s) == 0)
         stop = true;
-    if (stop || v4_n_past(L.ctx) >= o.c.n_ctx) {
+    if (stop || v4_n_past(L.ctx) >= o.c.n_ctx) {  // (the context is full: nothing more fits)
       ++n_gen;
       break;
     }
@@ -233,6 +260,7 @@ int cmd_run(run_opts& o) {
   const double t2 = now_s();
   out.flush();
   std::printf("\n");
+  std::fflush(stdout);
   v4_sampler_free(smp);
   std::fprintf(stderr, "load %.2f s | prompt %zu tokens, %.1f tokens/s | generation %d tokens, %.1f tokens/s\n",
                L.load_s, prompt.size(), prompt.size() / std::max(t1 - t0, 1e-9), n_gen,
@@ -241,7 +269,27 @@ int cmd_run(run_opts& o) {
 }
 
 // ---- v4 logits ---------------------------------------------------------------------------------
-int cmd_logits(common& c, const std::string& tokens, const std::string& out_path) {
+// --dump: each intermediate goes to OUT.NAME.f32 (float32, innermost dim first), one line each.
+struct dumper {
+  std::string base;
+  static void write(const char* name, const int64_t ne[4], const float* data, int64_t p0, void* user) {
+    const dumper* d = static_cast<const dumper*>(user);
+    const std::string path = d->base + "." + name + ".f32";
+    FILE* f = std::fopen(path.c_str(), p0 == 0 ? "wb" : "ab");
+    if (!f) {
+      std::fprintf(stderr, "warning: cannot write %s\n", path.c_str());
+      return;
+    }
+    const size_t n = size_t(ne[0] * ne[1] * ne[2] * ne[3]);
+    std::fwrite(data, sizeof(float), n, f);
+    std::fclose(f);
+    std::fprintf(stderr, "dump %s [%lld, %lld, %lld, %lld] at position %lld -> %s\n", name, (long long)ne[0],
+                 (long long)ne[1], (long long)ne[2], (long long)ne[3], (long long)p0, path.c_str());
+  }
+};
+
+int cmd_logits(common& c, const std::string& tokens, const std::string& out_path,
+               const std::vector<std::string>& dump) {
   c.quiet = true;
   std::vector<int32_t> ids;
   if (!parse_ids(tokens, &ids)) return 1;
@@ -252,6 +300,11 @@ int cmd_logits(common& c, const std::string& tokens, const std::string& out_path
   if (int64_t(ids.size()) > c.n_ctx) c.n_ctx = int64_t(ids.size());
   loaded L;
   if (!open_model(c, &L)) return 1;
+  dumper d{out_path};
+  std::vector<const char*> prefixes;
+  for (const std::string& p : dump) prefixes.push_back(p.c_str());
+  if (!prefixes.empty() && v4_context_set_dump(L.ctx, prefixes.data(), prefixes.size(), &dumper::write, &d) != V4_OK)
+    return die("dump");
   if (v4_eval(L.ctx, ids.data(), ids.size(), 1) != V4_OK) return die("eval");
   const size_t nv = size_t(v4_model_n_vocab(L.model));
   FILE* f = std::fopen(out_path.c_str(), "wb");
@@ -338,6 +391,9 @@ void add_run(CLI::App& app) {
   cmd->add_option("--stop", o->stops, "Stop when the output ends with this text (repeatable)");
   cmd->add_flag("--special", o->special, "Parse special-token text in the prompt");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after the end-of-sequence token");
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt as one user turn in the V4 chat format");
+  cmd->add_flag("--think", o->thinking, "With --chat: thinking mode (the answer starts with <think>)");
+  cmd->add_option("--system", o->system, "With --chat: a system prompt");
   cmd->callback([o] {
     if (o->prompt.empty() && o->tokens.empty()) throw CLI::ValidationError("give --prompt TEXT or --tokens IDS");
     const int rc = cmd_run(*o);
@@ -349,12 +405,16 @@ void add_logits(CLI::App& app) {
   auto c = std::make_shared<common>();
   auto tokens = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
+  auto dump = std::make_shared<std::vector<std::string>>();
   CLI::App* cmd = app.add_subcommand("logits", "Write the float32 logits [tokens x vocab] of one prefill");
   add_common(cmd, *c);
   cmd->add_option("--tokens", *tokens, "Token ids: 1,2,3")->required();
   cmd->add_option("-o,--output", *out, "Output file (float32 little-endian)")->required();
-  cmd->callback([c, tokens, out] {
-    const int rc = cmd_logits(*c, *tokens, *out);
+  cmd->add_option("--dump", *dump,
+                  "Also write intermediates whose name starts with this (L3.attn_out, L0., final_norm; "
+                  "docs/MODEL.md) to OUTPUT.NAME.f32 (repeatable)");
+  cmd->callback([c, tokens, out, dump] {
+    const int rc = cmd_logits(*c, *tokens, *out, *dump);
     if (rc) throw CLI::RuntimeError(rc);
   });
 }

@@ -49,8 +49,10 @@ class scratch {
   scratch() {
     const char* t = std::getenv("TMPDIR");
     const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::string(t && *t ? t : "/tmp") + "/v4conv_" + info->test_suite_name() + "_" + info->name() + "_" +
-           std::to_string(::getpid());
+    std::string id = std::string(info->test_suite_name()) + "_" + info->name();
+    for (char& c : id)
+      if (c == '/') c = '_';  // parameterized tests: "Suite/Test/0"
+    dir_ = std::string(t && *t ? t : "/tmp") + "/v4conv_" + id + "_" + std::to_string(::getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }

@@ -349,6 +349,22 @@ TEST(ConvertErrors, official_layout_problems) {
   e = convert_error(d, out);
   EXPECT_NE(e.find("tensor 'layers.0.ffn.gate.tid2eid'"), std::string::npos) << e;
   EXPECT_NE(e.find("expert id 9 at element 5 is outside [0, 4)"), std::string::npos) << e;
+
+  // A weight beyond the f16 range (scale 2^13, codes up to 448) is an error with --type f16.
+  restore();
+  {
+    std::string err;
+    auto f = st_file::open(shard1, &err);
+    ASSERT_TRUE(f) << err;
+    const uint64_t off = f->find("layers.0.attn.wq_a.scale")->offset;
+    f.reset();
+    std::string b = read_text(shard1);
+    b[off] = char(140);
+    write_text(shard1, b);
+  }
+  e = convert_error(d, out, "f16");
+  EXPECT_NE(e.find("tensor 'layers.0.attn.wq_a.weight'"), std::string::npos) << e;
+  EXPECT_NE(e.find("exceeds the f16 range"), std::string::npos) << e;
 }
 
 TEST(ConvertErrors, existing_output_needs_force) {

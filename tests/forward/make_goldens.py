@@ -31,94 +31,9 @@ import torch
 import torch.nn.functional as F
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 
-def pow2_scale(amax, floor, inv_max):
-    """2^ceil(log2(f32(max(amax, floor) * f32(1/max)))), exactly (frexp, no float log2)."""
-    v = (torch.clamp(amax, min=floor).float() * torch.tensor(inv_max, dtype=torch.float32)).double()
-    m, e = torch.frexp(v)
-    e = torch.where(m == 0.5, e - 1, e)
-    return torch.ldexp(torch.ones_like(v), e).float()
-
-
-def blocks_of(x, block):
-    """x [..., n] -> [..., ceil(n/block), block], zero-padded (zeros do not change a block's amax)."""
-    n = x.shape[-1]
-    pad = (-n) % block
-    if pad:
-        x = torch.cat([x, x.new_zeros(*x.shape[:-1], pad)], -1)
-    return x.reshape(*x.shape[:-1], x.shape[-1] // block, block).float()
-
-
-def unblock(xb, shape):
-    return xb.reshape(*shape[:-1], -1)[..., : shape[-1]]
-
-
-def fp8_roundtrip(x, block):
-    """Official act_quant(x, block, "ue8m0", inplace): e4m3 with power-of-two block scales
-    (a last, shorter block is its own block, as our op defines it)."""
-    shape = x.shape
-    xb = blocks_of(x, block)
-    s = pow2_scale(xb.abs().amax(-1, keepdim=True), 1e-4, 1.0 / 448.0)
-    q = torch.clamp(xb / s, -448, 448).to(torch.float8_e4m3fn).float()
-    return unblock(q * s, shape).to(x.dtype)
-
-
-E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
-
-
-def e2m1_round(v):
-    """Round |v| <= 6 to the e2m1 grid, ties to the even code (code = index in E2M1)."""
-    a = v.abs()
-    idx = torch.searchsorted(E2M1, a.contiguous())          # first grid point >= a
-    hi = torch.clamp(idx, max=7)
-    lo = torch.clamp(idx - 1, min=0)
-    d_lo, d_hi = a - E2M1[lo], E2M1[hi] - a
-    pick_hi = (d_hi < d_lo) | ((d_hi == d_lo) & (hi % 2 == 0))
-    r = torch.where(pick_hi, E2M1[hi], E2M1[lo])
-    return torch.copysign(r, v)
-
-
-def fp4_roundtrip(x, block):
-    """Official fp4_act_quant(x, block, inplace): e2m1 with power-of-two block scales."""
-    shape = x.shape
-    xb = blocks_of(x, block)
-    s = pow2_scale(xb.abs().amax(-1, keepdim=True), 6 * 2.0 ** -126, 1.0 / 6.0)
-    q = e2m1_round(torch.clamp(xb / s, -6, 6))
-    return unblock(q * s, shape).to(x.dtype)
-
-
-def hadamard(x):
-    """Sylvester-ordered Walsh-Hadamard over the last dim, scaled by n^-0.5."""
-    n = x.shape[-1]
-    h = torch.ones(1, 1)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return (x.float() @ h.T) * n ** -0.5
-
-
-def add_official_qat(model, rope_dims):
-    """The official model's QAT round trips, which transformers omits (research §3.8), as hooks:
-    * KV (raw window and main compressed rows): FP8 round trip of the non-RoPE dims, block 64.
-      Applied to kv_norm's output: RoPE only touches the last rope_dims dims and the round trip
-      only the others, so this equals the official order (after RoPE).
-    * indexer q and compressed keys: Hadamard then FP4 round trip, block 32, right before scoring."""
-    def kv_hook(_m, _i, out):
-        n = out.shape[-1] - rope_dims
-        return torch.cat([fp8_roundtrip(out[..., :n], 64), out[..., n:]], -1)
-
-    def scorer_pre(_m, args):
-        q, k, h = args
-        return fp4_roundtrip(hadamard(q), 32), fp4_roundtrip(hadamard(k), 32), h
-
-    handles = []
-    for layer in model.model.layers:
-        att = layer.self_attn
-        handles.append(att.kv_norm.register_forward_hook(kv_hook))
-        if att.compressor is not None:
-            handles.append(att.compressor.kv_norm.register_forward_hook(kv_hook))
-            if hasattr(att.compressor, "indexer"):
-                handles.append(att.compressor.indexer.scorer.register_forward_pre_hook(scorer_pre))
-    return handles
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from official_numerics import (E2M1, add_official_qat, dequant_stored, e2m1_round, fp4_roundtrip,  # noqa: E402
+                               fp8_roundtrip, official_experts_forward, pow2_scale)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "forward")
 
@@ -143,6 +58,9 @@ def randomise(model, gen):
             v = 0.5 + torch.rand(shape, generator=gen)
         elif name.endswith("hc.fn") or name.endswith("hc_fn"):
             v = torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+        elif name.endswith("experts.gate_up_proj"):
+            # routed experts: 4x the usual scale, so that the swiglu clamp (10) actually fires
+            v = 4.0 * torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
         elif "embed_tokens" in name:
             v = torch.randn(shape, generator=gen)
         elif p.dim() >= 2:
@@ -177,12 +95,32 @@ def make(name, cfg_kwargs, n_tokens, seed):
     hooks += [m.up_proj.register_forward_hook(lambda _m, _i, o: peaks.append(o.abs().max().item()))
               for mod in model.modules() for m in [getattr(mod, "shared_experts", None)] if m is not None]
 
+    # ... and that the routed experts' clamp does fire (else it goes untested).
+    import transformers.models.deepseek_v4.modeling_deepseek_v4 as mdv4
+    routed_peaks = []
+    old_gate = mdv4.DeepseekV4Experts._apply_gate
+
+    def recording_gate(self, gate_up):
+        routed_peaks.append(gate_up.abs().max().item())
+        return old_gate(self, gate_up)
+
+    # Intermediates for `--dump` comparisons: our names -> transformers modules' outputs.
+    inter = {}
+    def keep(name):
+        return lambda _m, _i, out: inter.__setitem__(name, (out[0] if isinstance(out, tuple) else out)[0].detach())
+    hooks.append(model.model.norm.register_forward_hook(keep("final_norm")))
+    hooks.append(model.model.layers[2].self_attn.register_forward_hook(keep("L2.attn_out")))
+    hooks.append(model.model.layers[3].mlp.register_forward_hook(keep("L3.ffn_out")))
+
     ids = torch.randint(0, cfg.vocab_size, (1, n_tokens), generator=gen)
     old_topk = torch.Tensor.topk
     torch.Tensor.topk = stable_topk
+    mdv4.DeepseekV4Experts._apply_gate = recording_gate
     try:
         with torch.no_grad():
             logits = model(input_ids=ids, use_cache=False).logits[0].float().numpy()
+        mdv4.DeepseekV4Experts._apply_gate = old_gate
+        inter_plain = dict(inter)  # the QAT run below overwrites inter
         qat_handles = add_official_qat(model, cfg.qk_rope_head_dim if hasattr(cfg, "qk_rope_head_dim")
                                        else cfg_kwargs["qk_rope_head_dim"])
         try:
@@ -193,8 +131,12 @@ def make(name, cfg_kwargs, n_tokens, seed):
                 h.remove()
     finally:
         torch.Tensor.topk = old_topk
+        mdv4.DeepseekV4Experts._apply_gate = old_gate
     for h in hooks:
         h.remove()
+    if max(routed_peaks) <= cfg.swiglu_limit:
+        sys.exit(f"{name}: routed expert pre-activations peak at {max(routed_peaks):.2f}: the swiglu clamp "
+                 f"({cfg.swiglu_limit}) would go untested")
     if peaks and max(peaks) >= cfg.swiglu_limit:
         sys.exit(f"{name}: shared expert pre-activation reaches {max(peaks):.2f} >= swiglu_limit: "
                  "the HF and official conventions would differ; change the seed or scales")
@@ -202,6 +144,8 @@ def make(name, cfg_kwargs, n_tokens, seed):
     d = os.path.join(OUT, name)
     model.save_pretrained(d, safe_serialization=True)
     logits.astype("<f4").tofile(os.path.join(d, "logits.f32"))
+    for k, v in inter_plain.items():
+        v.float().numpy().astype("<f4").tofile(os.path.join(d, f"inter.{k}.f32"))
     logits_qat.astype("<f4").tofile(os.path.join(d, "logits_qat.f32"))
     with open(os.path.join(d, "tokens.txt"), "w") as f:
         f.write(" ".join(str(int(t)) for t in ids[0]) + "\n")
@@ -209,11 +153,13 @@ def make(name, cfg_kwargs, n_tokens, seed):
         json.dump({"n_tokens": n_tokens, "vocab_size": cfg.vocab_size, "seed": seed,
                    "logits_rms": float(np.sqrt((logits.astype(np.float64) ** 2).mean())),
                    "shared_expert_peak": max(peaks) if peaks else 0.0,
+                   "routed_expert_peak": max(routed_peaks),
                    "generator": "tests/forward/make_goldens.py",
                    "transformers": __import__("transformers").__version__,
                    "torch": torch.__version__}, f, indent=1)
     print(f"{name}: {sum(p.numel() for p in model.parameters())} params, {n_tokens} tokens, "
-          f"logits rms {np.sqrt((logits ** 2).mean()):.3f}")
+          f"logits rms {np.sqrt((logits ** 2).mean()):.3f}, routed expert peak {max(routed_peaks):.1f}, "
+          f"shared expert peak {max(peaks):.1f}")
 
 
 TINY = dict(
@@ -261,34 +207,6 @@ def quant_mxfp4(w):
     code = code.view(out_, in_)
     packed = (code[:, 0::2] | (code[:, 1::2] << 4)).to(torch.uint8).view(torch.int8)
     return packed, s.view(out_, in_ // 32).to(torch.float8_e8m0fnu), deq
-
-
-def dequant_stored(w, s):
-    """Stored FP8 (128x128 scales) or packed MXFP4 (I8 + scales per 32) -> f32, from the bytes."""
-    s = s.float()
-    if w.dtype == torch.float8_e4m3fn:
-        full = s.repeat_interleave(128, 0).repeat_interleave(128, 1)[: w.shape[0], : w.shape[1]]
-        return w.float() * full
-    b = w.view(torch.uint8).long()
-    codes = torch.stack([b & 15, b >> 4], -1).view(w.shape[0], -1)
-    vals = E2M1[codes & 7] * torch.where(codes >= 8, -1.0, 1.0)
-    return vals * s.repeat_interleave(32, 1)
-
-
-def official_experts_forward(self, hidden_states, top_k_index, top_k_weights):
-    """The official expert order: the routing weight multiplies before w2, whose FP4 GEMM
-    quantizes its input to FP8 (transformers multiplies after down_proj)."""
-    final = torch.zeros_like(hidden_states)
-    xq = fp8_roundtrip(hidden_states, 128)
-    for e in range(self.num_experts):
-        tok, pos = torch.where(top_k_index == e)
-        if tok.numel() == 0:
-            continue
-        gate, up = F.linear(xq[tok], self.gate_up_proj[e]).chunk(2, dim=-1)
-        h = self.act_fn(gate.clamp(max=self.limit)) * up.clamp(min=-self.limit, max=self.limit)
-        h = h * top_k_weights[tok, pos, None]
-        final.index_add_(0, tok, F.linear(fp8_roundtrip(h, 128), self.down_proj[e]))
-    return final
 
 
 def make_native(name, cfg_kwargs, n_tokens, seed):

@@ -108,6 +108,7 @@ std::vector<float> run_split(const model& m, const std::vector<int32_t>& tokens,
   so.n_batch = n_batch;
   so.qat = qat;
   so.cache_type = cache;
+  so.n_threads = 1;  // ctest runs suites in parallel on few cores: no OpenMP oversubscription
   std::string err;
   auto s = session::create(m, so, &err);
   EXPECT_TRUE(s) << err;
@@ -147,10 +148,17 @@ TEST(Forward, SplitsMatchOnePass) {
       std::vector<int64_t> pieces;
       int64_t n_batch;
     };
-    for (const split& sp : {split{"chunks of 7", {int64_t(tokens.size())}, 7},
-                            split{"prefill 130, then decode", {130, 1}, 512},
-                            split{"prefill 5, 128, then 3s", {5, 128, 3}, 512},
-                            split{"decode from the start", {1}, 512}}) {
+    // Decode the first 140 tokens one by one (window wrap at 128, CSA rows every 4, the first
+    // HCA row at 127), then prefill the rest in one piece.
+    std::vector<int64_t> decode_then_prefill(140, 1);
+    decode_then_prefill.push_back(int64_t(tokens.size()));
+    std::vector<split> splits{split{"chunks of 7", {int64_t(tokens.size())}, 7},
+                              split{"prefill 130, decode 20, prefill", {130, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                        1, 1, 1, 1, 1, 1, 1, 512}, 512},
+                              split{"prefill 5, 128, then 3s", {5, 128, 3}, 512},
+                              split{"decode 140, then prefill", decode_then_prefill, 512}};
+    if (cache != dtype::f32) splits.resize(2);  // the cache type does not change the state logic
+    for (const split& sp : splits) {
       const auto got = run_split(*m, tokens, sp.pieces, qat, sp.n_batch, cache);
       const compare_result r = compare(got, one);
       EXPECT_LE(r.rel(), cache == dtype::f32 ? 1e-4 : 2e-3) << sp.name << (qat ? " (qat on" : " (qat off") << ", " << type_name(cache) << " cache)" << ": max |diff| " << r.max_abs
@@ -271,6 +279,36 @@ TEST(Forward, NativeFp8Mxfp4MatchesOfficialNumerics) {
   EXPECT_TRUE(s.first_over < 0 || s.first_over >= 3);
   EXPECT_GE(s.same_argmax * 10, s.positions * 9);
   EXPECT_LE(s.max_rel, 0.1);
+}
+
+TEST(Forward, DumpedIntermediatesMatchTransformers) {
+  // --dump hands out named intermediates; three of them against transformers' module outputs
+  // (tests/forward/make_goldens.py: inter.*.f32), same bound as the logits.
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  session_options so;
+  so.n_ctx = 1024;
+  so.n_batch = 512;
+  so.qat = false;
+  so.cache_type = dtype::f32;
+  so.n_threads = 1;
+  std::map<std::string, std::vector<float>> got;
+  so.dump = {"final_norm", "L2.attn_out", "L3.ffn_out"};
+  so.dump_fn = [&](const char* name, const int64_t* ne, const float* data, int64_t) {
+    got[name].assign(data, data + ne[0] * ne[1] * ne[2] * ne[3]);
+  };
+  std::string err;
+  auto s = session::create(*m, so, &err);
+  ASSERT_TRUE(s) << err;
+  ASSERT_TRUE(s->eval(tokens.data(), int64_t(tokens.size()), false, nullptr, &err)) << err;
+  ASSERT_EQ(got.size(), 3u);
+  for (const auto& [name, v] : got) {
+    const auto ref = read_f32(kData + "/tiny/inter." + name + ".f32");
+    const compare_result r = compare(v, ref);
+    std::printf("dump %s vs transformers: relative %.3g\n", name.c_str(), r.rel());
+    EXPECT_LE(r.rel(), 1e-4) << name;
+  }
 }
 
 TEST(Forward, RejectsBadTokensAndOverflow) {
