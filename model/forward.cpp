@@ -317,11 +317,24 @@ struct builder {
           for (int64_t i = 0; i < R; ++i)
             causal[size_t(t * R + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
         tensor* cmask = in.f32(causal, {R, T}, "comp_mask");
-        if (L.ratio == 4) cmask = indexer_mask(x, qr, L, S, cmask);
-        keys = concat(ctx, keys, read_cache(rows), 1);
+        tensor* comp = read_cache(rows);  // [HD, R]
+        tensor* top = L.ratio == 4 ? indexer_top(x, qr, L, S, cmask) : nullptr;
+        if (top && T == 1) {
+          // Decode: gather the selected rows (cost independent of the context length) and
+          // their causal mask (picks past the visible rows, when fewer exist, stay -inf).
+          comp = reshape(ctx, get_rows(ctx, comp, top), {HD, hp.index_topk});
+          cmask = gather(ctx, cmask, top);
+        } else if (top) {
+          // Prefill: every query has its own selection: scatter it into the mask.
+          const int64_t k = hp.index_topk;
+          tensor* base = in.f32(std::vector<float>(size_t(R * T), kNegInf), {1, R, T}, "sel_base");
+          tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
+          cmask = add(ctx, reshape(ctx, set_rows(ctx, base, zeros, top), {R, T}), cmask);
+        }
+        keys = concat(ctx, keys, comp, 1);
         mask = concat(ctx, mask, cmask, 0);
       } else if (L.ratio == 4) {
-        indexer_mask(x, qr, L, S, nullptr);  // keeps the indexer's compressor state current
+        indexer_top(x, qr, L, S, nullptr);  // keeps the indexer's compressor state current
       }
     }
     // Writing this chunk's K=V rows into the ring happens after every read.
@@ -356,14 +369,15 @@ struct builder {
     return linear(z, L.wo_b);
   }
 
-  // The lightning indexer: scores every visible compressed row for each query and keeps the
-  // top index_topk; returns the compressed-row mask with unselected rows at -inf.
-  tensor* indexer_mask(tensor* x, tensor* qr, const layer_weights& L, session::layer_state& S, tensor* cmask) {
+  // The lightning indexer: scores every visible compressed row for each query and returns the
+  // rows of the top index_topk, i32 [k, T] (ties to the lower row), or nullptr when there are no
+  // more rows than that (then every visible row is selected: the plain causal mask).
+  tensor* indexer_top(tensor* x, tensor* qr, const layer_weights& L, session::layer_state& S, tensor* cmask) {
     const int64_t IH = hp.index_n_heads, ID = hp.index_head_dim;
     tensor* keys = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2);
-    if (!cmask || !keys) return cmask;
+    if (!cmask || !keys) return nullptr;
     const int64_t R = keys->ne[1];
-    if (R <= hp.index_topk) return cmask;  // every visible row is selected
+    if (R <= hp.index_topk) return nullptr;
 
     tensor* q = reshape(ctx, linear(qr, L.idx_wq_b), {ID, IH, T});
     q = rope(ctx, q, pos, rope_for(4));
@@ -373,12 +387,7 @@ struct builder {
     s = mul(ctx, reshape(ctx, s, {R, IH, T}), reshape(ctx, wts, {1, IH, T}));
     s = add(ctx, reshape(ctx, sum(ctx, s, 1), {R, T}), cmask);
     named(s, "index_score", layer_);
-    tensor* top = top_k(ctx, s, int(hp.index_topk));  // [k, T], ties to the lower row
-    const int64_t k = hp.index_topk;
-    tensor* base = in.f32(std::vector<float>(size_t(R * T), kNegInf), {1, R, T}, "sel_base");
-    tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
-    tensor* sel = set_rows(ctx, base, zeros, top);
-    return add(ctx, reshape(ctx, sel, {R, T}), cmask);
+    return top_k(ctx, s, int(hp.index_topk));  // [k, T]
   }
 
   // ---- MoE ----------------------------------------------------------------------------------
