@@ -26,7 +26,9 @@ std::unique_ptr<model_file> convert_to(const std::string& dir, const std::string
   }
   auto f = model_file::open(out, &err);
   EXPECT_TRUE(f) << err;
-  if (f) EXPECT_TRUE(f->verify(&err)) << err;
+  if (f) {
+    EXPECT_TRUE(f->verify(&err)) << err;
+  }
   return f;
 }
 
@@ -88,7 +90,9 @@ void check_f32(const model_file& f, const json& want) {
     ASSERT_TRUE(t) << "missing " << it.key();
     EXPECT_EQ(ne_of(*t), (*it)["ne"].get<std::vector<int64_t>>()) << it.key();
     const std::string key = type_name(t->d.type) == (*it)["type"] ? "native_fnv" : "f32_fnv";
-    if (key == "f32_fnv") ASSERT_EQ(t->d.type, dtype::f32) << it.key();
+    if (key == "f32_fnv") {
+      ASSERT_EQ(t->d.type, dtype::f32) << it.key();
+    }
     EXPECT_EQ(hex64(fnv1a(t->data, size_t(t->size))), (*it)[key].get<std::string>()) << it.key() << " (" << key << ")";
   }
 }
@@ -138,9 +142,15 @@ void check_lossy(const model_file& got, const model_file& ref, const std::string
     EXPECT_EQ(bad, 0u) << t.d.name;
     // The K-quants' stated RMSE / RMS bounds on heavy-tailed data (tests/quant/test_blocks.cpp).
     const double nrmse = ref2 > 0 ? std::sqrt(err2 / ref2) : 0;
-    if (t.d.type == dtype::q4_k) EXPECT_LT(nrmse, 0.093) << t.d.name;
-    if (t.d.type == dtype::q3_k) EXPECT_LT(nrmse, 0.188) << t.d.name;
-    if (t.d.type == dtype::q2_k) EXPECT_LT(nrmse, 0.297) << t.d.name;
+    if (t.d.type == dtype::q4_k) {
+      EXPECT_LT(nrmse, 0.093) << t.d.name;
+    }
+    if (t.d.type == dtype::q3_k) {
+      EXPECT_LT(nrmse, 0.188) << t.d.name;
+    }
+    if (t.d.type == dtype::q2_k) {
+      EXPECT_LT(nrmse, 0.297) << t.d.name;
+    }
   }
   EXPECT_GT(requested_seen, 0) << "no tensor got the requested type " << requested;
 }
