@@ -26,14 +26,27 @@
 
 namespace v4::model {
 
+// Compressed rows [width, max_rows], stored one of two ways:
+//   plain    cache_type (bf16 or f32) rows;
+//   compact  (QAT on) the dims the QAT rounds, in the format it rounds them to: main rows'
+//            non-RoPE dims as fp8_e4m3 with an e8m0 scale per 64 + the RoPE dims in cache_type;
+//            indexer keys entirely as mxfp4 (e8m0 per 32). Lossless: the stored values are the
+//            round trip's outputs (set_rows quantizes with the same scales).
+struct row_store {
+  tensor* plain = nullptr;  // [width, max_rows] cache_type
+  tensor* q = nullptr;      // [nq, max_rows] fp8_e4m3 / mxfp4, with ->scales (compact)
+  tensor* rest = nullptr;   // [width - nq, max_rows] cache_type, or nullptr (compact)
+  int64_t width = 0;
+};
+
 struct session::layer_state {
   tensor* ring = nullptr;  // cache_type [HD, W]
   // compressor (ratio 4 or 128)
   tensor* pend_kv = nullptr, *pend_score = nullptr;  // f32 [c*HD, c*ratio]
-  tensor* rows = nullptr;                            // cache_type [HD, max_rows]
+  row_store rows;                                    // [HD, max_rows]
   // CSA indexer
   tensor* ipend_kv = nullptr, *ipend_score = nullptr;  // f32 [2*ID, 8]
-  tensor* irows = nullptr;                             // cache_type [ID, max_rows]
+  row_store irows;                                     // [ID, max_rows]
 };
 
 namespace {
@@ -217,13 +230,49 @@ struct builder {
     return reshape(ctx, sum(ctx, mul(ctx, X, reshape(ctx, pre, {1, HC, T})), 1), {D, T});
   }
 
+  // ---- compressed-row stores ------------------------------------------------------------------
+  // Writes r [width, n] at rows ids; returns the store as seen after the write (aliases).
+  row_store write_rows(const row_store& st, tensor* r, tensor* ids) {
+    row_store out = st;
+    if (st.plain) {
+      out.plain = set_rows(ctx, st.plain, r, ids);
+      writes.push_back(out.plain);  // also when this chunk does not read the rows
+      return out;
+    }
+    const int64_t nq = st.q->ne[0], n = r->ne[1];
+    out.q = set_rows(ctx, st.q, view_2d(ctx, r, nq, n, r->nb[1], 0), ids);
+    writes.push_back(out.q);
+    if (st.rest) {
+      out.rest = set_rows(ctx, st.rest, view_2d(ctx, r, st.width - nq, n, r->nb[1], size_t(nq) * sizeof(float)), ids);
+      writes.push_back(out.rest);
+    }
+    return out;
+  }
+  // Rows [0, R) as f32 [width, R].
+  tensor* read_rows(const row_store& st, int64_t R) {
+    if (st.plain) return read_cache(view_2d(ctx, st.plain, st.width, R, st.plain->nb[1], 0));
+    std::vector<int32_t> iota(static_cast<size_t>(R));
+    for (int64_t i = 0; i < R; ++i) iota[size_t(i)] = int32_t(i);
+    return gather_rows(st, in.i32(iota, {R}, "row_iota"));
+  }
+  // Rows ids (i32 [k] or [k, 1]) as f32 [width, k].
+  tensor* gather_rows(const row_store& st, tensor* ids) {
+    const int64_t k = ids->ne[0];
+    tensor* flat = reshape(ctx, ids, {k, 1});
+    if (st.plain) return reshape(ctx, get_rows(ctx, st.plain, flat), {st.width, k});
+    tensor* y = reshape(ctx, get_rows(ctx, st.q, flat), {st.q->ne[0], k});
+    if (st.rest) y = concat(ctx, y, reshape(ctx, get_rows(ctx, st.rest, flat), {st.rest->ne[0], k}), 0);
+    return y;
+  }
+
   // ---- compressor ---------------------------------------------------------------------------
-  // Emits the rows whose window closes inside this chunk into `rows` and returns a view of all
-  // rows so far ([width, R], R = (p0+T)/ratio), or nullptr when there are none yet.
+  // Emits the rows whose window closes inside this chunk into `rows` and returns all rows so far
+  // as f32 [width, R], R = (p0+T)/ratio (nullptr when there are none yet); written_ is then the
+  // store as seen after the write (for gathers).
   // kind_qat: 0 none, 1 main KV (FP8 round-trip of the non-RoPE dims), 2 indexer keys
   // (Hadamard + FP4 round-trip).
   tensor* compress(tensor* x, const compressor_weights& w, int64_t ratio, int64_t width, tensor* pend_kv,
-                   tensor* pend_score, tensor* rows, int kind_qat) {
+                   tensor* pend_score, const row_store& rows, int kind_qat) {
     const int64_t c = ratio == 4 ? 2 : 1, cw = c * width, span = c * ratio;
     const int64_t b0 = p0 / ratio, b1 = (p0 + T) / ratio, nb = b1 - b0;
     const size_t f = sizeof(float);
@@ -276,11 +325,11 @@ struct builder {
       r = named(reshape(ctx, r, {width, nb}), kind_qat == 2 ? "index_rows" : "comp_rows", layer_);
       if (opt.qat && kind_qat == 1) r = fp8_roundtrip(ctx, r, 64, width - hp.rope_dims);
       if (opt.qat && kind_qat == 2) r = fp4_roundtrip(ctx, hadamard(ctx, r, 1.0f / std::sqrt(float(width))), 32);
-      tensor* written = set_rows(ctx, rows, r, in.i32(rid, {nb}, "row_id"));
-      result = view_2d(ctx, written, width, b1, written->nb[1], 0);
-      writes.push_back(written);  // also when this chunk does not read the rows (indexer, R <= topk)
+      written_ = write_rows(rows, r, in.i32(rid, {nb}, "row_id"));
+      result = read_rows(written_, b1);
     } else if (b1 > 0) {
-      result = view_2d(ctx, rows, width, b1, rows->nb[1], 0);
+      written_ = rows;
+      result = read_rows(rows, b1);
     }
     // The pending ring keeps every token's (kv, score); written after all reads of this chunk.
     tensor* ids = in.i32(pend_slot, {T}, "pend_slot");
@@ -290,7 +339,8 @@ struct builder {
   }
 
   // ---- attention ----------------------------------------------------------------------------
-  int64_t layer_ = 0;  // the layer being built (for names)
+  int64_t layer_ = 0;   // the layer being built (for names)
+  row_store written_;   // the last compress()'s row store, after its write
 
   tensor* attention(tensor* x, const layer_weights& L, session::layer_state& S) {
     const int64_t H = hp.n_heads, HD = hp.head_dim, W = hp.window, G = hp.o_groups;
@@ -310,6 +360,7 @@ struct builder {
     tensor* mask = win_mask;
     if (L.ratio != 0) {
       tensor* rows = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
+      const row_store stored = written_;
       if (rows) {
         const int64_t R = rows->ne[1];
         std::vector<float> causal(static_cast<size_t>(R * T));
@@ -317,12 +368,12 @@ struct builder {
           for (int64_t i = 0; i < R; ++i)
             causal[size_t(t * R + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
         tensor* cmask = in.f32(causal, {R, T}, "comp_mask");
-        tensor* comp = read_cache(rows);  // [HD, R]
+        tensor* comp = rows;  // [HD, R]
         tensor* top = L.ratio == 4 ? indexer_top(x, qr, L, S, cmask) : nullptr;
         if (top && T == 1) {
           // Decode: gather the selected rows (cost independent of the context length) and
           // their causal mask (picks past the visible rows, when fewer exist, stay -inf).
-          comp = reshape(ctx, get_rows(ctx, comp, top), {HD, hp.index_topk});
+          comp = gather_rows(stored, top);
           cmask = gather(ctx, cmask, top);
         } else if (top) {
           // Prefill: every query has its own selection: scatter it into the mask.
@@ -383,7 +434,7 @@ struct builder {
     q = rope(ctx, q, pos, rope_for(4));
     if (opt.qat) q = fp4_roundtrip(ctx, hadamard(ctx, q, 1.0f / std::sqrt(float(ID))), 32);
     tensor* wts = scale(ctx, linear(x, L.idx_weights), 1.0f / std::sqrt(float(ID) * float(IH)));  // [IH, T]
-    tensor* s = relu(ctx, matmul(ctx, read_cache(keys), reshape(ctx, q, {ID, IH * T})));         // [R, IH*T]
+    tensor* s = relu(ctx, matmul(ctx, keys, reshape(ctx, q, {ID, IH * T})));                    // [R, IH*T]
     s = mul(ctx, reshape(ctx, s, {R, IH, T}), reshape(ctx, wts, {1, IH, T}));
     s = add(ctx, reshape(ctx, sum(ctx, s, 1), {R, T}), cmask);
     named(s, "index_score", layer_);
@@ -453,21 +504,37 @@ std::unique_ptr<session> session::create(const model& m, const session_options& 
     all.push_back(t);
     return t;
   };
+  const bool compact = opt.qat && opt.compact_rows;
   for (int64_t il = 0; il < hp.n_layers; ++il) {
     layer_state& L = s->layers_[size_t(il)];
     const int32_t ratio = hp.compress_ratio(il);
     const dtype ct = opt.cache_type;
     L.ring = mk(HD, W, "ring", il, ct);
+    // A row store: plain, or compact (QAT on): nq dims in qtype with e8m0 scales per `block`.
+    auto store = [&](int64_t width, int64_t n_rows, const char* name, dtype qtype, int64_t nq, int block) {
+      row_store st;
+      st.width = width;
+      if (!compact) {
+        st.plain = mk(width, n_rows, name, il, ct);
+        return st;
+      }
+      st.q = mk(nq, n_rows, name, il, qtype);
+      st.q->scales = mk((nq + block - 1) / block, n_rows, "scales", il, dtype::e8m0);
+      st.q->scale_block[0] = block;
+      st.q->scale_block[1] = 1;
+      if (width > nq) st.rest = mk(width - nq, n_rows, "rope", il, ct);
+      return st;
+    };
     if (ratio != 0) {
       const int64_t c = ratio == 4 ? 2 : 1;
       L.pend_kv = mk(c * HD, c * ratio, "pend_kv", il);
       L.pend_score = mk(c * HD, c * ratio, "pend_score", il);
-      L.rows = mk(HD, opt.n_ctx / ratio + 1, "rows", il, ct);
+      L.rows = store(HD, opt.n_ctx / ratio + 1, "rows", dtype::fp8_e4m3, HD - hp.rope_dims, 64);
     }
     if (ratio == 4) {
       L.ipend_kv = mk(2 * ID, 8, "ipend_kv", il);
       L.ipend_score = mk(2 * ID, 8, "ipend_score", il);
-      L.irows = mk(ID, opt.n_ctx / 4 + 1, "irows", il, ct);
+      L.irows = store(ID, opt.n_ctx / 4 + 1, "irows", dtype::mxfp4, ID, 32);
     }
   }
   size_t bytes = 0;
@@ -489,8 +556,11 @@ void session::reset() {
   ring_pos_.assign(size_t(m_.hp().window), -1);
   for (layer_state& L : layers_) {
     std::memset(L.ring->data, 0, L.ring->nbytes());
-    for (tensor* t : {L.pend_kv, L.ipend_kv, L.rows, L.irows})
+    for (tensor* t : {L.pend_kv, L.ipend_kv, L.rows.plain, L.rows.q, L.rows.rest, L.irows.plain, L.irows.q,
+                      L.irows.rest})
       if (t) std::memset(t->data, 0, t->nbytes());
+    for (const row_store* st : {&L.rows, &L.irows})
+      if (st->q) std::memset(st->q->scales->data, 0, st->q->scales->nbytes());
     for (tensor* t : {L.pend_score, L.ipend_score}) {
       if (!t) continue;
       float* p = static_cast<float*>(t->data);
@@ -501,17 +571,24 @@ void session::reset() {
 
 size_t session::state_bytes() const { return state_buf_ ? state_buf_->size() : 0; }
 
-double session::state_bytes_per_token() const {
-  const hparams& hp = m_.hp();
+double session::bytes_per_token(const hparams& hp, const session_options& opt) {
+  const bool compact = opt.qat && opt.compact_rows;
+  const double cache = double(row_size(opt.cache_type, 1));
+  // One stored compressed row of `width` dims, nq of them quantized (compact) with blocks of `block`.
+  auto row_bytes = [&](int64_t width, int64_t nq, dtype qtype, int64_t block) {
+    if (!compact) return double(width) * cache;
+    return double(row_size(qtype, nq)) + double((nq + block - 1) / block) + double(width - nq) * cache;
+  };
   double per = 0;
   for (int64_t il = 0; il < hp.n_layers; ++il) {
     const int32_t r = hp.compress_ratio(il);
-    const double bytes = double(row_size(opt_.cache_type, 1));
-    if (r) per += double(hp.head_dim) * bytes / r;
-    if (r == 4) per += double(hp.index_head_dim) * bytes / 4;
+    if (r) per += row_bytes(hp.head_dim, hp.head_dim - hp.rope_dims, dtype::fp8_e4m3, 64) / r;
+    if (r == 4) per += row_bytes(hp.index_head_dim, hp.index_head_dim, dtype::mxfp4, 32) / 4;
   }
   return per;
 }
+
+double session::state_bytes_per_token() const { return bytes_per_token(m_.hp(), opt_); }
 
 bool session::eval(const int32_t* tokens, int64_t n, bool all_logits, std::vector<float>* logits, std::string* error) {
   const hparams& hp = m_.hp();

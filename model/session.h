@@ -32,6 +32,10 @@ struct session_options {
   // reference). A chunk's own K=V rows are rounded to this type too, so every split of a
   // sequence sees the same keys. The compressors' pending state is always f32.
   dtype cache_type = dtype::bf16;
+  // With QAT on, store compressed rows in the formats the QAT rounds them to (losslessly): main
+  // rows' non-RoPE dims fp8_e4m3 + e8m0 per 64, RoPE dims in cache_type; indexer keys mxfp4.
+  // At V4-Flash dims that is ~3.5 KB of state per token instead of 6.9 KB (bf16) or 13.8 KB (f32).
+  bool compact_rows = true;
   // Named intermediates to hand to dump_fn after each chunk: name prefixes such as "L3.attn_out",
   // "L0." (everything of layer 0) or "final_norm". Names: L<i>.{attn_in, q, kv, comp_rows,
   // index_rows, index_score, attn_out, streams_mid, ffn_in, ffn_out, streams}, hc_head, final_norm.
@@ -61,6 +65,10 @@ class session {
   // Bytes of per-sequence state: fixed part (rings, pending tokens) and per-token growth.
   size_t state_bytes() const;
   double state_bytes_per_token() const;
+  // Growth of the state per token of context for a config (compressed rows and indexer keys; the
+  // raw window and the compressors' pending tokens are fixed). V4-Flash, QAT on, compact rows,
+  // bf16 cache: 3508.8 B (the production layout of the research notes, ~3.5 KB).
+  static double bytes_per_token(const hparams& hp, const session_options& opt);
 
   struct layer_state;  // model/forward.cpp
 

@@ -117,6 +117,9 @@ tensor* get_rows(context& ctx, tensor* a, tensor* ids);
 // Writes rows of src f32 [K, N, B] into dst [K, R, B] (dst's type; converted) at ids i32/i64 [N, B]:
 //   dst[:, ids[n, b], b] = src[:, n, b]. Returns an alias of dst; the write happens when the
 //   returned tensor is computed (cache writes). Duplicate ids: the last n wins.
+// A scaled dst (fp8_e4m3 with scale_block {b, 1}, b a multiple of 32; mxfp4 with {32, 1}: one scale
+// per block of a row) is quantized on write: each block gets the scale of fp8_roundtrip /
+// fp4_roundtrip (below) and its codes, so storing a row those ops produced is lossless.
 tensor* set_rows(context& ctx, tensor* dst, tensor* src, tensor* ids);
 // Per row r of a f32 [n, R...]: y[j, r] = a[idx[j, r], r]; idx i32 [k, R...] -> f32 [k, R...].
 tensor* gather(context& ctx, tensor* a, tensor* idx);

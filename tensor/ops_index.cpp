@@ -24,9 +24,16 @@ tensor* get_rows(context& ctx, tensor* a, tensor* ids) {
 
 tensor* set_rows(context& ctx, tensor* dst, tensor* src, tensor* ids) {
   if (!have({dst, src, ids})) return nullptr;
-  if (src->type != dtype::f32 || !traits(dst->type).from_f32 || traits(dst->type).scaled || !dst->rows_contiguous()) {
+  if (src->type != dtype::f32 || !traits(dst->type).from_f32 || !dst->rows_contiguous()) {
     ctx.fail("set_rows: src %s must be f32 and dst %s a type written from f32 with contiguous rows",
              describe(src).c_str(), describe(dst).c_str());
+    return nullptr;
+  }
+  if (traits(dst->type).scaled &&
+      (!detail::check_scales(ctx, "set_rows", dst) || dst->scale_block[1] != 1 || !dst->scales->is_contiguous())) {
+    if (ctx.ok())
+      ctx.fail("set_rows: scaled dst %s needs per-row scale blocks (scale_block {b, 1}) in contiguous scales",
+               describe(dst).c_str());
     return nullptr;
   }
   if ((ids->type != dtype::i32 && ids->type != dtype::i64) || ids->ne[2] != 1 || ids->ne[3] != 1) {

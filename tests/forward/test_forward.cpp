@@ -311,6 +311,64 @@ TEST(Forward, DumpedIntermediatesMatchTransformers) {
   }
 }
 
+TEST(Forward, CompactRowsAreLosslessAndSmall) {
+  // QAT on: compressed rows stored as fp8 (+ the RoPE dims) and indexer keys as mxfp4 give the
+  // same logits, bit for bit, as f32 rows (they store the round trips' outputs exactly).
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  auto run = [&](bool compact, std::vector<int64_t> pieces) {
+    session_options so;
+    so.n_ctx = 512;
+    so.cache_type = dtype::f32;
+    so.compact_rows = compact;
+    so.n_threads = 1;
+    std::string err;
+    auto s = session::create(*m, so, &err);
+    EXPECT_TRUE(s) << err;
+    std::vector<float> all, part;
+    for (size_t i = 0, p = 0; i < tokens.size(); ++p) {
+      const int64_t n = std::min<int64_t>(pieces[std::min(p, pieces.size() - 1)], int64_t(tokens.size() - i));
+      EXPECT_TRUE(s->eval(tokens.data() + i, n, true, &part, &err)) << err;
+      all.insert(all.end(), part.begin(), part.end());
+      i += size_t(n);
+    }
+    return all;
+  };
+  EXPECT_EQ(compare(run(true, {300}), run(false, {300})).max_abs, 0.0);
+  EXPECT_EQ(compare(run(true, {150, 1}), run(false, {150, 1})).max_abs, 0.0);  // decode gathers
+
+  // State growth per token: measured from two context sizes, and the formula.
+  session_options so;
+  std::string err;
+  so.n_ctx = 1024;
+  auto a = session::create(*m, so, &err);
+  so.n_ctx = 1024 + 4096;
+  auto b = session::create(*m, so, &err);
+  ASSERT_TRUE(a && b) << err;
+  const double measured = double(b->state_bytes() - a->state_bytes()) / 4096.0;
+  // tiny: 2 CSA layers x (64 fp8 + 1 scale + 64 bf16 RoPE dims = 193 B per 4 tokens, + 64 B mxfp4
+  // + 4 scales per 4 tokens) + 1 HCA layer x 193 B per 128 tokens = 132.01 B/token
+  const double expect = 2 * (193.0 + 68.0) / 4 + 193.0 / 128;
+  EXPECT_NEAR(a->state_bytes_per_token(), expect, 1e-9);
+  EXPECT_NEAR(measured, expect, 2.0);  // + 64-byte alignment of each tensor
+  // V4-Flash dims: 21 CSA + 20 HCA layers.
+  hparams flash = m->hp();
+  flash.n_layers = 41;
+  flash.head_dim = 512;
+  flash.rope_dims = 64;
+  flash.index_head_dim = 128;
+  flash.compress_ratios.clear();
+  for (int i = 0; i < 41; ++i) flash.compress_ratios.push_back(i % 2 == 0 ? 4 : 128);
+  session_options d;
+  const double compact = session::bytes_per_token(flash, d);
+  d.compact_rows = false;
+  const double bf16 = session::bytes_per_token(flash, d);
+  std::printf("V4-Flash state per token: %.1f B compact (QAT on), %.1f B bf16 rows\n", compact, bf16);
+  EXPECT_NEAR(compact, 21 * (583.0 + 68.0) / 4 + 20 * 583.0 / 128, 1e-6);
+  EXPECT_NEAR(bf16, 3440.0 * 2, 1e-6);
+}
+
 TEST(Forward, RejectsBadTokensAndOverflow) {
   auto m = load("tiny");
   ASSERT_TRUE(m);

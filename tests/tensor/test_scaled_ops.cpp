@@ -154,6 +154,68 @@ TEST(ScaledOps, GetRowsDequantizes) {
   }
 }
 
+TEST(ScaledOps, SetRowsQuantizesOnWriteLosslesslyAfterRoundTrip) {
+  // set_rows into fp8 (per-row blocks of 64) and mxfp4 (32): reading the rows back gives exactly
+  // fp8_roundtrip / fp4_roundtrip of what was written (so a QAT-rounded row is stored losslessly),
+  // rows not written keep their bytes, duplicate ids: the last wins. Data: normal values, zeros,
+  // tiny and huge magnitudes, a last partial block.
+  backends::init();
+  for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4}) {
+    const int bk = t == dtype::mxfp4 ? 32 : 64;
+    const int64_t K = 200, R = 6, N = 4;  // 200 = 3 blocks of 64 + 8 (fp8), 6 groups of 32 + 8 (mxfp4)
+    context ctx;
+    std::vector<uint8_t> qd(row_size(t, K) * R, 0x5A), sd(size_t((K + bk - 1) / bk * R), 0x3C);
+    tensor* dst = ctx.new_tensor(t, {K, R});
+    tensor* sc = ctx.new_tensor(dtype::e8m0, {(K + bk - 1) / bk, R});
+    dst->data = qd.data();
+    sc->data = sd.data();
+    dst->scales = sc;
+    dst->scale_block[0] = bk;
+    dst->scale_block[1] = 1;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> src(size_t(K * N));
+    for (int64_t i = 0; i < K * N; ++i) {
+      const int64_t blk = (i % K) / bk;
+      src[size_t(i)] = blk == 0 ? d(rng) : blk == 1 ? 0.0f : blk == 2 ? d(rng) * 1e-30f : d(rng) * 1e4f;
+    }
+    std::vector<int32_t> idv = {4, 1, 4, 0};  // row 4 twice: the last (n = 2) wins
+    tensor* x = ctx.new_tensor(dtype::f32, {K, N});
+    x->data = src.data();
+    tensor* ids = ctx.new_tensor(dtype::i32, {N});
+    ids->data = idv.data();
+    tensor* written = set_rows(ctx, dst, x, ids);
+    ASSERT_NE(written, nullptr) << ctx.error();
+    std::vector<int32_t> all = {0, 1, 4, 2};
+    tensor* ids2 = ctx.new_tensor(dtype::i32, {4});
+    ids2->data = all.data();
+    tensor* back = get_rows(ctx, written, ids2);
+    ASSERT_NE(back, nullptr) << ctx.error();
+    const std::vector<uint8_t> before_row2(qd.begin() + long(row_size(t, K) * 2), qd.begin() + long(row_size(t, K) * 3));
+    auto mem = run(ctx, back);
+    const float* y = static_cast<const float*>(back->data);
+    const int src_of[3] = {3, 1, 2};  // rows 0, 1, 4 came from src columns 3, 1, 2
+    for (int j = 0; j < 3; ++j) {
+      std::vector<float> ref(static_cast<size_t>(K));
+      if (t == dtype::mxfp4)
+        quant::fp4_roundtrip_row(&src[size_t(src_of[j] * K)], ref.data(), K, 32);
+      else
+        quant::fp8_roundtrip_row(&src[size_t(src_of[j] * K)], ref.data(), K, 64);
+      for (int64_t k = 0; k < K; ++k) ASSERT_EQ(y[j * K + k], ref[size_t(k)]) << type_name(t) << " row " << all[j] << " k " << k;
+    }
+    EXPECT_TRUE(std::equal(before_row2.begin(), before_row2.end(), qd.begin() + long(row_size(t, K) * 2)))
+        << "row 2 was never written";
+  }
+  // Blocks spanning rows are refused (a row-wise write cannot own them).
+  context ctx;
+  tensor* dst = ctx.new_tensor(dtype::fp8_e4m3, {128, 128});
+  dst->scales = ctx.new_tensor(dtype::e8m0, {1, 1});
+  dst->scale_block[0] = 128;
+  dst->scale_block[1] = 128;
+  EXPECT_EQ(set_rows(ctx, dst, ctx.new_tensor(dtype::f32, {128, 1}), ctx.new_tensor(dtype::i32, {1})), nullptr);
+  EXPECT_NE(ctx.error().find("per-row scale blocks"), std::string::npos) << ctx.error();
+}
+
 TEST(ScaledOps, MissingOrMisshapenScalesAreRefused) {
   backends::init();
   context ctx;

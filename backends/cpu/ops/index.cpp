@@ -63,7 +63,18 @@ void kernel_SET_ROWS(const exec& ex, tensor* dst) {
         for (int64_t k = 0; k < K; ++k) tmp[k] = *reinterpret_cast<const float*>(s + k * src->nb[0]);
         row_f = tmp.data();
       }
-      row_from_f32(dst->type, row_f, at(dst, 0, read_index(ids, n, b), b, 0), K);
+      const int64_t row = read_index(ids, n, b);
+      uint8_t* q = reinterpret_cast<uint8_t*>(at(dst, 0, row, b, 0));
+      if (!traits(dst->type).scaled) {
+        row_from_f32(dst->type, row_f, q, K);
+        continue;
+      }
+      // Quantize on write: the scales of this row live at scales[:, row, b] (per-row blocks).
+      uint8_t* sc = reinterpret_cast<uint8_t*>(at(dst->scales, 0, row, b, 0));
+      if (dst->type == dtype::mxfp4)
+        quant::quantize_row_mxfp4(row_f, q, sc, K);
+      else
+        quant::quantize_fp8_blocks(row_f, 1, K, dst->scale_block[0], 1, q, sc);
     }
   });
 }
