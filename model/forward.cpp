@@ -266,12 +266,12 @@ struct builder {
   }
 
   // ---- compressor ---------------------------------------------------------------------------
-  // Emits the rows whose window closes inside this chunk into `rows` and returns all rows so far
-  // as f32 [width, R], R = (p0+T)/ratio (nullptr when there are none yet); written_ is then the
-  // store as seen after the write (for gathers).
+  // Emits the rows whose window closes inside this chunk into `rows` and returns the number of
+  // rows so far, R = (p0+T)/ratio; written_ is then the store as seen after the write, to read
+  // (read_rows, gather_rows) after it.
   // kind_qat: 0 none, 1 main KV (FP8 round-trip of the non-RoPE dims), 2 indexer keys
   // (Hadamard + FP4 round-trip).
-  tensor* compress(tensor* x, const compressor_weights& w, int64_t ratio, int64_t width, tensor* pend_kv,
+  int64_t compress(tensor* x, const compressor_weights& w, int64_t ratio, int64_t width, tensor* pend_kv,
                    tensor* pend_score, const row_store& rows, int kind_qat) {
     const int64_t c = ratio == 4 ? 2 : 1, cw = c * width, span = c * ratio;
     const int64_t b0 = p0 / ratio, b1 = (p0 + T) / ratio, nb = b1 - b0;
@@ -286,7 +286,7 @@ struct builder {
     }
     tensor* score = add(ctx, z, get_rows(ctx, w.ape, in.i32(slot, {T}, "comp_slot")));
 
-    tensor* result = nullptr;
+    int64_t result = 0;
     if (nb > 0) {
       // The tokens of the closed windows, plus (CSA) the window before the first: positions
       // s0 .. b1*ratio-1. Those before p0 come from the pending ring.
@@ -326,10 +326,10 @@ struct builder {
       if (opt.qat && kind_qat == 1) r = fp8_roundtrip(ctx, r, 64, width - hp.rope_dims);
       if (opt.qat && kind_qat == 2) r = fp4_roundtrip(ctx, hadamard(ctx, r, 1.0f / std::sqrt(float(width))), 32);
       written_ = write_rows(rows, r, in.i32(rid, {nb}, "row_id"));
-      result = read_rows(written_, b1);
+      result = b1;
     } else if (b1 > 0) {
       written_ = rows;
-      result = read_rows(rows, b1);
+      result = b1;
     }
     // The pending ring keeps every token's (kv, score); written after all reads of this chunk.
     tensor* ids = in.i32(pend_slot, {T}, "pend_slot");
@@ -359,16 +359,15 @@ struct builder {
     tensor* keys = concat(ctx, read_cache(S.ring), kv, 1);  // [HD, W + T]
     tensor* mask = win_mask;
     if (L.ratio != 0) {
-      tensor* rows = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
+      const int64_t R = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
       const row_store stored = written_;
-      if (rows) {
-        const int64_t R = rows->ne[1];
+      if (R > 0) {
         std::vector<float> causal(static_cast<size_t>(R * T));
         for (int64_t t = 0; t < T; ++t)
           for (int64_t i = 0; i < R; ++i)
             causal[size_t(t * R + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
         tensor* cmask = in.f32(causal, {R, T}, "comp_mask");
-        tensor* comp = rows;  // [HD, R]
+        tensor* comp = nullptr;  // [HD, R] or [HD, k]
         tensor* top = L.ratio == 4 ? indexer_top(x, qr, L, S, cmask) : nullptr;
         if (top && T == 1) {
           // Decode: gather the selected rows (cost independent of the context length) and
@@ -382,6 +381,7 @@ struct builder {
           tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
           cmask = add(ctx, reshape(ctx, set_rows(ctx, base, zeros, top), {R, T}), cmask);
         }
+        if (!comp) comp = read_rows(stored, R);
         keys = concat(ctx, keys, comp, 1);
         mask = concat(ctx, mask, cmask, 0);
       } else if (L.ratio == 4) {
@@ -425,15 +425,17 @@ struct builder {
   // more rows than that (then every visible row is selected: the plain causal mask).
   tensor* indexer_top(tensor* x, tensor* qr, const layer_weights& L, session::layer_state& S, tensor* cmask) {
     const int64_t IH = hp.index_n_heads, ID = hp.index_head_dim;
-    tensor* keys = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2);
-    if (!cmask || !keys) return nullptr;
-    const int64_t R = keys->ne[1];
+    const int64_t R = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2);
+    if (!cmask || R == 0) return nullptr;
     if (R <= hp.index_topk) return nullptr;
 
     tensor* q = reshape(ctx, linear(qr, L.idx_wq_b), {ID, IH, T});
     q = rope(ctx, q, pos, rope_for(4));
     if (opt.qat) q = fp4_roundtrip(ctx, hadamard(ctx, q, 1.0f / std::sqrt(float(ID))), 32);
     tensor* wts = scale(ctx, linear(x, L.idx_weights), 1.0f / std::sqrt(float(ID) * float(IH)));  // [IH, T]
+    // Compact keys (mxfp4) are the matmul's weight as stored: no dequantized copy. Exact: q is
+    // FP4-rounded with power-of-two scales, so the kernel's bf16 rounding of x changes nothing.
+    tensor* keys = written_.q ? weight_rows(written_.q, 0, R) : read_rows(written_, R);
     tensor* s = relu(ctx, matmul(ctx, keys, reshape(ctx, q, {ID, IH * T})));                    // [R, IH*T]
     s = mul(ctx, reshape(ctx, s, {R, IH, T}), reshape(ctx, wts, {1, IH, T}));
     s = add(ctx, reshape(ctx, sum(ctx, s, 1), {R, T}), cmask);

@@ -322,9 +322,11 @@ int cmd_logits(common& c, const std::string& tokens, const std::string& out_path
 }
 
 // ---- v4 perplexity -----------------------------------------------------------------------------
-// Protocol: the text is tokenized as a whole (no BOS), cut into consecutive non-overlapping
-// windows of --ctx tokens (the last may be shorter); each window starts a fresh sequence and
-// every token but the first of each window is scored. PPL = exp(mean negative log-likelihood).
+// Protocol (tools/train/eval_ppl.py's, and llama.cpp's in spirit): the text is tokenized as a
+// whole (no BOS) and cut into consecutive non-overlapping windows of --ctx tokens; a shorter tail
+// is dropped (unless the text is shorter than one window: then it is the only window). Each window
+// starts a fresh sequence; every token but the first of each window is scored.
+// PPL = exp(mean negative log-likelihood).
 int cmd_perplexity(common& c, const std::string& file, int64_t max_windows) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
@@ -352,7 +354,7 @@ int cmd_perplexity(common& c, const std::string& file, int64_t max_windows) {
   for (size_t w0 = 0; w0 + 1 < ids.size(); w0 += size_t(window)) {
     if (max_windows > 0 && windows >= max_windows) break;
     const size_t n = std::min(size_t(window), ids.size() - w0);
-    if (n < 2) break;
+    if (n < 2 || (n < size_t(window) && windows > 0)) break;  // the shorter tail
     v4_context_reset(L.ctx);
     if (v4_eval(L.ctx, ids.data() + w0, n, 1) != V4_OK) return die("eval");
     for (size_t i = 0; i + 1 < n; ++i) {
