@@ -2,6 +2,7 @@
 // (convert_stream.h), every name, shape and dtype checked before anything is written.
 #include "model/convert.h"
 #include "model/convert_stream.h"
+#include "model/files.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,20 +31,6 @@ namespace v4::model {
 using namespace convert_detail;
 
 namespace {
-
-bool read_file(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
-
-bool file_exists(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 // ---- checkpoint planning -------------------------------------------------------------------------
 
@@ -283,7 +270,7 @@ bool convert_checkpoint(const std::string& dir, const std::string& out_path, con
   }
   const std::string cfg_path = dir + "/config.json";
   std::string cfg_text;
-  if (!file_exists(cfg_path) || !read_file(cfg_path, &cfg_text)) {
+  if (!is_regular_file(cfg_path) || !read_whole_file(cfg_path, &cfg_text)) {
     *error = cfg_path + ": missing (a checkpoint directory needs config.json)";
     return false;
   }
@@ -370,8 +357,8 @@ bool convert_checkpoint(const std::string& dir, const std::string& out_path, con
 
   // Tokenizer (optional).
   std::string tok_json, tok_cfg;
-  const bool have_tok = read_file(dir + "/tokenizer.json", &tok_json);
-  if (have_tok) read_file(dir + "/tokenizer_config.json", &tok_cfg);
+  const bool have_tok = read_whole_file(dir + "/tokenizer.json", &tok_json);
+  if (have_tok) read_whole_file(dir + "/tokenizer_config.json", &tok_cfg);
   else note("no tokenizer.json: the model will run on token ids only");
 #ifndef V4_HAVE_TOKENIZER
   if (have_tok) note("this build has no tokenizer support yet: tokenizer.json is not stored");

@@ -1,5 +1,6 @@
 // safetensors reader: mmap + a fully validated header (see safetensors.h).
 #include "model/safetensors.h"
+#include "model/files.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -34,20 +35,6 @@ constexpr dtype_row kDtypes[] = {
     {st_dtype::U8, "U8", 1},           {st_dtype::BF16, "BF16", 2},       {st_dtype::F16, "F16", 2},
     {st_dtype::F32, "F32", 4},         {st_dtype::I64, "I64", 8},         {st_dtype::I32, "I32", 4},
 };
-
-bool read_text(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
-
-bool file_exists(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 }  // namespace
 
@@ -237,9 +224,9 @@ std::unique_ptr<st_checkpoint> st_checkpoint::open(const std::string& dir, std::
   std::vector<std::string> shards;
   std::map<std::string, std::string> weight_map;  // tensor -> shard, when an index exists
   const std::string index_path = dir + "/model.safetensors.index.json";
-  if (file_exists(index_path)) {
+  if (is_regular_file(index_path)) {
     std::string text;
-    if (!read_text(index_path, &text)) {
+    if (!read_whole_file(index_path, &text)) {
       *error = index_path + ": cannot read";
       return nullptr;
     }
@@ -287,7 +274,7 @@ std::unique_ptr<st_checkpoint> st_checkpoint::open(const std::string& dir, std::
   std::unique_ptr<st_checkpoint> c(new st_checkpoint());
   for (const std::string& s : shards) {
     const std::string p = dir + "/" + s;
-    if (!file_exists(p)) {
+    if (!is_regular_file(p)) {
       *error = index_path + ": shard '" + s + "' is missing from " + dir;
       return nullptr;
     }
