@@ -31,7 +31,8 @@ SEED       ?= 42
 
 V4    := $(BUILD)/bin/v4
 SETUP := bash scripts/setup.sh --quiet
-CTEST  = ctest --output-on-failure --no-tests=error -j $(JOBS) $(CTEST_ARGS) --test-dir
+# Test processes share few cores (-j JOBS): OpenMP threads must not spin at barriers (see tools/v4.cpp).
+CTEST  = OMP_WAIT_POLICY=passive ctest --output-on-failure --no-tests=error -j $(JOBS) $(CTEST_ARGS) --test-dir
 
 # ccache: paths relative to the checkout, so another clone (CI) hits the same cache entries.
 export CCACHE_BASEDIR   := $(CURDIR)

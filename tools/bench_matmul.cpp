@@ -300,6 +300,40 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
   return s0 + s1 + s2 + s3;
 }
 
+}  // namespace
+
+// DRAM read bandwidth in GB/s: each thread sums its own contiguous chunk of a 2.25 GiB buffer
+// (first touched by the same thread), best of 5. -1 when the buffer cannot be allocated.
+// Also used by `v4 bench model` (tools/bench_model.cpp) to quote decode speed against.
+double measure_dram_read_gbps(int threads) {
+  const int nt = threads > 0 ? threads : cpu::default_threads();
+  const size_t bytes = kDramBytes + (size_t(256) << 20);
+  aligned_buffer buf(bytes);
+  if (!buf.p) return -1;
+  uint64_t* words = static_cast<uint64_t*>(buf.p);
+  const size_t n = bytes / 8;
+  auto chunk = [&](int tid, size_t* b, size_t* e) {
+    *b = n / size_t(nt) * size_t(tid);
+    *e = tid == nt - 1 ? n : *b + n / size_t(nt);
+  };
+#pragma omp parallel num_threads(nt)
+  {
+    size_t b, e;
+    chunk(omp_get_thread_num(), &b, &e);
+    for (size_t i = b; i < e; ++i) words[i] = i * 0x9E3779B97F4A7C15ull;
+  }
+  std::vector<uint64_t> sums(static_cast<size_t>(nt));
+  const double dram = best_rate(nt, 5, double(bytes) / nt, [&](int tid) {
+                        size_t b, e;
+                        chunk(tid, &b, &e);
+                        sums[size_t(tid)] = sum_words(words + b, e - b);
+                      }) / 1e9;
+  g_sink = float(sums[0] & 1);
+  return dram;
+}
+
+namespace {
+
 void run_peak(int threads, bool json) {
   const int nt = threads > 0 ? threads : cpu::default_threads();
   const cpu::features& f = cpu::host_features();
@@ -341,29 +375,9 @@ void run_peak(int threads, bool json) {
   j["fma_f32_gflops"] = fma_best;
   j["fma_f32_unit"] = fma_unit;
 
-  // DRAM: each thread sums its own contiguous chunk (first touched by the same thread).
   const size_t bytes = kDramBytes + (size_t(256) << 20);
-  aligned_buffer buf(bytes);
-  if (!buf.p) throw CLI::RuntimeError("out of memory for the 2.25 GiB bandwidth buffer", 1);
-  uint64_t* words = static_cast<uint64_t*>(buf.p);
-  const size_t n = bytes / 8;
-  auto chunk = [&](int tid, size_t* b, size_t* e) {
-    *b = n / size_t(nt) * size_t(tid);
-    *e = tid == nt - 1 ? n : *b + n / size_t(nt);
-  };
-#pragma omp parallel num_threads(nt)
-  {
-    size_t b, e;
-    chunk(omp_get_thread_num(), &b, &e);
-    for (size_t i = b; i < e; ++i) words[i] = i * 0x9E3779B97F4A7C15ull;
-  }
-  std::vector<uint64_t> sums(static_cast<size_t>(nt));
-  const double dram = best_rate(nt, 5, double(bytes) / nt, [&](int tid) {
-                        size_t b, e;
-                        chunk(tid, &b, &e);
-                        sums[size_t(tid)] = sum_words(words + b, e - b);
-                      }) / 1e9;
-  g_sink = float(sums[0] & 1);
+  const double dram = measure_dram_read_gbps(nt);
+  if (dram < 0) throw CLI::RuntimeError("out of memory for the 2.25 GiB bandwidth buffer", 1);
   j["dram_read_gbps"] = dram;
   j["dram_buffer_bytes"] = bytes;
 

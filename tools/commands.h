@@ -22,6 +22,10 @@ struct command_registrar {
 // Adds every registered command to app (bench commands under a `bench` subcommand).
 void add_all_commands(CLI::App& app);
 
+// DRAM read bandwidth in GB/s on `threads` threads (0: all cores), as `v4 bench peak` measures it
+// (tools/bench_matmul.cpp; 2.25 GiB buffer, best of 5). -1 when the buffer cannot be allocated.
+double measure_dram_read_gbps(int threads);
+
 }  // namespace v4::cli
 
 #define V4_CMD_CAT2(a, b) a##b

@@ -2,6 +2,8 @@
 // themselves (tools/commands.h); this file only parses and dispatches.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <vector>
 
 #include "backends/backends.h"
@@ -37,7 +39,7 @@ void add_all_commands(CLI::App& app) {
       continue;
     }
     if (!bench) {
-      bench = app.add_subcommand("bench", "Benchmarks (ops, matmul, hardware peaks)");
+      bench = app.add_subcommand("bench", "Benchmarks (ops, matmul, model, tokenizer, hardware peaks)");
       bench->require_subcommand(1);
     }
     c.fn(*bench);
@@ -46,7 +48,20 @@ void add_all_commands(CLI::App& app) {
 
 }  // namespace v4::cli
 
+// OpenMP threads that spin at barriers collapse when another process takes a core (measured on a
+// 2-core machine under load: 2-thread decode at 7 tokens/s instead of 240). Passive waiting costs
+// little when the machine is idle and avoids that, so the CLI runs with OMP_WAIT_POLICY=passive
+// unless the user chose a policy. libgomp reads its environment when it is loaded, before main,
+// hence the one re-exec (guarded by V4_OMP_SET, and skipped if exec fails).
+static void ensure_passive_omp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") || std::getenv("V4_OMP_SET")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  setenv("V4_OMP_SET", "1", 1);
+  execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char** argv) {
+  ensure_passive_omp(argv);
   v4::backends::init();
   CLI::App app{"v4: DeepSeek-V4 inference runtime"};
   app.require_subcommand(1);

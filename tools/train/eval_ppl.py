@@ -12,6 +12,8 @@ Protocol (the C++ `v4 perplexity` must do exactly this to reproduce the number):
   4. Score the positions 1..1023 of each window: NLL of id[t] given ids[0..t-1] of the same window
      (the first token of each window is not scored). Loss = sum of NLL / number scored, natural log;
      perplexity = exp(loss).
+Also printed: the same with the last shorter window kept (>= 2 tokens; `v4 perplexity`'s convention).
+The functions heldout_windows / score_windows are the protocol; eval_v4file.py imports them.
 --generate also prints greedy and sampled continuations (HF generate, with its KV/compressor cache).
 
 pip requirements: torch, transformers>=5.17, tokenizers
@@ -23,6 +25,54 @@ import sys
 import time
 
 import torch
+
+
+def heldout_windows(tokenizer, path, window, max_windows=0):
+    """Steps 1-2 of the protocol: (text, ids, windows [n, window] int64, tail [1, t] or None).
+    tail is the last shorter window (>= 2 tokens), which the protocol drops; it is returned so that
+    the other convention (v4 perplexity keeps it) can be reported too. None when max_windows cuts."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    n_windows = len(ids) // window
+    if max_windows:
+        n_windows = min(n_windows, max_windows)
+    if n_windows == 0:
+        sys.exit("error: %s has %d tokens, fewer than one window of %d" % (path, len(ids), window))
+    windows = torch.tensor(ids[:n_windows * window], dtype=torch.long).view(n_windows, window)
+    rest = ids[n_windows * window:]
+    tail = None
+    if len(rest) >= 2 and n_windows == len(ids) // window:
+        tail = torch.tensor(rest, dtype=torch.long).view(1, -1)
+    return text, ids, windows, tail
+
+
+def score_windows(model, windows, device, batch):
+    """Steps 3-4: each window alone from an empty state; (sum of NLL in nats, tokens scored)."""
+    total_nll, total_scored = 0.0, 0
+    with torch.no_grad():
+        for first in range(0, len(windows), batch):
+            ids = windows[first:first + batch].to(device)
+            logits = model(input_ids=ids, use_cache=False).logits.float()
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                    ids[:, 1:].reshape(-1), reduction="sum")
+            total_nll += nll.item()
+            total_scored += ids[:, 1:].numel()
+    return total_nll, total_scored
+
+
+def report(path, text, ids, windows, tail, nll, scored, how):
+    n_windows, window = windows.shape
+    print("file %s: %d bytes, %d tokens; %d windows x %d, %d tokens scored (%d tokens after the last window not scored)"
+          % (path, len(text.encode()), len(ids), n_windows, window, scored, len(ids) - n_windows * window))
+    print("held-out loss %.4f nats/token, perplexity %.3f  [%s]" % (nll / scored, math.exp(nll / scored), how))
+
+
+def report_tail(nll, scored, tail_nll, tail_scored):
+    """The other convention: the last shorter window kept (as `v4 perplexity` does)."""
+    loss = (nll + tail_nll) / (scored + tail_scored)
+    print("with the tail window (%d tokens, %d scored) kept: loss %.4f nats/token, perplexity %.3f "
+          "over %d tokens scored" % (tail_scored + 1, tail_scored, loss, math.exp(loss), scored + tail_scored))
 
 
 def main():
@@ -51,31 +101,13 @@ def main():
     tokenizer = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
     model = DeepseekV4ForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(device).eval()
 
-    with open(args.text, encoding="utf-8") as f:
-        text = f.read()
-    ids = tokenizer.encode(text, add_special_tokens=False).ids
-    n_windows = len(ids) // args.window
-    if args.max_windows:
-        n_windows = min(n_windows, args.max_windows)
-    if n_windows == 0:
-        sys.exit("error: %s has %d tokens, fewer than one window of %d" % (args.text, len(ids), args.window))
-    windows = torch.tensor(ids[:n_windows * args.window], dtype=torch.long).view(n_windows, args.window)
-
+    text, ids, windows, tail = heldout_windows(tokenizer, args.text, args.window, args.max_windows)
     start = time.time()
-    total_nll, total_scored = 0.0, 0
-    with torch.no_grad():
-        for first in range(0, n_windows, args.batch):
-            batch = windows[first:first + args.batch].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                    batch[:, 1:].reshape(-1), reduction="sum")
-            total_nll += nll.item()
-            total_scored += batch[:, 1:].numel()
-    loss = total_nll / total_scored
-    print("file %s: %d bytes, %d tokens; %d windows x %d, %d tokens scored"
-          % (args.text, len(text.encode()), len(ids), n_windows, args.window, total_scored))
-    print("held-out loss %.4f nats/token, perplexity %.3f  [%s, fp32, %.1f s]"
-          % (loss, math.exp(loss), device, time.time() - start))
+    nll, scored = score_windows(model, windows, device, args.batch)
+    report(args.text, text, ids, windows, tail, nll, scored, "%s, fp32, %.1f s" % (device, time.time() - start))
+    if tail is not None:
+        tail_nll, tail_scored = score_windows(model, tail, device, 1)
+        report_tail(nll, scored, tail_nll, tail_scored)
 
     if args.generate:
         prompts = args.prompt or ["It is a truth universally", "In the beginning", "LOVE, n."]

@@ -205,7 +205,8 @@ def evaluate(model, windows, device, batch, autocast):
 
 
 def lr_at(progress, step, args):
-    """Linear warmup over --warmup steps, then cosine from --lr to --lr * --min-lr-ratio by wall-clock progress."""
+    """Linear warmup over --warmup steps, then cosine from --lr to --lr * --min-lr-ratio by progress
+    (tokens seen / --max-tokens, or wall clock / --minutes)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
@@ -219,6 +220,9 @@ def main():
     parser.add_argument("--prepare-only", action="store_true", help="write DATA/{train,heldout}.tokens.npy and stop")
     parser.add_argument("--minutes", type=float, default=7.0, help="wall-clock training budget")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)")
+    parser.add_argument("--max-tokens", type=float, default=0,
+                        help="training length in tokens: the cosine schedule ends there and training stops "
+                             "(0: the schedule follows --minutes of wall clock); --minutes stays a time limit")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -307,7 +311,10 @@ def main():
         elapsed = time.time() - start
         if elapsed >= budget or (args.max_steps and step >= args.max_steps):
             break
-        lr = lr_at(elapsed / budget, step, args)
+        if args.max_tokens and tokens_seen >= args.max_tokens:
+            break
+        progress = tokens_seen / args.max_tokens if args.max_tokens else elapsed / budget
+        lr = lr_at(progress, step, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
         offsets = rng.integers(0, len(train_tokens) - SEQ_LEN, size=args.batch)

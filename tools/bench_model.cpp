@@ -1,0 +1,200 @@
+// v4 bench model -m FILE [-p PROMPT_TOKENS] [-n GEN_TOKENS] [-t THREADS] [--ctx N] [--json]
+//
+// End-to-end speed of a model file: one prefill of p random token ids (prompt tokens/s), then n
+// single-token decode steps (generation tokens/s), peak RSS and the session state. Decode is
+// bandwidth-bound, so it also prints the weight bytes one decode token reads and the rate that
+// implies, next to the DRAM read bandwidth measured in the same run (the measurement behind
+// `v4 bench peak`). docs/BENCH.md has the method and measured results.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/cpu/cpu.h"
+#include "model/model.h"
+#include "model/session.h"
+#include "tools/commands.h"
+
+namespace v4::cli {
+
+namespace {
+
+struct bench_options {
+  std::string model;
+  int64_t n_prompt = 512;
+  int64_t n_gen = 64;
+  int64_t n_ctx = 0;  // 0: n_prompt + n_gen
+  int threads = 0;
+  uint64_t seed = 1;
+  bool json = false;
+};
+
+bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+bool contains(const std::string& s, const char* p) { return s.find(p) != std::string::npos; }
+
+// Weight bytes one decode token reads, from the file's tensor table (scales included): every
+// tensor of the main layers (attention, compressors, indexer, router, shared expert, norms, mHC)
+// with the routed experts counted for n_experts_used of n_experts, plus the head and the final
+// norm/mHC. Not counted: the embedding (one row per token), tid2eid (one row), MTP layers (the
+// runtime does not run them).
+struct active_bytes {
+  uint64_t total = 0, head = 0, experts = 0, rest = 0;  // experts: the routed share only
+};
+
+active_bytes count_active_bytes(const model::model& m) {
+  const model::hparams& hp = m.hp();
+  const double expert_share = double(hp.n_experts_used) / double(hp.n_experts);
+  active_bytes a;
+  for (const model::tensor_entry& t : m.file().tensors()) {
+    const std::string& n = t.d.name;
+    if (starts_with(n, "embed.") || starts_with(n, "mtp.") || contains(n, "tid2eid")) continue;
+    if (contains(n, ".ffn.experts.")) a.experts += uint64_t(double(t.size) * expert_share);
+    else if (starts_with(n, "head.")) a.head += t.size;
+    else a.rest += t.size;
+  }
+  a.total = a.head + a.experts + a.rest;
+  return a;
+}
+
+uint64_t peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return uint64_t(ru.ru_maxrss) * 1024;  // Linux: kilobytes
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Random token ids in [0, vocab) (splitmix64): the speed does not depend on the text.
+std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> t(size_t(std::max<int64_t>(n, 0)));
+  uint64_t s = seed;
+  for (int32_t& id : t) {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    id = int32_t((z ^ (z >> 31)) % uint64_t(vocab));
+  }
+  return t;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "v4 bench model: error: %s\n", what.c_str());
+  throw CLI::RuntimeError(1);
+}
+
+void run_bench_model(const bench_options& o) {
+  std::string err;
+  const auto t_load = std::chrono::steady_clock::now();
+  std::unique_ptr<model::model> m = model::model::load(o.model, model::load_options(), &err);
+  if (!m) fail("cannot load '" + o.model + "': " + err);
+  const double load_s = seconds_since(t_load);
+  const model::hparams& hp = m->hp();
+
+  const int threads = o.threads > 0 ? o.threads : cpu::default_threads();
+  model::session_options so;
+  so.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.n_prompt + o.n_gen;
+  so.n_threads = threads;
+  if (o.n_prompt + o.n_gen > so.n_ctx)
+    fail("--ctx " + std::to_string(so.n_ctx) + " is smaller than -p + -n = " + std::to_string(o.n_prompt + o.n_gen));
+  std::unique_ptr<model::session> s = model::session::create(*m, so, &err);
+  if (!s) fail("cannot create a session: " + err);
+
+  const std::vector<int32_t> tokens = random_tokens(o.n_prompt + o.n_gen, hp.vocab_size, o.seed);
+  std::vector<float> logits;
+  if (!o.json)
+    std::fprintf(stderr, "v4 bench model: %s: prefill %lld tokens, then %lld decode steps...\n", o.model.c_str(),
+                 (long long)o.n_prompt, (long long)o.n_gen);
+
+  double prompt_s = 0, gen_s = 0;
+  if (o.n_prompt > 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!s->eval(tokens.data(), o.n_prompt, false, &logits, &err)) fail("prefill: " + err);
+    prompt_s = seconds_since(t0);
+  }
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < o.n_gen; ++i)
+      if (!s->eval(&tokens[size_t(o.n_prompt + i)], 1, false, &logits, &err))
+        fail("decode step " + std::to_string(i) + ": " + err);
+    gen_s = seconds_since(t0);
+  }
+  // Before the DRAM measurement, whose 2.25 GiB buffer would count too.
+  const uint64_t rss = peak_rss_bytes();
+  const active_bytes ab = count_active_bytes(*m);
+  const double prompt_tps = prompt_s > 0 ? double(o.n_prompt) / prompt_s : 0;
+  const double gen_tps = gen_s > 0 ? double(o.n_gen) / gen_s : 0;
+  const double gen_gbps = double(ab.total) * gen_tps / 1e9;
+  const double dram_measured = measure_dram_read_gbps(threads);  // -1: no memory for the buffer
+  const bool have_dram = dram_measured > 0;
+  const double dram_gbps = have_dram ? dram_measured : 0;
+
+  if (o.json) {
+    nlohmann::json j = {{"model", o.model},
+                        {"n_prompt", o.n_prompt},
+                        {"n_gen", o.n_gen},
+                        {"n_ctx", so.n_ctx},
+                        {"threads", threads},
+                        {"load_s", load_s},
+                        {"prompt_tps", prompt_tps},
+                        {"gen_tps", gen_tps},
+                        {"peak_rss_bytes", rss},
+                        {"state_bytes", s->state_bytes()},
+                        {"active_bytes_per_token", ab.total},
+                        {"gen_gbps", gen_gbps},
+                        {"dram_gbps", have_dram ? nlohmann::json(dram_gbps) : nlohmann::json(nullptr)}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  const double MiB = 1048576.0;
+  std::printf("v4 bench model: %s, %d threads\n", o.model.c_str(), threads);
+  std::printf("  model          %lld layers, hidden %lld, %lld experts (top %lld), vocab %lld; loaded in %.2f s\n",
+              (long long)hp.n_layers, (long long)hp.hidden_size, (long long)hp.n_experts, (long long)hp.n_experts_used,
+              (long long)hp.vocab_size, load_s);
+  std::printf("  prompt         %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_prompt, prompt_tps, prompt_s);
+  std::printf("  generation     %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_gen, gen_tps, gen_s);
+  std::printf("  peak RSS       %9.1f MiB (weights are mapped: the pages touched count)\n", rss / MiB);
+  std::printf("  session state  %9.1f MiB for %lld positions\n", s->state_bytes() / MiB, (long long)so.n_ctx);
+  std::printf("  active weights %9.1f MiB per decode token (head %.1f, routed experts %.1f, rest %.1f)\n",
+              ab.total / MiB, ab.head / MiB, ab.experts / MiB, ab.rest / MiB);
+  if (have_dram)
+    std::printf("  bandwidth      %9.2f GB/s implied by generation, DRAM read %.2f GB/s (%.0f%%)\n", gen_gbps, dram_gbps,
+                dram_gbps > 0 ? 100 * gen_gbps / dram_gbps : 0.0);
+  else
+    std::printf("  bandwidth      %9.2f GB/s implied by generation; DRAM read: not measured in this build "
+                "(see `v4 bench peak`)\n", gen_gbps);
+}
+
+}  // namespace
+
+static void add_bench_model(CLI::App& bench) {
+  auto o = std::make_shared<bench_options>();
+  CLI::App* cmd = bench.add_subcommand("model", "Prompt and generation tokens/s of a model file (random token ids)");
+  cmd->add_option("-m,--model", o->model, "Model file (.v4)")->required();
+  cmd->add_option("-p,--prompt", o->n_prompt, "Prompt tokens (one prefill)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 24))
+      ->capture_default_str();
+  cmd->add_option("-n,--gen", o->n_gen, "Generated tokens (single-token decode steps)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 24))
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  cmd->add_option("--ctx", o->n_ctx, "Context size (default: prompt + generated tokens)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 26));
+  cmd->add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
+  cmd->add_flag("--json", o->json,
+                "Print one JSON object (prompt_tps, gen_tps, peak_rss_bytes, active_bytes_per_token, gen_gbps, "
+                "dram_gbps, ...)");
+  cmd->callback([o] { run_bench_model(*o); });
+}
+
+V4_BENCH_COMMAND(add_bench_model, 93);
+
+}  // namespace v4::cli
