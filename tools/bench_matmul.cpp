@@ -73,6 +73,7 @@ double median(std::vector<double> v) {
 struct matmul_opts {
   std::string type = "bf16", variant;
   int64_t rows = 1, k = 4096, n_out = 4096;
+  int64_t sb_k = 0, sb_m = 0;  // scale blocks of fp8_e4m3 (0: the type's default, 128 x 128)
   int threads = 0, reps = 0;
   bool json = false, hot = false;
 };
@@ -101,10 +102,16 @@ void run_matmul(const matmul_opts& o) {
   // Decode shapes are bandwidth-bound: rotate through enough copies of the weights that the
   // working set is >= 2 GiB, so every call reads its weights from DRAM, not from cache.
   // Quantized types: the weight rows, then their e8m0 scales (fp8 {128,128}, mxfp4 {32,1}).
-  const cpu::qmm_layout lo = quantized ? cpu::qmm_layout_of(wt, M, K) : cpu::qmm_layout{};
+  if (o.sb_k || o.sb_m) {
+    if (wt != dtype::fp8_e4m3)
+      throw CLI::ValidationError("--sb-k/--sb-m", "scale blocks are chosen only for fp8_e4m3 (mxfp4 is fixed at 32 x 1)");
+    if (o.sb_k < 0 || o.sb_k % 32 != 0 || o.sb_m < 0)
+      throw CLI::ValidationError("--sb-k/--sb-m", "--sb-k must be a positive multiple of 32 and --sb-m positive");
+  }
+  const cpu::qmm_layout lo = quantized ? cpu::qmm_layout_of(wt, M, K, o.sb_k, o.sb_m) : cpu::qmm_layout{};
   const size_t rows_bytes = row_size(wt, K) * size_t(M);
   const size_t scales_off = (rows_bytes + 63) / 64 * 64;
-  const size_t wbytes = quantized ? cpu::qmm_weight_bytes(wt, M, K) : rows_bytes;
+  const size_t wbytes = quantized ? cpu::qmm_weight_bytes(wt, M, K, o.sb_k, o.sb_m) : rows_bytes;
   const size_t wspan = (scales_off + lo.s_stride * size_t(lo.scale_rows) + 4095) / 4096 * 4096;
   const bool decode = N <= 16;
   const int64_t copies = decode && !o.hot && wbytes < kDramBytes ? int64_t((kDramBytes + wbytes - 1) / wbytes) : 1;
@@ -409,6 +416,8 @@ static void add_bench_matmul(CLI::App& bench) {
   cmd->add_option("--rows", o->rows, "N: rows of x (tokens); <= 16 is a decode shape")->capture_default_str();
   cmd->add_option("--k", o->k, "K: the reduced dimension")->capture_default_str();
   cmd->add_option("--n-out", o->n_out, "M: outputs per row (rows of w)")->capture_default_str();
+  cmd->add_option("--sb-k", o->sb_k, "fp8_e4m3: scale block along K (default 128; V4.1 uses 32)");
+  cmd->add_option("--sb-m", o->sb_m, "fp8_e4m3: scale block along the rows (default 128; V4.1 uses 32)");
   cmd->add_option("--threads,-t", o->threads, "Threads (default: all cores)");
   cmd->add_option("--variant", o->variant, "Kernel variant by name (default: what matmul() picks)");
   cmd->add_option("--reps", o->reps, "Timed calls (median reported; default: about one second)");
