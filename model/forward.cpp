@@ -11,11 +11,11 @@
 //
 // Attention keys of one chunk: [ring (window slots) | the chunk's own K=V rows | compressed rows].
 // Which of them a query sees is a mask built on the host from positions (window, causality);
-// the CSA indexer's top-k selection is scattered into that mask inside the graph.
+// the CSA indexer's top-k selection is scattered into that mask inside the graph (prefill), or
+// the selected rows are gathered (decode: one query).
 // State is read before it is written: cache writes are extra graph outputs listed after the
 // logits, so they come last in the node order (tensor/graph.h builds depth-first, in order).
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
