@@ -1,0 +1,108 @@
+// Shared helpers of the CUDA kernels: a plain tensor descriptor passed to kernels by value,
+// index arithmetic over 4 strided dims, f32/f16/bf16 loads and stores, launch sizes.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "tensor/tensor.h"
+
+namespace v4::cuda {
+
+// Type codes kernels switch on (the values of dtype, as plain ints).
+constexpr int kF32 = int(dtype::f32);
+constexpr int kF16 = int(dtype::f16);
+constexpr int kBF16 = int(dtype::bf16);
+constexpr int kI32 = int(dtype::i32);
+constexpr int kI64 = int(dtype::i64);
+
+// What a kernel needs of a tensor: its device address, shape, byte strides and type.
+struct tview {
+  char* data;
+  int64_t ne[4];
+  int64_t nb[4];
+  int type;
+};
+
+inline tview view_of(const tensor* t) {
+  tview v{};
+  v.data = static_cast<char*>(t->data);
+  for (int d = 0; d < 4; ++d) {
+    v.ne[d] = t->ne[d];
+    v.nb[d] = int64_t(t->nb[d]);
+  }
+  v.type = int(t->type);
+  return v;
+}
+
+inline int64_t n_elements(const tview& v) { return v.ne[0] * v.ne[1] * v.ne[2] * v.ne[3]; }
+
+// Logical index i (i0 fastest) -> (i0, i1, i2, i3) over ne.
+__device__ inline void unravel(int64_t i, const int64_t* ne, int64_t* idx) {
+  idx[0] = i % ne[0];
+  i /= ne[0];
+  idx[1] = i % ne[1];
+  i /= ne[1];
+  idx[2] = i % ne[2];
+  idx[3] = i / ne[2];
+}
+
+__device__ inline char* at(const tview& v, int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+  return v.data + i0 * v.nb[0] + i1 * v.nb[1] + i2 * v.nb[2] + i3 * v.nb[3];
+}
+__device__ inline char* at(const tview& v, const int64_t* idx) { return at(v, idx[0], idx[1], idx[2], idx[3]); }
+
+// The broadcast position of idx in a source whose dims are equal to the result's or 1.
+__device__ inline char* at_bcast(const tview& v, const int64_t* idx) {
+  return at(v, v.ne[0] == 1 ? 0 : idx[0], v.ne[1] == 1 ? 0 : idx[1], v.ne[2] == 1 ? 0 : idx[2],
+            v.ne[3] == 1 ? 0 : idx[3]);
+}
+
+// f32 / f16 / bf16 (or i32, for get_rows) element at p as float (other types are never passed:
+// supports_op filters).
+__device__ inline float load_f(const char* p, int type) {
+  if (type == kI32) return float(*reinterpret_cast<const int32_t*>(p));
+  if (type == kF16) return __half2float(*reinterpret_cast<const __half*>(p));
+  if (type == kBF16) return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
+  return *reinterpret_cast<const float*>(p);
+}
+// Round to nearest even (NaN stays NaN), as tensor.h's f32_to_f16 / f32_to_bf16.
+__device__ inline void store_f(char* p, int type, float v) {
+  if (type == kF16) *reinterpret_cast<__half*>(p) = __float2half_rn(v);
+  else if (type == kBF16) *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(v);
+  else *reinterpret_cast<float*>(p) = v;
+}
+__device__ inline int64_t load_index(const char* p, int type) {
+  return type == kI64 ? *reinterpret_cast<const int64_t*>(p) : int64_t(*reinterpret_cast<const int32_t*>(p));
+}
+
+// A grid-stride launch over n items: enough blocks to fill the GPU, never more than needed.
+constexpr int kBlock = 256;
+inline unsigned grid_for(int64_t n, int block = kBlock) {
+  const int64_t blocks = (n + block - 1) / block;
+  return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+
+// Sum and max over one warp (all 32 lanes active).
+__device__ inline float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ inline float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Records a launch error (if any) in *error with the op's name; true when the launch was fine.
+inline bool launched(const char* op, std::string* error) {
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return true;
+  if (error) *error = std::string("CUDA: launching ") + op + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e);
+  return false;
+}
+
+}  // namespace v4::cuda

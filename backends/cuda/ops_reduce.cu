@@ -1,0 +1,122 @@
+// Reductions and row normalisations: sum/max over any dim, rms_norm, softmax (scale, mask, sink).
+// rms_norm and softmax give one warp to each row (lanes stride along dim 0, then a shuffle
+// reduction); sum/max give one thread to each result element.
+#include <cmath>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace v4::cuda {
+namespace {
+
+template <bool kMax>
+__global__ void reduce_kernel(tview y, tview a, int dim, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t idx[4];
+    unravel(i, y.ne, idx);  // idx[dim] == 0
+    const char* p = at(a, idx);
+    // max of numbers, as the CPU (NaN propagation is not promised by tensor/ops.h).
+    float acc = kMax ? -INFINITY : 0.0f;
+    for (int64_t k = 0; k < a.ne[dim]; ++k) {
+      const float v = *reinterpret_cast<const float*>(p + k * a.nb[dim]);
+      if constexpr (kMax) acc = v > acc ? v : acc;
+      else acc += v;
+    }
+    *reinterpret_cast<float*>(at(y, idx)) = acc;
+  }
+}
+
+// Global warp index and warp count of a grid-stride loop over rows.
+__device__ inline int64_t warp_id() { return (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; }
+__device__ inline int64_t warp_count() { return int64_t(gridDim.x) * blockDim.x / 32; }
+
+__global__ void rms_norm_kernel(tview y, tview a, float eps, int64_t rows) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n = a.ne[0];
+  for (int64_t r = warp_id(); r < rows; r += warp_count()) {
+    const int64_t i1 = r % a.ne[1], i2 = (r / a.ne[1]) % a.ne[2], i3 = r / (a.ne[1] * a.ne[2]);
+    const char* x = at(a, 0, i1, i2, i3);
+    float ss = 0.0f;
+    for (int64_t k = lane; k < n; k += 32) {
+      const float v = *reinterpret_cast<const float*>(x + k * a.nb[0]);
+      ss += v * v;
+    }
+    ss = warp_sum(ss);
+    const float scale = 1.0f / sqrtf(ss / float(n) + eps);
+    char* out = at(y, 0, i1, i2, i3);
+    for (int64_t k = lane; k < n; k += 32)
+      *reinterpret_cast<float*>(out + k * y.nb[0]) = *reinterpret_cast<const float*>(x + k * a.nb[0]) * scale;
+  }
+}
+
+// Softmax of one row per warp, per tensor/ops.h: z_j = a_j * scale + mask, M = max(max z, sink),
+// p_j = exp(z_j - M) / (sum exp(z_j - M) + exp(sink - M)); all -inf and no sink: zeros.
+__global__ void softmax_kernel(tview y, tview a, tview mask, bool has_mask, tview sink, bool has_sink, float scale,
+                               int64_t rows) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n = a.ne[0];
+  for (int64_t r = warp_id(); r < rows; r += warp_count()) {
+    const int64_t i1 = r % a.ne[1], i2 = (r / a.ne[1]) % a.ne[2], i3 = r / (a.ne[1] * a.ne[2]);
+    const char* x = at(a, 0, i1, i2, i3);
+    const char* m = has_mask ? at(mask, 0, mask.ne[1] == 1 ? 0 : i1, mask.ne[2] == 1 ? 0 : i2,
+                                  mask.ne[3] == 1 ? 0 : i3)
+                             : nullptr;
+    auto logit = [&](int64_t j) {
+      const float z = *reinterpret_cast<const float*>(x + j * a.nb[0]) * scale;
+      return m ? z + *reinterpret_cast<const float*>(m + j * mask.nb[0]) : z;
+    };
+    float M = -INFINITY;
+    for (int64_t j = lane; j < n; j += 32) M = fmaxf(M, logit(j));
+    M = warp_max(M);
+    const float sk = has_sink ? *reinterpret_cast<const float*>(sink.data + i2 * sink.nb[0]) : -INFINITY;
+    M = fmaxf(M, sk);
+    char* out = at(y, 0, i1, i2, i3);
+    if (M == -INFINITY) {  // every logit -inf and no (finite) sink
+      for (int64_t j = lane; j < n; j += 32) *reinterpret_cast<float*>(out + j * y.nb[0]) = 0.0f;
+      continue;
+    }
+    float S = 0.0f;
+    for (int64_t j = lane; j < n; j += 32) {
+      const float z = logit(j);
+      S += z == -INFINITY ? 0.0f : expf(z - M);
+    }
+    S = warp_sum(S);
+    if (has_sink) S += expf(sk - M);
+    for (int64_t j = lane; j < n; j += 32) {
+      const float z = logit(j);
+      *reinterpret_cast<float*>(out + j * y.nb[0]) = (z == -INFINITY ? 0.0f : expf(z - M)) / S;
+    }
+  }
+}
+
+}  // namespace
+
+bool launch_reduce(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), a = view_of(dst->src[0]);
+  const int dim = dst->param_i(0);
+  const int64_t n = n_elements(y);
+  if (dst->op == op_kind::MAX) reduce_kernel<true><<<grid_for(n), kBlock, 0, s>>>(y, a, dim, n);
+  else reduce_kernel<false><<<grid_for(n), kBlock, 0, s>>>(y, a, dim, n);
+  return launched(op_name(dst->op), error);
+}
+
+bool launch_rms_norm(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), a = view_of(dst->src[0]);
+  const int64_t rows = dst->nrows();
+  rms_norm_kernel<<<grid_for(rows * 32), kBlock, 0, s>>>(y, a, dst->param_f(0), rows);
+  return launched("rms_norm", error);
+}
+
+bool launch_softmax(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), a = view_of(dst->src[0]);
+  const tensor* mask = dst->src[1];
+  const tensor* sink = dst->src[2];
+  const tview mv = mask ? view_of(mask) : tview{};
+  const tview sv = sink ? view_of(sink) : tview{};
+  const int64_t rows = dst->nrows();
+  softmax_kernel<<<grid_for(rows * 32), kBlock, 0, s>>>(y, a, mv, mask != nullptr, sv, sink != nullptr,
+                                                        dst->param_f(0), rows);
+  return launched("softmax", error);
+}
+
+}  // namespace v4::cuda
