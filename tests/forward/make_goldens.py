@@ -80,13 +80,20 @@ def randomise(model, gen):
                 b.copy_(0.3 * torch.randn(b.shape, generator=gen))
 
 
-def make(name, cfg_kwargs, n_tokens, seed):
+def random_model(cfg_kwargs, seed):
+    """A float32 DeepseekV4ForCausalLM with every parameter randomised (seeded), and the generator
+    (whose next draws pick the test tokens)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     cfg = DeepseekV4Config(**cfg_kwargs)
     model = DeepseekV4ForCausalLM(cfg).to(torch.float32).eval()
     model.config._attn_implementation = "eager"
     randomise(model, gen)
+    return cfg, model, gen
+
+
+def make(name, cfg_kwargs, n_tokens, seed):
+    cfg, model, gen = random_model(cfg_kwargs, seed)
 
     # Check the shared-expert clamp stays inactive (see the module docstring).
     peaks = []
@@ -217,12 +224,7 @@ def make_native(name, cfg_kwargs, n_tokens, seed):
     FP8/FP4 GEMM except wo_a (the official convert.py dequantizes wo_a to BF16), the QAT round
     trips, and the official expert order."""
     from safetensors.torch import load_file, save_file
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    cfg = DeepseekV4Config(**cfg_kwargs)
-    model = DeepseekV4ForCausalLM(cfg).to(torch.float32).eval()
-    model.config._attn_implementation = "eager"
-    randomise(model, gen)
+    cfg, model, gen = random_model(cfg_kwargs, seed)
     d = os.path.join(OUT, name)
     model.save_pretrained(d, safe_serialization=True)
     path = os.path.join(d, "model.safetensors")
