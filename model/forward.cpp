@@ -202,12 +202,9 @@ struct builder {
     tensor* post = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix_post, host_f32(scl, 1)),
                                                view_1d(ctx, base, HC, HC * f))), 2.0f);
     tensor* comb_bias = view_2d(ctx, base, HC, HC, HC * f, 2 * HC * f);
-    tensor* c = add(ctx, scale(ctx, mix_comb, host_f32(scl, 2)), comb_bias);
-    c = scale(ctx, softmax(ctx, c), 1.0f, eps);  // row softmax over k, + eps
-    auto col_norm = [&](tensor* a) { return div(ctx, a, scale(ctx, sum(ctx, a, 1), 1.0f, eps)); };
-    auto row_norm = [&](tensor* a) { return div(ctx, a, scale(ctx, sum(ctx, a, 0), 1.0f, eps)); };
-    c = col_norm(c);
-    for (int64_t i = 1; i < hp.hc_sinkhorn_iters; ++i) c = col_norm(row_norm(c));
+    // Row softmax over k (+ eps), then Sinkhorn rounds, column first: one fused op.
+    tensor* c = sinkhorn(ctx, add(ctx, scale(ctx, mix_comb, host_f32(scl, 2)), comb_bias),
+                         int(hp.hc_sinkhorn_iters), eps);
     tensor* u = sum(ctx, mul(ctx, X, reshape(ctx, pre, {1, HC, T})), 1);  // [D, 1, T]
     return {reshape(ctx, u, {D, T}), post, cont(ctx, permute(ctx, c, 1, 0, 2, 3))};
   }

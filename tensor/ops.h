@@ -96,6 +96,13 @@ tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p);
 // Walsh-Hadamard transform over dim 0 (n a power of two), Sylvester ordering:
 //   y = scale * H_n a,  H_1 = [1],  H_2n = [[H_n, H_n], [H_n, -H_n]].  a f32 -> f32.
 tensor* hadamard(context& ctx, tensor* a, float scale);
+// mHC's doubly-stochastic mixing matrices (DeepSeek-V4 hc_pre). a f32 [n, n, R...] holds one
+// n x n matrix per index of the higher dims, element a[k, j] = the official comb[j][k] (k, the
+// output stream, innermost). Per matrix, with sums over k (dim 0, a "row") or j (dim 1, a "column"):
+//   C = softmax over k of a, + eps;   C = C / (column sums + eps);
+//   then iters - 1 times:  C = C / (row sums + eps);  C = C / (column sums + eps).
+// -> f32 [n, n, R...] contiguous. iters >= 1 (V4: hc_sinkhorn_iters = 20, eps = hc_eps = 1e-6).
+tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps);
 
 // ---- linear algebra -----------------------------------------------------------------------------
 // w [K, M, Bw2, Bw3] (f32, f16, bf16, or a registered block type), x f32 [K, N, B2, B3] with rows
@@ -161,6 +168,7 @@ namespace params {
 // ROPE: i[0] = n_rot, i[1] = interleaved, i[2] = inverse, f[3] = base, f[4] = yarn_factor,
 //       f[5] = yarn_orig_ctx, f[6] = beta_fast, f[7] = beta_slow.
 // TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
+// SINKHORN: i[0] = iters, f[1] = eps.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);
 rope_params rope_of(const tensor* t);

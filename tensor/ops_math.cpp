@@ -175,4 +175,20 @@ tensor* hadamard(context& ctx, tensor* a, float scale) {
   return r;
 }
 
+tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps) {
+  if (!have({a})) return nullptr;
+  if (!need_f32(ctx, "sinkhorn", a)) return nullptr;
+  if (a->ne[0] != a->ne[1] || a->ne[0] < 1 || iters < 1 || !(eps >= 0)) {
+    ctx.fail("sinkhorn: %s must hold square matrices in dims 0 and 1, iters (%d) >= 1, eps (%g) >= 0",
+             describe(a).c_str(), iters, double(eps));
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::SINKHORN, dtype::f32, a->ne, {a});
+  if (r) {
+    r->set_param_i(0, iters);
+    r->set_param_f(1, eps);
+  }
+  return r;
+}
+
 }  // namespace v4

@@ -611,6 +611,50 @@ static void ref_HADAMARD(const ref_in& in, ref_out* o) {
   }
 }
 
+// Sinkhorn bound, relative to each output: the softmax as ref_SOFTMAX (2u|a_k - M| + exp ulps +
+// (n+2)u), then each of the 2*iters - 1 normalisations adds at most (n+2)u (a sum of n positive
+// terms, + eps, one division) to the relative error of every element. The iteration is a
+// contraction (Sinkhorn-Knopp converges geometrically for positive matrices), so earlier errors do
+// not grow; we still count each step's error in full, and allow 4x that sum.
+static void ref_SINKHORN(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const int iters = in.args.k;
+  const double eps = in.args.f0;
+  const int64_t n = a.ne[0];
+  o->shape(dtype::f32, a.ne);
+  std::vector<double> c(size_t(n * n));
+  for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
+    for (int64_t i2 = 0; i2 < a.ne[2]; ++i2) {
+      double spread = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        double mx = -kInf, mn = kInf, s = 0;
+        for (int64_t k = 0; k < n; ++k) mx = std::max(mx, a.at(k, j, i2, i3)), mn = std::min(mn, a.at(k, j, i2, i3));
+        spread = std::max(spread, mx - mn);
+        for (int64_t k = 0; k < n; ++k) s += c[size_t(j * n + k)] = std::exp(a.at(k, j, i2, i3) - mx);
+        for (int64_t k = 0; k < n; ++k) c[size_t(j * n + k)] = c[size_t(j * n + k)] / s + eps;
+      }
+      auto norm = [&](bool over_k) {
+        for (int64_t x = 0; x < n; ++x) {
+          double s = eps;
+          for (int64_t y = 0; y < n; ++y) s += over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)];
+          for (int64_t y = 0; y < n; ++y) (over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)]) /= s;
+        }
+      };
+      norm(false);
+      for (int it = 1; it < iters; ++it) {
+        norm(true);
+        norm(false);
+      }
+      const double rel = 4 * (2 * u * spread + kExpUlps + double(n + 2) * u + double(2 * iters - 1) * double(n + 2) * u);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t k = 0; k < n; ++k) {
+          const size_t idx = size_t(o->idx(k, j, i2, i3));
+          o->v[idx] = c[size_t(j * n + k)];
+          o->tol[idx] = rel * std::fabs(o->v[idx]) + kTiny;
+        }
+    }
+}
+
 static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }
 
 // ---- quantization round-trips ------------------------------------------------------------------------------

@@ -185,6 +185,23 @@ void add_reductions(std::vector<op_case>& cs) {
   cs.push_back(mk(op_kind::RMS_NORM, "zero_rows_16x2", {in(dtype::f32, {16, 2}, values({0.0}))}, rms, e));
 }
 
+// ---- sinkhorn (mHC) ------------------------------------------------------------------------------------------
+void add_sinkhorn(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) { return sinkhorn(c, t[0], a.k, a.f0); };
+  auto add = [&](std::string name, int iters, float eps, input i) {
+    op_args a;
+    a.k = iters;
+    a.f0 = eps;
+    cs.push_back(mk(op_kind::SINKHORN, std::move(name) + "_it" + std::to_string(iters), {i}, b, a));
+  };
+  add("4x4x7", 20, 1e-6f, in(dtype::f32, {4, 4, 7}, uniform(-3, 3)));            // V4: 4 streams, T tokens
+  add("4x4x3x2_transposed", 20, 1e-6f, in(dtype::f32, {4, 4, 3, 2}, uniform(-6, 6), permuted_0213()));
+  add("1x1x5", 3, 1e-6f, in(dtype::f32, {1, 1, 5}, uniform(-1, 1)));
+  add("3x3x4_padded", 1, 0.0f, in(dtype::f32, {3, 3, 4}, uniform(-20, 20), padded()));
+  add("8x8x2", 50, 1e-3f, in(dtype::f32, {8, 8, 2}, uniform(-4, 4)));
+}
+
 // ---- softmax ----------------------------------------------------------------------------------------------
 void add_softmax(std::vector<op_case>& cs) {
   using T = const std::vector<tensor*>&;
@@ -925,6 +942,7 @@ const std::vector<op_case>& all_cases() {
     add_elementwise(cs);
     add_reductions(cs);
     add_softmax(cs);
+    add_sinkhorn(cs);
     add_rope(cs);
     add_matmul(cs);
     add_indexing(cs);

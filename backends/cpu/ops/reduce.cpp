@@ -78,6 +78,46 @@ void kernel_RMS_NORM(const exec& ex, tensor* dst) {
   });
 }
 
+// One small matrix per task (n = 4 in V4): plain loops in f32, the order of tensor/ops.h.
+void kernel_SINKHORN(const exec& ex, tensor* dst) {
+  const tensor* a = dst->src[0];
+  const int iters = dst->param_i(0);
+  const float eps = dst->param_f(1);
+  const int64_t n = a->ne[0], mats = a->ne[2] * a->ne[3];
+  parallel_for(ex, mats, n * n * iters * 4, [&](int64_t m) {
+    const int64_t i2 = m % a->ne[2], i3 = m / a->ne[2];
+    float* c = reinterpret_cast<float*>(at(dst, 0, 0, i2, i3));  // contiguous [n, n]
+    for (int64_t j = 0; j < n; ++j) {  // softmax over k of each j, + eps
+      float mx = -INFINITY;
+      for (int64_t k = 0; k < n; ++k) mx = std::max(mx, *reinterpret_cast<const float*>(at(a, k, j, i2, i3)));
+      float s = 0;
+      for (int64_t k = 0; k < n; ++k) s += c[j * n + k] = std::exp(*reinterpret_cast<const float*>(at(a, k, j, i2, i3)) - mx);
+      for (int64_t k = 0; k < n; ++k) c[j * n + k] = c[j * n + k] / s + eps;
+    }
+    auto col_norm = [&] {  // over j, for each k
+      for (int64_t k = 0; k < n; ++k) {
+        float s = 0;
+        for (int64_t j = 0; j < n; ++j) s += c[j * n + k];
+        s += eps;
+        for (int64_t j = 0; j < n; ++j) c[j * n + k] /= s;
+      }
+    };
+    auto row_norm = [&] {  // over k, for each j
+      for (int64_t j = 0; j < n; ++j) {
+        float s = 0;
+        for (int64_t k = 0; k < n; ++k) s += c[j * n + k];
+        s += eps;
+        for (int64_t k = 0; k < n; ++k) c[j * n + k] /= s;
+      }
+    };
+    col_norm();
+    for (int it = 1; it < iters; ++it) {
+      row_norm();
+      col_norm();
+    }
+  });
+}
+
 void kernel_SOFTMAX(const exec& ex, tensor* dst) {
   const tensor* a = dst->src[0];
   const tensor* mask = dst->src[1];
