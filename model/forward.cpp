@@ -392,16 +392,11 @@ struct builder {
       writes.push_back(set_rows(ctx, S.ring, kv, in.i32(slot, {T}, "ring_slot")));
     }
 
-    const int64_t NK = keys->ne[1];
-    tensor* qt = reshape(ctx, cont(ctx, permute(ctx, q, 0, 2, 1, 3)), {HD, T * H});  // [HD, T, H]
-    tensor* scores = reshape(ctx, matmul(ctx, keys, qt), {NK, T, H});
-    softmax_params sp;
-    sp.scale = 1.0f / std::sqrt(float(HD));
-    sp.mask = mask;
-    sp.sink = L.sink;
-    tensor* p = reshape(ctx, softmax(ctx, scores, sp), {NK, T * H});
-    tensor* o = matmul(ctx, cont(ctx, transpose(ctx, keys)), p);              // [HD, T*H]
-    o = cont(ctx, permute(ctx, reshape(ctx, o, {HD, T, H}), 0, 2, 1, 3));    // [HD, H, T]
+    // One fused op: scores against [window | chunk | compressed rows], softmax with the sink,
+    // and the weighted sum of the same rows (K = V).
+    tensor* qt = cont(ctx, permute(ctx, q, 0, 2, 1, 3));  // [HD, T, H]
+    tensor* o = attn_mqa(ctx, qt, keys, mask, L.sink, 1.0f / std::sqrt(float(HD)));
+    o = cont(ctx, permute(ctx, o, 0, 2, 1, 3));          // [HD, H, T]
     o = rope(ctx, o, pos, rope_for(L.ratio, /*inverse=*/true));
     o = reshape(ctx, o, {HD * H, T});
 

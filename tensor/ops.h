@@ -104,6 +104,16 @@ tensor* hadamard(context& ctx, tensor* a, float scale);
 // -> f32 [n, n, R...] contiguous. iters >= 1 (V4: hc_sinkhorn_iters = 20, eps = hc_eps = 1e-6).
 tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps);
 
+// Attention of H query heads over ONE shared set of key = value rows (DeepSeek-V4's MQA latent),
+// fused: no score matrix or transposed keys are materialised.
+//   q f32 [D, T, H] (rows contiguous), kv f32 [D, NK] (rows contiguous; K = V), mask f32 [NK, T]
+//   (optional; may hold -inf), sink f32 [H] (optional):
+//   s[j, t, h] = (q[:, t, h] . kv[:, j]) * scale + mask[j, t]
+//   p[:, t, h] = softmax over j of s, with exp(sink[h]) in the denominator (as softmax())
+//   y[:, t, h] = sum_j p[j, t, h] * kv[:, j]        -> f32 [D, T, H]
+// A query with every logit -inf and no sink gets zeros.
+tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale);
+
 // ---- linear algebra -----------------------------------------------------------------------------
 // w [K, M, Bw2, Bw3] (f32, f16, bf16, or a registered block type), x f32 [K, N, B2, B3] with rows
 // contiguous, B2 % Bw2 == 0 and B3 % Bw3 == 0 (w is broadcast over batches):
@@ -168,7 +178,7 @@ namespace params {
 // ROPE: i[0] = n_rot, i[1] = interleaved, i[2] = inverse, f[3] = base, f[4] = yarn_factor,
 //       f[5] = yarn_orig_ctx, f[6] = beta_fast, f[7] = beta_slow.
 // TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
-// SINKHORN: i[0] = iters, f[1] = eps.
+// SINKHORN: i[0] = iters, f[1] = eps.    ATTN_MQA: f[0] = scale; src = q, kv, mask or null, sink or null.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);
 rope_params rope_of(const tensor* t);

@@ -175,6 +175,30 @@ tensor* hadamard(context& ctx, tensor* a, float scale) {
   return r;
 }
 
+tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale) {
+  if (!have({q, kv})) return nullptr;
+  if (!need_f32(ctx, "attn_mqa q", q) || !need_f32(ctx, "attn_mqa kv", kv)) return nullptr;
+  const int64_t D = q->ne[0], T = q->ne[1], H = q->ne[2], NK = kv->ne[1];
+  if (kv->ne[0] != D || kv->ne[2] != 1 || kv->ne[3] != 1 || q->ne[3] != 1 || !q->rows_contiguous() ||
+      !kv->rows_contiguous()) {
+    ctx.fail("attn_mqa: q %s must be [D, T, H] and kv %s [D, NK], both with contiguous rows", describe(q).c_str(),
+             describe(kv).c_str());
+    return nullptr;
+  }
+  if (mask && (!need_f32(ctx, "attn_mqa mask", mask) || mask->ne[0] != NK || mask->ne[1] != T || mask->ne[2] != 1 ||
+               mask->ne[3] != 1)) {
+    if (ctx.ok()) ctx.fail("attn_mqa: mask %s must be [%lld, %lld]", describe(mask).c_str(), (long long)NK, (long long)T);
+    return nullptr;
+  }
+  if (sink && (!need_f32(ctx, "attn_mqa sink", sink) || sink->nelements() != H || sink->ne[0] != H)) {
+    if (ctx.ok()) ctx.fail("attn_mqa: sink %s must be [%lld]", describe(sink).c_str(), (long long)H);
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::ATTN_MQA, dtype::f32, q->ne, {q, kv, mask, sink});
+  if (r) r->set_param_f(0, scale);
+  return r;
+}
+
 tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps) {
   if (!have({a})) return nullptr;
   if (!need_f32(ctx, "sinkhorn", a)) return nullptr;

@@ -611,6 +611,56 @@ static void ref_HADAMARD(const ref_in& in, ref_out* o) {
   }
 }
 
+// attn_mqa bound, per output element y_d = sum_j p_j k_dj:
+//   logits: s_j = (q . k_j)*scale + m_j, |ds_j| <= (D+2)u*scale*sum_d|q_d k_dj| + u|m_j| + u|s_j - M|
+//   (dot product, scale, mask add, the subtraction of M); E = max_j |ds_j| (and u|sink - M|).
+//   softmax: |dp_j| <= p_j (2E + 2 exp-ulps + (NK+3)u) (each exp and the normalising sum).
+//   output: |dy_d| <= sum_j |dp_j| |k_dj| + (NK+1)u sum_j p_j |k_dj| (the weighted sum, the 1/S).
+static void ref_ATTN_MQA(const ref_in& in, ref_out* o) {
+  const darray& q = in.src[0];
+  const darray& kv = in.src[1];
+  const op_args& p = in.args;
+  const darray* mask = p.has_mask ? &in.src[2] : nullptr;
+  const darray* sink = p.has_sink ? &in.src[p.has_mask ? 3 : 2] : nullptr;
+  const int64_t D = q.ne[0], T = q.ne[1], H = q.ne[2], NK = kv.ne[1];
+  const double scale = p.softmax_scale;
+  o->shape(dtype::f32, q.ne);
+  std::vector<double> s(static_cast<size_t>(NK)), ds(static_cast<size_t>(NK));
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t t = 0; t < T; ++t) {
+      double M = sink ? sink->at(h) : -kInf;
+      for (int64_t j = 0; j < NK; ++j) {
+        double dot = 0, mag = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          dot += q.at(d, t, h) * kv.at(d, j);
+          mag += std::fabs(q.at(d, t, h) * kv.at(d, j));
+        }
+        const double m = mask ? mask->at(j, t) : 0.0;
+        s[size_t(j)] = dot * scale + m;
+        ds[size_t(j)] = std::isfinite(s[size_t(j)]) ? double(D + 2) * u * std::fabs(scale) * mag + u * std::fabs(m) : 0.0;
+        M = std::max(M, s[size_t(j)]);
+      }
+      if (M == -kInf) continue;  // zeros (already), exact
+      double S = sink ? std::exp(sink->at(h) - M) : 0.0, E = sink ? u * std::fabs(sink->at(h) - M) : 0.0;
+      for (int64_t j = 0; j < NK; ++j) {
+        if (std::isfinite(s[size_t(j)])) E = std::max(E, ds[size_t(j)] + u * std::fabs(s[size_t(j)] - M));
+        S += std::exp(s[size_t(j)] - M);
+      }
+      const double rel = 2 * E + 2 * kExpUlps + double(NK + 3) * u + double(NK + 1) * u;
+      for (int64_t d = 0; d < D; ++d) {
+        double y = 0, mag = 0;
+        for (int64_t j = 0; j < NK; ++j) {
+          const double pj = std::exp(s[size_t(j)] - M) / S;
+          y += pj * kv.at(d, j);
+          mag += pj * std::fabs(kv.at(d, j));
+        }
+        const size_t k = size_t(o->idx(d, t, h, 0));
+        o->v[k] = y;
+        o->tol[k] = rel * mag + kTiny;
+      }
+    }
+}
+
 // Sinkhorn bound, relative to each output: the softmax as ref_SOFTMAX (2u|a_k - M| + exp ulps +
 // (n+2)u), then each of the 2*iters - 1 normalisations adds at most (n+2)u (a sum of n positive
 // terms, + eps, one division) to the relative error of every element. The iteration is a

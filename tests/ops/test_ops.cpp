@@ -185,6 +185,32 @@ void add_reductions(std::vector<op_case>& cs) {
   cs.push_back(mk(op_kind::RMS_NORM, "zero_rows_16x2", {in(dtype::f32, {16, 2}, values({0.0}))}, rms, e));
 }
 
+// ---- attn_mqa ---------------------------------------------------------------------------------------------
+void add_attn_mqa(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) {
+    size_t k = 2;
+    tensor* mask = a.has_mask ? t[k++] : nullptr;
+    tensor* sink = a.has_sink ? t[k++] : nullptr;
+    return attn_mqa(c, t[0], t[1], mask, sink, a.softmax_scale);
+  };
+  auto add = [&](std::string name, int64_t D, int64_t Tq, int64_t H, int64_t NK, bool mask, bool sink, layout ql) {
+    op_args a;
+    a.softmax_scale = 1.0f / std::sqrt(float(D));
+    a.has_mask = mask;
+    a.has_sink = sink;
+    std::vector<input> ins{in(dtype::f32, {D, Tq, H}, uniform(-2, 2), ql), in(dtype::f32, {D, NK}, uniform(-2, 2))};
+    if (mask) ins.push_back(in(dtype::f32, {NK, Tq}, mask_fill(0.4)));
+    if (sink) ins.push_back(in(dtype::f32, {H}, uniform(-3, 3)));
+    cs.push_back(mk(op_kind::ATTN_MQA, std::move(name), std::move(ins), b, a));
+  };
+  add("decode_D128_H4_NK137_mask_sink", 128, 1, 4, 137, true, true, cont());   // the last query fully masked
+  add("prefill_D64_T5_H2_NK40_mask_sink", 64, 5, 2, 40, true, true, cont());
+  add("D32_T3_H3_NK7_plain", 32, 3, 3, 7, false, false, cont());
+  add("D16_T4_H2_NK9_sink_only_perm", 16, 4, 2, 9, false, true, permuted_0213());
+  add("D48_T2_H2_NK1_mask_padded", 48, 2, 2, 1, true, false, padded());      // row 1: all -inf, no sink -> 0
+}
+
 // ---- sinkhorn (mHC) ------------------------------------------------------------------------------------------
 void add_sinkhorn(std::vector<op_case>& cs) {
   using T = const std::vector<tensor*>&;
@@ -943,6 +969,7 @@ const std::vector<op_case>& all_cases() {
     add_reductions(cs);
     add_softmax(cs);
     add_sinkhorn(cs);
+    add_attn_mqa(cs);
     add_rope(cs);
     add_matmul(cs);
     add_indexing(cs);

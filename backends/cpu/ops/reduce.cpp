@@ -78,6 +78,50 @@ void kernel_RMS_NORM(const exec& ex, tensor* dst) {
   });
 }
 
+// One (query, head) per task: scores against every key row, softmax with the sink, then the
+// weighted sum of the same rows. f32 throughout; the loops over D are contiguous (vectorised).
+void kernel_ATTN_MQA(const exec& ex, tensor* dst) {
+  const tensor* q = dst->src[0];
+  const tensor* kv = dst->src[1];
+  const tensor* mask = dst->src[2];
+  const tensor* sink = dst->src[3];
+  const float scale = dst->param_f(0);
+  const int64_t D = q->ne[0], T = q->ne[1], H = q->ne[2], NK = kv->ne[1];
+  parallel_for(ex, T * H, NK * D * 2, [&](int64_t r) {
+    const int64_t t = r % T, h = r / T;
+    const float* qv = reinterpret_cast<const float*>(at(q, 0, t, h, 0));
+    float* y = reinterpret_cast<float*>(at(dst, 0, t, h, 0));
+    thread_local std::vector<float> s;
+    s.resize(size_t(NK));
+    float M = sink ? *reinterpret_cast<const float*>(at(sink, h, 0, 0, 0)) : -INFINITY;
+    const float sink_logit = M;
+    for (int64_t j = 0; j < NK; ++j) {
+      const float* k = reinterpret_cast<const float*>(at(kv, 0, j, 0, 0));
+      float acc = 0;
+      for (int64_t d = 0; d < D; ++d) acc += qv[d] * k[d];
+      const float m = mask ? *reinterpret_cast<const float*>(at(mask, j, t, 0, 0)) : 0.0f;
+      s[size_t(j)] = acc * scale + m;
+      M = std::max(M, s[size_t(j)]);
+    }
+    for (int64_t d = 0; d < D; ++d) y[d] = 0;
+    if (M == -INFINITY) return;  // nothing visible and no sink: zeros
+    float sum = sink ? std::exp(sink_logit - M) : 0.0f;
+    for (int64_t j = 0; j < NK; ++j) {
+      const float e = std::exp(s[size_t(j)] - M);
+      s[size_t(j)] = e;
+      sum += e;
+    }
+    for (int64_t j = 0; j < NK; ++j) {
+      const float w = s[size_t(j)];
+      if (w == 0) continue;
+      const float* k = reinterpret_cast<const float*>(at(kv, 0, j, 0, 0));
+      for (int64_t d = 0; d < D; ++d) y[d] += w * k[d];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t d = 0; d < D; ++d) y[d] *= inv;
+  });
+}
+
 // One small matrix per task (n = 4 in V4): plain loops in f32, the order of tensor/ops.h.
 void kernel_SINKHORN(const exec& ex, tensor* dst) {
   const tensor* a = dst->src[0];
