@@ -309,6 +309,18 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::HADAMARD, "n = 3", [](context& c) { return hadamard(c, f32(c, {3, 2}), 1.0f); }},
       {op_kind::HADAMARD, "n = 12", [](context& c) { return hadamard(c, f32(c, {12}), 1.0f); }},
       {op_kind::HADAMARD, "f16 input", [](context& c) { return hadamard(c, f16(c, {16}), 1.0f); }},
+      {op_kind::SINKHORN, "not square", [](context& c) { return sinkhorn(c, f32(c, {4, 3, 2}), 20, 1e-6f); }},
+      {op_kind::SINKHORN, "no iterations", [](context& c) { return sinkhorn(c, f32(c, {4, 4, 2}), 0, 1e-6f); }},
+      {op_kind::SINKHORN, "negative eps", [](context& c) { return sinkhorn(c, f32(c, {4, 4}), 3, -1.0f); }},
+      {op_kind::SINKHORN, "f16 input", [](context& c) { return sinkhorn(c, f16(c, {4, 4}), 3, 1e-6f); }},
+      {op_kind::ATTN_MQA, "kv width differs from q", [](context& c) {
+         return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {32, 9}), nullptr, nullptr, 1.0f); }},
+      {op_kind::ATTN_MQA, "mask of the wrong shape", [](context& c) {
+         return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {64, 9}), f32(c, {9, 3}), nullptr, 1.0f); }},
+      {op_kind::ATTN_MQA, "one sink short", [](context& c) {
+         return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {64, 9}), nullptr, f32(c, {3}), 1.0f); }},
+      {op_kind::ATTN_MQA, "strided q rows", [](context& c) {
+         return attn_mqa(c, permute(c, f32(c, {2, 64, 4}), 1, 0, 2, 3), f32(c, {64, 9}), nullptr, nullptr, 1.0f); }},
       {op_kind::CPY, "cast to an unregistered type", [](context& c) { return cast(c, f32(c, {4}), dtype::count); }},
       {op_kind::FP8_ROUNDTRIP, "f16 input", [](context& c) { return fp8_roundtrip(c, f16(c, {64}), 64); }},
       {op_kind::FP8_ROUNDTRIP, "block 0", [](context& c) { return fp8_roundtrip(c, f32(c, {64}), 0); }},
