@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/v4.h"
+#include "tools/capi.h"
 #include "tools/commands.h"
 
 namespace v4::cli {
@@ -25,14 +26,6 @@ struct chat_opts {
   uint64_t seed = 0;
   bool thinking = false;
 };
-
-bool tokenize(v4_model* m, const std::string& text, std::vector<int32_t>* ids) {
-  size_t n = 0;
-  const v4_status st = v4_tokenize(m, text.data(), text.size(), 1, nullptr, 0, &n);
-  if (st != V4_OK && st != V4_ERR_BUFFER_TOO_SMALL) return false;
-  ids->resize(n);
-  return n == 0 || v4_tokenize(m, text.data(), text.size(), 1, ids->data(), n, &n) == V4_OK;
-}
 
 int run_chat(const chat_opts& o) {
   v4_model* m = nullptr;
@@ -82,17 +75,14 @@ int run_chat(const chat_opts& o) {
     }
     if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
-    const std::string conv = messages.dump();
-    size_t n = 0;
-    v4_status st = v4_chat_format(conv.c_str(), o.thinking, nullptr, 0, &n);
-    std::string prompt(n, '\0');
-    if ((st != V4_OK && st != V4_ERR_BUFFER_TOO_SMALL) || v4_chat_format(conv.c_str(), o.thinking, prompt.data(), n, &n) != V4_OK) {
+    std::string prompt;
+    if (!capi_chat_format(messages.dump(), o.thinking, &prompt)) {
       std::fprintf(stderr, "error: %s\n", v4_last_error());
       rc = 1;
       break;
     }
     std::vector<int32_t> ids;
-    if (!tokenize(m, prompt, &ids)) {
+    if (!capi_tokenize(m, prompt, true, &ids)) {
       std::fprintf(stderr, "error: %s\n", v4_last_error());
       rc = 1;
       break;

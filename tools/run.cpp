@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/v4.h"
+#include "tools/capi.h"
 #include "tools/commands.h"
 
 namespace v4::cli {
@@ -96,18 +97,9 @@ bool parse_ids(const std::string& s, std::vector<int32_t>* ids) {
 }
 
 bool tokenize(v4_model* m, const std::string& text, bool special, std::vector<int32_t>* ids) {
-  size_t n = 0;
-  v4_status st = v4_tokenize(m, text.data(), text.size(), special, nullptr, 0, &n);
-  if (st != V4_OK && st != V4_ERR_BUFFER_TOO_SMALL) {
-    std::fprintf(stderr, "error: %s\n", v4_last_error());
-    return false;
-  }
-  ids->resize(n);
-  if (n && v4_tokenize(m, text.data(), text.size(), special, ids->data(), n, &n) != V4_OK) {
-    std::fprintf(stderr, "error: %s\n", v4_last_error());
-    return false;
-  }
-  return true;
+  if (capi_tokenize(m, text, special, ids)) return true;
+  std::fprintf(stderr, "error: %s\n", v4_last_error());
+  return false;
 }
 
 // Emits only complete UTF-8: bytes of a character split across tokens wait for the rest.
@@ -125,7 +117,6 @@ class utf8_out {
     buf_.clear();
     std::fflush(stdout);
   }
-  const std::string& text() const { return all_; }
 
  private:
   size_t complete_prefix() {
@@ -140,16 +131,7 @@ class utf8_out {
     if (need > back && lead >= 0xC0 && lead < 0xF8) return i - 1;  // incomplete: hold it
     return n;
   }
-  std::string buf_, all_;
-};
-
-// A conversation as JSON text: [{"role": ..., "content": ...}, ...].
-struct nlohmann_like_json {
-  nlohmann::json messages = nlohmann::json::array();
-  void add(const std::string& role, const std::string& content) {
-    messages.push_back({{"role", role}, {"content", content}});
-  }
-  std::string str() const { return messages.dump(); }
+  std::string buf_;
 };
 
 // ---- v4 run ------------------------------------------------------------------------------------
@@ -182,15 +164,10 @@ int cmd_run(run_opts& o) {
     std::string text = o.prompt;
     bool special = o.special;
     if (o.chat) {  // one user turn (and a system prompt) in the V4 chat format
-      nlohmann_like_json conv;
-      if (!o.system.empty()) conv.add("system", o.system);
-      conv.add("user", o.prompt);
-      size_t n = 0;
-      const std::string js = conv.str();
-      v4_status st = v4_chat_format(js.c_str(), o.thinking, nullptr, 0, &n);
-      if (st != V4_OK && st != V4_ERR_BUFFER_TOO_SMALL) return die("chat format");
-      text.assign(n, '\0');
-      if (v4_chat_format(js.c_str(), o.thinking, text.data(), n, &n) != V4_OK) return die("chat format");
+      nlohmann::json conv = nlohmann::json::array();
+      if (!o.system.empty()) conv.push_back({{"role", "system"}, {"content", o.system}});
+      conv.push_back({{"role", "user"}, {"content", o.prompt}});
+      if (!capi_chat_format(conv.dump(), o.thinking, &text)) return die("chat format");
       special = true;
     }
     if (!tokenize(L.model, text, special, &prompt)) return 1;

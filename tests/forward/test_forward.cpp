@@ -102,9 +102,10 @@ std::unique_ptr<model> load(const std::string& name) {
 
 // Runs tokens through a fresh session in pieces of the given sizes (the last repeats).
 std::vector<float> run_split(const model& m, const std::vector<int32_t>& tokens, std::vector<int64_t> pieces,
-                             bool qat, int64_t n_batch = 512, dtype cache = dtype::f32) {
+                             bool qat, int64_t n_batch = 512, dtype cache = dtype::f32, bool compact = true) {
   session_options so;
   so.n_ctx = 1024;
+  so.compact_rows = compact;
   so.n_batch = n_batch;
   so.qat = qat;
   so.cache_type = cache;
@@ -318,22 +319,7 @@ TEST(Forward, CompactRowsAreLosslessAndSmall) {
   ASSERT_TRUE(m);
   const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
   auto run = [&](bool compact, std::vector<int64_t> pieces) {
-    session_options so;
-    so.n_ctx = 512;
-    so.cache_type = dtype::f32;
-    so.compact_rows = compact;
-    so.n_threads = 1;
-    std::string err;
-    auto s = session::create(*m, so, &err);
-    EXPECT_TRUE(s) << err;
-    std::vector<float> all, part;
-    for (size_t i = 0, p = 0; i < tokens.size(); ++p) {
-      const int64_t n = std::min<int64_t>(pieces[std::min(p, pieces.size() - 1)], int64_t(tokens.size() - i));
-      EXPECT_TRUE(s->eval(tokens.data() + i, n, true, &part, &err)) << err;
-      all.insert(all.end(), part.begin(), part.end());
-      i += size_t(n);
-    }
-    return all;
+    return run_split(*m, tokens, std::move(pieces), /*qat=*/true, 512, dtype::f32, compact);
   };
   EXPECT_EQ(compare(run(true, {300}), run(false, {300})).max_abs, 0.0);
   EXPECT_EQ(compare(run(true, {150, 1}), run(false, {150, 1})).max_abs, 0.0);  // decode gathers
