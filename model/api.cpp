@@ -21,6 +21,7 @@ struct v4_model {
   std::unique_ptr<v4::model::model> m;
   std::unique_ptr<v4::model::tokenizer> tok;
   std::string desc;
+  std::string placement;
 };
 
 struct v4_context {
@@ -113,7 +114,11 @@ const char* v4_status_name(v4_status s) {
 
 const char* v4_version(void) { return "0.1.0"; }
 
-v4_model_params v4_model_default_params(void) { return v4_model_params{nullptr, nullptr, 0}; }
+v4_model_params v4_model_default_params(void) {
+  v4_model_params p{};
+  p.n_gpu_layers = -1;
+  return p;
+}
 
 v4_status v4_model_load(const char* path, const v4_model_params* params, v4_model** out) {
   return guarded([&] {
@@ -123,6 +128,10 @@ v4_status v4_model_load(const char* path, const v4_model_params* params, v4_mode
     const v4_model_params p = params ? *params : v4_model_default_params();
     v4::model::load_options lo;
     lo.verify = p.verify != 0;
+    lo.place.n_gpu_layers = p.n_gpu_layers;
+    lo.place.n_cpu_moe = p.n_cpu_moe;
+    if (p.tensor_overrides) lo.place.overrides = v4::model::split_overrides(p.tensor_overrides);
+    if (p.device) lo.place.accelerator = p.device;
     if (p.progress) {
       lo.progress = [&](uint64_t done, uint64_t total) {
         return p.progress(total ? float(double(done) / double(total)) : 1.0f, p.progress_user) != 0;
@@ -137,6 +146,13 @@ v4_status v4_model_load(const char* path, const v4_model_params* params, v4_mode
       if (!h->tok) return fail(V4_ERR_FORMAT, err);
     }
     h->desc = describe(*m);
+    for (const auto& pb : m->placed()) {
+      if (pb.n_tensors == 0) continue;
+      char buf[160];
+      std::snprintf(buf, sizeof(buf), "%s%s %.1f MiB (%d tensors)", h->placement.empty() ? "" : ", ", pb.dev->name(),
+                    double(pb.bytes) / 1048576.0, pb.n_tensors);
+      h->placement += buf;
+    }
     h->m = std::move(m);
     *out = h.release();
     return V4_OK;
@@ -144,6 +160,8 @@ v4_status v4_model_load(const char* path, const v4_model_params* params, v4_mode
 }
 
 void v4_model_free(v4_model* model) { delete model; }
+
+const char* v4_model_placement(const v4_model* m) { return m ? m->placement.c_str() : ""; }
 
 int32_t v4_model_n_vocab(const v4_model* m) { return m ? int32_t(m->m->hp().vocab_size) : 0; }
 int32_t v4_model_n_layers(const v4_model* m) { return m ? int32_t(m->m->hp().n_layers) : 0; }

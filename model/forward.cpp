@@ -15,6 +15,7 @@
 // the selected rows are gathered (decode: one query).
 // State is read before it is written: cache writes are extra graph outputs listed after the
 // logits, so they come last in the node order (tensor/graph.h builds depth-first, in order).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -492,10 +493,12 @@ std::unique_ptr<session> session::create(const model& m, const session_options& 
     *error = std::string("session: cache type ") + type_name(opt.cache_type) + " is not supported (f32, bf16, f16)";
     return nullptr;
   }
+  std::vector<device*> all_dev;  // the device of each state tensor: its layer's device
   auto mk = [&](int64_t ne0, int64_t ne1, const char* name, int64_t il, dtype type = dtype::f32) {
     tensor* t = s->sctx_.new_tensor(type, {ne0, ne1});
     t->set_name("%s.%lld", name, (long long)il);
     all.push_back(t);
+    all_dev.push_back(m.layer_device(il));
     return t;
   };
   const bool compact = opt.qat && opt.compact_rows;
@@ -531,16 +534,35 @@ std::unique_ptr<session> session::create(const model& m, const session_options& 
       L.irows = store(ID, opt.n_ctx / 4 + 1, "irows", dtype::mxfp4, ID, 32);
     }
   }
-  size_t bytes = 0;
-  for (tensor* t : all) bytes += (t->nbytes() + 63) / 64 * 64;
-  s->state_buf_ = cpu::cpu_device()->default_buffer_type()->alloc(bytes, error);
-  if (!s->state_buf_) return nullptr;
-  size_t off = 0;
-  for (tensor* t : all) {
-    bind_tensor(t, s->state_buf_.get(), off);
-    off += (t->nbytes() + 63) / 64 * 64;
+  // State lives with its layer: one buffer per device.
+  std::vector<device*> devs;
+  for (device* d : all_dev)
+    if (std::find(devs.begin(), devs.end(), d) == devs.end()) devs.push_back(d);
+  auto span = [](const tensor* t) { return (t->nbytes() + 255) / 256 * 256; };
+  for (device* d : devs) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < all.size(); ++i)
+      if (all_dev[i] == d) bytes += span(all[i]);
+    std::string err;
+    std::unique_ptr<buffer> buf = d->default_buffer_type()->alloc(bytes ? bytes : 256, &err);
+    if (!buf) {
+      *error = "session: cannot allocate " + std::to_string(bytes >> 20) + " MiB of state on " + d->name() + ": " +
+               err + " (lower n_ctx)";
+      return nullptr;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (all_dev[i] != d) continue;
+      bind_tensor(all[i], buf.get(), off);
+      off += span(all[i]);
+    }
+    s->state_bufs_.push_back(std::move(buf));
   }
-  s->sched_ = std::make_unique<scheduler>(std::vector<device*>{cpu::cpu_device()}, opt.n_threads);
+  // Devices in priority order: the accelerator holding weights (if any), then the CPU.
+  std::vector<device*> sched_devs;
+  if (m.accelerator()) sched_devs.push_back(m.accelerator());
+  sched_devs.push_back(cpu::cpu_device());
+  s->sched_ = std::make_unique<scheduler>(sched_devs, opt.n_threads);
   s->reset();
   return s;
 }
@@ -548,22 +570,21 @@ std::unique_ptr<session> session::create(const model& m, const session_options& 
 void session::reset() {
   n_past_ = 0;
   ring_pos_.assign(size_t(m_.hp().window), -1);
+  for (auto& buf : state_bufs_) buf->clear(0);
   for (layer_state& L : layers_) {
-    std::memset(L.ring->data, 0, L.ring->nbytes());
-    for (tensor* t : {L.pend_kv, L.ipend_kv, L.rows.plain, L.rows.q, L.rows.rest, L.irows.plain, L.irows.q,
-                      L.irows.rest})
-      if (t) std::memset(t->data, 0, t->nbytes());
-    for (const row_store* st : {&L.rows, &L.irows})
-      if (st->q) std::memset(st->q->scales->data, 0, st->q->scales->nbytes());
-    for (tensor* t : {L.pend_score, L.ipend_score}) {
+    for (tensor* t : {L.pend_score, L.ipend_score}) {  // scores start at -inf (no pending token)
       if (!t) continue;
-      float* p = static_cast<float*>(t->data);
-      for (int64_t i = 0; i < t->nelements(); ++i) p[i] = kNegInf;
+      const std::vector<float> neg(size_t(t->nelements()), kNegInf);
+      t->buf->set(t, neg.data(), 0, t->nbytes());
     }
   }
 }
 
-size_t session::state_bytes() const { return state_buf_ ? state_buf_->size() : 0; }
+size_t session::state_bytes() const {
+  size_t n = 0;
+  for (const auto& buf : state_bufs_) n += buf->size();
+  return n;
+}
 
 double session::bytes_per_token(const hparams& hp, const session_options& opt) {
   const bool compact = opt.qat && opt.compact_rows;
@@ -679,12 +700,19 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
   if (!in.upload(&inbuf, error)) return false;
   if (!sched_->compute(g, error)) return false;
 
-  if (opt_.dump_fn)
-    for (tensor* t : b.dumps) opt_.dump_fn(t->name, t->ne, static_cast<const float*>(t->data), p0);
-  if (logits) {
-    logits->resize(size_t(out->nelements()));
-    std::memcpy(logits->data(), out->data, logits->size() * sizeof(float));
+  // Results may be in accelerator memory: read them through their buffers.
+  auto read = [](const tensor* t, std::vector<float>* dst) {
+    dst->resize(size_t(t->nelements()));
+    t->buf->get(t, dst->data(), 0, dst->size() * sizeof(float));
+  };
+  if (opt_.dump_fn) {
+    std::vector<float> host;
+    for (tensor* t : b.dumps) {
+      read(t, &host);
+      opt_.dump_fn(t->name, t->ne, host.data(), p0);
+    }
   }
+  if (logits) read(out, logits);
   for (int64_t t = 0; t < T; ++t) ring_pos_[size_t((p0 + t) % W)] = p0 + t;
   n_past_ += T;
   return true;

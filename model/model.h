@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/hparams.h"
+#include "model/placement.h"
 #include "model/v4file.h"
 #include "tensor/backend.h"
 #include "tensor/tensor.h"
@@ -67,6 +68,16 @@ struct load_options {
   // progress(done, total) in [0, 1] units of work; return false to cancel the load.
   std::function<bool(uint64_t done, uint64_t total)> progress;
   bool verify = false;  // recompute every tensor checksum first
+  // Which device holds each weight (placement.h). With no accelerator registered (or
+  // n_gpu_layers = 0 and no overrides) everything stays in the file mapping on the CPU.
+  placement_options place;
+};
+
+// Bytes of weights per device after loading (for the load report).
+struct placed_bytes {
+  const device* dev;
+  size_t bytes;
+  int n_tensors;
 };
 
 class model {
@@ -81,6 +92,12 @@ class model {
 
   const hparams& hp() const { return hp_; }
   const model_file& file() const { return *file_; }
+  // Weight bytes per device (the CPU first; it includes the mapped weights it reads in place).
+  const std::vector<placed_bytes>& placed() const { return placed_; }
+  // The device that holds layer il's attention weights (its state goes there too).
+  device* layer_device(int64_t il) const;
+  // The accelerator any weight went to (nullptr: CPU only).
+  device* accelerator() const { return accel_; }
 
   tensor* embed = nullptr;      // [D, V] (any type get_rows reads)
   tensor* head = nullptr;       // [D, V]
@@ -91,12 +108,17 @@ class model {
  private:
   model() = default;
   bool bind(const load_options& opt, std::string* error);
+  bool place_weights(const placement& pl, const load_options& opt, uint64_t units, std::string* error);
 
   hparams hp_;
   std::unique_ptr<model_file> file_;
   context ctx_;                        // owns the weight tensors
   std::unique_ptr<buffer> mapped_;     // the file mapping, as a CPU buffer
   std::unique_ptr<buffer> converted_;  // small parameters converted to f32
+  std::vector<tensor*> weights_;       // every bound weight (scales reached through ->scales)
+  std::vector<std::unique_ptr<buffer>> device_bufs_;  // weights copied to accelerators
+  std::vector<placed_bytes> placed_;
+  device* accel_ = nullptr;
 };
 
 }  // namespace v4::model

@@ -2,6 +2,7 @@
 // its shape checked against the hparams (docs/FORMAT.md, "Canonical tensor names").
 #include <cstring>
 
+#include "backends/backends.h"
 #include "backends/cpu/cpu.h"
 #include "model/model.h"
 #include "tensor/ops.h"
@@ -47,6 +48,7 @@ class binder {
       return nullptr;
     }
     tensor* t = bind_entry(*e);
+    if (t) all_.push_back(t);
     if (t && w.small) small_.push_back(t);
     return t;
   }
@@ -54,6 +56,7 @@ class binder {
 
   const std::string& error() const { return error_; }
   std::vector<tensor*>& small() { return small_; }
+  std::vector<tensor*>& all() { return all_; }
 
  private:
   tensor* bind_entry(const tensor_entry& e) {
@@ -78,6 +81,7 @@ class binder {
   buffer* mapped_;
   std::string error_;
   std::vector<tensor*> small_;
+  std::vector<tensor*> all_;
 };
 
 }  // namespace
@@ -112,6 +116,13 @@ std::unique_ptr<model> model::from_file(std::unique_ptr<model_file> file, const 
 
 bool model::bind(const load_options& opt, std::string* error) {
   const hparams& h = hp_;
+  // Placement first: a bad override or device name is refused before any work.
+  backends::init();
+  placement pl;
+  if (!pl.init(opt.place, h.n_layers, error)) return false;
+  // Progress units: binding counts n_layers; with an accelerator, copying weights there counts
+  // as many again (in proportion to bytes).
+  const uint64_t units = uint64_t(h.n_layers) * (pl.accelerator() ? 2 : 1);
   mapped_ = cpu::wrap_host_memory(const_cast<uint8_t*>(file_->data()), file_->file_size());
   binder b(*file_, ctx_, mapped_.get());
 
@@ -196,7 +207,7 @@ bool model::bind(const load_options& opt, std::string* error) {
       L.sw2 = b.get({p + "ffn.shared_experts.w2.weight", {IS, D}});
     }
     if (!b.error().empty()) break;
-    if (opt.progress && !opt.progress(uint64_t(il + 1), uint64_t(h.n_layers))) {
+    if (opt.progress && !opt.progress(uint64_t(il + 1), units)) {
       *error = "load cancelled";
       return false;
     }
@@ -231,7 +242,73 @@ bool model::bind(const load_options& opt, std::string* error) {
     tr.to_f32(src, static_cast<float*>(t->data), n);
     off += (size_t(n) * sizeof(float) + 63) / 64 * 64;
   }
+  weights_ = std::move(b.all());
+  return place_weights(pl, opt, units, error);
+}
+
+// Copies the weights the placement sends to other devices into one buffer per device and
+// rebinds them there (scales with their weight). The CPU keeps reading the rest from the mapping.
+bool model::place_weights(const placement& pl, const load_options& opt, uint64_t units, std::string* error) {
+  struct group {
+    device* dev;
+    std::vector<tensor*> ts;
+    size_t bytes = 0;
+  };
+  std::vector<group> groups;  // [0] is the CPU
+  groups.push_back({cpu::cpu_device(), {}, 0});
+  auto span = [](const tensor* t) { return (t->nbytes() + 255) / 256 * 256; };
+  for (tensor* t : weights_) {
+    device* d = pl.device_for(t->name);
+    if (d->kind() == device_kind::cpu) d = cpu::cpu_device();
+    size_t gi = 0;
+    while (gi < groups.size() && groups[gi].dev != d) ++gi;
+    if (gi == groups.size()) groups.push_back({d, {}, 0});
+    groups[gi].ts.push_back(t);
+    groups[gi].bytes += span(t) + (t->scales ? span(t->scales) : 0);
+  }
+  size_t upload = 0, done = 0;
+  for (size_t gi = 1; gi < groups.size(); ++gi) upload += groups[gi].bytes;
+  const uint64_t half = uint64_t(hp_.n_layers);
+  for (size_t gi = 1; gi < groups.size(); ++gi) {
+    group& g = groups[gi];
+    accel_ = g.dev;
+    std::string err;
+    std::unique_ptr<buffer> buf = g.dev->default_buffer_type()->alloc(g.bytes, &err);
+    if (!buf) {
+      *error = std::string("cannot place ") + std::to_string(g.bytes >> 20) + " MiB of weights on " + g.dev->name() +
+               ": " + err + " (offload fewer layers: -ngl N, or keep experts on the CPU: --cpu-moe / --n-cpu-moe N)";
+      return false;
+    }
+    size_t off = 0;
+    auto move = [&](tensor* t) {
+      const void* src = t->data;
+      bind_tensor(t, buf.get(), off);
+      buf->set(t, src, 0, t->nbytes());
+      off += span(t);
+      done += span(t);
+    };
+    for (tensor* t : g.ts) {
+      move(t);
+      if (t->scales) move(t->scales);
+      if (opt.progress && upload && !opt.progress(half + uint64_t(double(half) * double(done) / double(upload)), units)) {
+        *error = "load cancelled";
+        return false;
+      }
+    }
+    device_bufs_.push_back(std::move(buf));
+  }
+  placed_.clear();
+  for (const group& g : groups) placed_.push_back({g.dev, g.bytes, int(g.ts.size())});
+  if (opt.progress && units > half && !opt.progress(units, units)) {
+    *error = "load cancelled";
+    return false;
+  }
   return true;
+}
+
+device* model::layer_device(int64_t il) const {
+  const layer_weights& L = layers[size_t(il)];
+  return L.wkv && L.wkv->buf ? L.wkv->buf->type()->dev() : cpu::cpu_device();
 }
 
 }  // namespace v4::model

@@ -80,7 +80,7 @@ class session {
   session_options opt_;
   int64_t n_past_ = 0;
   context sctx_;                      // state tensors
-  std::unique_ptr<buffer> state_buf_;
+  std::vector<std::unique_ptr<buffer>> state_bufs_;  // one per device holding layers
   std::vector<layer_state> layers_;
   std::vector<int64_t> ring_pos_;     // position held by each window slot (-1: empty)
   std::unique_ptr<scheduler> sched_;

@@ -60,6 +60,13 @@ typedef struct v4_model_params {
   v4_progress_fn progress; /* may be NULL */
   void* progress_user;
   int verify;              /* nonzero: recompute every tensor checksum while loading */
+  /* Partial offload (used only when an accelerator such as CUDA0 is present; docs/MODEL.md): */
+  int32_t n_gpu_layers;    /* layers on the accelerator, counted from the last; -1 (default): all,
+                              with the output head; 0: none */
+  int32_t n_cpu_moe;       /* routed experts of the first N layers stay on the CPU; -1: all layers */
+  const char* tensor_overrides; /* "REGEX=DEVICE[,REGEX=DEVICE...]" by canonical tensor name, first
+                                   match wins (e.g. "ffn\\.experts=CPU"); NULL: none */
+  const char* device;      /* accelerator name ("CUDA0"); NULL: the first one present */
 } v4_model_params;
 
 V4_API v4_model_params v4_model_default_params(void);
@@ -73,6 +80,8 @@ V4_API int32_t v4_model_eos(const v4_model* model);
 /* A short description: "deepseek_v4, 6 layers, hidden 256, 8 experts (top 2), 16.1M parameters". */
 V4_API const char* v4_model_desc(const v4_model* model);
 V4_API int v4_model_has_tokenizer(const v4_model* model);
+/* Where the weights are: "CPU 1234.5 MiB" or "CUDA0 3020.1 MiB (812 tensors), CPU 220.0 MiB (...)". */
+V4_API const char* v4_model_placement(const v4_model* model);
 
 /* ---- tokenizer (needs a model file with a tokenizer) ------------------------------------------ */
 /* parse_special: nonzero to turn special-token text (e.g. "<｜User｜>") into its id. */

@@ -95,7 +95,10 @@ alloc_plan plan_graph(const graph& g, size_t alignment, const std::vector<bool>*
       if (std::find(reads[i].begin(), reads[i].end(), it->second) == reads[i].end()) reads[i].push_back(it->second);
       last_use[it->second] = int64_t(i);
     };
-    for (const tensor* s : t->src) note(s);
+    for (const tensor* s : t->src) {
+      note(s);
+      if (s) note(s->scales);  // a scaled source's block scales are read with it
+    }
     note(t->view_src);
   }
 

@@ -32,6 +32,16 @@ void register_device(device* d) {
   registry().push_back(d);
 }
 
+void unregister_device(device* d) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto& r = registry();
+  for (size_t i = 0; i < r.size(); ++i)
+    if (r[i] == d) {
+      r.erase(r.begin() + long(i));
+      return;
+    }
+}
+
 device* find_device(const std::string& name) {
   std::lock_guard<std::mutex> lock(g_mu);
   for (device* d : registry())

@@ -87,6 +87,7 @@ class stream {
 // its devices in backends::init(); tensor/ itself knows none.
 std::vector<device*> devices();
 void register_device(device* d);
+void unregister_device(device* d);  // for tests that plug in a mock device for a while
 device* find_device(const std::string& name);
 
 }  // namespace v4

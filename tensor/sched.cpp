@@ -163,25 +163,34 @@ bool scheduler::plan(graph& g, std::string* error) {
       if (!s || (t->view_src && s->base() == t->view_src)) continue;  // the destination is written in place
       const buffer_type* bt = p.mem_type(s);
       if (bt && p.devs[d]->can_read(bt)) continue;
-      const tensor* b = s->base();
-      tensor*& c = copy_of[b];
-      if (!c) {
-        c = p.copy_ctx->new_tensor(b->type, kMaxDims, b->ne);
-        c->set_name("%s#copy%d", b->name, int(splits_.size()) - 1);
-        c->src[0] = const_cast<tensor*>(b);  // liveness: the copy reads b
-        c->op = op_kind::CPY;                // planned as a node; executed as a stream copy
-        sp.copies.push_back(c);
-        sp.copy_from.push_back(b);
-      }
-      tensor* with = c;
-      if (s != b) {  // keep the view: same strides and offset, over the copy
-        with = p.copy_ctx->new_tensor(s->type, kMaxDims, s->ne);
-        for (int k = 0; k < kMaxDims; ++k) with->nb[k] = s->nb[k];
+      // A copy of s's memory on this split's device (once per split), read through a view with
+      // s's strides and offset when s is a view.
+      auto copy_for = [&](const tensor* v) {
+        const tensor* b = v->base();
+        tensor*& c = copy_of[b];
+        if (!c) {
+          c = p.copy_ctx->new_tensor(b->type, kMaxDims, b->ne);
+          c->set_name("%s#copy%d", b->name, int(splits_.size()) - 1);
+          c->src[0] = const_cast<tensor*>(b);  // liveness: the copy reads b
+          c->op = op_kind::CPY;                // planned as a node; executed as a stream copy
+          sp.copies.push_back(c);
+          sp.copy_from.push_back(b);
+        }
+        if (v == b) return c;
+        tensor* with = p.copy_ctx->new_tensor(v->type, kMaxDims, v->ne);
+        for (int k = 0; k < kMaxDims; ++k) with->nb[k] = v->nb[k];
         with->op = op_kind::VIEW;
         with->src[0] = c;
         with->view_src = c;
-        with->view_offs = s->view_offs;
+        with->view_offs = v->view_offs;
         p.copy_aliases.back().push_back(with);
+        return with;
+      };
+      tensor* with = copy_for(s);
+      if (s->scales && !with->scales) {  // block scales travel with their values
+        with->scales = copy_for(s->scales);
+        with->scale_block[0] = s->scale_block[0];
+        with->scale_block[1] = s->scale_block[1];
       }
       p.rewires.back().push_back({t, j, with, s});
     }

@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "model/session.h"
 #include "tools/commands.h"
+#include "tools/offload.h"
 
 namespace v4::cli {
 
@@ -34,6 +35,7 @@ struct bench_options {
   int threads = 0;
   uint64_t seed = 1;
   bool json = false;
+  offload off;
 };
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
@@ -94,7 +96,9 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
 void run_bench_model(const bench_options& o) {
   std::string err;
   const auto t_load = std::chrono::steady_clock::now();
-  std::unique_ptr<model::model> m = model::model::load(o.model, model::load_options(), &err);
+  model::load_options lo;
+  lo.place = o.off.to_options();
+  std::unique_ptr<model::model> m = model::model::load(o.model, lo, &err);
   if (!m) fail("cannot load '" + o.model + "': " + err);
   const double load_s = seconds_since(t_load);
   const model::hparams& hp = m->hp();
@@ -189,6 +193,7 @@ static void add_bench_model(CLI::App& bench) {
   cmd->add_option("--ctx", o->n_ctx, "Context size (default: prompt + generated tokens)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 26));
   cmd->add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
+  o->off.add_flags(cmd);
   cmd->add_flag("--json", o->json,
                 "Print one JSON object (prompt_tps, gen_tps, peak_rss_bytes, active_bytes_per_token, gen_gbps, "
                 "dram_gbps, ...)");

@@ -14,6 +14,7 @@
 #include "model/v4.h"
 #include "tools/capi.h"
 #include "tools/commands.h"
+#include "tools/offload.h"
 
 namespace v4::cli {
 namespace {
@@ -25,11 +26,15 @@ struct chat_opts {
   float temp = 0.8f, top_p = 0.95f, min_p = 0.05f;
   uint64_t seed = 0;
   bool thinking = false;
+  offload off;
 };
 
 int run_chat(const chat_opts& o) {
   v4_model* m = nullptr;
-  if (v4_model_load(o.model.c_str(), nullptr, &m) != V4_OK) {
+  v4_model_params mp = v4_model_default_params();
+  std::string overrides;
+  o.off.to_params(&mp, &overrides);
+  if (v4_model_load(o.model.c_str(), &mp, &m) != V4_OK) {
     std::fprintf(stderr, "error: cannot load '%s': %s\n", o.model.c_str(), v4_last_error());
     return 1;
   }
@@ -154,6 +159,7 @@ void add_chat(CLI::App& app) {
   cmd->add_option("--min-p", o->min_p, "Min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("-s,--seed", o->seed, "Sampling seed");
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  o->off.add_flags(cmd);
   cmd->add_option("--qat", o->qat, "Official QAT numerics (on) or as transformers (off)")
       ->check(CLI::IsMember({"on", "off"}));
   cmd->callback([o] {

@@ -13,6 +13,7 @@
 #include "model/v4.h"
 #include "tools/capi.h"
 #include "tools/commands.h"
+#include "tools/offload.h"
 
 namespace v4::cli {
 namespace {
@@ -34,6 +35,7 @@ struct common {
   int64_t n_batch = 256;
   int threads = 0;
   bool quiet = false;
+  offload off;
 };
 
 void add_common(CLI::App* cmd, common& c) {
@@ -43,6 +45,7 @@ void add_common(CLI::App* cmd, common& c) {
   cmd->add_option("-c,--ctx", c.n_ctx, "Context size in tokens")->check(CLI::Range(int64_t(1), int64_t(1) << 26));
   cmd->add_option("-b,--batch", c.n_batch, "Tokens per prefill graph")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("-t,--threads", c.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  c.off.add_flags(cmd);
 }
 
 struct loaded {
@@ -57,7 +60,10 @@ struct loaded {
 
 bool open_model(const common& c, loaded* L) {
   const double t0 = now_s();
-  if (v4_model_load(c.model.c_str(), nullptr, &L->model) != V4_OK) {
+  v4_model_params mp = v4_model_default_params();
+  std::string overrides;
+  c.off.to_params(&mp, &overrides);
+  if (v4_model_load(c.model.c_str(), &mp, &L->model) != V4_OK) {
     std::fprintf(stderr, "error: cannot load '%s': %s\n", c.model.c_str(), v4_last_error());
     return false;
   }
@@ -72,8 +78,9 @@ bool open_model(const common& c, loaded* L) {
   }
   L->load_s = now_s() - t0;
   if (!c.quiet)
-    std::fprintf(stderr, "loaded %s (%s) in %.2f s; state %.1f MiB for %lld tokens\n", c.model.c_str(),
-                 v4_model_desc(L->model), L->load_s, v4_context_state_bytes(L->ctx) / 1048576.0, (long long)c.n_ctx);
+    std::fprintf(stderr, "loaded %s (%s) in %.2f s; weights: %s; state %.1f MiB for %lld tokens\n", c.model.c_str(),
+                 v4_model_desc(L->model), L->load_s, v4_model_placement(L->model),
+                 v4_context_state_bytes(L->ctx) / 1048576.0, (long long)c.n_ctx);
   return true;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <unistd.h>
 #include <vector>
 
@@ -60,8 +61,19 @@ static void ensure_passive_omp(char** argv) {
   execv("/proc/self/exe", argv);
 }
 
+// llama.cpp's multi-letter single-dash flags, which CLI11 cannot declare (its single-dash names
+// are one letter): rewritten to their long forms before parsing.
+static void rewrite_llama_flags(int argc, char** argv) {
+  static char ngl[] = "--n-gpu-layers", ot[] = "--override-tensor";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "-ngl") == 0) argv[i] = ngl;
+    else if (std::strcmp(argv[i], "-ot") == 0) argv[i] = ot;
+  }
+}
+
 int main(int argc, char** argv) {
   ensure_passive_omp(argv);
+  rewrite_llama_flags(argc, argv);
   v4::backends::init();
   CLI::App app{"v4: DeepSeek-V4 inference runtime"};
   app.require_subcommand(1);

@@ -24,6 +24,18 @@ set_tests_properties(cli.run_bad_token PROPERTIES FIXTURES_REQUIRED forward_tiny
 add_test(NAME cli.run_missing_model COMMAND ${V4_CLI} run -m ${CMAKE_CURRENT_BINARY_DIR}/nope.v4 --tokens 1)
 set_tests_properties(cli.run_missing_model PROPERTIES PASS_REGULAR_EXPRESSION "cannot load .*nope.v4")
 
+# Offload flags: accepted with llama.cpp's spellings, refused with a reason when wrong.
+add_test(NAME cli.run_offload_flags
+         COMMAND ${V4_CLI} run -m ${V4_TINY} --tokens 5,17 -n 2 --temp 0 -ngl 2 --n-cpu-moe 1 -ot "ffn\\.shared_experts=CPU")
+set_tests_properties(cli.run_offload_flags PROPERTIES FIXTURES_REQUIRED forward_tiny
+                     PASS_REGULAR_EXPRESSION "weights: CPU [0-9.]+ MiB")
+add_test(NAME cli.run_bad_override COMMAND ${V4_CLI} run -m ${V4_TINY} --tokens 5 -ot "experts=NPU9")
+set_tests_properties(cli.run_bad_override PROPERTIES FIXTURES_REQUIRED forward_tiny
+                     PASS_REGULAR_EXPRESSION "device 'NPU9' is not available \\(devices here: .*CPU")
+add_test(NAME cli.run_bad_device COMMAND ${V4_CLI} run -m ${V4_TINY} --tokens 5 --device CUDA9)
+set_tests_properties(cli.run_bad_device PROPERTIES FIXTURES_REQUIRED forward_tiny
+                     PASS_REGULAR_EXPRESSION "device 'CUDA9' is not available")
+
 # The C example, linked against libv4.so and compiled as C.
 if(TARGET simple)
   add_test(NAME example.simple_tiny COMMAND simple ${V4_TINY} "ignored" 5)
