@@ -42,7 +42,7 @@ size_t block_bytes(dtype t) {
 
 bool always() { return true; }
 bool supports_all(dtype t, int64_t, int64_t, int64_t) { return any_quant(t); }
-[[maybe_unused]] bool supports_neon(dtype t, int64_t, int64_t, int64_t) { return scaled(t) || t == dtype::q8_0; }
+[[maybe_unused]] bool supports_neon(dtype t, int64_t, int64_t, int64_t) { return any_quant(t); }
 
 // ---- scalar reference -----------------------------------------------------------------------
 // Each weight row is dequantized to f32 by quant/'s reference row dequantizer, then every output
@@ -121,8 +121,8 @@ const mm_variant* qmm_variants(int* count) {
   return kVariants;
 }
 
-// Pick rules: the first usable variant of  avx512_bf16 > avx2 > neon > scalar  (neon: fp8, mxfp4,
-// q8_0 only). avx512_bf16 is exact for DeepSeek's numerics (x already on the e4m3 grid, see
+// Pick rules: the first usable variant of  avx512_bf16 > avx2 > neon > scalar  (each takes all
+// six types). avx512_bf16 is exact for DeepSeek's numerics (x already on the e4m3 grid, see
 // qmatmul.h) and the fastest at every N measured on Zen 4 (mxfp4 N = 1 from DRAM about 3x avx2,
 // prefill ~10x); for the llama.cpp-style types its bf16 x (2^-8 relative per element) is finer
 // than llama.cpp's int8 x per 256. The exact avx2 variant is never picked over it: tests and

@@ -24,7 +24,7 @@
 //                                        grid (per 128) is representable in bf16. Needs AVX512-BF16
 //                                        and VBMI.
 //   avx2         all six types   0       weights dequantized to f32 bit for bit as quant/ does, FMA
-//   neon         fp8, mxfp4, q8_0  0     the same on AArch64
+//   neon         all six types   0       the same on AArch64
 #pragma once
 
 #include <cstddef>

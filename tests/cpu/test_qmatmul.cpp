@@ -81,6 +81,7 @@ enum class data_kind {
   scale_high,  // scale codes 251 .. 254, small weight codes (|w / scale| < 2), x ~2^-100
   nan_scale,   // random, plus one NaN scale code (0xFF)
   nan_weight,  // random, plus one e4m3 NaN weight code (fp8 only; mxfp4 has none)
+  one_hot,     // random weights; x row n is the unit vector e_(n mod K): y[n][m] = w[m][n mod K]
 };
 
 struct scale_block {
@@ -281,7 +282,7 @@ class test_case {
       float* x = xf_.data() + size_t(n * K_);  // not &v[i]: the vector may be empty (K = 0)
       for (int64_t k = 0; k < K_; ++k) {
         const float v = rng() % 16 == 0 ? 0.0f : std::ldexp(uni(rng), rnd(elo, ehi));
-        x[k] = (rng() & 1) ? -v : v;
+        x[k] = kind == data_kind::one_hot ? (k == n % K_ ? 1.0f : 0.0f) : (rng() & 1) ? -v : v;
       }
       if (kind == data_kind::act_quant) quant::fp8_roundtrip_row(x, x, K_, 128);
       if (K_ > 0) std::memcpy(aligned(xbuf_) + lo_.x_off + size_t(n) * x_stride_, x, size_t(K_) * 4);
@@ -457,6 +458,29 @@ TEST_P(QmatmulVariant, ExtremeScalesAndNaN) {
   }
 }
 
+// The exact variants dequantize the weights to the reference's f32 values bit for bit (qmatmul.h):
+// with x = unit vectors every output is one weight times 1 plus exact zeros, so y must equal the
+// reference weight exactly. (Whether a compiler contracts the K-quants' (d * sc) * q - dmin * m
+// into one FMA does not matter: (d * sc) * q has at most 11 + 6 + 4 significant bits, exact in f32.)
+TEST_P(QmatmulVariant, ExactVariantsReproduceTheReferenceWeights) {
+  if (v_->x_rounding != 0) GTEST_SKIP() << "x rounded: covered by the bounds above";
+  uint32_t seed = 5000;
+  for (dtype t : kTypes) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    const int64_t K = k_unit(t) == 256 ? 512 : k_unit(t) == 32 ? 160 : t == dtype::mxfp4 ? 130 : 300;
+    for (const scale_block& sb : blocks_for(t)) {
+      test_case tc(t, 37, K, K, sb, strided(t), data_kind::one_hot, seed++);
+      tc.poison();
+      v_->run(tc.problem(), 2);
+      std::vector<double> ref, mag;
+      tc.reference(false, &ref, &mag);  // = w[m][n] exactly (one product by 1, in double)
+      for (int64_t n = 0; n < K; ++n)
+        for (int64_t m = 0; m < 37; ++m)
+          ASSERT_EQ(double(tc.y(n, m)), ref[size_t(n * 37 + m)]) << describe(*v_, tc, "one-hot x") << " w[" << m << "][" << n << "]";
+    }
+  }
+}
+
 // NaN codes of the in-row types cannot occur (f16 super-scales could be NaN, but quantizers never
 // write one); their scaled counterparts are covered above.
 
@@ -616,8 +640,10 @@ TEST(Qmatmul, PickIsUsableAndFollowsTheRules) {
     }
   }
 #if defined(__aarch64__)  // before any cap: isa::neon ranks above the x86 levels
-  for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4, dtype::q8_0}) EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "neon");
-  EXPECT_STREQ(qmm_pick(dtype::q4_k, 4096, 1, 4096).name, "scalar");  // no NEON K-quants
+  for (dtype t : kTypes) {
+    EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "neon");
+    EXPECT_STREQ(qmm_pick(t, 4096, 512, 4096).name, "neon");
+  }
 #endif
   set_isa_limit(isa::avx2);
   if (runs("avx2")) {

@@ -11,7 +11,7 @@
 #include "backends/backends.h"
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/matmul.h"
-
+#include "quant/quant.h"
 namespace v4::optest {
 
 // ---- targets -----------------------------------------------------------------------------------------
@@ -138,6 +138,46 @@ input in(dtype t, std::initializer_list<int64_t> ne, filler f, layout l) {
   return i;
 }
 
+input qin(dtype t, std::initializer_list<int64_t> ne, filler f, int scales_input, int32_t sb_k, int32_t sb_m, layout l) {
+  input i = in(t, ne, std::move(f), l);
+  i.scales_input = scales_input;
+  i.scale_block[0] = sb_k;
+  i.scale_block[1] = sb_m;
+  return i;
+}
+
+bool is_block_quant(dtype t) {
+  return t == dtype::mxfp4 || t == dtype::q8_0 || t == dtype::q4_k || t == dtype::q3_k || t == dtype::q2_k;
+}
+
+namespace {
+
+// One row of k values of block type t: quant/'s reference quantizer (valid codes for any data),
+// and its reference dequantizer (the values every kernel must reproduce). mxfp4 rows hold unscaled
+// e2m1 codes: the scales are a separate input.
+void quantize_row(dtype t, const float* x, uint8_t* dst, int64_t k) {
+  switch (t) {
+    case dtype::mxfp4: quant::e2m1_from_f32_row(x, dst, k); break;
+    case dtype::q8_0: quant::quantize_row_q8_0(x, dst, k); break;
+    case dtype::q4_k: quant::quantize_row_q4_k(x, dst, k); break;
+    case dtype::q3_k: quant::quantize_row_q3_k(x, dst, k); break;
+    case dtype::q2_k: quant::quantize_row_q2_k(x, dst, k); break;
+    default: break;
+  }
+}
+void dequantize_row(dtype t, const uint8_t* src, float* y, int64_t k) {
+  switch (t) {
+    case dtype::mxfp4: quant::e2m1_to_f32_row(src, y, k); break;
+    case dtype::q8_0: quant::dequantize_row_q8_0(src, y, k); break;
+    case dtype::q4_k: quant::dequantize_row_q4_k(src, y, k); break;
+    case dtype::q3_k: quant::dequantize_row_q3_k(src, y, k); break;
+    case dtype::q2_k: quant::dequantize_row_q2_k(src, y, k); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
 // ---- comparison ----------------------------------------------------------------------------------------
 namespace {
 
@@ -242,9 +282,104 @@ std::string shape_str(const int64_t* ne) {
   return s.str();
 }
 
+// A tensor of block type spec.type: the filler's values (as f32) quantized row by row with quant/'s
+// reference quantizer; the values are the read-back bytes through quant/'s dequantizer. Packed
+// (cont), or with padded(): rows one block longer than they need, a gap row between planes, one
+// block before the first row (random bytes in the gaps), seen through view().
+bool make_block_input(context& ctx, buffer_type* bt, const input& spec, std::mt19937_64& rng,
+                      std::vector<placed>* allocs, input_mem* m, darray* values, std::string* err) {
+  quant::register_types();
+  const layout& l = spec.lay;
+  if (l.perm[0] != 0 || l.perm[1] != 1 || l.perm[2] != 2 || l.perm[3] != 3) {
+    *err = std::string(type_name(spec.type)) + " inputs are made with rows in order (layouts cont, padded), not " + l.name;
+    return false;
+  }
+  const type_traits& tr = traits(spec.type);
+  const int64_t K = spec.ne[0];
+  if (K % tr.block_size != 0) {
+    *err = "K = " + std::to_string(K) + " is not a whole number of " + type_name(spec.type) + " blocks (case bug)";
+    return false;
+  }
+  const size_t row_bytes = size_t(K / tr.block_size) * tr.block_bytes;
+  size_t nb[4] = {tr.block_bytes, row_bytes, 0, 0};
+  size_t offset = 0;
+  if (l.pad) {
+    nb[1] = row_bytes + tr.block_bytes;
+    offset = tr.block_bytes;
+  }
+  nb[2] = nb[1] * size_t(spec.ne[1] + (l.pad ? 1 : 0));
+  nb[3] = nb[2] * size_t(spec.ne[2]);
+  const size_t span = offset + nb[3] * size_t(spec.ne[3]);
+  tensor* leaf = l.pad ? ctx.new_tensor(spec.type, {int64_t(span / tr.block_bytes) * tr.block_size})
+                       : ctx.new_tensor(spec.type, {spec.ne[0], spec.ne[1], spec.ne[2], spec.ne[3]});
+  if (!leaf) {
+    *err = "new_tensor failed: " + ctx.error();
+    return false;
+  }
+  if (!place(ctx, bt, leaf, span, 0, allocs, err)) return false;
+  tensor* t = leaf;
+  if (l.pad) {
+    t = view(ctx, leaf, 4, spec.ne, nb + 1, offset);
+    if (!t || t->nb[1] != nb[1] || t->nb[2] != nb[2] || t->nb[3] != nb[3]) {
+      *err = "view() of the padded " + std::string(type_name(spec.type)) + " input failed: " + ctx.error();
+      return false;
+    }
+  }
+  m->leaf = leaf;
+  m->op_input = t;
+  m->span = span;
+  m->offset = offset;
+  for (int d = 0; d < 4; ++d) m->nb[d] = nb[d];
+
+  const int64_t rows = spec.ne[1] * spec.ne[2] * spec.ne[3];
+  auto row_at = [&](int64_t r) {  // byte offset of row r (i1 fastest)
+    return offset + size_t(r % spec.ne[1]) * nb[1] + size_t(r / spec.ne[1] % spec.ne[2]) * nb[2] +
+           size_t(r / (spec.ne[1] * spec.ne[2])) * nb[3];
+  };
+  std::vector<double> v(size_t(K * rows));
+  spec.fill(v, spec.ne, rng);
+  std::vector<uint8_t> img(span);
+  for (uint8_t& b : img) b = uint8_t(rng());
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < K; ++k) row[size_t(k)] = float(v[size_t(r * K + k)]);
+    quantize_row(spec.type, row.data(), &img[row_at(r)], K);
+  }
+  allocs->back().buf->set(leaf, img.data(), 0, span);
+
+  m->before.resize(span);
+  allocs->back().buf->get(leaf, m->before.data(), 0, span);
+  *values = darray(spec.type, spec.ne);
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(spec.type, &m->before[row_at(r)], row.data(), K);
+    for (int64_t k = 0; k < K; ++k) values->v[size_t(r * K + k)] = row[size_t(k)];
+  }
+  return true;
+}
+
+// Attaches input k's e8m0 scales (input spec.scales_input) to the tensor the op sees, and scales
+// the reference's values of input k by them: w[i0, i1, i2, i3] *= s[i0 / bk, i1 / bm, i2, i3].
+bool attach_scales(const input& spec, tensor* t, const input_mem& sm, const darray& s, darray* w, std::string* err) {
+  const int64_t bk = spec.scale_block[0], bm = spec.scale_block[1];
+  if (s.type != dtype::e8m0 || bk <= 0 || bm <= 0 || s.ne[0] != (w->ne[0] + bk - 1) / bk ||
+      s.ne[1] != (w->ne[1] + bm - 1) / bm || s.ne[2] != w->ne[2] || s.ne[3] != w->ne[3]) {
+    *err = "the scales input does not fit the weight and its scale block (case bug)";
+    return false;
+  }
+  t->scales = sm.op_input;
+  t->scale_block[0] = int32_t(bk);
+  t->scale_block[1] = int32_t(bm);
+  for (int64_t i3 = 0; i3 < w->ne[3]; ++i3)
+    for (int64_t i2 = 0; i2 < w->ne[2]; ++i2)
+      for (int64_t i1 = 0; i1 < w->ne[1]; ++i1)
+        for (int64_t i0 = 0; i0 < w->ne[0]; ++i0) w->at(i0, i1, i2, i3) *= s.at(i0 / bk, i1 / bm, i2, i3);
+  return true;
+}
+
 // Makes input k: its leaf (placed, filled), the tensor the op sees, and the values it holds.
 bool make_input(context& ctx, buffer_type* bt, const input& spec, std::mt19937_64& rng, std::vector<placed>* allocs,
                 input_mem* m, darray* values, std::string* err) {
+  if (is_block_quant(spec.type)) return make_block_input(ctx, bt, spec, rng, allocs, m, values, err);
   const size_t ts = elem_size(spec.type);
   const layout& l = spec.lay;
   int64_t ne_mem[4];
@@ -393,6 +528,13 @@ case_result run_case(const target& tg, const op_case& c, const run_hooks* hooks)
     op_inputs.push_back(mems[k].op_input);
   }
   const size_t n_input_allocs = allocs.size();
+  for (size_t k = 0; k < c.inputs.size(); ++k) {
+    const int si = c.inputs[k].scales_input;
+    if (si < 0) continue;
+    if (size_t(si) >= c.inputs.size() || size_t(si) == k) return fail("input " + std::to_string(k) + ": no such scales input");
+    if (!attach_scales(c.inputs[k], op_inputs[k], mems[size_t(si)], rin.src[size_t(si)], &rin.src[k], &err))
+      return fail("input " + std::to_string(k) + ": " + err);
+  }
 
   tensor* out = c.build(ctx, op_inputs, args);
   if (!out) return fail("the constructor returned nullptr: " + ctx.error());

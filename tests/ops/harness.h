@@ -83,8 +83,20 @@ struct input {
   int64_t ne[4] = {1, 1, 1, 1};
   layout lay;
   filler fill;
+  // Scaled weight types (fp8_e4m3, mxfp4): the input holding this one's e8m0 scales and the scale
+  // block {along dim 0, along dim 1} (tensor.h: tensor::scales). The harness attaches them to the
+  // tensor the op sees before build, and the values the reference sees are the scaled ones.
+  int scales_input = -1;
+  int32_t scale_block[2] = {0, 0};
 };
 input in(dtype t, std::initializer_list<int64_t> ne, filler f, layout l = cont());
+// Quantized weights. Block types (mxfp4, q8_0, q4_k, q3_k, q2_k) take the filler's values through
+// quant/'s reference row quantizer (mxfp4: unscaled e2m1 codes) and are read back with quant/'s
+// reference dequantizer; layouts cont() or padded() (rows one block longer, whole blocks only). fp8_e4m3 and e8m0 are element types
+// (round_to / encode / decode in reference.h) and take any layout.
+input qin(dtype t, std::initializer_list<int64_t> ne, filler f, int scales_input = -1, int32_t sb_k = 0, int32_t sb_m = 0,
+          layout l = cont());
+bool is_block_quant(dtype t);  // mxfp4, q8_0, q4_k, q3_k, q2_k
 
 // ---- cases ---------------------------------------------------------------------------------------------
 using build_fn = std::function<tensor*(context&, const std::vector<tensor*>& in, const op_args& a)>;

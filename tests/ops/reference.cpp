@@ -63,6 +63,18 @@ double round_to(dtype t, double x) {
     case dtype::f32: return round_binary(x, 24, -126, 0x1.fffffep127);
     case dtype::f16: return round_binary(x, 11, -14, 65504.0);
     case dtype::bf16: return round_binary(x, 8, -126, 0x1.fep127);
+    case dtype::fp8_e4m3: {  // 4 significant bits, subnormals from 2^-6, saturating at +-448 (no inf)
+      const double r = round_binary(x, 4, -6, kInf);
+      return std::fabs(r) > 448.0 ? std::copysign(448.0, x) : r;
+    }
+    case dtype::e8m0: {  // a power of two 2^-127 .. 2^127: |x| = m 2^e rounds up from m = 1.5
+      if (std::isinf(x)) return std::numeric_limits<double>::quiet_NaN();
+      int e;
+      const double m = std::frexp(std::fabs(x), &e);  // |x| = m 2^e, m in [0.5, 1)
+      if (x == 0.0) return 0x1p-127;
+      const int k = std::min(std::max(m >= 0.75 ? e : e - 1, -127), 127);
+      return std::ldexp(1.0, k);
+    }
     default: return x;
   }
 }
@@ -71,7 +83,7 @@ size_t elem_size(dtype t) {
   switch (t) {
     case dtype::f32: case dtype::i32: return 4;
     case dtype::f16: case dtype::bf16: return 2;
-    case dtype::i8: return 1;
+    case dtype::i8: case dtype::fp8_e4m3: case dtype::e8m0: return 1;
     case dtype::i64: return 8;
     default: return 0;
   }
@@ -102,6 +114,17 @@ double decode(dtype t, const void* p) {
       return f;
     }
     case dtype::i8: return double(*static_cast<const int8_t*>(p));
+    case dtype::fp8_e4m3: {  // S.EEEE.MMM, bias 7; S.1111.111 is NaN; E = 0: M * 2^-9
+      const uint8_t c = *static_cast<const uint8_t*>(p);
+      const int e = (c >> 3) & 15, m = c & 7;
+      const double s = (c & 0x80) ? -1.0 : 1.0;
+      if (e == 15 && m == 7) return std::numeric_limits<double>::quiet_NaN();
+      return e == 0 ? s * std::ldexp(double(m), -9) : s * std::ldexp(double(8 + m), e - 10);
+    }
+    case dtype::e8m0: {  // 2^(c - 127); 0xFF is NaN
+      const uint8_t c = *static_cast<const uint8_t*>(p);
+      return c == 0xFF ? std::numeric_limits<double>::quiet_NaN() : std::ldexp(1.0, int(c) - 127);
+    }
     case dtype::i32: {
       int32_t i;
       std::memcpy(&i, p, 4);
@@ -155,6 +178,28 @@ void encode(dtype t, double x, void* p) {
       return;
     }
     case dtype::i8: *static_cast<int8_t*>(p) = int8_t(x); return;
+    case dtype::fp8_e4m3: {
+      const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+      const double ax = std::fabs(x);
+      uint8_t c;
+      if (std::isnan(x)) {
+        c = sign | 0x7F;
+      } else if (ax < 0x1p-6) {
+        c = sign | uint8_t(ax * 0x1p9);  // subnormal (or zero): M = x / 2^-9
+      } else {
+        int e;
+        std::frexp(ax, &e);  // ax = m 2^e, m in [0.5, 1): leading bit 2^(e-1)
+        c = sign | uint8_t((e - 1 + 7) << 3) | uint8_t((std::ldexp(ax, 1 - e) - 1.0) * 8.0);
+      }
+      *static_cast<uint8_t*>(p) = c;
+      return;
+    }
+    case dtype::e8m0: {
+      int e;
+      std::frexp(x, &e);
+      *static_cast<uint8_t*>(p) = std::isnan(x) ? uint8_t(0xFF) : uint8_t(e - 1 + 127);
+      return;
+    }
     case dtype::i32: {
       const int32_t i = int32_t(x);
       std::memcpy(p, &i, 4);

@@ -18,9 +18,12 @@ namespace v4::optest {
 
 // ---- number formats (independent implementations, IEEE round-to-nearest-even) -----------------
 // x rounded to the nearest value of type t (f32/f16/bf16: RNE with subnormals and overflow to
-// inf; integer types: unchanged, the caller keeps them in range).
+// inf; fp8_e4m3: RNE with subnormals, saturating at +-448 (quant/fp8.h); e8m0: the power of two
+// 2^-127..2^127 of |x|, rounding up from mantissa 1.5 (quant/e8m0.h); integer types: unchanged,
+// the caller keeps them in range). Block-quantized types (mxfp4, q8_0, q4_k, q3_k, q2_k) have no
+// element-wise form here: the harness makes them with quant/'s row quantizers (harness.cpp).
 double round_to(dtype t, double x);
-// One element of plain type t at p, as a double (exact).
+// One element of plain type t at p, as a double (exact; fp8_e4m3 and e8m0 included, unscaled).
 double decode(dtype t, const void* p);
 // Writes x (already representable in t, see round_to) as type t at p.
 void encode(dtype t, double x, void* p);

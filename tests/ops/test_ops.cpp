@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "ops/harness.h"
+#include "quant/quant.h"
 
 namespace v4::optest {
 namespace {
@@ -409,6 +410,161 @@ void add_matmul(std::vector<op_case>& cs) {
                       {in(wt, {s.K, s.M, s.E}, uniform(-1, 1)), in(dtype::f32, {s.K, s.X1, s.N}, uniform(-1, 1)),
                        in(dtype::i32, {s.n_used, s.N}, s.ids)},
                       bid));
+}
+
+// ---- matmul with quantized weights ---------------------------------------------------------------------------
+// Weights are valid encodings of random data: fp8_e4m3 codes over the whole range (subnormals to
+// 448) and mxfp4 codes, each with random power-of-two e8m0 scales in a separate input; q8_0 and the
+// K-quants quantized from random rows by quant/'s reference quantizers. The reference multiplies
+// the dequantized values (quant/'s reference dequantizers, times the scales) in float64; the bound
+// is the usual matmul one with the x rounding the target declares for the weight type.
+
+// Random sign, magnitude 2^u with u uniform in [elo, ehi]; one value in 16 is zero.
+filler log_uniform(double elo, double ehi) {
+  return [=](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> e(elo, ehi);
+    for (double& x : v) x = rng() % 16 == 0 ? 0.0 : std::copysign(std::exp2(e(rng)), (rng() & 1) ? 1.0 : -1.0);
+  };
+}
+// Powers of two 2^lo .. 2^hi (e8m0 scales).
+filler pow2s(int lo, int hi) {
+  return [=](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+    std::uniform_int_distribution<int> e(lo, hi);
+    for (double& x : v) x = std::ldexp(1.0, e(rng));
+  };
+}
+// Rows whose groups of 16 along dim 0 (the K-quants' sub-blocks) differ in spread (2^-4 .. 2^2)
+// and offset, so that every sub-block gets its own scale and min.
+filler blocky() {
+  return [](std::vector<double>& v, const int64_t* ne, std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> u(-1, 1), e(-4, 2);
+    double spread = 1, offset = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (int64_t(i) % ne[0] % 16 == 0) {
+        spread = std::exp2(e(rng));
+        offset = 0.5 * spread * u(rng);
+      }
+      v[i] = offset + spread * u(rng);
+    }
+  };
+}
+
+void add_qmatmul(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  quant::register_types();  // the type names below (cases may be listed before any target exists)
+  struct qmm {
+    int64_t K, M, N;
+    int32_t sb_k = 0, sb_m = 0;  // scaled types only
+    layout x_lay = cont();
+    int64_t Bw2 = 1, B2 = 1;     // w broadcast over x's dim 2
+    bool pad_w = false, pad_s = false;  // weight rows / scale rows with a stride past the row (padded())
+  };
+  const std::vector<qmm> fp8_shapes = {
+      {300, 17, 1, 128, 128},  // last scale column 44 wide, M below one scale row block
+      {100, 33, 3, 32, 32},    // last column 4 wide, last row block 1 row
+      {200, 31, 16, 64, 3},    // odd row blocks: 31 = 10 * 3 + 1
+      {1030, 9, 5, 128, 128},
+      {130, 67, 40, 32, 32, permuted_0213(), 1, 3},
+      {257, 33, 300, 64, 3, padded()},
+      {96, 19, 7, 32, 32, cont(), 1, 1, true, true},
+      {64, 10, 5, 32, 3, cont(), 2, 4},
+      {256, 130, 64, 128, 128},
+  };
+  const std::vector<qmm> mxfp4_shapes = {
+      {64, 17, 1},  {100, 33, 3}, {514, 9, 16}, {62, 31, 40, 0, 0, permuted_0213(), 1, 2}, {256, 67, 130, 0, 0, padded()},
+      {96, 10, 5, 0, 0, cont(), 2, 4}, {2, 5, 3}, {160, 21, 9, 0, 0, cont(), 1, 1, true, true},
+  };
+  const std::vector<qmm> q8_shapes = {
+      {32, 17, 1}, {96, 33, 3}, {544, 9, 16}, {160, 31, 40, 0, 0, permuted_0213(), 1, 3}, {96, 67, 300, 0, 0, padded()},
+      {64, 10, 5, 0, 0, cont(), 2, 4}, {160, 13, 6, 0, 0, cont(), 2, 2, true},
+  };
+  const std::vector<qmm> kq_shapes = {
+      {256, 17, 1}, {512, 33, 3}, {1280, 9, 16}, {256, 31, 40, 0, 0, permuted_0213(), 1, 3}, {512, 67, 130, 0, 0, padded()},
+      {256, 19, 300}, {256, 10, 5, 0, 0, cont(), 2, 4}, {512, 13, 6, 0, 0, cont(), 2, 2, true},
+  };
+  auto weight_fill = [](dtype t) {
+    return t == dtype::fp8_e4m3 ? log_uniform(-10, 8.8) : t == dtype::mxfp4 ? uniform(-6.5, 6.5) : blocky();
+  };
+  // The weight input (index 0) and, for scaled types, its scales (index `si`): e8m0 2^-6 .. 2^6.
+  auto weight_inputs = [&](dtype t, int64_t K, int64_t M, int64_t E, const qmm& s, int si, std::vector<input>* ins) {
+    const bool scaled = t == dtype::fp8_e4m3 || t == dtype::mxfp4;
+    const int32_t bk = t == dtype::mxfp4 ? 32 : s.sb_k, bm = t == dtype::mxfp4 ? 1 : s.sb_m;
+    (*ins)[0] = scaled ? qin(t, {K, M, E}, weight_fill(t), si, bk, bm, s.pad_w ? padded() : cont())
+                       : qin(t, {K, M, E}, weight_fill(t), -1, 0, 0, s.pad_w ? padded() : cont());
+    if (scaled) {
+      if (ins->size() <= size_t(si)) ins->resize(size_t(si) + 1);
+      (*ins)[size_t(si)] = in(dtype::e8m0, {(K + bk - 1) / bk, (M + bm - 1) / bm, E}, pow2s(-6, 6), s.pad_s ? padded() : cont());
+    }
+  };
+  auto sb_name = [](dtype t, const qmm& s) {
+    return t == dtype::fp8_e4m3 ? "_sb" + std::to_string(s.sb_k) + "x" + std::to_string(s.sb_m) : std::string();
+  };
+  const dtype types[] = {dtype::fp8_e4m3, dtype::mxfp4, dtype::q8_0, dtype::q4_k, dtype::q3_k, dtype::q2_k};
+  for (dtype t : types) {
+    const std::vector<qmm>& shapes = t == dtype::fp8_e4m3 ? fp8_shapes : t == dtype::mxfp4 ? mxfp4_shapes
+                                     : t == dtype::q8_0   ? q8_shapes
+                                                          : kq_shapes;
+    for (const qmm& s : shapes) {
+      std::vector<input> ins(2);
+      weight_inputs(t, s.K, s.M, s.Bw2, s, 2, &ins);
+      ins[1] = in(dtype::f32, {s.K, s.N, s.B2}, uniform(-1, 1), s.x_lay);
+      const std::string name = std::string(type_name(t)) + "_K" + std::to_string(s.K) + "_M" + std::to_string(s.M) + "_N" +
+                               std::to_string(s.N) + sb_name(t, s) +
+                               (s.B2 > 1 ? "_w" + std::to_string(s.Bw2) + "_x" + std::to_string(s.B2) : "") +
+                               (std::string(s.x_lay.name) != "cont" ? std::string("_x") + s.x_lay.name : "") +
+                               (s.pad_w ? "_wpadded" : "") + (s.pad_s ? "_spadded" : "");
+      cs.push_back(mk(op_kind::MATMUL, name, ins, [](context& c, T in, const op_args&) { return matmul(c, in[0], in[1]); }));
+    }
+  }
+  // NaN codes: an e4m3 NaN weight, and a NaN scale (0xFF), make the outputs that use them NaN.
+  cs.push_back(mk(op_kind::MATMUL, "fp8_e4m3_nan_codes_K96_M7_N3",
+                  {qin(dtype::fp8_e4m3, {96, 7}, with_specials(-3, 3, 0.01, {kNaN}), 2, 32, 2), in(dtype::f32, {96, 3}, uniform(-1, 1)),
+                   in(dtype::e8m0, {3, 4}, values({1, 2, 0.5, 4, 1, kNaN, 1, 1, 2, 1, 0.25, 1}))},
+                  [](context& c, T in, const op_args&) { return matmul(c, in[0], in[1]); }));
+  cs.push_back(mk(op_kind::MATMUL, "mxfp4_nan_scale_K64_M5_N2",
+                  {qin(dtype::mxfp4, {64, 5}, uniform(-6, 6), 2, 32, 1), in(dtype::f32, {64, 2}, uniform(-1, 1)),
+                   in(dtype::e8m0, {2, 5}, values({1, 2, 0.5, 4, 1, 1, kNaN, 1, 2, 1}))},
+                  [](context& c, T in, const op_args&) { return matmul(c, in[0], in[1]); }));
+
+  // Expert matmul: several experts, repeated and unused expert ids, X1 = 1 and X1 = n_used, and a
+  // prefill-sized batch where each expert gets more rows than a decode tile.
+  struct qmmid {
+    int64_t M, E, X1, n_used, N;
+    filler ids;
+    const char* tag;
+  };
+  const std::vector<qmmid> id_shapes = {
+      {17, 4, 1, 3, 5, values({0, 3, 3, 1, 0, 3, 3, 1, 0, 0, 0, 0, 1, 3, 0}), "x1_repeats_e2_unused"},
+      {33, 4, 2, 2, 7, ints(0, 3), "xn"},
+      {9, 8, 6, 6, 40, ints(0, 7), "prefill"},
+  };
+  // K (and fp8 scale blocks) per type and shape; the "xn" experts have padded rows and planes.
+  auto id_k = [](dtype t, size_t j) -> std::pair<int64_t, qmm> {
+    qmm s{t == dtype::mxfp4 ? (j == 0 ? 100 : j == 1 ? 64 : 130)
+          : t == dtype::q8_0 ? (j == 0 ? 96 : j == 1 ? 160 : 64)
+                             : (j == 1 ? 512 : 256),
+          0, 0};
+    if (t == dtype::fp8_e4m3) {
+      const qmm f[] = {{100, 0, 0, 32, 32}, {200, 0, 0, 64, 3}, {300, 0, 0, 128, 128}};
+      s = f[j];
+    }
+    s.pad_w = j == 1;
+    return {s.K, s};
+  };
+  for (dtype t : types)
+    for (size_t j = 0; j < id_shapes.size(); ++j) {
+      const qmmid& s = id_shapes[j];
+      const auto [K, sq] = id_k(t, j);
+      std::vector<input> ins(3);
+      weight_inputs(t, K, s.M, s.E, sq, 3, &ins);
+      ins[1] = in(dtype::f32, {K, s.X1, s.N}, uniform(-1, 1));
+      ins[2] = in(dtype::i32, {s.n_used, s.N}, s.ids);
+      cs.push_back(mk(op_kind::MATMUL_ID,
+                      std::string(type_name(t)) + "_" + s.tag + "_K" + std::to_string(K) + "_M" + std::to_string(s.M) + "_E" +
+                          std::to_string(s.E) + "_X1_" + std::to_string(s.X1) + "_used" + std::to_string(s.n_used) + "_N" +
+                          std::to_string(s.N) + sb_name(t, sq) + (sq.pad_w ? "_wpadded" : ""),
+                      ins, [](context& c, T in, const op_args&) { return matmul_id(c, in[0], in[1], in[2]); }));
+    }
 }
 
 // ---- indexing -------------------------------------------------------------------------------------------------
@@ -972,6 +1128,7 @@ const std::vector<op_case>& all_cases() {
     add_attn_mqa(cs);
     add_rope(cs);
     add_matmul(cs);
+    add_qmatmul(cs);
     add_indexing(cs);
     add_copies(cs);
     add_custom(cs);

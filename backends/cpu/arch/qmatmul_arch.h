@@ -24,7 +24,7 @@ void qmm_avx512bf16_run(const mm_problem& p, int n_threads);    // all six types
 void qmm_avx2_run(const mm_problem& p, int n_threads);          // all six types, exact x
 #endif
 #if defined(__aarch64__)
-void qmm_neon_run(const mm_problem& p, int n_threads);          // fp8_e4m3, mxfp4, q8_0, exact x
+void qmm_neon_run(const mm_problem& p, int n_threads);          // all six types, exact x
 #endif
 
 namespace {
