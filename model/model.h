@@ -98,6 +98,8 @@ class model {
   device* layer_device(int64_t il) const;
   // The accelerator any weight went to (nullptr: CPU only).
   device* accelerator() const { return accel_; }
+  // The device holding the weight of this canonical name (nullptr: no such weight).
+  const device* weight_device(const std::string& name) const;
 
   tensor* embed = nullptr;      // [D, V] (any type get_rows reads)
   tensor* head = nullptr;       // [D, V]
@@ -118,6 +120,7 @@ class model {
   std::vector<tensor*> weights_;       // every bound weight (scales reached through ->scales)
   std::vector<std::unique_ptr<buffer>> device_bufs_;  // weights copied to accelerators
   std::vector<placed_bytes> placed_;
+  std::vector<std::pair<std::string, const device*>> weight_dev_;  // sorted by name
   device* accel_ = nullptr;
 };
 

@@ -1,5 +1,6 @@
 // Loading a model: hparams from the metadata, then every canonical tensor bound by name with
 // its shape checked against the hparams (docs/FORMAT.md, "Canonical tensor names").
+#include <algorithm>
 #include <cstring>
 
 #include "backends/backends.h"
@@ -298,12 +299,23 @@ bool model::place_weights(const placement& pl, const load_options& opt, uint64_t
     device_bufs_.push_back(std::move(buf));
   }
   placed_.clear();
-  for (const group& g : groups) placed_.push_back({g.dev, g.bytes, int(g.ts.size())});
+  weight_dev_.clear();
+  for (const group& g : groups) {
+    placed_.push_back({g.dev, g.bytes, int(g.ts.size())});
+    for (const tensor* t : g.ts) weight_dev_.emplace_back(t->name, g.dev);
+  }
+  std::sort(weight_dev_.begin(), weight_dev_.end());
   if (opt.progress && units > half && !opt.progress(units, units)) {
     *error = "load cancelled";
     return false;
   }
   return true;
+}
+
+const device* model::weight_device(const std::string& name) const {
+  auto it = std::lower_bound(weight_dev_.begin(), weight_dev_.end(), name,
+                             [](const std::pair<std::string, const device*>& e, const std::string& n) { return e.first < n; });
+  return it != weight_dev_.end() && it->first == name ? it->second : nullptr;
 }
 
 device* model::layer_device(int64_t il) const {

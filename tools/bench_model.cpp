@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -48,18 +49,27 @@ bool contains(const std::string& s, const char* p) { return s.find(p) != std::st
 // runtime does not run them).
 struct active_bytes {
   uint64_t total = 0, head = 0, experts = 0, rest = 0;  // experts: the routed share only
+  uint64_t on_cpu = 0;                                   // of total, read from host memory
 };
 
 active_bytes count_active_bytes(const model::model& m) {
   const model::hparams& hp = m.hp();
   const double expert_share = double(hp.n_experts_used) / double(hp.n_experts);
   active_bytes a;
+  std::unordered_map<std::string, std::string> scales_owner;
+  for (const model::tensor_entry& t : m.file().tensors())
+    if (t.scales) scales_owner[t.scales->d.name] = t.d.name;
   for (const model::tensor_entry& t : m.file().tensors()) {
     const std::string& n = t.d.name;
     if (starts_with(n, "embed.") || starts_with(n, "mtp.") || contains(n, "tid2eid")) continue;
-    if (contains(n, ".ffn.experts.")) a.experts += uint64_t(double(t.size) * expert_share);
-    else if (starts_with(n, "head.")) a.head += t.size;
-    else a.rest += t.size;
+    uint64_t bytes = t.size;
+    if (contains(n, ".ffn.experts.")) a.experts += bytes = uint64_t(double(t.size) * expert_share);
+    else if (starts_with(n, "head.")) a.head += bytes;
+    else a.rest += bytes;
+    // Scales are entries of their own; they live with their weight.
+    auto owner = scales_owner.find(n);
+    const device* d = m.weight_device(owner != scales_owner.end() ? owner->second : n);
+    if (!d || d->kind() == device_kind::cpu) a.on_cpu += bytes;
   }
   a.total = a.head + a.experts + a.rest;
   return a;
@@ -73,6 +83,37 @@ uint64_t peak_rss_bytes() {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+nlohmann::json v4_placement_json(const model::model& m) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const model::placed_bytes& pb : m.placed())
+    if (pb.n_tensors) j.push_back({{"device", pb.dev->name()}, {"bytes", pb.bytes}, {"tensors", pb.n_tensors}});
+  return j;
+}
+
+// Device-to-device copy rate of an accelerator, (bytes read + bytes written) / time, over 1 GiB
+// buffers (beyond any cache), best of 5 after a warm-up. 0 when the memory cannot be had.
+double measure_copy_gbps(device* d) {
+  const size_t bytes = size_t(1) << 30;
+  std::string err;
+  std::unique_ptr<buffer> a = d->default_buffer_type()->alloc(bytes, &err), b = d->default_buffer_type()->alloc(bytes, &err);
+  if (!a || !b) return 0;
+  context ctx;
+  tensor* ta = ctx.new_tensor(dtype::f32, {int64_t(bytes / 4)});
+  tensor* tb = ctx.new_tensor(dtype::f32, {int64_t(bytes / 4)});
+  bind_tensor(ta, a.get(), 0);
+  bind_tensor(tb, b.get(), 0);
+  a->clear(1);
+  std::unique_ptr<stream> s = d->new_stream();
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!s->copy(ta, tb, &err)) return 0;
+    s->synchronize();
+    if (rep > 0) best = std::min(best, seconds_since(t0));
+  }
+  return 2.0 * double(bytes) / best / 1e9;
 }
 
 // Random token ids in [0, vocab) (splitmix64): the speed does not depend on the text.
@@ -140,6 +181,16 @@ void run_bench_model(const bench_options& o) {
   const double dram_measured = measure_dram_read_gbps(threads);  // -1: no memory for the buffer
   const bool have_dram = dram_measured > 0;
   const double dram_gbps = have_dram ? dram_measured : 0;
+  // Offload: the accelerator's share of the active bytes, and its copy bandwidth measured now.
+  const device* accel = m->accelerator();
+  const uint64_t on_accel = ab.total - ab.on_cpu;
+  const double accel_gbps = accel ? measure_copy_gbps(const_cast<device*>(accel)) : 0;
+  // Roofline: every active byte read once at its memory's measured rate, the devices one after
+  // the other (as the scheduler runs them today).
+  double roof_s = 0;
+  if (have_dram) roof_s += double(ab.on_cpu) / (dram_gbps * 1e9);
+  if (accel_gbps > 0) roof_s += double(on_accel) / (accel_gbps * 1e9);
+  const double roof_tps = roof_s > 0 ? 1.0 / roof_s : 0;
 
   if (o.json) {
     nlohmann::json j = {{"model", o.model},
@@ -154,7 +205,12 @@ void run_bench_model(const bench_options& o) {
                         {"state_bytes", s->state_bytes()},
                         {"active_bytes_per_token", ab.total},
                         {"gen_gbps", gen_gbps},
-                        {"dram_gbps", have_dram ? nlohmann::json(dram_gbps) : nlohmann::json(nullptr)}};
+                        {"dram_gbps", have_dram ? nlohmann::json(dram_gbps) : nlohmann::json(nullptr)},
+                        {"weights", v4_placement_json(*m)},
+                        {"active_bytes_on_cpu", ab.on_cpu},
+                        {"accelerator", accel ? nlohmann::json(accel->name()) : nlohmann::json(nullptr)},
+                        {"accel_copy_gbps", accel ? nlohmann::json(accel_gbps) : nlohmann::json(nullptr)},
+                        {"roofline_tps", roof_tps}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }
@@ -169,7 +225,12 @@ void run_bench_model(const bench_options& o) {
   std::printf("  session state  %9.1f MiB for %lld positions\n", s->state_bytes() / MiB, (long long)so.n_ctx);
   std::printf("  active weights %9.1f MiB per decode token (head %.1f, routed experts %.1f, rest %.1f)\n",
               ab.total / MiB, ab.head / MiB, ab.experts / MiB, ab.rest / MiB);
-  if (have_dram)
+  if (accel) {
+    std::printf("  placement      %9.1f MiB of them on %s (copy %.0f GB/s measured now), %.1f MiB on the CPU "
+                "(DRAM read %.2f GB/s)\n", on_accel / MiB, accel->name(), accel_gbps, ab.on_cpu / MiB, dram_gbps);
+    std::printf("  roofline       %9.2f tokens/s (each active byte read once at its memory's rate); generation at "
+                "%.0f%% of it\n", roof_tps, roof_tps > 0 ? 100 * gen_tps / roof_tps : 0.0);
+  } else if (have_dram)
     std::printf("  bandwidth      %9.2f GB/s implied by generation, DRAM read %.2f GB/s (%.0f%%)\n", gen_gbps, dram_gbps,
                 dram_gbps > 0 ? 100 * gen_gbps / dram_gbps : 0.0);
   else
