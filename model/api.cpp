@@ -132,6 +132,11 @@ v4_status v4_model_load(const char* path, const v4_model_params* params, v4_mode
     lo.place.n_cpu_moe = p.n_cpu_moe;
     if (p.tensor_overrides) lo.place.overrides = v4::model::split_overrides(p.tensor_overrides);
     if (p.device) lo.place.accelerator = p.device;
+    {  // placement options are the caller's arguments: refuse bad ones as such, before loading
+      v4::model::placement check;
+      std::string perr;
+      if (!check.init(lo.place, 0, &perr)) return fail(V4_ERR_INVALID_ARGUMENT, perr);
+    }
     if (p.progress) {
       lo.progress = [&](uint64_t done, uint64_t total) {
         return p.progress(total ? float(double(done) / double(total)) : 1.0f, p.progress_user) != 0;

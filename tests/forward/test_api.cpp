@@ -86,6 +86,17 @@ TEST(CApi, ErrorsAreStatusesWithMessages) {
   v4_model_params mp = v4_model_default_params();
   mp.progress = [](float, void*) { return 0; };
   EXPECT_EQ(v4_model_load(tiny_path().c_str(), &mp, &m), V4_ERR_CANCELLED) << v4_last_error();
+  // Bad placement options are the caller's mistake, named in the message.
+  v4_model_params badp = v4_model_default_params();
+  badp.tensor_overrides = "ffn\\.experts=NOSUCHDEV";
+  EXPECT_EQ(v4_model_load(tiny_path().c_str(), &badp, &m), V4_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(v4_last_error()).find("NOSUCHDEV"), std::string::npos) << v4_last_error();
+  badp = v4_model_default_params();
+  badp.device = "CUDA42";
+  EXPECT_EQ(v4_model_load(tiny_path().c_str(), &badp, &m), V4_ERR_INVALID_ARGUMENT);
+  badp = v4_model_default_params();
+  badp.tensor_overrides = "(=CPU";
+  EXPECT_EQ(v4_model_load(tiny_path().c_str(), &badp, &m), V4_ERR_INVALID_ARGUMENT);
 
   ASSERT_EQ(v4_model_load(tiny_path().c_str(), nullptr, &m), V4_OK);
   v4_context_params cp = v4_context_default_params();
