@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "model/convert.h"
+#include "forward/converted.h"
 #include "model/model.h"
 #include "model/session.h"
 
@@ -50,23 +51,6 @@ std::vector<float> read_f32(const std::string& path) {
   return v;
 }
 
-// Converts a checkpoint once per test binary run into a temporary file.
-std::string converted(const std::string& name) {
-  static std::map<std::string, std::string> done;
-  auto it = done.find(name);
-  if (it != done.end()) return it->second;
-  const std::string out = testing::TempDir() + "v4_forward_" + name + "_" + std::to_string(getpid()) + ".v4";
-  convert_options opt;
-  opt.force = true;
-  convert_stats st;
-  std::string err;
-  if (!convert_checkpoint(kData + "/" + name, out, opt, &st, &err)) {
-    ADD_FAILURE() << "convert " << name << ": " << err;
-    return "";
-  }
-  done[name] = out;
-  return out;
-}
 
 struct compare_result {
   double max_abs = 0, max_ref = 0;

@@ -1,6 +1,5 @@
-// Partial offload (model/placement.h) on a mock accelerator: a device with its own memory (host
-// memory in disguise, but marked non-host so the CPU never reads it directly and the scheduler
-// must copy across) that computes with the CPU's kernels and lacks a few ops, so graphs split.
+// Partial offload (model/placement.h) on a mock accelerator (tests/common/mock_accel.h: memory of
+// its own that the CPU may not read, the CPU's kernels, a few ops missing so graphs split).
 // Every placement must give the logits of a CPU-only run. The mock runs the very same kernels on
 // the same data, so the logits must be bit-identical: a missed copy, stale state or a wrong
 // placement shows as a difference. On a machine with a GPU, the same placements on CUDA0 are
@@ -18,121 +17,32 @@
 
 #include "backends/backends.h"
 #include "backends/cpu/cpu.h"
-#include "backends/cpu/ops/kernels.h"
+#include "common/mock_accel.h"
 #include "model/convert.h"
+#include "forward/converted.h"
 #include "model/model.h"
 #include "model/session.h"
 
 namespace v4::model {
 namespace {
 
-const std::string kData = V4_TEST_DATA_DIR "/forward";
 
 // ---- the mock accelerator ------------------------------------------------------------------------
-class mock_buffer final : public buffer {
- public:
-  mock_buffer(buffer_type* t, size_t n) : type_(t), p_(std::aligned_alloc(256, (n + 255) / 256 * 256)), n_(n) {}
-  ~mock_buffer() override { std::free(p_); }
-  buffer_type* type() const override { return type_; }
-  void* base() const override { return p_; }
-  size_t size() const override { return n_; }
-  void set(tensor* t, const void* src, size_t off, size_t n) override {
-    std::memcpy(static_cast<char*>(t->data) + off, src, n);
+// Lacks the selection and mixing ops, so every layer crosses to the CPU and back.
+bool mock_supports(const tensor* t) {
+  switch (t->op) {
+    case op_kind::TOP_K:
+    case op_kind::ARGSORT:
+    case op_kind::SINKHORN:
+    case op_kind::HADAMARD:
+    case op_kind::CUSTOM: return false;
+    default: return true;
   }
-  void get(const tensor* t, void* dst, size_t off, size_t n) override {
-    std::memcpy(dst, static_cast<const char*>(t->data) + off, n);
-  }
-  void clear(uint8_t v) override { std::memset(p_, v, n_); }
-
- private:
-  buffer_type* type_;
-  void* p_;
-  size_t n_;
-};
-
-class mock_buffer_type final : public buffer_type {
- public:
-  explicit mock_buffer_type(device* d) : d_(d) {}
-  const char* name() const override { return "MOCK0"; }
-  device* dev() const override { return d_; }
-  std::unique_ptr<buffer> alloc(size_t size, std::string*) override { return std::make_unique<mock_buffer>(this, size); }
-  size_t alignment() const override { return 256; }
-  bool is_host() const override { return false; }
-
- private:
-  device* d_;
-};
-
-class mock_device;
-
-class mock_stream final : public stream {
- public:
-  explicit mock_stream(mock_device* d) : d_(d) {}
-  device* dev() const override;
-  bool compute(const graph& g, std::string* error) override;
-
- private:
-  mock_device* d_;
-};
-
-class mock_device final : public device {
- public:
-  mock_device() : bt_(this) {}
-  const char* name() const override { return "MOCK0"; }
-  std::string description() const override { return "mock accelerator (CPU kernels, own memory)"; }
-  device_kind kind() const override { return device_kind::gpu; }
-  void memory(size_t* free, size_t* total) const override { *free = *total = size_t(1) << 32; }
-  buffer_type* default_buffer_type() override { return &bt_; }
-  std::unique_ptr<stream> new_stream() override { return std::make_unique<mock_stream>(this); }
-  // Lacks the selection and mixing ops, so every layer crosses to the CPU and back.
-  bool supports_op(const tensor* t) const override {
-    switch (t->op) {
-      case op_kind::TOP_K:
-      case op_kind::ARGSORT:
-      case op_kind::SINKHORN:
-      case op_kind::HADAMARD:
-      case op_kind::CUSTOM: return false;
-      default: return true;
-    }
-  }
-  bool can_read(const buffer_type* bt) const override { return bt == &bt_; }
-  int64_t nodes_run = 0;
-
- private:
-  mock_buffer_type bt_;
-};
-
-device* mock_stream::dev() const { return d_; }
-
-bool mock_stream::compute(const graph& g, std::string* error) {
-  resolve_views(g);
-  for (tensor* t : g.nodes) {
-    if (op_is_view(t->op)) continue;
-    if (!d_->supports_op(t)) {
-      *error = std::string("mock: unsupported op ") + op_name(t->op);
-      return false;
-    }
-    for (const tensor* s : t->src) {
-      if (!s) continue;
-      const tensor* b = s->base();
-      if (!b->buf || !d_->can_read(b->buf->type())) {
-        *error = std::string("mock: '") + t->name + "' reads '" + s->name + "' from memory it cannot read";
-        return false;
-      }
-    }
-    if (!t->buf || !d_->can_read(t->base()->buf->type())) {
-      *error = std::string("mock: '") + t->name + "' is not in mock memory";
-      return false;
-    }
-    cpu::kernel_for(t->op)(cpu::exec{1}, t);
-    ++d_->nodes_run;
-  }
-  return true;
 }
 
 // Registers the mock for the lifetime of the object (other tests must not see it).
 struct mock_registered {
-  mock_device dev;
+  test::mock_device dev{"MOCK0", mock_supports};
   mock_registered() {
     backends::init();
     register_device(&dev);
@@ -141,22 +51,6 @@ struct mock_registered {
 };
 
 // ---- helpers -------------------------------------------------------------------------------------
-std::string converted(const std::string& name) {
-  static std::map<std::string, std::string> done;
-  auto it = done.find(name);
-  if (it != done.end()) return it->second;
-  const std::string out = testing::TempDir() + "v4_offload_" + name + "_" + std::to_string(getpid()) + ".v4";
-  convert_options opt;
-  opt.force = true;
-  convert_stats st;
-  std::string err;
-  if (!convert_checkpoint(kData + "/" + name, out, opt, &st, &err)) {
-    ADD_FAILURE() << "convert " << name << ": " << err;
-    return "";
-  }
-  done[name] = out;
-  return out;
-}
 
 // Prefill 40 tokens, then 6 decode steps; all logits.
 std::vector<float> run(const model& m, bool qat, bool compact) {
@@ -258,8 +152,9 @@ void check_placements(const std::string& model_name, bool qat, bool compact, dev
     EXPECT_EQ(m->head->buf->type()->dev() == accel, c.head_on_accel);
     EXPECT_EQ(m->embed->buf->type()->dev(), cpu::cpu_device());  // the embedding stays on the CPU
     EXPECT_TRUE(m->layers[0].hc_attn_scale->buf->is_host());       // read on the host by the builder
-    if (c.p.n_cpu_moe < 0)
+    if (c.p.n_cpu_moe < 0) {
       for (const layer_weights& lw : m->layers) EXPECT_EQ(lw.w1->buf->type()->dev(), cpu::cpu_device());
+    }
     EXPECT_GT(bytes_on(*m, accel), 0u);
     const std::vector<float> got = run(*m, qat, compact);
     ASSERT_EQ(got.size(), ref.size());

@@ -1,6 +1,6 @@
-// The scheduler, on a mock accelerator: a device with its own (non-host) memory that supports
-// only a few ops. Its stream refuses any node that reads memory it cannot read, so a missing
-// copy fails the test instead of silently working.
+// The scheduler, on a mock accelerator (tests/common/mock_accel.h) that supports only add, mul
+// and matmul. Its stream refuses any node that reads memory it cannot read, so a missing copy
+// fails the test instead of silently working.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -8,98 +8,14 @@
 #include <random>
 
 #include "backends/cpu/cpu.h"
-#include "backends/cpu/ops/kernels.h"
+#include "common/mock_accel.h"
 #include "tensor/sched.h"
 
 namespace v4 {
 namespace {
 
-class mock_device;
-
-class mock_buffer final : public buffer {
- public:
-  mock_buffer(buffer_type* t, size_t n) : type_(t), p_(std::aligned_alloc(64, (n + 63) / 64 * 64)), n_(n) {}
-  ~mock_buffer() override { std::free(p_); }
-  buffer_type* type() const override { return type_; }
-  void* base() const override { return p_; }
-  size_t size() const override { return n_; }
-  void set(tensor* t, const void* src, size_t off, size_t n) override {
-    std::memcpy(static_cast<char*>(t->data) + off, src, n);
-  }
-  void get(const tensor* t, void* dst, size_t off, size_t n) override {
-    std::memcpy(dst, static_cast<const char*>(t->data) + off, n);
-  }
-  void clear(uint8_t v) override { std::memset(p_, v, n_); }
-
- private:
-  buffer_type* type_;
-  void* p_;
-  size_t n_;
-};
-
-class mock_buffer_type final : public buffer_type {
- public:
-  explicit mock_buffer_type(device* d) : d_(d) {}
-  const char* name() const override { return "MOCK"; }
-  device* dev() const override { return d_; }
-  std::unique_ptr<buffer> alloc(size_t size, std::string*) override {
-    return std::make_unique<mock_buffer>(this, size);
-  }
-  bool is_host() const override { return false; }  // the CPU may not read it
-
- private:
-  device* d_;
-};
-
-class mock_stream final : public stream {
- public:
-  explicit mock_stream(device* d) : d_(d) {}
-  device* dev() const override { return d_; }
-  bool compute(const graph& g, std::string* error) override;
-  int nodes_run = 0;
-
- private:
-  device* d_;
-};
-
-class mock_device final : public device {
- public:
-  mock_device() : bt_(this) {}
-  const char* name() const override { return "MOCK"; }
-  std::string description() const override { return "mock accelerator (add, mul, matmul)"; }
-  device_kind kind() const override { return device_kind::gpu; }
-  void memory(size_t* free, size_t* total) const override { *free = *total = size_t(1) << 30; }
-  buffer_type* default_buffer_type() override { return &bt_; }
-  std::unique_ptr<stream> new_stream() override { return std::make_unique<mock_stream>(this); }
-  bool supports_op(const tensor* t) const override {
-    return t->op == op_kind::ADD || t->op == op_kind::MUL || t->op == op_kind::MATMUL;
-  }
-  bool can_read(const buffer_type* bt) const override { return bt == &bt_; }
-
- private:
-  mock_buffer_type bt_;
-};
-
-bool mock_stream::compute(const graph& g, std::string* error) {
-  resolve_views(g);
-  for (tensor* t : g.nodes) {
-    if (!d_->supports_op(t)) {
-      *error = std::string("mock: unsupported op ") + op_name(t->op);
-      return false;
-    }
-    for (const tensor* s : t->src)
-      if (s && !d_->can_read(s->base()->buf->type())) {
-        *error = std::string("mock: '") + t->name + "' reads '" + s->name + "' from memory it cannot read";
-        return false;
-      }
-    if (!d_->can_read(t->buf->type())) {
-      *error = std::string("mock: '") + t->name + "' is not in mock memory";
-      return false;
-    }
-    cpu::kernel_for(t->op)(cpu::exec{1}, t);  // the memory is host memory in disguise
-    ++nodes_run;
-  }
-  return true;
+bool mock_supports(const tensor* t) {
+  return t->op == op_kind::ADD || t->op == op_kind::MUL || t->op == op_kind::MATMUL;
 }
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
@@ -144,7 +60,7 @@ struct two_device_case {
 };
 
 TEST(Scheduler, SplitsByWeightsAndSupportAndInsertsCopies) {
-  mock_device mock;
+  test::mock_device mock{"MOCK", mock_supports};
   const std::vector<float> w = random_floats(256, 1), xin = random_floats(48, 2);
 
   // Reference: everything on the CPU.
@@ -195,7 +111,7 @@ TEST(Scheduler, SplitsByWeightsAndSupportAndInsertsCopies) {
 }
 
 TEST(Scheduler, CpuMustBeLast) {
-  mock_device mock;
+  test::mock_device mock{"MOCK", mock_supports};
   context ctx;
   tensor* x = ctx.new_tensor(dtype::f32, {4});
   x->flags |= kFlagInput;
