@@ -34,10 +34,19 @@ launcher launcher_for(op_kind op) {
     case op_kind::SOFTMAX: return launch_softmax;
     case op_kind::ROPE: return launch_rope;
     case op_kind::MATMUL: return launch_matmul;
-    case op_kind::GET_ROWS: return launch_get_rows;
-    case op_kind::SET_ROWS: return launch_set_rows;
+    case op_kind::MATMUL_ID: return launch_matmul_id;
+    case op_kind::FP8_ROUNDTRIP: return launch_fp8_roundtrip;
+    case op_kind::FP4_ROUNDTRIP: return launch_fp4_roundtrip;
+    case op_kind::GET_ROWS: return launch_get_rows_any;
+    case op_kind::SET_ROWS: return launch_set_rows_any;
     case op_kind::CONCAT: return launch_concat;
     case op_kind::CPY: return launch_cpy;
+    case op_kind::GATHER: return launch_gather;
+    case op_kind::TOP_K: return launch_top_k;
+    case op_kind::ARGSORT: return launch_argsort;
+    case op_kind::HADAMARD: return launch_hadamard;
+    case op_kind::SINKHORN: return launch_sinkhorn;
+    case op_kind::ATTN_MQA: return launch_attn_mqa;
     default: return nullptr;
   }
 }
@@ -248,11 +257,20 @@ class cuda_device_impl final : public device {
       case op_kind::RMS_NORM:
       case op_kind::SOFTMAX:
       case op_kind::ROPE: return true;
-      case op_kind::MATMUL: return is_float(a->type) && a->nb[0] == traits(a->type).block_bytes;
-      case op_kind::GET_ROWS: return is_float(a->type) || a->type == dtype::i32;
-      case op_kind::SET_ROWS: return is_float(a->type);  // scaled (fp8 / mxfp4) caches: later
+      case op_kind::MATMUL:
+      case op_kind::MATMUL_ID: return matmul_supported(t);
+      case op_kind::FP8_ROUNDTRIP:
+      case op_kind::FP4_ROUNDTRIP: return true;
+      case op_kind::GET_ROWS: return is_float(a->type) || a->type == dtype::i32 || get_rows_block_supported(a);
+      case op_kind::SET_ROWS: return is_float(a->type) || set_rows_scaled_supported(a);
       case op_kind::CONCAT: return is_plain(t->type);
       case op_kind::CPY: return a->type == t->type ? is_plain(t->type) : is_float(a->type) && is_float(t->type);
+      case op_kind::GATHER:
+      case op_kind::TOP_K:
+      case op_kind::ARGSORT:
+      case op_kind::SINKHORN: return true;
+      case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
+      case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
       default: return false;
     }
   }

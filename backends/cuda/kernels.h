@@ -20,10 +20,34 @@ bool launch_rms_norm(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_softmax(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_rope(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_matmul(cudaStream_t s, tensor* dst, std::string* error);
+// Matmuls (docs/CUDA.md "Matmuls"): ops_matmul.cu, ops_mma.cu; round trips and quantize-on-write
+// set_rows: ops_quant.cu.
+bool launch_matmul_id(cudaStream_t s, tensor* dst, std::string* error);
+bool matmul_supported(const tensor* node);  // MATMUL / MATMUL_ID: f32/f16/bf16, fp8_e4m3, mxfp4, q8_0 weights
+// The relative rounding of x the kernel picked for (wtype, M, N rows, K) applies (0 or 2^-8).
+double matmul_x_rounding(dtype wtype, int64_t M, int64_t N, int64_t K);
+bool launch_fp8_roundtrip(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_fp4_roundtrip(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_set_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, or fp8 / mxfp4 per-row blocks
+bool set_rows_scaled_supported(const tensor* dst);
 bool launch_get_rows(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_set_rows(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_concat(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_cpy(cudaStream_t s, tensor* dst, std::string* error);
+// Other ops (docs/CUDA.md "Other ops"): ops_select.cu, ops_mix.cu, ops_attn.cu, ops_rows.cu.
+bool launch_gather(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_top_k(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_argsort(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_get_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, q8_0, fp8_e4m3, mxfp4
+bool get_rows_block_supported(const tensor* a);  // q8_0, or fp8_e4m3 / mxfp4 with e8m0 scales
+constexpr int64_t kMaxHadamard = 8192;  // hadamard rows longer than this stay on the CPU
+constexpr int64_t kMaxAttnDim = 512;    // attn_mqa head dims above this stay on the CPU
+// Kernel scratch memory (ops_scratch.cu): one zero-initialised allocation per (stream, slot) of at
+// least bytes, kept and grown as needed; nullptr with *error when the GPU is out of memory.
+void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error);
 
 // The launcher for op, or nullptr when the op has no CUDA kernel (views have none either).
 launcher launcher_for(op_kind op);

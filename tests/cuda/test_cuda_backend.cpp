@@ -88,6 +88,14 @@ TEST(CudaBackend, BuffersRoundTrip) {
   EXPECT_NE(err.find("cannot allocate"), std::string::npos) << err;
 }
 
+// A CPU-only node for the tests (custom ops have no CUDA kernel): dst = 2 * src, split by thread.
+void twice(tensor* dst, const tensor* const* src, int, int ith, int nth, void*) {
+  const int64_t n = dst->nelements();
+  const float* a = static_cast<const float*>(src[0]->data);
+  float* y = static_cast<float*>(dst->data);
+  for (int64_t i = n * ith / nth; i < n * (ith + 1) / nth; ++i) y[i] = 2.0f * a[i];
+}
+
 TEST(CudaBackend, StreamRefusesUnsupportedNodesAndHostMemory) {
   REQUIRE_GPU(gpu);
   context ctx;
@@ -97,7 +105,9 @@ TEST(CudaBackend, StreamRefusesUnsupportedNodesAndHostMemory) {
   std::unique_ptr<buffer> b = gpu->default_buffer_type()->alloc(4096, &err);
   ASSERT_TRUE(b) << err;
   bind_tensor(a, b.get(), 0);
-  tensor* h = hadamard(ctx, a, 1.0f);  // no CUDA kernel in this slice
+  custom_params cp;
+  cp.fn = twice;
+  tensor* h = custom(ctx, dtype::f32, {8, 2}, {a}, cp);  // custom nodes run on the CPU only
   h->set_name("h");
   bind_tensor(h, b.get(), 256);
   EXPECT_FALSE(gpu->supports_op(h));
@@ -124,9 +134,9 @@ TEST(CudaBackend, StreamRefusesUnsupportedNodesAndHostMemory) {
 }
 
 // One graph over CUDA0 and the CPU. Weights live in GPU memory, the inputs in host memory:
-//   y1 = W1 x            CUDA (weight)          h = hadamard(y1)   CPU (no CUDA kernel)
+//   y1 = W1 x            CUDA (weight)          h = custom(y1)     CPU (custom nodes are CPU-only)
 //   g  = silu(h)         CPU (follows h)        y2 = W2 g          CUDA (weight)
-//   n  = rms_norm(y2)    CUDA (follows)         ids = argsort(v)   CPU (no CUDA kernel)
+//   n  = rms_norm(y2)    CUDA (follows)         ids = argsort(v)   CUDA (first device supporting it)
 //   e  = get_rows(E, ids) CUDA (weight)         out = concat(n, e) CUDA
 // The same graph on the CPU alone is the reference.
 struct mixed_graph {
@@ -159,7 +169,9 @@ struct mixed_graph {
     w2 = leaf(weights, dtype::f32, {32, 8}, "w2", w2v.data(), kFlagWeight);
     emb = leaf(weights, dtype::bf16, {8, 6}, "emb", ev.data(), kFlagWeight);
     y1 = matmul(ctx, w1, x);
-    h = hadamard(ctx, y1, 1.0f / std::sqrt(32.0f));
+    custom_params cp;
+    cp.fn = twice;
+    h = custom(ctx, dtype::f32, {32, 4}, {y1}, cp);
     g = silu(ctx, h);
     y2 = matmul(ctx, w2, g);
     n = rms_norm(ctx, y2, 1e-6f);
@@ -196,7 +208,7 @@ TEST(CudaBackend, SchedulerSendsUnsupportedOpsToTheCpu) {
   EXPECT_EQ(sched.device_of(m.g), cpu);
   EXPECT_EQ(sched.device_of(m.y2), gpu);
   EXPECT_EQ(sched.device_of(m.n), gpu);
-  EXPECT_EQ(sched.device_of(m.ids), cpu);
+  EXPECT_EQ(sched.device_of(m.ids), gpu);
   EXPECT_EQ(sched.device_of(m.e), gpu);
   EXPECT_EQ(sched.device_of(m.out), gpu);
   bool saw_gpu = false, saw_cpu = false;
@@ -205,7 +217,7 @@ TEST(CudaBackend, SchedulerSendsUnsupportedOpsToTheCpu) {
     saw_cpu |= sp.dev == cpu;
   }
   EXPECT_TRUE(saw_gpu && saw_cpu);
-  EXPECT_GE(sched.n_copies(), 3);  // x to the GPU, y1 to the CPU, g and ids to the GPU
+  EXPECT_GE(sched.n_copies(), 3);  // x to the GPU, y1 to the CPU, g and v to the GPU
 
   for (int step = 0; step < 2; ++step) {  // twice: the second run reuses the plan
     ASSERT_TRUE(sched.compute(g, &err)) << err;

@@ -12,6 +12,10 @@
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/matmul.h"
 #include "quant/quant.h"
+#if V4_HAVE_CUDA
+#include "backends/cuda/kernels.h"  // matmul_x_rounding
+#endif
+
 namespace v4::optest {
 
 // ---- targets -----------------------------------------------------------------------------------------
@@ -59,8 +63,11 @@ std::vector<target> device_targets(device* d) {
   t.name = safe_name(d->name());
   t.dev = d;
   t.mm_x_rounding = default_x_rounding;
-  // CUDA (backends/cuda/ops_matmul.cu): products and sums in f32, x never rounded.
-  if (std::string(d->name()).rfind("CUDA", 0) == 0) t.mm_x_rounding = [](dtype, int64_t, int64_t, int64_t) { return 0.0; };
+#if V4_HAVE_CUDA
+  // CUDA (backends/cuda/ops_matmul.cu): the kernel picked for the shape says how it rounds x
+  // (decode kernels: not at all; tensor cores for N > 16: bf16).
+  if (std::string(d->name()).rfind("CUDA", 0) == 0) t.mm_x_rounding = cuda::matmul_x_rounding;
+#endif
   out.push_back(std::move(t));
   return out;
 }

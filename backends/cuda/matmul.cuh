@@ -1,0 +1,176 @@
+// Shared parts of the CUDA matmul kernels (ops_matmul.cu: launchers, GEMV and generic kernels;
+// ops_mma.cu: tensor-core kernel): the weight and row-set descriptors, and exact decoders of the
+// weight formats (quant/*.h).
+//
+// A launch is a set of "jobs" (blockIdx.y): one weight matrix and a list of x rows to multiply by
+// it. MATMUL: a job per batch slice (b2, b3), rows n = 0..N-1. MATMUL_ID: a job per expert that
+// some (slot, token) pair selects (the expert list and each expert's pairs are built on the
+// device by a first kernel, so the host never waits for ids).
+#pragma once
+
+#include <cuda_fp8.h>
+
+#include "backends/cuda/common.cuh"
+
+namespace v4::cuda {
+
+constexpr int kFP8 = int(dtype::fp8_e4m3);
+constexpr int kMXFP4 = int(dtype::mxfp4);
+constexpr int kQ8_0 = int(dtype::q8_0);
+
+// One weight tensor [K, M, E or B2, B3] with its e8m0 scales (fp8, mxfp4).
+struct mm_weights {
+  const char* data;
+  int64_t nb1, nb2, nb3;  // row and matrix strides (bytes)
+  const uint8_t* scales;  // nullptr for unscaled types
+  int64_t s_nb1, s_nb2, s_nb3;
+  int sb_k, sb_m;
+  int sb_k_shift;  // log2(sb_k) when sb_k is a power of two (V4: 128, V4.1: 32), else -1
+  int64_t K, M;
+};
+
+// Scale column of element k (fp8: k / sb_k without a division in the usual case).
+__device__ inline int64_t scale_col(const mm_weights& W, int64_t k) {
+  return W.sb_k_shift >= 0 ? k >> W.sb_k_shift : k / W.sb_k;
+}
+
+// The x rows of each job and where their results go.
+struct mm_rows {
+  // 0: MATMUL (job = batch slice); 1: MATMUL_ID grouped (job = selected expert, its pairs);
+  // 2: MATMUL_ID by pair (job = one (slot, token) pair, expert read from ids; few pairs: decode)
+  int mode;
+  const char* x;
+  int64_t x_nb1, x_nb2, x_nb3;
+  char* y;
+  int64_t y_nb1, y_nb2, y_nb3;
+  // MATMUL: N rows per job; job j = b2 + B2 * b3; the weight of a job is (b2 / r2, b3 / r3).
+  int64_t N, B2, r2, r3;
+  // MATMUL_ID (built by the grouping kernel): n_active experts; expert of slot s = active[s], its
+  // pairs pairs[offs[s] .. offs[s+1]) with pair p = i + n_used * token.
+  const int* n_active;
+  const int* active;
+  const int* offs;
+  const int* pairs;
+  int n_used;
+  int64_t X1;
+  // mode 2: ids i32 [n_used, n_tok] (byte strides), E experts
+  const char* ids;
+  int64_t ids_nb0, ids_nb1;
+  int E;
+};
+
+// The weight matrix and scales of job j and its row count (0: nothing to do).
+struct mm_job {
+  const char* w;
+  const uint8_t* s;
+  int64_t count;
+  int64_t first;  // MATMUL_ID: index of the first pair in rd.pairs
+  int64_t b2, b3;
+};
+
+__device__ inline mm_job job_of(const mm_weights& W, const mm_rows& rd, int j) {
+  mm_job jb{};
+  int64_t mi2, mi3;
+  if (rd.mode == 0) {
+    jb.b2 = j % rd.B2;
+    jb.b3 = j / rd.B2;
+    jb.count = rd.N;
+    mi2 = jb.b2 / rd.r2;
+    mi3 = jb.b3 / rd.r3;
+  } else if (rd.mode == 2) {
+    const int e = *reinterpret_cast<const int32_t*>(rd.ids + (j % rd.n_used) * rd.ids_nb0 + (j / rd.n_used) * rd.ids_nb1);
+    if (e < 0 || e >= rd.E) return jb;  // out of range (a caller error): output left unwritten
+    mi2 = e;
+    mi3 = 0;
+    jb.first = j;
+    jb.count = 1;
+  } else {
+    if (j >= *rd.n_active) return jb;  // count 0
+    mi2 = rd.active[j];
+    mi3 = 0;
+    jb.first = rd.offs[j];
+    jb.count = rd.offs[j + 1] - jb.first;
+  }
+  jb.w = W.data + mi2 * W.nb2 + mi3 * W.nb3;
+  jb.s = W.scales ? W.scales + mi2 * W.s_nb2 + mi3 * W.s_nb3 : nullptr;
+  return jb;
+}
+
+// x row and y row of the r-th row of a job.
+__device__ inline void row_ptrs(const mm_rows& rd, const mm_job& jb, int64_t r, const float** x, float** y) {
+  if (rd.mode == 0) {
+    *x = reinterpret_cast<const float*>(rd.x + r * rd.x_nb1 + jb.b2 * rd.x_nb2 + jb.b3 * rd.x_nb3);
+    *y = reinterpret_cast<float*>(rd.y + r * rd.y_nb1 + jb.b2 * rd.y_nb2 + jb.b3 * rd.y_nb3);
+  } else {
+    const int64_t p = rd.mode == 2 ? jb.first : rd.pairs[jb.first + r];
+    const int64_t i = p % rd.n_used, t = p / rd.n_used;
+    *x = reinterpret_cast<const float*>(rd.x + (i % rd.X1) * rd.x_nb1 + t * rd.x_nb2);
+    *y = reinterpret_cast<float*>(rd.y + i * rd.y_nb1 + t * rd.y_nb2);
+  }
+}
+
+// ---- exact decoders --------------------------------------------------------------------------------
+// e8m0 code -> f32 (quant/e8m0.h): 2^(e-127), code 0 = 2^-127 (subnormal), 0xFF = NaN.
+__device__ inline float e8m0_f(uint8_t e) {
+  const uint32_t bits = e == 0xFF ? 0x7fc00000u : (e == 0 ? 0x00400000u : uint32_t(e) << 23);
+  return __uint_as_float(bits);
+}
+
+// Two e4m3 codes (low byte first) -> two floats, exact (e4m3 NaN -> NaN; every e4m3 value is an
+// f16 value). One cvt.rn.f16x2.e4m3x2 on sm_89+, a software conversion before.
+__device__ inline float2 e4m3x2_f(uint16_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
+}
+
+// Two e2m1 codes (one byte, low nibble first) as an f16x2 whose values are the e2m1 values times
+// 2^-14: the code's E.EM bits placed at f16 bits 11..9 give exponent field E (E = 0: the f16
+// subnormal M * 2^-15, i.e. 0.5 * 2^-14) and mantissa bit M; the sign bit goes to bit 15.
+__device__ inline uint32_t e2m1x2_half_bits(uint32_t byte) {
+  const uint32_t t = byte | (byte << 12);  // low nibble at bits 0..3, high nibble at 16..19
+  return ((t & 0x00070007u) << 9) | ((t & 0x00080008u) << 12);
+}
+constexpr float kE2m1HalfUnscale = 16384.0f;  // 2^14: undoes the 2^-14 of e2m1x2_half_bits
+
+// One weight element k of row `row` (any type this file handles), scaled. The generic kernel's
+// decoder: slow, exact, any K and alignment. srow: the scale row covering this weight row.
+__device__ inline float weight_at(int type, const char* row, const uint8_t* srow, int sb_k, int64_t k) {
+  switch (type) {
+    case kF32: return reinterpret_cast<const float*>(row)[k];
+    case kF16: return __half2float(reinterpret_cast<const __half*>(row)[k]);
+    case kBF16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(row)[k]);
+    case kFP8: {
+      const uint8_t c = reinterpret_cast<const uint8_t*>(row)[k];
+      return e4m3x2_f(c).x * e8m0_f(srow[k / sb_k]);
+    }
+    case kMXFP4: {
+      const uint8_t b = reinterpret_cast<const uint8_t*>(row)[k / 2];
+      const uint32_t h = e2m1x2_half_bits(b);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+      return ((k & 1) ? f.y : f.x) * kE2m1HalfUnscale * e8m0_f(srow[k / 32]);
+    }
+    case kQ8_0: {
+      const char* blk = row + (k / 32) * 34;
+      const float d = __half2float(*reinterpret_cast<const __half*>(blk));
+      return d * float(reinterpret_cast<const int8_t*>(blk + 2)[k % 32]);
+    }
+    default: return 0.0f;
+  }
+}
+
+// ---- entry points between the files -----------------------------------------------------------------
+// Tensor-core path (ops_mma.cu): weight types bf16, fp8_e4m3, mxfp4, q8_0 with K % 32 == 0 and
+// 16-byte aligned rows of w and x. x is rounded to bf16 once; weights are decoded to bf16 exactly;
+// scales multiply f32 partial sums of each 32-wide K tile.
+bool mma_supported(dtype wt, int64_t K);
+bool launch_mma(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,
+                std::string* error);
+
+// Decode on tensor cores (ops_mma.cu): mxfp4 (K % 128 == 0) with 16-byte aligned rows, jobs of
+// 2 to 16 x rows (more: passes of 16); x rounded to bf16, weights exact.
+// max_rows: the most x rows a job has (at most 16 are staged per pass, as bf16 in shared memory).
+bool tcv_supported(dtype wt, int64_t K, int64_t max_rows);
+bool launch_tcv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,
+                std::string* error);
+
+}  // namespace v4::cuda

@@ -1,0 +1,90 @@
+// Mixing ops: hadamard (Walsh-Hadamard over dim 0) and sinkhorn (mHC's doubly-stochastic
+// matrices), per tensor/ops.h.
+//
+// hadamard: one block per row, the row in shared memory, log2(n) rounds of butterflies
+// (Sylvester order: span 1, 2, 4, ...), then the scale; n <= kMaxHadamard (supports_op).
+// sinkhorn: one thread per n x n matrix (n = 4 in V4), working in the result's own memory, in
+// the CPU kernel's order of operations (softmax over k, + eps, column, then row/column rounds).
+#include <cmath>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace v4::cuda {
+namespace {
+
+__global__ void hadamard_kernel(tview y, tview a, float scale, int64_t rows) {
+  extern __shared__ float v[];
+  const int64_t n = a.ne[0];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t i1 = r % a.ne[1], i2 = (r / a.ne[1]) % a.ne[2], i3 = r / (a.ne[1] * a.ne[2]);
+    const char* x = at(a, 0, i1, i2, i3);
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) v[k] = *reinterpret_cast<const float*>(x + k * a.nb[0]);
+    __syncthreads();
+    for (int64_t h = 1; h < n; h *= 2) {
+      for (int64_t i = threadIdx.x; i < n / 2; i += blockDim.x) {
+        const int64_t j = (i / h) * 2 * h + i % h;
+        const float u = v[j], w = v[j + h];
+        v[j] = u + w;
+        v[j + h] = u - w;
+      }
+      __syncthreads();
+    }
+    char* out = at(y, 0, i1, i2, i3);
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) *reinterpret_cast<float*>(out + k * y.nb[0]) = v[k] * scale;
+    __syncthreads();  // v is reused by the next row
+  }
+}
+
+__global__ void sinkhorn_kernel(tview y, tview a, int iters, float eps, int64_t mats) {
+  const int64_t n = a.ne[0];
+  for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < mats; m += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i2 = m % a.ne[2], i3 = m / a.ne[2];
+    float* c = reinterpret_cast<float*>(at(y, 0, 0, i2, i3));  // contiguous [n, n]: c[j * n + k]
+    auto in = [&](int64_t k, int64_t j) { return *reinterpret_cast<const float*>(at(a, k, j, i2, i3)); };
+    for (int64_t j = 0; j < n; ++j) {  // softmax over k of each j, + eps
+      float mx = -INFINITY;
+      for (int64_t k = 0; k < n; ++k) mx = fmaxf(mx, in(k, j));
+      float s = 0.0f;
+      for (int64_t k = 0; k < n; ++k) s += c[j * n + k] = expf(in(k, j) - mx);
+      for (int64_t k = 0; k < n; ++k) c[j * n + k] = c[j * n + k] / s + eps;
+    }
+    for (int it = 0; it < iters; ++it) {
+      if (it > 0)
+        for (int64_t j = 0; j < n; ++j) {  // rows: over k, for each j
+          float s = 0.0f;
+          for (int64_t k = 0; k < n; ++k) s += c[j * n + k];
+          s += eps;
+          for (int64_t k = 0; k < n; ++k) c[j * n + k] /= s;
+        }
+      for (int64_t k = 0; k < n; ++k) {  // columns: over j, for each k
+        float s = 0.0f;
+        for (int64_t j = 0; j < n; ++j) s += c[j * n + k];
+        s += eps;
+        for (int64_t j = 0; j < n; ++j) c[j * n + k] /= s;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), a = view_of(dst->src[0]);
+  const int64_t n = a.ne[0], rows = dst->nrows();
+  if (rows == 0) return true;
+  const int threads = int(n / 2 < 32 ? 32 : (n / 2 > 1024 ? 1024 : n / 2));
+  const unsigned blocks = unsigned(rows < 65535 ? rows : 65535);
+  hadamard_kernel<<<blocks, threads, size_t(n) * sizeof(float), s>>>(y, a, dst->param_f(0), rows);
+  return launched("hadamard", error);
+}
+
+bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), a = view_of(dst->src[0]);
+  const int64_t mats = a.ne[2] * a.ne[3];
+  if (mats == 0) return true;
+  sinkhorn_kernel<<<grid_for(mats, 64), 64, 0, s>>>(y, a, dst->param_i(0), dst->param_f(1), mats);
+  return launched("sinkhorn", error);
+}
+
+}  // namespace v4::cuda

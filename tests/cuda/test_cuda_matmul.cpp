@@ -1,0 +1,501 @@
+// The CUDA matmuls (backends/cuda/ops_matmul.cu, ops_mma.cu) and quantize-on-write set_rows
+// (ops_quant.cu) on shapes the op harness does not reach: 16-byte aligned rows long enough for
+// the vectorised decode kernel and the tensor-core kernel, every weight type, decode and prefill
+// row counts, expert matmuls, NaN codes and scales. Matmuls are checked against float64 products
+// of the dequantized weights (quant/'s reference dequantizers) with the harness's bound
+//   |y - ref| <= (x_rounding + (K + 2) * 2^-24) * sum_k |w x|
+// where x_rounding is what the CUDA backend declares for the shape (cuda::matmul_x_rounding: 0 for
+// the decode kernels, 2^-8 for the bf16 tensor cores). set_rows must match the CPU bit for bit.
+// A timing test prints weight bandwidth against the measured device copy bandwidth.
+// Without a usable GPU every test skips.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/backends.h"
+#include "backends/cpu/cpu.h"
+#include "backends/cpu/qmatmul.h"
+#include "backends/cuda/cuda.h"
+#include "backends/cuda/kernels.h"
+#include "quant/quant.h"
+#include "tensor/ops.h"
+
+namespace v4 {
+namespace {
+
+#define REQUIRE_GPU(d)                                                                      \
+  backends::init();                                                                         \
+  device* d = find_device("CUDA0");                                                         \
+  if (!d) {                                                                                 \
+    std::string why;                                                                        \
+    cuda::cuda_device(0, &why);                                                             \
+    GTEST_SKIP() << "no usable CUDA GPU (" << (why.empty() ? "none registered" : why) << ")"; \
+  }
+
+bool is_scaled(dtype t) { return t == dtype::fp8_e4m3 || t == dtype::mxfp4; }
+
+// E weight matrices of M rows x K in the layout the kernels read; rows dequantized on demand.
+struct host_weights {
+  dtype type;
+  int64_t K, M, E;
+  cpu::qmm_layout lo;
+  std::vector<uint8_t> data, scales;
+
+  size_t matrix_bytes() const { return lo.row_bytes * size_t(M); }
+  size_t scale_bytes() const { return lo.s_stride * size_t(lo.scale_rows); }
+
+  // Row m of expert e through quant/'s reference dequantizers (f32 values, as the CPU's scalar
+  // kernel sees them). Returns out.data().
+  const float* row(int64_t e, int64_t m, std::vector<float>& out) const {
+    out.resize(size_t(K));
+    const uint8_t* r = data.data() + size_t(e) * matrix_bytes() + size_t(m) * lo.row_bytes;
+    const uint8_t* srow = is_scaled(type) ? scales.data() + size_t(e) * scale_bytes() + size_t(m / lo.sb_m) * lo.s_stride
+                                          : nullptr;
+    if (type == dtype::fp8_e4m3) quant::dequantize_row_fp8(r, srow, int(lo.sb_k), out.data(), K);
+    else if (type == dtype::mxfp4) quant::dequantize_row_mxfp4(r, srow, out.data(), K);
+    else traits(type).to_f32(r, out.data(), K);
+    return out.data();
+  }
+};
+
+host_weights make_weights(dtype t, int64_t K, int64_t M, int64_t E, int64_t sb_k, int64_t sb_m, uint64_t seed) {
+  cpu::qmm_layout lo;
+  if (traits(t).is_float) lo.row_bytes = size_t(K) * traits(t).block_bytes;
+  else lo = cpu::qmm_layout_of(t, M, K, sb_k, sb_m);
+  host_weights h{t, K, M, E, lo, {}, {}};
+  h.data.resize(h.matrix_bytes() * size_t(E));
+  h.scales.resize(h.scale_bytes() * size_t(E));
+  for (int64_t e = 0; e < E; ++e) {
+    uint8_t* w = h.data.data() + size_t(e) * h.matrix_bytes();
+    if (traits(t).is_float) {
+      std::mt19937 rng(uint32_t(seed + e));
+      std::uniform_real_distribution<float> d(-1, 1);
+      std::vector<float> row(static_cast<size_t>(K));
+      for (int64_t m = 0; m < M; ++m) {
+        for (float& v : row) v = d(rng);
+        traits(t).from_f32(row.data(), w + size_t(m) * h.lo.row_bytes, K);
+      }
+    } else {
+      cpu::qmm_fill_random(t, h.lo, w, h.lo.row_bytes, h.scales.data() + size_t(e) * h.scale_bytes(), M, K, seed + e);
+    }
+  }
+  return h;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> v(n);
+  for (float& f : v) f = d(rng);
+  return v;
+}
+
+// Tensors in GPU memory, one buffer each.
+struct gpu_ctx {
+  device* dev;
+  context ctx;
+  std::vector<std::unique_ptr<buffer>> bufs;
+  explicit gpu_ctx(device* d) : dev(d) {}
+
+  void bind(tensor* t) {
+    std::string err;
+    bufs.push_back(dev->default_buffer_type()->alloc(t->nbytes(), &err));
+    ASSERT_TRUE(bufs.back()) << err;
+    bind_tensor(t, bufs.back().get(), 0);
+  }
+  tensor* leaf(dtype type, std::initializer_list<int64_t> ne, const void* data) {
+    tensor* t = ctx.new_tensor(type, ne);
+    bind(t);
+    if (data) t->buf->set(t, data, 0, t->nbytes());
+    return t;
+  }
+  // The weight tensor [K, M, E] with its e8m0 scales attached.
+  tensor* weights(const host_weights& h) {
+    tensor* w = leaf(h.type, {h.K, h.M, h.E}, h.data.data());
+    w->flags |= kFlagWeight;
+    if (is_scaled(h.type)) {
+      tensor* s = leaf(dtype::e8m0, {int64_t(h.lo.s_stride), h.lo.scale_rows, h.E}, h.scales.data());
+      w->scales = s;
+      w->scale_block[0] = int32_t(h.lo.sb_k);
+      w->scale_block[1] = int32_t(h.lo.sb_m);
+    }
+    return w;
+  }
+  std::vector<float> run(tensor* y) {
+    std::string err;
+    graph g;
+    EXPECT_TRUE(ctx.ok()) << ctx.error();
+    EXPECT_TRUE(build_graph(ctx, {y}, &g));
+    std::unique_ptr<stream> s = dev->new_stream();
+    EXPECT_TRUE(s->compute(g, &err)) << err;
+    std::vector<float> out(size_t(y->nelements()));
+    y->buf->get(y, out.data(), 0, out.size() * sizeof(float));
+    return out;
+  }
+};
+
+// |got - ref| within the bound, or both NaN. Returns the worst |err| / bound.
+double check_dot(const float* w, const float* x, int64_t K, double xr, float got, const std::string& where) {
+  double ref = 0, mag = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double p = double(w[k]) * double(x[k]);
+    ref += p;
+    mag += std::fabs(p);
+  }
+  if (std::isnan(ref)) {
+    EXPECT_TRUE(std::isnan(got)) << where << ": expected NaN, got " << got;
+    return 0;
+  }
+  const double bound = (xr + double(K + 2) * 0x1p-24) * mag + 1e-300;
+  const double err = std::fabs(double(got) - ref);
+  EXPECT_LE(err, bound) << where << ": got " << got << ", float64 " << ref;
+  return err / bound;
+}
+
+struct mm_case {
+  dtype type;
+  int64_t sb_k = 0, sb_m = 0;
+};
+std::string tag(const mm_case& c) {
+  std::string s = type_name(c.type);
+  if (c.type == dtype::fp8_e4m3) {  // appended piecewise: GCC 12 warns (-Wrestrict, falsely) on a + chain
+    s += '{';
+    s += std::to_string(c.sb_k);
+    s += ',';
+    s += std::to_string(c.sb_m);
+    s += '}';
+  }
+  return s;
+}
+
+const std::vector<mm_case> kCases = {{dtype::f32},
+                                     {dtype::f16},
+                                     {dtype::bf16},
+                                     {dtype::fp8_e4m3, 128, 128},
+                                     {dtype::fp8_e4m3, 32, 32},
+                                     {dtype::fp8_e4m3, 64, 3},
+                                     {dtype::mxfp4, 32, 1},
+                                     {dtype::q8_0}};
+
+void run_matmul(device* gpu, const host_weights& h, int64_t N, const std::string& name) {
+  gpu_ctx g(gpu);
+  const std::vector<float> xv = random_floats(size_t(h.K * N), uint32_t(N * 7 + h.K));
+  tensor* w = g.weights(h);
+  tensor* x = g.leaf(dtype::f32, {h.K, N}, xv.data());
+  tensor* y = matmul(g.ctx, w, x);
+  ASSERT_TRUE(y) << g.ctx.error();
+  ASSERT_TRUE(gpu->supports_op(y)) << name;
+  g.bind(y);
+  const std::vector<float> got = g.run(y);
+  const double xr = cuda::matmul_x_rounding(h.type, h.M, N, h.K);
+  double worst = 0;
+  std::vector<float> wr;
+  for (int64_t m = 0; m < h.M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      worst = std::max(worst, check_dot(h.row(0, m, wr), &xv[size_t(n * h.K)], h.K, xr, got[size_t(n * h.M + m)],
+                                        name + " m " + std::to_string(m) + " n " + std::to_string(n)));
+      if (::testing::Test::HasFailure()) return;
+    }
+  std::printf("  %-26s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+}
+
+TEST(CudaMatmul, MatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  for (const mm_case& c : kCases) {
+    // Aligned (vectorised / tensor-core kernels; M not a multiple of any tile) and unaligned
+    // (generic kernel) shapes.
+    const int64_t odd_k = c.type == dtype::q8_0 ? 96 : c.type == dtype::mxfp4 ? 98 : c.type == dtype::f32 ? 33 : 100;
+    for (auto [K, M] : {std::pair<int64_t, int64_t>{512, 300}, {odd_k, 37}}) {
+      const host_weights h = make_weights(c.type, K, M, 1, c.sb_k, c.sb_m, uint64_t(K + M));
+      for (int64_t N : {1, 5, 16, 64, 130}) {
+        run_matmul(gpu, h, N, tag(c) + " K" + std::to_string(K) + " M" + std::to_string(M) + " N" + std::to_string(N));
+        if (HasFailure()) return;
+      }
+    }
+  }
+}
+
+// NaN scale codes and e4m3 NaN codes make exactly the outputs that use them NaN, in every kernel.
+TEST(CudaMatmul, NaNCodesAndScalesPropagate) {
+  REQUIRE_GPU(gpu);
+  for (const mm_case& c : {mm_case{dtype::fp8_e4m3, 32, 32}, mm_case{dtype::mxfp4, 32, 1}}) {
+    for (int64_t K : {256, 100}) {
+      host_weights h = make_weights(c.type, K, 96, 1, c.sb_k, c.sb_m, 5);
+      h.scales[size_t(1 * h.lo.s_stride + 1)] = 0xFF;  // fp8: rows 32..63; mxfp4: row 1
+      if (c.type == dtype::fp8_e4m3) h.data[size_t(70 * h.lo.row_bytes + 5)] = 0x7F;
+      for (int64_t N : {1, 64}) {
+        run_matmul(gpu, h, N, tag(c) + " NaN K" + std::to_string(K) + " N" + std::to_string(N));
+        if (HasFailure()) return;
+      }
+    }
+  }
+}
+
+TEST(CudaMatmul, ExpertMatmulMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  const int64_t K = 256, M = 200, E = 8, n_used = 3;
+  for (const mm_case& c : kCases) {
+    if (c.type == dtype::f16 || (c.type == dtype::fp8_e4m3 && c.sb_k == 32)) continue;
+    const host_weights h = make_weights(c.type, K, M, E, c.sb_k, c.sb_m, 11);
+    // T = 1, 5: one job per pair; 24: grouped by expert, decode kernels, expert 0 in every token
+    // (more rows than one pass of the tensor-core decode kernel); 64: grouped, prefill kernels.
+    for (int64_t T : {1, 5, 24, 64})
+      for (int64_t X1 : {int64_t(1), n_used}) {
+        gpu_ctx g(gpu);
+        std::mt19937 rng(uint32_t(T * 3 + X1));
+        std::vector<int32_t> ids(size_t(n_used * T));
+        for (int32_t& i : ids) i = int32_t(rng() % E);  // repeats within a token allowed
+        if (T == 24)
+          for (int64_t t = 0; t < T; ++t) ids[size_t(t * n_used)] = 0;
+        const std::vector<float> xv = random_floats(size_t(K * X1 * T), uint32_t(T + 100 * X1));
+        tensor* w = g.weights(h);
+        tensor* x = g.leaf(dtype::f32, {K, X1, T}, xv.data());
+        tensor* id = g.leaf(dtype::i32, {n_used, T}, ids.data());
+        tensor* y = matmul_id(g.ctx, w, x, id);
+        ASSERT_TRUE(y) << g.ctx.error();
+        ASSERT_TRUE(gpu->supports_op(y));
+        g.bind(y);
+        const std::vector<float> got = g.run(y);
+        const double xr = cuda::matmul_x_rounding(c.type, M, n_used * T, K);
+        const std::string name = "matmul_id " + tag(c) + " T" + std::to_string(T) + " X1 " + std::to_string(X1);
+        double worst = 0;
+        std::vector<float> wr;
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = 0; i < n_used; ++i)
+            for (int64_t m = 0; m < M; ++m) {
+              const int64_t e = ids[size_t(t * n_used + i)];
+              worst = std::max(worst, check_dot(h.row(e, m, wr), &xv[size_t((t * X1 + i % X1) * K)], K, xr,
+                                                got[size_t((t * n_used + i) * M + m)],
+                                                name + " t " + std::to_string(t) + " i " + std::to_string(i) + " m " +
+                                                    std::to_string(m)));
+              if (HasFailure()) return;
+            }
+        std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+      }
+  }
+}
+
+// Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
+// duplicate ids (the last write wins) and hard values (zeros, tiny, huge, NaN, inf).
+TEST(CudaMatmul, SetRowsQuantizesLikeTheCpu) {
+  REQUIRE_GPU(gpu);
+  device* cpu = cpu::cpu_device();
+  struct sr_case {
+    dtype type;
+    int64_t K;
+    int32_t block;
+  };
+  for (const sr_case& c : {sr_case{dtype::fp8_e4m3, 512, 64}, sr_case{dtype::fp8_e4m3, 448, 128},
+                           sr_case{dtype::fp8_e4m3, 100, 32}, sr_case{dtype::mxfp4, 512, 32}, sr_case{dtype::mxfp4, 100, 32}}) {
+    const int64_t R = 10, N = 6, B = 2;
+    std::vector<float> src = random_floats(size_t(c.K * N * B), uint32_t(c.K));
+    std::mt19937 rng(3);
+    for (size_t i = 0; i < src.size(); ++i) {
+      switch (rng() % 16) {
+        case 0: src[i] = 0.0f; break;
+        case 1: src[i] *= 1e-30f; break;
+        case 2: src[i] *= 1e30f; break;
+        case 3: src[i] = std::nanf(""); break;
+        case 4: src[i] = -INFINITY; break;
+        case 5: src[i] *= 1e-42f; break;  // f32 subnormal
+        default: break;
+      }
+    }
+    for (int64_t k = 0; k < c.K; ++k) src[size_t(c.K + k)] = 0.0f;  // an all-zero row
+    const std::vector<int32_t> ids = {3, 7, 3, 0, 9, 3, 1, 1, 2, 5, 8, 1};
+    auto run_on = [&](device* d, std::vector<uint8_t>* q, std::vector<uint8_t>* s) {
+      context ctx;
+      std::vector<std::unique_ptr<buffer>> bufs;
+      std::string err;
+      auto place = [&](tensor* t, const void* data) {
+        bufs.push_back(d->default_buffer_type()->alloc(t->nbytes(), &err));
+        bind_tensor(t, bufs.back().get(), 0);
+        if (data) t->buf->set(t, data, 0, t->nbytes());
+        else bufs.back()->clear(0xAB);
+      };
+      tensor* dst = ctx.new_tensor(c.type, {c.K, R, B});
+      tensor* sc = ctx.new_tensor(dtype::e8m0, {(c.K + c.block - 1) / c.block, R, B});
+      place(dst, nullptr);
+      place(sc, nullptr);
+      dst->scales = sc;
+      dst->scale_block[0] = c.block;
+      dst->scale_block[1] = 1;
+      tensor* sv = ctx.new_tensor(dtype::f32, {c.K, N, B});
+      tensor* iv = ctx.new_tensor(dtype::i32, {N, B});
+      place(sv, src.data());
+      place(iv, ids.data());
+      tensor* out = set_rows(ctx, dst, sv, iv);
+      ASSERT_TRUE(out) << ctx.error();
+      ASSERT_TRUE(d->supports_op(out)) << d->name();
+      graph g;
+      ASSERT_TRUE(build_graph(ctx, {out}, &g));
+      std::unique_ptr<stream> st = d->new_stream();
+      ASSERT_TRUE(st->compute(g, &err)) << err;
+      q->resize(dst->nbytes());
+      s->resize(sc->nbytes());
+      dst->buf->get(dst, q->data(), 0, q->size());
+      sc->buf->get(sc, s->data(), 0, s->size());
+    };
+    std::vector<uint8_t> q_gpu, s_gpu, q_cpu, s_cpu;
+    run_on(gpu, &q_gpu, &s_gpu);
+    run_on(cpu, &q_cpu, &s_cpu);
+    const std::string name = std::string(type_name(c.type)) + " K" + std::to_string(c.K) + " block " + std::to_string(c.block);
+    ASSERT_EQ(s_gpu, s_cpu) << name << ": scales differ";
+    ASSERT_EQ(q_gpu, q_cpu) << name << ": codes differ";
+  }
+}
+
+// ---- timing (prints; never fails on time) ----------------------------------------------------------------
+// Kernel time per call from CUDA events over back-to-back launches (no host sync in between),
+// rotating over enough weight copies / experts that the 60 MB L2 cannot hold them.
+double copy_bandwidth(cudaStream_t s) {
+  const size_t n = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) return 0;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s);
+  cudaEventRecord(e0, s);
+  const int reps = 10;
+  for (int i = 0; i < reps; ++i) cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s);
+  cudaEventRecord(e1, s);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * double(n) * reps / (ms * 1e-3);  // bytes read + written per second
+}
+
+// Times `nodes` (launched in turn by launch) and returns seconds per call.
+template <typename F>
+double time_calls(cudaStream_t s, int n_nodes, F&& launch) {
+  for (int i = 0; i < n_nodes; ++i) launch(i);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  const int rounds = 10;
+  cudaEventRecord(e0, s);
+  for (int r = 0; r < rounds; ++r)
+    for (int i = 0; i < n_nodes; ++i) launch(i);
+  cudaEventRecord(e1, s);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  return ms * 1e-3 / (rounds * n_nodes);
+}
+
+TEST(CudaMatmul, Timing) {
+  REQUIRE_GPU(gpu);
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  const double copy_bw = copy_bandwidth(s);
+  std::printf("device copy bandwidth (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n", copy_bw * 1e-9);
+  std::string err;
+
+  // Dense: `copies` weight matrices [K, M] (one per node), x [K, N].
+  auto dense = [&](dtype t, int64_t K, int64_t M, int64_t N, int copies) {
+    const host_weights h = make_weights(t, K, M, 1, 0, 0, 1);
+    gpu_ctx g(gpu);
+    const std::vector<float> xv = random_floats(size_t(K * N), 2);
+    tensor* x = g.leaf(dtype::f32, {K, N}, xv.data());
+    std::vector<tensor*> ys;
+    for (int c = 0; c < copies; ++c) {
+      tensor* y = matmul(g.ctx, g.weights(h), x);
+      ASSERT_TRUE(y) << g.ctx.error();
+      g.bind(y);
+      ys.push_back(y);
+    }
+    const double sec = time_calls(s, copies, [&](int i) { cuda::launch_matmul(s, ys[size_t(i)], &err); });
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    // Spot check of the last call's results.
+    cudaStreamSynchronize(s);
+    std::vector<float> got(size_t(M * N));
+    ys.back()->buf->get(ys.back(), got.data(), 0, got.size() * 4);
+    const double xr = cuda::matmul_x_rounding(t, M, N, K);
+    std::vector<float> wr;
+    for (int64_t n = 0; n < N; n += 7)
+      for (int64_t m = 0; m < M; m += 211) check_dot(h.row(0, m, wr), &xv[size_t(n * K)], K, xr, got[size_t(n * M + m)], "timing");
+    const double bytes = double(h.matrix_bytes() + h.scale_bytes());
+    std::printf("matmul    %-8s K=%-5lld M=%-6lld N=%-4lld %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s\n",
+                type_name(t), (long long)K, (long long)M, (long long)N, sec * 1e6, bytes / sec * 1e-9,
+                100.0 * bytes / sec / copy_bw, 2.0 * K * M * N / sec * 1e-12);
+  };
+  // Experts: w [K, M, E], T tokens choosing n_used distinct experts each; `sets` id sets rotate
+  // over the experts so that consecutive calls read different ones.
+  auto experts = [&](dtype t, int64_t K, int64_t M, int64_t E, int64_t n_used, int64_t T, int sets) {
+    const host_weights h = make_weights(t, K, M, E, 0, 0, 3);
+    gpu_ctx g(gpu);
+    const std::vector<float> xv = random_floats(size_t(K * T), 4);
+    tensor* w = g.weights(h);
+    tensor* x = g.leaf(dtype::f32, {K, 1, T}, xv.data());
+    std::vector<tensor*> ys;
+    std::vector<std::vector<int32_t>> all_ids;
+    std::mt19937 rng(9);
+    for (int c = 0; c < sets; ++c) {
+      std::vector<int32_t> ids(size_t(n_used * T));
+      for (int64_t tk = 0; tk < T; ++tk) {
+        std::vector<int32_t> perm(static_cast<size_t>(E));
+        for (int64_t e = 0; e < E; ++e) perm[size_t(e)] = int32_t(e);
+        std::shuffle(perm.begin(), perm.end(), rng);
+        for (int64_t i = 0; i < n_used; ++i) ids[size_t(tk * n_used + i)] = perm[size_t(i)];
+      }
+      tensor* id = g.leaf(dtype::i32, {n_used, T}, ids.data());
+      tensor* y = matmul_id(g.ctx, w, x, id);
+      ASSERT_TRUE(y) << g.ctx.error();
+      g.bind(y);
+      ys.push_back(y);
+      all_ids.push_back(ids);
+    }
+    const double sec = time_calls(s, sets, [&](int i) { cuda::launch_matmul_id(s, ys[size_t(i)], &err); });
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess) << err;
+    cudaStreamSynchronize(s);
+    std::vector<float> got(size_t(M * n_used * T));
+    ys.back()->buf->get(ys.back(), got.data(), 0, got.size() * 4);
+    const double xr = cuda::matmul_x_rounding(t, M, n_used * T, K);
+    const std::vector<int32_t>& ids = all_ids.back();
+    std::vector<float> wr;
+    for (int64_t p = 0; p < n_used * T; p += 5)
+      for (int64_t m = 0; m < M; m += 97)
+        check_dot(h.row(ids[size_t(p)], m, wr), &xv[size_t((p / n_used) * K)], K, xr, got[size_t(p * M + m)],
+                  "timing matmul_id");
+    // Bytes: each distinct expert of a call read once (decode: n_used * T distinct).
+    size_t distinct = 0;
+    {
+      std::vector<bool> seen(size_t(E), false);
+      for (int32_t e : ids) distinct += seen[size_t(e)] ? 0 : 1, seen[size_t(e)] = true;
+    }
+    const double bytes = double(distinct) * double(h.matrix_bytes() + h.scale_bytes());
+    std::printf("matmul_id %-8s K=%-5lld M=%-6lld T=%-4lld x%lld of %lld experts %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s\n",
+                type_name(t), (long long)K, (long long)M, (long long)T, (long long)n_used, (long long)E, sec * 1e6,
+                bytes / sec * 1e-9, 100.0 * bytes / sec / copy_bw, 2.0 * K * M * n_used * T / sec * 1e-12);
+  };
+
+  // Decode (V4-Flash shapes).
+  dense(dtype::fp8_e4m3, 4096, 16384, 1, 4);
+  dense(dtype::bf16, 4096, 16384, 1, 4);
+  dense(dtype::f16, 4096, 16384, 1, 4);
+  dense(dtype::f32, 4096, 16384, 1, 2);
+  dense(dtype::q8_0, 4096, 16384, 1, 4);
+  experts(dtype::mxfp4, 4096, 2048, 256, 6, 1, 16);
+  experts(dtype::mxfp4, 2048, 4096, 256, 6, 1, 16);
+  experts(dtype::fp8_e4m3, 4096, 2048, 64, 6, 1, 8);
+  for (int64_t N : {2, 4, 8, 16, 17, 64}) dense(dtype::fp8_e4m3, 4096, 16384, N, 4);
+  for (int64_t N : {1, 2, 4, 8, 16, 17}) dense(dtype::mxfp4, 4096, 16384, N, 4);
+  // Prefill.
+  dense(dtype::fp8_e4m3, 4096, 16384, 512, 1);
+  dense(dtype::bf16, 4096, 16384, 512, 1);
+  dense(dtype::mxfp4, 4096, 16384, 512, 1);
+  experts(dtype::mxfp4, 4096, 2048, 256, 6, 4096, 1);
+  cudaStreamDestroy(s);
+}
+
+}  // namespace
+}  // namespace v4
