@@ -580,6 +580,54 @@ void session::reset() {
   }
 }
 
+bool session::fill_random(int64_t n, uint64_t seed, std::string* error) {
+  if (n < 0 || n >= opt_.n_ctx) {
+    *error = "fill_random: " + std::to_string(n) + " tokens do not fit the context size " + std::to_string(opt_.n_ctx) +
+             " (leave room for the tokens to decode)";
+    return false;
+  }
+  reset();
+  uint64_t st = seed;
+  auto next = [&st] {  // splitmix64
+    uint64_t z = (st += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  // Random valid contents by type: floats in [-1, 1), e4m3 codes without NaN, any e2m1 pair,
+  // e8m0 scales near 1 (2^-3 .. 2^3).
+  auto fill = [&](tensor* t) {
+    if (!t) return;
+    std::vector<uint8_t> bytes(t->nbytes());
+    const type_traits& tr = traits(t->type);
+    if (tr.is_float) {
+      std::vector<float> f(size_t(t->nelements()));
+      for (float& v : f) v = float(double(next() >> 11) * 0x1p-52 - 1.0);
+      tr.from_f32(f.data(), bytes.data(), t->nelements());
+    } else {
+      for (uint8_t& b : bytes) {
+        b = uint8_t(next());
+        if (t->type == dtype::fp8_e4m3 && (b & 0x7f) == 0x7f) b ^= 1;
+        if (t->type == dtype::e8m0) b = uint8_t(124 + b % 7);
+      }
+    }
+    t->buf->set(t, bytes.data(), 0, bytes.size());
+  };
+  for (layer_state& L : layers_) {
+    fill(L.ring);
+    for (const row_store* rs : {&L.rows, &L.irows}) {
+      fill(rs->plain);
+      fill(rs->q);
+      if (rs->q) fill(rs->q->scales);
+      fill(rs->rest);
+    }
+  }
+  const int64_t W = m_.hp().window;
+  for (int64_t p = std::max<int64_t>(0, n - W); p < n; ++p) ring_pos_[size_t(p % W)] = p;
+  n_past_ = n;
+  return true;
+}
+
 size_t session::state_bytes() const {
   size_t n = 0;
   for (const auto& buf : state_bufs_) n += buf->size();

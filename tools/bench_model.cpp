@@ -32,7 +32,8 @@ struct bench_options {
   std::string model;
   int64_t n_prompt = 512;
   int64_t n_gen = 64;
-  int64_t n_ctx = 0;  // 0: n_prompt + n_gen
+  int64_t n_ctx = 0;  // 0: depth + n_prompt + n_gen
+  int64_t depth = 0;  // tokens of context made up before the prefill (random state)
   int threads = 0;
   uint64_t seed = 1;
   bool json = false;
@@ -146,17 +147,20 @@ void run_bench_model(const bench_options& o) {
 
   const int threads = o.threads > 0 ? o.threads : cpu::default_threads();
   model::session_options so;
-  so.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.n_prompt + o.n_gen;
+  so.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.depth + o.n_prompt + o.n_gen + 1;
   so.n_threads = threads;
-  if (o.n_prompt + o.n_gen > so.n_ctx)
-    fail("--ctx " + std::to_string(so.n_ctx) + " is smaller than -p + -n = " + std::to_string(o.n_prompt + o.n_gen));
+  if (o.depth + o.n_prompt + o.n_gen >= so.n_ctx)
+    fail("--ctx " + std::to_string(so.n_ctx) + " must exceed -d + -p + -n = " +
+         std::to_string(o.depth + o.n_prompt + o.n_gen));
   std::unique_ptr<model::session> s = model::session::create(*m, so, &err);
   if (!s) fail("cannot create a session: " + err);
 
+  if (o.depth > 0 && !s->fill_random(o.depth, o.seed, &err)) fail(err);
   const std::vector<int32_t> tokens = random_tokens(o.n_prompt + o.n_gen, hp.vocab_size, o.seed);
   std::vector<float> logits;
   if (!o.json)
-    std::fprintf(stderr, "v4 bench model: %s: prefill %lld tokens, then %lld decode steps...\n", o.model.c_str(),
+    std::fprintf(stderr, "v4 bench model: %s: %s%lld prompt tokens, then %lld decode steps...\n", o.model.c_str(),
+                 o.depth ? ("after a random context of " + std::to_string(o.depth) + " tokens, ").c_str() : "",
                  (long long)o.n_prompt, (long long)o.n_gen);
 
   double prompt_s = 0, gen_s = 0;
@@ -197,6 +201,7 @@ void run_bench_model(const bench_options& o) {
                         {"n_prompt", o.n_prompt},
                         {"n_gen", o.n_gen},
                         {"n_ctx", so.n_ctx},
+                        {"depth", o.depth},
                         {"threads", threads},
                         {"load_s", load_s},
                         {"prompt_tps", prompt_tps},
@@ -222,7 +227,8 @@ void run_bench_model(const bench_options& o) {
   std::printf("  prompt         %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_prompt, prompt_tps, prompt_s);
   std::printf("  generation     %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_gen, gen_tps, gen_s);
   std::printf("  peak RSS       %9.1f MiB (weights are mapped: the pages touched count)\n", rss / MiB);
-  std::printf("  session state  %9.1f MiB for %lld positions\n", s->state_bytes() / MiB, (long long)so.n_ctx);
+  std::printf("  session state  %9.1f MiB for %lld positions%s\n", s->state_bytes() / MiB, (long long)so.n_ctx,
+              o.depth ? (", decoding at depth " + std::to_string(o.depth + o.n_prompt)).c_str() : "");
   std::printf("  active weights %9.1f MiB per decode token (head %.1f, routed experts %.1f, rest %.1f)\n",
               ab.total / MiB, ab.head / MiB, ab.experts / MiB, ab.rest / MiB);
   if (accel) {
@@ -253,6 +259,10 @@ static void add_bench_model(CLI::App& bench) {
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   cmd->add_option("--ctx", o->n_ctx, "Context size (default: prompt + generated tokens)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 26));
+  cmd->add_option("-d,--depth", o->depth,
+                  "Context tokens before the prompt, made up as random state instead of a prefill (decode "
+                  "cost at long context; the logits are meaningless)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 26));
   cmd->add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
   o->off.add_flags(cmd);
   cmd->add_flag("--json", o->json,

@@ -1,4 +1,5 @@
 // Reductions and row normalisations: sum, max (over any dim), rms_norm, softmax (mask + sink).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -80,6 +81,10 @@ void kernel_RMS_NORM(const exec& ex, tensor* dst) {
 
 // One (query, head) per task: scores against every key row, softmax with the sink, then the
 // weighted sum of the same rows. f32 throughout; the loops over D are contiguous (vectorised).
+// Heads in groups of kGroup: each key row is read once per group while the group's scores are
+// made (vector dot products), then each head's softmax (with its sink) over its scores, then the
+// weighted sum of rows, accumulated for the whole group row by row. Two passes over the keys,
+// as the reference; the dot products and sums may be reordered (tests/ops: attn_mqa's bound).
 void kernel_ATTN_MQA(const exec& ex, tensor* dst) {
   const tensor* q = dst->src[0];
   const tensor* kv = dst->src[1];
@@ -87,38 +92,59 @@ void kernel_ATTN_MQA(const exec& ex, tensor* dst) {
   const tensor* sink = dst->src[3];
   const float scale = dst->param_f(0);
   const int64_t D = q->ne[0], T = q->ne[1], H = q->ne[2], NK = kv->ne[1];
-  parallel_for(ex, T * H, NK * D * 2, [&](int64_t r) {
-    const int64_t t = r % T, h = r / T;
-    const float* qv = reinterpret_cast<const float*>(at(q, 0, t, h, 0));
-    float* y = reinterpret_cast<float*>(at(dst, 0, t, h, 0));
-    thread_local std::vector<float> s;
-    s.resize(size_t(NK));
-    float M = sink ? *reinterpret_cast<const float*>(at(sink, h, 0, 0, 0)) : -INFINITY;
-    const float sink_logit = M;
+  constexpr int64_t kGroup = 4;
+  const int64_t n_groups = (H + kGroup - 1) / kGroup;
+  const vec::table& v = vec::best();
+  parallel_for(ex, T * n_groups, kGroup * NK * D * 2, [&](int64_t r) {
+    const int64_t t = r % T, h0 = (r / T) * kGroup, G = std::min(kGroup, H - h0);
+    thread_local std::vector<float> scores, tmp;
+    scores.resize(size_t(kGroup * NK));
+    tmp.resize(size_t(D));
+    const float* qv[kGroup];
+    float* y[kGroup];
+    float M[kGroup], sink_logit[kGroup];
+    for (int64_t g = 0; g < G; ++g) {
+      qv[g] = reinterpret_cast<const float*>(at(q, 0, t, h0 + g, 0));
+      y[g] = reinterpret_cast<float*>(at(dst, 0, t, h0 + g, 0));
+      M[g] = sink_logit[g] = sink ? *reinterpret_cast<const float*>(at(sink, h0 + g, 0, 0, 0)) : -INFINITY;
+    }
     for (int64_t j = 0; j < NK; ++j) {
       const float* k = reinterpret_cast<const float*>(at(kv, 0, j, 0, 0));
-      float acc = 0;
-      for (int64_t d = 0; d < D; ++d) acc += qv[d] * k[d];
       const float m = mask ? *reinterpret_cast<const float*>(at(mask, j, t, 0, 0)) : 0.0f;
-      s[size_t(j)] = acc * scale + m;
-      M = std::max(M, s[size_t(j)]);
+      for (int64_t g = 0; g < G; ++g) {
+        const float sc = v.dot(qv[g], k, D) * scale + m;
+        scores[size_t(g * NK + j)] = sc;
+        M[g] = std::max(M[g], sc);
+      }
     }
-    for (int64_t d = 0; d < D; ++d) y[d] = 0;
-    if (M == -INFINITY) return;  // nothing visible and no sink: zeros
-    float sum = sink ? std::exp(sink_logit - M) : 0.0f;
-    for (int64_t j = 0; j < NK; ++j) {
-      const float e = std::exp(s[size_t(j)] - M);
-      s[size_t(j)] = e;
-      sum += e;
+    float inv[kGroup];
+    for (int64_t g = 0; g < G; ++g) {
+      for (int64_t d = 0; d < D; ++d) y[g][d] = 0;
+      if (M[g] == -INFINITY) {  // nothing visible and no sink: zeros
+        inv[g] = 0;
+        continue;
+      }
+      // exp elementwise (the same bits at every position), then the sum in key order, so that
+      // masked keys (exp 0) leave it unchanged: a chunk's prefill and its decode steps then
+      // differ only where their keys do.
+      float* p = &scores[size_t(g * NK)];
+      for (int64_t j = 0; j < NK; ++j) p[j] -= M[g];
+      v.exp(p, p, NK);
+      float sum = sink ? std::exp(sink_logit[g] - M[g]) : 0.0f;
+      for (int64_t j = 0; j < NK; ++j) sum += p[j];
+      inv[g] = 1.0f / sum;
     }
     for (int64_t j = 0; j < NK; ++j) {
-      const float w = s[size_t(j)];
-      if (w == 0) continue;
       const float* k = reinterpret_cast<const float*>(at(kv, 0, j, 0, 0));
-      for (int64_t d = 0; d < D; ++d) y[d] += w * k[d];
+      for (int64_t g = 0; g < G; ++g) {
+        const float w = M[g] == -INFINITY ? 0.0f : scores[size_t(g * NK + j)];
+        if (w == 0) continue;
+        v.scale(k, w, 0.0f, tmp.data(), D);
+        v.add(y[g], tmp.data(), y[g], D);
+      }
     }
-    const float inv = 1.0f / sum;
-    for (int64_t d = 0; d < D; ++d) y[d] *= inv;
+    for (int64_t g = 0; g < G; ++g)
+      if (inv[g] != 0) v.scale(y[g], inv[g], 0.0f, y[g], D);
   });
 }
 
