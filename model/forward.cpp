@@ -581,9 +581,8 @@ void session::reset() {
 }
 
 bool session::fill_random(int64_t n, uint64_t seed, std::string* error) {
-  if (n < 0 || n >= opt_.n_ctx) {
-    *error = "fill_random: " + std::to_string(n) + " tokens do not fit the context size " + std::to_string(opt_.n_ctx) +
-             " (leave room for the tokens to decode)";
+  if (n < 0 || n > opt_.n_ctx) {
+    *error = "fill_random: " + std::to_string(n) + " tokens do not fit the context size " + std::to_string(opt_.n_ctx);
     return false;
   }
   reset();

@@ -65,7 +65,7 @@ class session {
   // Benchmarks only: make the state look as if n tokens had been evaluated (n_past() == n), with
   // random but valid values in the window ring and in every compressed-row store, without
   // computing them, so decode at long context can be timed without its prefill. The logits that
-  // follow are meaningless. false + *error when n is outside [0, n_ctx).
+  // follow are meaningless. false + *error when n is outside [0, n_ctx].
   bool fill_random(int64_t n, uint64_t seed, std::string* error);
   // Bytes of per-sequence state: fixed part (rings, pending tokens) and per-token growth.
   size_t state_bytes() const;

@@ -147,10 +147,10 @@ void run_bench_model(const bench_options& o) {
 
   const int threads = o.threads > 0 ? o.threads : cpu::default_threads();
   model::session_options so;
-  so.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.depth + o.n_prompt + o.n_gen + 1;
+  so.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.depth + o.n_prompt + o.n_gen;
   so.n_threads = threads;
-  if (o.depth + o.n_prompt + o.n_gen >= so.n_ctx)
-    fail("--ctx " + std::to_string(so.n_ctx) + " must exceed -d + -p + -n = " +
+  if (o.depth + o.n_prompt + o.n_gen > so.n_ctx)
+    fail("--ctx " + std::to_string(so.n_ctx) + " is smaller than -d + -p + -n = " +
          std::to_string(o.depth + o.n_prompt + o.n_gen));
   std::unique_ptr<model::session> s = model::session::create(*m, so, &err);
   if (!s) fail("cannot create a session: " + err);

@@ -339,6 +339,30 @@ TEST(Forward, CompactRowsAreLosslessAndSmall) {
   EXPECT_NEAR(bf16, 3440.0 * 2, 1e-6);
 }
 
+TEST(Forward, FillRandomMakesUpContext) {
+  // Benchmarks decode at depth without the prefill: the state must then behave as n tokens deep.
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  session_options so;
+  so.n_ctx = 1024;
+  so.n_threads = 1;
+  std::string err;
+  auto s = session::create(*m, so, &err);
+  ASSERT_TRUE(s) << err;
+  EXPECT_FALSE(s->fill_random(1025, 1, &err));
+  EXPECT_NE(err.find("do not fit the context size 1024"), std::string::npos) << err;
+  ASSERT_TRUE(s->fill_random(1000, 1, &err)) << err;
+  EXPECT_EQ(s->n_past(), 1000);
+  const int32_t tok[3] = {5, 17, 200};
+  std::vector<float> deep, fresh;
+  ASSERT_TRUE(s->eval(tok, 3, true, &deep, &err)) << err;
+  for (float v : deep) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_FALSE(s->eval(tok, 22, false, nullptr, &err));  // 1003 + 22 > 1024: the context is full
+  s->reset();
+  ASSERT_TRUE(s->eval(tok, 3, true, &fresh, &err)) << err;
+  EXPECT_NE(deep, fresh);  // the made-up context is attended to
+}
+
 TEST(Forward, RejectsBadTokensAndOverflow) {
   auto m = load("tiny");
   ASSERT_TRUE(m);

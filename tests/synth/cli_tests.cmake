@@ -60,4 +60,7 @@ add_test(NAME cli.bench_model_missing COMMAND ${V4_CLI} bench model -m ${V4_SYNT
 set_tests_properties(cli.bench_model_missing PROPERTIES PASS_REGULAR_EXPRESSION "cannot load .*nope.v4")
 add_test(NAME cli.bench_model_small_ctx COMMAND ${V4_CLI} bench model -m ${V4_SYNTH_OUT}/tiny.v4 --ctx 4 -p 8 -n 4)
 set_tests_properties(cli.bench_model_small_ctx PROPERTIES FIXTURES_REQUIRED v4_synth_tiny
-  PASS_REGULAR_EXPRESSION "--ctx 4 is smaller than -p \\+ -n = 12")
+  PASS_REGULAR_EXPRESSION "--ctx 4 is smaller than -d \\+ -p \\+ -n = 12")
+add_test(NAME cli.bench_model_depth COMMAND ${V4_CLI} bench model -m ${V4_SYNTH_OUT}/tiny.v4 -d 3000 -p 2 -n 2 -t 1)
+set_tests_properties(cli.bench_model_depth PROPERTIES FIXTURES_REQUIRED v4_synth_tiny
+  PASS_REGULAR_EXPRESSION "decoding at depth 3002")
