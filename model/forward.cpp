@@ -16,6 +16,7 @@
 // State is read before it is written: cache writes are extra graph outputs listed after the
 // logits, so they come last in the node order (tensor/graph.h builds depth-first, in order).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -685,6 +686,7 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
                          std::string* error) {
   const hparams& hp = m_.hp();
   const int64_t D = hp.hidden_size, HC = hp.hc_mult, W = hp.window, p0 = n_past_;
+  const auto t_build = std::chrono::steady_clock::now();
   context ctx;
   inputs in(ctx);
   builder b(ctx, m_, hp, opt_, in);
@@ -745,7 +747,13 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
   }
   std::unique_ptr<buffer> inbuf;
   if (!in.upload(&inbuf, error)) return false;
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  stats_.chunks += 1;
+  stats_.build_s += since(t_build);
   if (!sched_->compute(g, error)) return false;
+  const auto t_read = std::chrono::steady_clock::now();
 
   // Results may be in accelerator memory: read them through their buffers.
   auto read = [](const tensor* t, std::vector<float>* dst) {
@@ -760,6 +768,7 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
     }
   }
   if (logits) read(out, logits);
+  stats_.read_s += since(t_read);
   for (int64_t t = 0; t < T; ++t) ring_pos_[size_t((p0 + t) % W)] = p0 + t;
   n_past_ += T;
   return true;

@@ -67,6 +67,21 @@ class session {
   // computing them, so decode at long context can be timed without its prefill. The logits that
   // follow are meaningless. false + *error when n is outside [0, n_ctx].
   bool fill_random(int64_t n, uint64_t seed, std::string* error);
+  // Where evaluation time goes (for profiling; `v4 bench model --profile`), since the last
+  // reset_stats(): graph building on the host, reading results back, and the scheduler's part.
+  struct eval_stats {
+    int64_t chunks = 0;
+    double build_s = 0;  // building the chunk's graph and its inputs
+    double read_s = 0;   // copying logits and dumps out
+  };
+  const eval_stats& stats() const { return stats_; }
+  const sched_stats& scheduler_stats() const { return sched_->stats(); }
+  const std::vector<device*>& devices() const { return sched_->devices(); }
+  void reset_stats() {
+    stats_ = eval_stats{};
+    sched_->reset_stats();
+  }
+
   // Bytes of per-sequence state: fixed part (rings, pending tokens) and per-token growth.
   size_t state_bytes() const;
   double state_bytes_per_token() const;
@@ -89,6 +104,7 @@ class session {
   std::vector<layer_state> layers_;
   std::vector<int64_t> ring_pos_;     // position held by each window slot (-1: empty)
   std::unique_ptr<scheduler> sched_;
+  eval_stats stats_;
 };
 
 }  // namespace v4::model

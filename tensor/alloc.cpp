@@ -130,7 +130,8 @@ std::vector<bool> graph_allocator::default_mask(const graph& g) const {
   return mask;
 }
 
-bool graph_allocator::allocate(const graph& g, std::string* error, const std::vector<bool>* place) {
+bool graph_allocator::allocate(const graph& g, std::string* error, const std::vector<bool>* place,
+                               uint64_t structure) {
   const std::vector<bool> mask = place ? *place : default_mask(g);
   const size_t n = g.nodes.size();
   for (size_t j = 0; j < g.leafs.size(); ++j) {
@@ -140,7 +141,7 @@ bool graph_allocator::allocate(const graph& g, std::string* error, const std::ve
       return false;
     }
   }
-  uint64_t fp = g.fingerprint();
+  uint64_t fp = structure ? structure : g.fingerprint();
   for (size_t s = 0; s < mask.size(); ++s) fp = fp * 31 + mask[s];
   if (fp != plan_.fingerprint || plan_.offsets.size() != mask.size()) {
     plan_ = plan_graph(g, bt_->alignment(), &mask);

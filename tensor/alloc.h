@@ -39,7 +39,10 @@ class graph_allocator {
   // place (optional, nodes then leafs as in plan_graph) restricts which tensors this allocator
   // places; the default is every node that is not an alias and has no memory of its own yet (or
   // memory from this allocator's previous plan), and every kFlagInput leaf without memory.
-  bool allocate(const graph& g, std::string* error, const std::vector<bool>* place = nullptr);
+  // structure (optional, nonzero): g.fingerprint() as the caller already knows it (saves
+  // computing it again for a graph rebuilt with the same structure).
+  bool allocate(const graph& g, std::string* error, const std::vector<bool>* place = nullptr,
+                uint64_t structure = 0);
   // The default placement mask for g (exposed for the scheduler, which narrows it per device).
   std::vector<bool> default_mask(const graph& g) const;
 

@@ -3,12 +3,16 @@
 #include "tensor/sched.h"
 
 #include <algorithm>
+#include <chrono>
 #include <unordered_map>
 
 namespace v4 {
 
 namespace {
 bool is_pure_view(const tensor* t) { return op_is_view(t->op); }
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 }  // namespace
 
 struct scheduler::impl {
@@ -20,7 +24,9 @@ struct scheduler::impl {
   // The plan, valid for graphs with fingerprint `planned`.
   uint64_t planned = 0;
   bool have_plan = false;
-  std::vector<tensor*> planned_nodes;  // a new graph with an equal fingerprint still needs new wiring
+  bool replanned = false;  // the last plan() call planned anew
+  std::vector<tensor*> planned_nodes, planned_leafs;  // what the plan's pointers refer to
+  uint64_t exec_fp = 0;                                // exec's fingerprint (set when planned)
   std::unique_ptr<context> copy_ctx;                // owns copy tensors and their aliases
   std::unordered_map<const tensor*, int> assign;    // compute node -> device index
   struct rewire {
@@ -68,7 +74,15 @@ scheduler::scheduler(std::vector<device*> devices, int n_threads) : p_(new impl)
     if (n_threads > 0) p_->streams.back()->set_n_threads(n_threads);
     p_->allocs.push_back(std::make_unique<graph_allocator>(d->default_buffer_type()));
   }
+  reset_stats();
 }
+
+void scheduler::reset_stats() {
+  stats_ = sched_stats{};
+  stats_.compute_s.assign(p_->devs.size(), 0.0);
+}
+
+const std::vector<device*>& scheduler::devices() const { return p_->devs; }
 
 scheduler::~scheduler() = default;
 
@@ -95,7 +109,13 @@ bool scheduler::plan(graph& g, std::string* error) {
     return false;
   }
   const uint64_t fp = g.fingerprint();
-  if (p.have_plan && fp == p.planned && g.nodes == p.planned_nodes) return true;
+  p.replanned = false;
+  if (p.have_plan && fp == p.planned && g.nodes.size() == p.planned_nodes.size() &&
+      g.leafs.size() == p.planned_leafs.size()) {
+    if (g.nodes != p.planned_nodes || g.leafs != p.planned_leafs) remap(g);
+    return true;
+  }
+  p.replanned = true;
   p.have_plan = false;
   p.assign.clear();
   p.rewires.clear();
@@ -231,13 +251,56 @@ bool scheduler::plan(graph& g, std::string* error) {
   }
   p.planned = fp;
   p.planned_nodes = g.nodes;
+  p.planned_leafs = g.leafs;
+  p.exec_fp = p.exec.fingerprint();
   p.have_plan = true;
   return true;
 }
 
+// A graph with the fingerprint of the planned one has the same structure: node i and leaf j play
+// the parts of the planned graph's node i and leaf j (decode steps rebuild the same graph each
+// token). The plan is kept and its pointers moved over to the new tensors, instead of planning
+// again. Copies and their views (owned by the plan) stay as they are.
+void scheduler::remap(graph& g) {
+  impl& p = *p_;
+  std::unordered_map<const tensor*, tensor*> to;
+  to.reserve(g.nodes.size() + g.leafs.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) to[p.planned_nodes[i]] = g.nodes[i];
+  for (size_t j = 0; j < g.leafs.size(); ++j) to[p.planned_leafs[j]] = g.leafs[j];
+  auto m = [&](const tensor* t) -> tensor* {
+    auto it = to.find(t);
+    return it == to.end() ? const_cast<tensor*>(t) : it->second;
+  };
+  std::unordered_map<const tensor*, int> assign;
+  assign.reserve(p.assign.size());
+  for (const auto& [t, d] : p.assign) assign[m(t)] = d;
+  p.assign = std::move(assign);
+  for (auto& rs : p.rewires)
+    for (auto& r : rs) {
+      r.node = m(r.node);
+      r.before = m(r.before);
+    }
+  for (sched_split& sp : splits_) {
+    for (tensor*& t : sp.nodes) t = m(t);
+    for (tensor* c : sp.copies) c->src[0] = m(c->src[0]);
+    for (const tensor*& f : sp.copy_from) f = m(f);
+  }
+  for (tensor*& t : p.exec.nodes) t = m(t);
+  p.exec.leafs = g.leafs;
+  for (graph& sg : p.split_graphs)
+    for (tensor*& t : sg.nodes) t = m(t);
+  p.planned_nodes = g.nodes;
+  p.planned_leafs = g.leafs;
+}
+
 bool scheduler::compute(graph& g, std::string* error) {
+  double t0 = now_s();
   if (!plan(g, error)) return false;
   impl& p = *p_;
+  stats_.runs += 1;
+  stats_.plans += p.replanned;
+  stats_.plan_s += now_s() - t0;
+  t0 = now_s();
   // Read copies while planning and running; the caller's graph is restored afterwards.
   for (auto& rs : p.rewires)
     for (auto& r : rs) r.node->src[r.src] = r.with;
@@ -265,17 +328,27 @@ bool scheduler::compute(graph& g, std::string* error) {
         return false;
       }
     }
-    if (!p.allocs[d]->allocate(p.exec, error, &mask)) return false;
+    if (!p.allocs[d]->allocate(p.exec, error, &mask, p.exec_fp)) return false;
   }
   resolve_views(p.exec);
+  stats_.alloc_s += now_s() - t0;
 
   for (size_t s = 0; s < splits_.size(); ++s) {
     const int d = p.index_of(splits_[s].dev);
+    t0 = now_s();
     for (size_t c = 0; c < splits_[s].copies.size(); ++c)
       if (!p.streams[d]->copy(splits_[s].copy_from[c], splits_[s].copies[c], error)) return false;
+    const double t1 = now_s();
+    stats_.copy_s += t1 - t0;
     if (!p.streams[d]->compute(p.split_graphs[s], error)) return false;
+    stats_.compute_s[size_t(d)] += now_s() - t1;
+    stats_.copies += int64_t(splits_[s].copies.size());
+    stats_.nodes += int64_t(splits_[s].nodes.size());
   }
+  stats_.splits += int64_t(splits_.size());
+  t0 = now_s();
   for (auto& st : p.streams) st->synchronize();
+  stats_.copy_s += now_s() - t0;  // waiting for outstanding copies (normally ~0)
   return true;
 }
 

@@ -24,6 +24,18 @@
 
 namespace v4 {
 
+// Where compute() spent its time, summed over calls since the last reset_stats() (seconds of
+// wall time on the calling thread; a device's compute time includes waiting for its kernels).
+struct sched_stats {
+  int64_t runs = 0;          // compute() calls
+  int64_t plans = 0;         // of which had to plan anew (the graph's structure changed)
+  int64_t splits = 0, copies = 0, nodes = 0;  // summed over runs
+  double plan_s = 0;         // planning (steps 1-3)
+  double alloc_s = 0;        // allocating intermediates
+  double copy_s = 0;         // copies between devices
+  std::vector<double> compute_s;  // per device, in the scheduler's device order
+};
+
 struct sched_split {
   device* dev = nullptr;
   std::vector<tensor*> nodes;   // in execution order, sources rewired to copies where needed
@@ -44,13 +56,18 @@ class scheduler {
 
   const std::vector<sched_split>& splits() const { return splits_; }
   device* device_of(const tensor* node) const;
+  const sched_stats& stats() const { return stats_; }
+  void reset_stats();
+  const std::vector<device*>& devices() const;
   size_t peak_bytes(const device* d) const;  // intermediates planned on device d
   int n_copies() const;
 
  private:
   struct impl;
+  void remap(graph& g);
   std::unique_ptr<impl> p_;
   std::vector<sched_split> splits_;
+  sched_stats stats_;
 };
 
 }  // namespace v4

@@ -37,6 +37,7 @@ struct bench_options {
   int threads = 0;
   uint64_t seed = 1;
   bool json = false;
+  bool profile = false;
   offload off;
 };
 
@@ -169,6 +170,7 @@ void run_bench_model(const bench_options& o) {
     if (!s->eval(tokens.data(), o.n_prompt, false, &logits, &err)) fail("prefill: " + err);
     prompt_s = seconds_since(t0);
   }
+  s->reset_stats();  // --profile: the decode steps only
   {
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < o.n_gen; ++i)
@@ -196,6 +198,17 @@ void run_bench_model(const bench_options& o) {
   if (accel_gbps > 0) roof_s += double(on_accel) / (accel_gbps * 1e9);
   const double roof_tps = roof_s > 0 ? 1.0 / roof_s : 0;
 
+  const model::session::eval_stats& es = s->stats();
+  const sched_stats& ss = s->scheduler_stats();
+  const double per = o.n_gen > 0 ? 1e3 / double(o.n_gen) : 0;  // ms per decode step
+  nlohmann::json prof = {{"build_ms", es.build_s * per},  {"plan_ms", ss.plan_s * per},
+                         {"alloc_ms", ss.alloc_s * per},  {"copy_ms", ss.copy_s * per},
+                         {"read_ms", es.read_s * per},    {"replans", ss.plans},
+                         {"splits_per_step", o.n_gen ? double(ss.splits) / double(o.n_gen) : 0},
+                         {"copies_per_step", o.n_gen ? double(ss.copies) / double(o.n_gen) : 0},
+                         {"nodes_per_step", o.n_gen ? double(ss.nodes) / double(o.n_gen) : 0}};
+  for (size_t d = 0; d < s->devices().size(); ++d)
+    prof["compute_ms"][s->devices()[d]->name()] = ss.compute_s[d] * per;
   if (o.json) {
     nlohmann::json j = {{"model", o.model},
                         {"n_prompt", o.n_prompt},
@@ -216,6 +229,7 @@ void run_bench_model(const bench_options& o) {
                         {"accelerator", accel ? nlohmann::json(accel->name()) : nlohmann::json(nullptr)},
                         {"accel_copy_gbps", accel ? nlohmann::json(accel_gbps) : nlohmann::json(nullptr)},
                         {"roofline_tps", roof_tps}};
+    if (o.profile) j["profile"] = prof;
     std::printf("%s\n", j.dump().c_str());
     return;
   }
@@ -242,6 +256,16 @@ void run_bench_model(const bench_options& o) {
   else
     std::printf("  bandwidth      %9.2f GB/s implied by generation; DRAM read: not measured in this build "
                 "(see `v4 bench peak`)\n", gen_gbps);
+  if (o.profile && o.n_gen > 0) {
+    std::printf("  decode step    %9.3f ms: build graph %.3f, plan %.3f (%lld replans), allocate %.3f, copies %.3f, "
+                "read results %.3f", 1e3 * gen_s / double(o.n_gen), es.build_s * per, ss.plan_s * per,
+                (long long)ss.plans, ss.alloc_s * per, ss.copy_s * per, es.read_s * per);
+    for (size_t d = 0; d < s->devices().size(); ++d)
+      std::printf(", compute %s %.3f", s->devices()[d]->name(), ss.compute_s[d] * per);
+    std::printf("\n                 per step: %.1f splits, %.1f copies, %.0f nodes\n",
+                double(ss.splits) / double(o.n_gen), double(ss.copies) / double(o.n_gen),
+                double(ss.nodes) / double(o.n_gen));
+  }
 }
 
 }  // namespace
@@ -265,6 +289,9 @@ static void add_bench_model(CLI::App& bench) {
       ->check(CLI::Range(int64_t(0), int64_t(1) << 26));
   cmd->add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
   o->off.add_flags(cmd);
+  cmd->add_flag("--profile", o->profile,
+                "Also print where a decode step's time goes: graph building, planning, allocation, copies, "
+                "compute per device (and the counts of splits, copies and nodes)");
   cmd->add_flag("--json", o->json,
                 "Print one JSON object (prompt_tps, gen_tps, peak_rss_bytes, active_bytes_per_token, gen_gbps, "
                 "dram_gbps, ...)");
