@@ -9,6 +9,13 @@
 #include "backends/cpu/arch/qmatmul_arch.h"
 #include "quant/quant.h"
 
+#if defined(__x86_64__)
+namespace v4::cpu::qmm_arch {  // arch/qmatmul_amx.cpp
+bool qmm_amx_available();
+void qmm_amx_run(const mm_problem& p, int n_threads);
+}  // namespace v4::cpu::qmm_arch
+#endif
+
 namespace v4::cpu {
 
 namespace {
@@ -94,6 +101,7 @@ const mm_variant kVariants[] = {
     {"scalar", isa::scalar, always, supports_all, scalar_run, 0.0},
 #if defined(__x86_64__)
     {"avx512_bf16", isa::avx512, qmm_avx512bf16_available, supports_all, qmm_avx512bf16_run, kBf16Rounding},
+    {"amx_bf16", isa::avx512, qmm_amx_available, supports_all, qmm_amx_run, kBf16Rounding},
     {"avx2", isa::avx2, always, supports_all, qmm_avx2_run, 0.0},
 #endif
 #if defined(__aarch64__)
@@ -127,7 +135,16 @@ const mm_variant* qmm_variants(int* count) {
 // prefill ~10x); for the llama.cpp-style types its bf16 x (2^-8 relative per element) is finer
 // than llama.cpp's int8 x per 256. The exact avx2 variant is never picked over it: tests and
 // `v4 bench matmul --variant avx2` address it by name.
+//
+// amx_bf16 (same rounding contract as avx512_bf16) takes prefill shapes, N >= kAmxMinN, where
+// the host has AMX-BF16. The crossover was not measured: the development host (Zen 4) has no AMX.
+// 64 is the brief's prefill threshold and conservative against matmul.cpp's bf16 measurement
+// (amx_bf16 5.4x avx512_bf16 at N = 32 on a Xeon); decoding a weight tile costs about what
+// loading a bf16 one does once it is reused across 64 columns.
+constexpr int64_t kAmxMinN = 64;
+
 const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
+  if (N >= kAmxMinN && usable(find("amx_bf16"), wtype, M, N, K)) return *find("amx_bf16");
   static const char* const order[] = {"avx512_bf16", "avx2", "neon", "scalar"};
   for (const char* name : order) {
     const mm_variant* v = find(name);

@@ -23,7 +23,14 @@
 //                                        DeepSeek's own numerics: x that act_quant put on the e4m3
 //                                        grid (per 128) is representable in bf16. Needs AVX512-BF16
 //                                        and VBMI.
-//   avx2         all six types   0       weights dequantized to f32 bit for bit as quant/ does, FMA
+//   amx_bf16     all six types   2^-8    prefill (picked from N >= 64 where AMX-BF16 is present): the
+//                                        avx512_bf16 numerics on AMX tiles (tdpbf16ps); fp8/mxfp4
+//                                        scales folded into the exact bf16 weights when every scaled
+//                                        code stays a normal bf16 (else avx512_bf16 runs the call),
+//                                        q8_0/K-quant scales on f32 partial sums per block.
+//   avx2         all six types   0       weights dequantized to f32 bit for bit as quant/ does, FMA;
+//                                        decode (N <= 8) of fp8, mxfp4, q8_0: decoded in registers,
+//                                        the block scale applied to each block's f32 partial sum
 //   neon         all six types   0       the same on AArch64
 #pragma once
 

@@ -8,6 +8,15 @@
 // (code 0 gives f32 subnormals, kept: AVX2 does not flush them), and a NaN scale or e4m3 NaN code
 // gives NaN weights.
 // Threads split M in tiles; K is never split, so the results do not depend on the thread count.
+//
+// Decode shapes (N <= kDotMaxN) of fp8_e4m3, mxfp4 and q8_0 take a dot-product path instead:
+// each 32-element block is decoded in registers (mxfp4: vpshufb of the doubled e2m1 values and
+// vpmovsxbd; fp8: the magnitude bits shifted into an f32 exponent; q8_0: vpmovsxbd) and multiplied
+// by up to 4 x rows with FMA; the block's scale (e8m0 power of two, or q8_0's f16 d) multiplies
+// the f32 partial sum of the block, one more rounding per block (none for the powers of two while
+// the sums stay normal): the accumulation bound of tests/cpu/test_qmatmul.cpp, x exact as before.
+// No buffer is written and read back, which is what the tile path spends most of its time on at
+// N = 1.
 #include <immintrin.h>
 
 #include "backends/cpu/arch/qmatmul_arch.h"
@@ -184,10 +193,131 @@ void tile_dots(const mm_problem& p, const float* wt, int64_t rows, int64_t m0, i
   }
 }
 
+// ---- dot-product path (decode) ----------------------------------------------------------------
+constexpr int64_t kDotMaxN = 8;   // x rows up to which the dot path runs (4 per pass over a row)
+constexpr int64_t kPrefetch = 4096;  // bytes ahead in the weight stream (prefetcht2: see qmatmul_avx512.cpp)
+
+// The 32 codes of block b (elements [32b, 32b + 32)) as 4 x 8 f32, unscaled: mxfp4 doubled
+// e2m1 values (the scale is halved instead), fp8 magnitudes with sign and NaN, q8_0 int8.
+struct mxfp4_codes {
+  __m128i doubled = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  inline void decode(const uint8_t* row, int64_t b, __m256 v[4]) const {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * b));
+    const __m128i low4 = _mm_set1_epi8(15);
+    const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
+    const __m128i v0 = _mm_shuffle_epi8(doubled, _mm_unpacklo_epi8(lo, hi));  // elements 0..15
+    const __m128i v1 = _mm_shuffle_epi8(doubled, _mm_unpackhi_epi8(lo, hi));  // elements 16..31
+    v[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v0));
+    v[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v0, 8)));
+    v[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v1));
+    v[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v1, 8)));
+  }
+  static const uint8_t* pf_base(const uint8_t* row, int64_t b) { return row + 16 * b; }
+  static float scale(const mm_problem&, const uint8_t* sc, const uint8_t*, int64_t b) { return 0.5f * e8m0_value(sc[b]); }
+};
+struct fp8_codes {
+  inline void decode(const uint8_t* row, int64_t b, __m256 v[4]) const {
+    const __m256 two120 = _mm256_set1_ps(0x1p120f);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 32 * b + 8 * i)));
+      const __m256i m7 = _mm256_and_si256(c, _mm256_set1_epi32(0x7f));
+      __m256 x = _mm256_mul_ps(bits_ps(_mm256_slli_epi32(m7, 20)), two120);
+      x = _mm256_blendv_ps(x, _mm256_set1_ps(__builtin_nanf("")), bits_ps(_mm256_cmpeq_epi32(m7, _mm256_set1_epi32(0x7f))));
+      v[i] = _mm256_or_ps(x, bits_ps(_mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x80)), 24)));
+    }
+  }
+  static const uint8_t* pf_base(const uint8_t* row, int64_t b) { return row + 32 * b; }
+  static float scale(const mm_problem& p, const uint8_t* sc, const uint8_t*, int64_t b) {
+    return e8m0_value(sc[32 * b / p.sb_k]);
+  }
+};
+struct q8_0_codes {
+  inline void decode(const uint8_t* row, int64_t b, __m256 v[4]) const {
+    const auto* blk = reinterpret_cast<const quant::block_q8_0*>(row) + b;
+    for (int i = 0; i < 4; ++i)
+      v[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk->qs + 8 * i))));
+  }
+  static const uint8_t* pf_base(const uint8_t* row, int64_t b) {
+    return row + size_t(b) * sizeof(quant::block_q8_0);
+  }
+  static float scale(const mm_problem&, const uint8_t*, const uint8_t* row, int64_t b) {
+    return _cvtsh_ss(reinterpret_cast<const quant::block_q8_0*>(row)[b].d);
+  }
+};
+
+// y[n0 + c][m] for c < C: whole 32-blocks by the decoder, the tail (fp8's K % 32, mxfp4's
+// K % 32) with the scalar decoders of qmatmul_arch.h.
+template <class D, int C>
+void dot_row(const mm_problem& p, const D& dec, int64_t m, int64_t n0) {
+  const uint8_t* row = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m));
+  const uint8_t* sc = p.wtype == dtype::q8_0 ? nullptr : scale_row(p, m);  // (q8_0: scales unused, maybe unset)
+  const float* x[C];
+  for (int c = 0; c < C; ++c) x[c] = xrow(p, n0 + c);
+  __m256 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  const int64_t blocks = p.K / 32;
+  for (int64_t b = 0; b < blocks; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(D::pf_base(row, b)) + kPrefetch, _MM_HINT_T2);
+    __m256 v[4];
+    dec.decode(row, b, v);
+    const __m256 s = _mm256_set1_ps(D::scale(p, sc, row, b));
+    for (int c = 0; c < C; ++c) {
+      const float* xb = x[c] + 32 * b;
+      __m256 t0 = _mm256_mul_ps(v[0], _mm256_loadu_ps(xb));
+      __m256 t1 = _mm256_mul_ps(v[1], _mm256_loadu_ps(xb + 8));
+      t0 = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(xb + 16), t0);
+      t1 = _mm256_fmadd_ps(v[3], _mm256_loadu_ps(xb + 24), t1);
+      acc[c] = _mm256_fmadd_ps(_mm256_add_ps(t0, t1), s, acc[c]);
+    }
+  }
+  for (int c = 0; c < C; ++c) {
+    float y = hsum(acc[c]);
+    for (int64_t k = blocks * 32; k < p.K; ++k) {  // the tail: fp8 and mxfp4 only
+      float w;
+      if (p.wtype == dtype::mxfp4)
+        w = kE2m1[(row[k / 2] >> (4 * (k & 1))) & 15] * e8m0_value(sc[k / 32]);
+      else
+        w = e4m3_value(row[k]) * e8m0_value(sc[k / p.sb_k]);
+      y += w * x[c][k];
+    }
+    yrow(p, n0 + c)[m] = y;
+  }
+}
+
+template <class D>
+void dot_rows(const mm_problem& p, int64_t m0, int64_t m1) {
+  const D dec;
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t n = 0; n < p.N; n += 4) {
+      switch (min64(4, p.N - n)) {
+        case 1: dot_row<D, 1>(p, dec, m, n); break;
+        case 2: dot_row<D, 2>(p, dec, m, n); break;
+        case 3: dot_row<D, 3>(p, dec, m, n); break;
+        default: dot_row<D, 4>(p, dec, m, n); break;
+      }
+    }
+}
+
+bool dot_path(const mm_problem& p) {
+  return p.N <= kDotMaxN && (p.wtype == dtype::mxfp4 || p.wtype == dtype::fp8_e4m3 || p.wtype == dtype::q8_0);
+}
+
 }  // namespace
 
 void qmm_avx2_run(const mm_problem& p, int n_threads) {
   if (handle_empty(p)) return;
+  if (dot_path(p)) {
+    parallel(useful_threads(p, n_threads), [&](int tid, int nth) {
+      int64_t m0, m1;
+      split(p.M, kRows, tid, nth, &m0, &m1);
+      switch (p.wtype) {
+        case dtype::mxfp4: dot_rows<mxfp4_codes>(p, m0, m1); break;
+        case dtype::fp8_e4m3: dot_rows<fp8_codes>(p, m0, m1); break;
+        default: dot_rows<q8_0_codes>(p, m0, m1); break;
+      }
+    });
+    return;
+  }
   const dequant_fn dq = dequantizer(p.wtype);
   const int64_t kb = p.wtype == dtype::q4_k || p.wtype == dtype::q3_k || p.wtype == dtype::q2_k ? 256 : 32;
   const int64_t kc_max = round_up(kKC, kb);  // kKC is a multiple of both

@@ -20,16 +20,18 @@
 //
 //  * dot-product path (decode, any N; N < 16 for mxfp4, N <= 16 for fp8, all N for the others):
 //    one weight row (two from N >= 4, sharing the x loads) against up to 8 x rows per pass; rows
-//    are read sequentially with a software prefetch a row ahead (one stream per thread reads DRAM
-//    best on Zen 4), e8m0 scale rows 16 rows ahead; outputs of 16 rows are summed together.
+//    are read one after the other with a software prefetch (prefetcht2) >= 16 KiB ahead in whole
+//    rows, e8m0 scale rows 16 rows ahead; outputs of 16 rows are summed together. When a single
+//    pass's bf16 x rows exceed 16 KiB (K = 16384 at N = 1: 32 KiB, all of L1), K goes in
+//    segments swept over the 16-row tile, so the weight stream does not evict x from L1.
 //  * panel path (prefill, mxfp4 N >= 16, fp8 N > 16): panels of 48 weight rows decoded to bf16
 //    WITH their scales (exponent added to each nonzero bf16 word: exact while the results are
 //    normal bf16, which scales_safe() checks up front; otherwise the dot-product path runs) in the
 //    layout [k/2][48][2], x in [k/2][8][2]; an 8 x 48 tile of y in 24 zmm, one x pair broadcast
 //    and 24 vdpbf16ps per k pair (the design of matmul_avx512bf16.cpp).
 //
-// Threads: the dot-product path splits M in tiles of 16 rows, the panel path the (M, N) tile
-// grid; K is never split, so results do not depend on the thread count.
+// Threads: the dot-product path hands out chunks of 16-row tiles dynamically, the panel path
+// splits the (M, N) tile grid; K is never split, so results do not depend on the thread count.
 //
 // Measured on the development host (AMD Zen 4, 2 threads, shared and noisy; weights rotated through
 // 2 GiB; "DRAM" = a plain sum loop over the same buffer, alternated with the kernel, median of 9
@@ -37,7 +39,8 @@
 // [2048 x 4096] 24-26 GB/s (75-79%); fp8 (128 x 128) [8192 x 4096] 29-33 GB/s (85-90%), [4096 x
 // 4096] 28.6 GB/s (85%); from cache 2 threads reach ~47 GB/s (mxfp4): mxfp4 decode is close to
 // compute-bound. Prefill M = K = 4096: mxfp4 N = 512 362-390 GFLOP/s, fp8 366-370 GFLOP/s, against
-// a measured vdpbf16ps peak of 460 GFLOP/s.
+// a measured vdpbf16ps peak of 460 GFLOP/s. The K segments and prefetcht2 (2026-11-28) took mxfp4
+// N = 1, K = 16384 from 29-32% to 68-89% of the sum loop in interleaved runs (docs/KERNELS.md).
 #include "backends/cpu/arch/qmatmul_arch.h"  // also <immintrin.h>
 
 namespace v4::cpu::qmm_arch {
@@ -96,6 +99,10 @@ constexpr tables make_tables() {
 }
 constexpr tables kTables = make_tables();
 
+// The weight stream's software prefetch: prefetcht2, i.e. towards L2 rather than L1 (Zen 4,
+// 1 thread, N = 1, mxfp4 K = 16384 from DRAM, thread CPU time: T0 9.4 GB/s, T1 16.6, T2 17.1-18.5,
+// NTA 11.7; the L1 miss buffers, not DRAM, were the limit with T0).
+inline void prefetch_w(const char* a) { _mm_prefetch(a, _MM_HINT_T2); }
 inline __mmask64 mask64(int64_t n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; }
 
 inline __m512 dp(__m512 acc, __m512i a, __m512i b) {
@@ -195,6 +202,7 @@ struct q8_0_dec {
   static constexpr int elem(int v, int i) { return (i < 16 ? 0 : 32) + 16 * v + i % 16; }
   static constexpr int spread(int, int j) { return j / 8; }
   static constexpr size_t kBlock = sizeof(quant::block_q8_0);
+  static constexpr int64_t kBlockElems = 32;
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 32 * kBlock); }
   static __m512 f32x16(const int8_t* q) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
@@ -228,6 +236,7 @@ struct q4_k_dec {
   static constexpr int elem(int v, int i) { return 32 * v + i; }
   static constexpr int spread(int g, int) { return g; }
   static constexpr uint64_t kBlock = sizeof(quant::block_q4_k);
+  static constexpr int64_t kBlockElems = 256;
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 16 + uint64_t(k) % 256 / 2); }
   __m512i t = _mm512_load_si512(kTables.u4);
   inline void decode(const uint8_t* row, int64_t k, int64_t, __m512i* v) const {
@@ -255,6 +264,7 @@ struct q2_k_dec {
   static constexpr int elem(int v, int i) { return 32 * v + i; }
   static constexpr int spread(int g, int j) { return 2 * g + j / 8; }
   static constexpr uint64_t kBlock = sizeof(quant::block_q2_k);
+  static constexpr int64_t kBlockElems = 256;
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 20 + uint64_t(k) % 256 / 128 * 32); }
   __m512i t = _mm512_load_si512(kTables.u2);
   inline void decode(const uint8_t* row, int64_t k, int64_t, __m512i* v) const {
@@ -282,6 +292,7 @@ struct q3_k_dec {
   static constexpr int elem(int v, int i) { return 32 * v + i; }
   static constexpr int spread(int g, int j) { return 2 * g + j / 8; }
   static constexpr uint64_t kBlock = sizeof(quant::block_q3_k);
+  static constexpr int64_t kBlockElems = 256;
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 46 + uint64_t(k) % 256 / 128 * 32); }
   __m512i t = _mm512_load_si512(kTables.s3);
   __m512i low2 = _mm512_set1_epi16(3);
@@ -326,9 +337,14 @@ inline void e8m0_row(const uint8_t* codes, int64_t cols, float* sf) {
 
 // Scales (and mins) of row m of an in-row block type: sub-block columns, zero from cols to at
 // least cols + 16 (buffers of round_up(cols, 16) + 32 floats).
+// Over the K segment [ks0, ks1) only (ks0 a multiple of 512: the segment's columns start at a
+// multiple of 16); the padding is written with the last segment.
 template <class D>
-inline void row_scales(const mm_problem& p, int64_t m, int64_t cols, float* sf, float* mf) {
-  D::row_scales(reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m)), p.K, sf, mf);
+inline void row_scales(const mm_problem& p, int64_t m, int64_t cols, float* sf, float* mf, int64_t ks0, int64_t ks1) {
+  const uint8_t* row = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m));
+  const int64_t j0 = ks0 / D::kSub;
+  D::row_scales(row + size_t(ks0 / D::kBlockElems) * D::kBlock, ks1 - ks0, sf + j0, mf + j0);
+  if (ks1 < p.K) return;
   const __mmask16 tail = __mmask16(~first_lanes(cols % 16));  // zero from cols to the padded end
   _mm512_mask_storeu_ps(sf + cols / 16 * 16, tail, _mm512_setzero_ps());
   _mm512_storeu_ps(sf + cols / 16 * 16 + 16, _mm512_setzero_ps());
@@ -395,10 +411,14 @@ constexpr int64_t kMaxC = 8;            // x rows per pass over a weight row
 constexpr int kTile = 16;               // weight rows whose outputs are summed and stored together
 constexpr int64_t kNBlock = 16;         // x rows per pass over a tile (outputs kept in registers/L1)
 constexpr int64_t kScalePrefetch = 16;  // rows
-// Weight prefetch (prefetcht0) distance in bytes, rounded up to whole rows. Without it mxfp4 N = 1
-// reads DRAM at 42-62% of the sum-loop rate on Zen 4, with it 68-87%; 1 to 8 KiB, T0, T1 and NTA
-// hints all measured within the noise of the shared host.
-constexpr int64_t kPrefetchBytes = 2048;
+constexpr int64_t kXL1Bytes = 16384;    // bf16 x bytes a single pass keeps in L1 (half of Zen 4's)
+constexpr int64_t kChunkBytes = 262144;  // weight bytes per chunk of rows a thread takes at a time
+// Weight prefetch (prefetch_w) distance in bytes, rounded up to whole rows: whole rows, because
+// K segments (decode_tile) read the same segment of the next row next. Earlier measurements (2
+// threads, wall clock): without prefetch mxfp4 N = 1 read DRAM at 42-62% of the sum-loop rate on
+// Zen 4, with T0 2 KiB ahead 68-87%. Then (1 thread, thread CPU time, T2, K = 16384 segmented):
+// 1 row (8 KiB) 17.1 GB/s, 2 rows 18.5, 4 rows 16.5; K = 4096: 2 to 32 KiB all 16-18 GB/s.
+constexpr int64_t kPrefetchBytes = 16384;
 // Two weight rows per pass from this many x rows on (Zen 4, M = K = 4096, 2 threads: mxfp4 N = 4
 // 202 vs 166 GFLOP/s, N = 8 175 vs 146; fp8 N = 4 153 vs 114, N = 8 193 vs 147; N = 2, 3 within
 // the noise; N = 1: 5% faster from cache but 7-8 points less of the DRAM rate).
@@ -453,7 +473,7 @@ inline void dot_part(const D& dec, const uint8_t* const* w, int64_t pf, const fl
       __m512i wv[R][V];
       __m512 s[R][G];
       for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(w[r]) + D::bytes(k) + pf, _MM_HINT_T0);
+        prefetch_w(reinterpret_cast<const char*>(w[r]) + D::bytes(k) + pf);
         dec.decode(w[r], k, K - k, wv[r]);
         if constexpr (GROUP == 0) {
           const float* sk = sf[r] + uint64_t(k) / D::kSub;
@@ -497,7 +517,7 @@ inline void dot_part(const D& dec, const uint8_t* const* w, int64_t pf, const fl
       for (int64_t kk = k; kk < ke; kk += CH) {
         __m512i wv[R][V];
         for (int r = 0; r < R; ++r) {
-          _mm_prefetch(reinterpret_cast<const char*>(w[r]) + D::bytes(kk) + pf, _MM_HINT_T0);
+          prefetch_w(reinterpret_cast<const char*>(w[r]) + D::bytes(kk) + pf);
           dec.decode(w[r], kk, K - kk, wv[r]);
         }
         for (int c = 0; c < C; ++c) {
@@ -522,6 +542,7 @@ struct plan {
   int64_t cols = 0;   // scale columns of a row
   int64_t ss = 0;     // stride of the per-row scale buffers and of the x sums
   int64_t kb = 0;     // K block when the x rows take several passes
+  int64_t kx_unit = 0;  // single passes go over K in segments of a multiple of this (see decode_tile)
   int64_t pf1 = 0, pf2 = 0;  // weight prefetch distance in bytes (whole rows; one- and two-row passes)
 };
 
@@ -530,31 +551,36 @@ inline const uint8_t* codes_of(const mm_problem& p, int64_t m) {
   return p.scales + size_t(p.sb_m == 1 ? m : m / p.sb_m) * p.s_stride;
 }
 
-// Rows [m, m + R) of a tile (the tile starts at row m - r0), x rows [n0, n0 + nn): acc[n * kTile + r0 + r].
+// Rows [m, m + R) of a tile (the tile starts at row m - r0), x rows [n0, n0 + nn): acc[n * kTile + r0 + r],
+// over the K segment [ks0, ks1) (ks0 a multiple of pl.kx_unit; the sums start at ks0 = 0; the mins
+// of the segment's sub-blocks are subtracted with it).
 template <class D, int R, int GROUP>
 void dot_rows(const mm_problem& p, const plan& pl, const D& dec, const uint16_t* xb, int64_t xs, const float* xsum,
-              int64_t m, int64_t r0, int64_t n0, int64_t nn, float* sf, float* mf, __m512* acc) {
+              int64_t m, int64_t r0, int64_t n0, int64_t nn, float* sf, float* mf, __m512* acc, int64_t ks0,
+              int64_t ks1) {
   const int64_t cols = pl.cols, ss = pl.ss, pf = R == 1 ? pl.pf1 : pl.pf2;
   const int64_t kb = nn <= kMaxC ? p.K : pl.kb;
   const uint8_t* w[R];
   const float* sfr[R];
   for (int r = 0; r < R; ++r) {
     if constexpr (D::kScaled) {
-      e8m0_row(codes_of(p, m + r), cols, sf + r * ss);
+      // Only the segment's scale columns (j0 a multiple of 16: pl.kx is a multiple of 16 sb_k).
+      const int64_t j0 = ks0 / p.sb_k, j1 = ks1 == p.K ? cols : ks1 / p.sb_k;
+      e8m0_row(codes_of(p, m + r) + j0, j1 - j0, sf + r * ss + j0);
       // e8m0 scales are a separate, sparse stream (1/16 of the bytes for mxfp4) that the hardware
       // prefetchers do not follow: fetch those of the row kScalePrefetch ahead.
-      if (m + r + kScalePrefetch < p.M) {
+      if (m + r + kScalePrefetch < p.M) {  // (this segment's columns)
         const char* sc = reinterpret_cast<const char*>(codes_of(p, m + r + kScalePrefetch));
-        for (int64_t b = 0; b < cols; b += 64) _mm_prefetch(sc + b, _MM_HINT_T0);
+        for (int64_t b = j0; b < j1; b += 64) _mm_prefetch(sc + b, _MM_HINT_T0);
       }
     } else {
-      row_scales<D>(p, m + r, cols, sf + r * ss, mf + r * ss);
+      row_scales<D>(p, m + r, cols, sf + r * ss, mf + r * ss, ks0, ks1);
     }
     w[r] = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m + r));
     sfr[r] = sf + r * ss;
   }
-  for (int64_t k0 = 0; k0 < p.K; k0 += kb) {
-    const int64_t k1 = min64(p.K, k0 + kb);
+  for (int64_t k0 = ks0; k0 < ks1; k0 += kb) {
+    const int64_t k1 = min64(ks1, k0 + kb);
     for (int64_t n = 0; n < nn; n += kMaxC) {
       const uint16_t* x = xb + (n0 + n) * xs;
       __m512* a = acc + n * kTile + r0;
@@ -572,12 +598,14 @@ void dot_rows(const mm_problem& p, const plan& pl, const D& dec, const uint16_t*
     }
   }
   if constexpr (D::kHasMin) {  // - sum_j mins_j * (sum of x over sub-block j)
+    // (the segment's sub-blocks: [j0, j1), j0 a multiple of 16; zero padding past cols)
+    const int64_t j0 = ks0 / D::kSub, j1 = ks1 == p.K ? cols : ks1 / D::kSub;
     for (int r = 0; r < R; ++r)
       for (int64_t n = 0; n < nn; ++n) {
         __m512 a = acc[n * kTile + r0 + r];  // ss is the x sums' stride too
         const float* xsn = xsum + (n0 + n) * ss;
         const float* mfr = mf + r * ss;
-        for (int64_t j = 0; j < cols; j += 16) a = _mm512_fnmadd_ps(_mm512_load_ps(mfr + j), _mm512_load_ps(xsn + j), a);
+        for (int64_t j = j0; j < j1; j += 16) a = _mm512_fnmadd_ps(_mm512_load_ps(mfr + j), _mm512_load_ps(xsn + j), a);
         acc[n * kTile + r0 + r] = a;
       }
   }
@@ -591,12 +619,19 @@ void decode_tile(const mm_problem& p, const plan& pl, const D& dec, const uint16
                  int64_t m0, int64_t rows, int64_t n0, int64_t n1, float* sf, float* mf) {
   const int64_t nn = n1 - n0;
   alignas(64) __m512 acc[kNBlock * kTile];
-  int64_t r = 0;
-  // Two weight rows per pass share the x loads once there are several x rows; one row at a time
-  // otherwise (one sequential stream: DRAM-bound shapes read best that way).
-  if (nn >= kTwoRowsMinN)
-    for (; r + 2 <= rows; r += 2) dot_rows<D, 2, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc);
-  for (; r < rows; ++r) dot_rows<D, 1, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc);
+  // A single pass over the x rows whose bf16 copy does not fit L1 (K = 16384 at N = 1 is 32 KiB):
+  // K in segments, each swept over all the tile's rows, so the weights streaming through L1 do
+  // not evict x (from L2 the x loads, 4x the weight bytes for mxfp4, were the limit).
+  const int64_t kseg = nn <= kMaxC ? max64(pl.kx_unit, kXL1Bytes / 2 / nn / pl.kx_unit * pl.kx_unit) : p.K;
+  for (int64_t ks0 = 0; ks0 < p.K; ks0 += kseg) {
+    const int64_t ks1 = min64(p.K, ks0 + kseg);
+    int64_t r = 0;
+    // Two weight rows per pass share the x loads once there are several x rows; one row at a time
+    // otherwise (one sequential stream: DRAM-bound shapes read best that way).
+    if (nn >= kTwoRowsMinN)
+      for (; r + 2 <= rows; r += 2) dot_rows<D, 2, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc, ks0, ks1);
+    for (; r < rows; ++r) dot_rows<D, 1, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc, ks0, ks1);
+  }
   const __mmask16 mk = first_lanes(rows);
   for (int64_t n = 0; n < nn; ++n) {
     for (int64_t i = rows; i < kTile; ++i) acc[n * kTile + i] = _mm512_setzero_ps();
@@ -624,6 +659,10 @@ bool decode(const mm_problem& p, int n_threads) {
   pl.ss = round_up(pl.cols, 16) + 32;  // padded: see row_scales
   const int64_t step = D::kFp8 && p.sb_k % 64 == 0 ? p.sb_k : D::kChunk;  // the scale group (GROUP > 0)
   pl.kb = round_up(2048, step);
+  // Single-pass K segments are multiples of 16 sb_k for the scaled types (whole 16-column scale
+  // stores; a multiple of every chunk and scale group), 512 for the others (super-blocks, chunks, and
+// 16 sub-blocks of 32).
+  pl.kx_unit = D::kScaled ? 16 * p.sb_k : 512;
   // Prefetch at least kPrefetchBytes ahead, at the same offset of a later row (rows are usually
   // contiguous, so this is one sequential stream); two-row passes a whole pair ahead.
   const int64_t pf_rows = max64(1, div_up(kPrefetchBytes, max64(1, int64_t(p.w_stride))));
@@ -637,10 +676,15 @@ bool decode(const mm_problem& p, int n_threads) {
   float* xsum = D::kHasMin ? reinterpret_cast<float*>(shared + xbytes) : nullptr;
   prepare_x<D>(p, xb, xs, xsum, ss);
   bool ok = true;
-  parallel(useful_threads(p, n_threads), [&](int tid, int nth) {
-    int64_t m0, m1;
-    split(p.M, kTile, tid, nth, &m0, &m1);
-    if (m0 >= m1) return;
+  // Rows go out in chunks of >= kChunkBytes of weights (whole tiles, at least 4 chunks per
+  // thread), taken from a shared counter: a thread that the OS deschedules (the host is shared)
+  // leaves its share to the others instead of holding the whole call up. Each output is still
+  // computed by one thread in a fixed order, so the results do not depend on the thread count.
+  const int nth_use = useful_threads(p, n_threads);
+  const int64_t by_bytes = round_up(div_up(kChunkBytes, max64(1, int64_t(p.w_stride))), kTile);
+  const int64_t chunk = max64(kTile, min64(by_bytes, round_up(div_up(p.M, int64_t(nth_use) * 4), kTile)));
+  int64_t next_chunk = 0;
+  parallel(nth_use, [&](int, int) {
     float* sf = static_cast<float*>(mm_scratch(kPrivate, size_t(4 * ss) * 4));
     if (!sf) {
 #pragma omp atomic write
@@ -648,15 +692,22 @@ bool decode(const mm_problem& p, int n_threads) {
       return;
     }
     float* mf = sf + 2 * ss;  // two rows of scales, then two of mins
-    if constexpr (!D::kFp8) {
-      decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf);  // per sub-block scales
-    } else {
-      switch (p.sb_k) {
-        case 32: decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
-        case 64: decode_rows<D, 1>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
-        case 128: decode_rows<D, 2>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
-        case 256: decode_rows<D, 4>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
-        default: decode_rows<D, -1>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+    for (;;) {
+      int64_t c;
+#pragma omp atomic capture
+      c = next_chunk++;
+      const int64_t m0 = c * chunk, m1 = min64(p.M, m0 + chunk);
+      if (m0 >= p.M) break;
+      if constexpr (!D::kFp8) {
+        decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf);  // per sub-block scales
+      } else {
+        switch (p.sb_k) {
+          case 32: decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+          case 64: decode_rows<D, 1>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+          case 128: decode_rows<D, 2>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+          case 256: decode_rows<D, 4>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+          default: decode_rows<D, -1>(p, pl, xb, xs, xsum, m0, m1, sf, mf); break;
+        }
       }
     }
   });
