@@ -357,7 +357,8 @@ TEST(Forward, FillRandomMakesUpContext) {
   std::vector<float> deep, fresh;
   ASSERT_TRUE(s->eval(tok, 3, true, &deep, &err)) << err;
   for (float v : deep) ASSERT_TRUE(std::isfinite(v));
-  EXPECT_FALSE(s->eval(tok, 22, false, nullptr, &err));  // 1003 + 22 > 1024: the context is full
+  const std::vector<int32_t> many(22, 5);
+  EXPECT_FALSE(s->eval(many.data(), 22, false, nullptr, &err));  // 1003 + 22 > 1024: the context is full
   s->reset();
   ASSERT_TRUE(s->eval(tok, 3, true, &fresh, &err)) << err;
   EXPECT_NE(deep, fresh);  // the made-up context is attended to
