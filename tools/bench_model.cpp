@@ -144,6 +144,7 @@ void run_bench_model(const bench_options& o) {
   std::unique_ptr<model::model> m = model::model::load(o.model, lo, &err);
   if (!m) fail("cannot load '" + o.model + "': " + err);
   const double load_s = seconds_since(t_load);
+  o.off.note_if_unused(m->accelerator() == nullptr);
   const model::hparams& hp = m->hp();
 
   const int threads = o.threads > 0 ? o.threads : cpu::default_threads();

@@ -2,6 +2,7 @@
 // (model/placement.h has the rules; llama.cpp's names where they exist).
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,19 @@ struct offload {
                     "(-ot) REGEX=DEVICE: tensors whose canonical name matches go to DEVICE (CPU, CUDA0); first match "
                     "wins; repeatable");
     cmd->add_option("--device", device, "Accelerator to offload to (default: the first one present)");
+  }
+  // Flags that only mean something with an accelerator (-ngl N > 0, --cpu-moe, --n-cpu-moe).
+  bool asks_for_gpu() const { return n_gpu_layers > 0 || cpu_moe || n_cpu_moe > 0; }
+  // After loading: tell the user when such flags had nothing to act on (everything on the CPU).
+  void note_if_unused(bool all_on_cpu) const {
+    if (asks_for_gpu() && all_on_cpu)
+      std::fprintf(stderr, "note: no GPU is in use (none present, or a build without CUDA): --n-gpu-layers, "
+                           "--cpu-moe and --n-cpu-moe have no effect; everything runs on the CPU\n");
+  }
+  // From v4_model_placement(): "CPU 12.3 MiB (45 tensors)" alone means everything is on the CPU.
+  static bool placement_all_cpu(const char* placement) {
+    const std::string s = placement ? placement : "";
+    return s.rfind("CPU ", 0) == 0 && s.find(", ") == std::string::npos;
   }
   // Fills the placement fields of p; `joined` must outlive p.
   void to_params(v4_model_params* p, std::string* joined) const {

@@ -29,6 +29,10 @@ add_test(NAME cli.run_offload_flags
          COMMAND ${V4_CLI} run -m ${V4_TINY} --tokens 5,17 -n 2 --temp 0 -ngl 2 --n-cpu-moe 1 -ot "ffn\\.shared_experts=CPU")
 set_tests_properties(cli.run_offload_flags PROPERTIES FIXTURES_REQUIRED forward_tiny
                      PASS_REGULAR_EXPRESSION "weights: CPU [0-9.]+ MiB")
+# Without a GPU, GPU-only flags say they did nothing (CI has no GPU; skipped where one is used).
+add_test(NAME cli.run_ngl_without_gpu COMMAND ${V4_CLI} run -m ${V4_TINY} --tokens 5 -n 1 --temp 0 -ngl 3)
+set_tests_properties(cli.run_ngl_without_gpu PROPERTIES FIXTURES_REQUIRED forward_tiny
+                     PASS_REGULAR_EXPRESSION "note: no GPU is in use|weights: CUDA")
 add_test(NAME cli.run_bad_override COMMAND ${V4_CLI} run -m ${V4_TINY} --tokens 5 -ot "experts=NPU9")
 set_tests_properties(cli.run_bad_override PROPERTIES FIXTURES_REQUIRED forward_tiny
                      PASS_REGULAR_EXPRESSION "device 'NPU9' is not available \\(devices here: .*CPU")
