@@ -77,6 +77,8 @@ class session {
   const eval_stats& stats() const { return stats_; }
   const sched_stats& scheduler_stats() const { return sched_->stats(); }
   const std::vector<device*>& devices() const { return sched_->devices(); }
+  void set_op_profiling(bool on) { sched_->set_op_profiling(on); }
+  const std::vector<op_profile>& op_profiles() const { return sched_->op_profiles(); }
   void reset_stats() {
     stats_ = eval_stats{};
     sched_->reset_stats();

@@ -69,6 +69,13 @@ class device {
   virtual bool can_read(const buffer_type* bt) const = 0;
 };
 
+// Time per op kind, accumulated by streams that support it (stream::set_profile): wall seconds
+// and calls. For finding where a graph's time goes; measuring adds a clock read per node.
+struct op_profile {
+  double seconds[size_t(op_kind::COUNT)] = {};
+  int64_t calls[size_t(op_kind::COUNT)] = {};
+};
+
 class stream {
  public:
   virtual ~stream() = default;
@@ -81,6 +88,8 @@ class stream {
   virtual bool copy(const tensor* src, tensor* dst, std::string* error);
   virtual void synchronize() {}
   virtual void set_n_threads(int /*n*/) {}
+  // Start (p) or stop (nullptr) accumulating per-op time into p. False: this stream cannot.
+  virtual bool set_profile(op_profile* /*p*/) { return false; }
 };
 
 // Registry of the devices built into this binary, in registration order. backends/ registers

@@ -84,6 +84,11 @@ void scheduler::reset_stats() {
 
 const std::vector<device*>& scheduler::devices() const { return p_->devs; }
 
+void scheduler::set_op_profiling(bool on) {
+  profiles_.assign(p_->devs.size(), op_profile{});
+  for (size_t d = 0; d < p_->devs.size(); ++d) p_->streams[d]->set_profile(on ? &profiles_[d] : nullptr);
+}
+
 scheduler::~scheduler() = default;
 
 device* scheduler::device_of(const tensor* node) const {

@@ -58,6 +58,10 @@ class scheduler {
   device* device_of(const tensor* node) const;
   const sched_stats& stats() const { return stats_; }
   void reset_stats();
+  // Per-op time on each device whose stream supports it (op_profile), from now until
+  // set_op_profiling(false); profiles()[d] for the d-th device.
+  void set_op_profiling(bool on);
+  const std::vector<op_profile>& op_profiles() const { return profiles_; }
   const std::vector<device*>& devices() const;
   size_t peak_bytes(const device* d) const;  // intermediates planned on device d
   int n_copies() const;
@@ -68,6 +72,7 @@ class scheduler {
   std::unique_ptr<impl> p_;
   std::vector<sched_split> splits_;
   sched_stats stats_;
+  std::vector<op_profile> profiles_;
 };
 
 }  // namespace v4

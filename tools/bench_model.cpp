@@ -172,6 +172,7 @@ void run_bench_model(const bench_options& o) {
     prompt_s = seconds_since(t0);
   }
   s->reset_stats();  // --profile: the decode steps only
+  if (o.profile) s->set_op_profiling(true);
   {
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < o.n_gen; ++i)
@@ -208,8 +209,13 @@ void run_bench_model(const bench_options& o) {
                          {"splits_per_step", o.n_gen ? double(ss.splits) / double(o.n_gen) : 0},
                          {"copies_per_step", o.n_gen ? double(ss.copies) / double(o.n_gen) : 0},
                          {"nodes_per_step", o.n_gen ? double(ss.nodes) / double(o.n_gen) : 0}};
-  for (size_t d = 0; d < s->devices().size(); ++d)
+  for (size_t d = 0; d < s->devices().size(); ++d) {
     prof["compute_ms"][s->devices()[d]->name()] = ss.compute_s[d] * per;
+    if (d < s->op_profiles().size())  // ms per decode step by op, where the device's stream times ops
+      for (int k = 0; k < int(op_kind::COUNT); ++k)
+        if (s->op_profiles()[d].calls[k])
+          prof["op_ms"][s->devices()[d]->name()][op_name(op_kind(k))] = s->op_profiles()[d].seconds[k] * per;
+  }
   if (o.json) {
     nlohmann::json j = {{"model", o.model},
                         {"n_prompt", o.n_prompt},
@@ -266,6 +272,20 @@ void run_bench_model(const bench_options& o) {
     std::printf("\n                 per step: %.1f splits, %.1f copies, %.0f nodes\n",
                 double(ss.splits) / double(o.n_gen), double(ss.copies) / double(o.n_gen),
                 double(ss.nodes) / double(o.n_gen));
+    // The ops that took most of each profiled device's time, per decode step.
+    for (size_t d = 0; d < s->devices().size() && d < s->op_profiles().size(); ++d) {
+      const op_profile& op = s->op_profiles()[d];
+      std::vector<int> order;
+      for (int k = 0; k < int(op_kind::COUNT); ++k)
+        if (op.calls[k]) order.push_back(k);
+      if (order.empty()) continue;
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return op.seconds[a] > op.seconds[b]; });
+      std::printf("  %-6s ops    ", s->devices()[d]->name());
+      for (size_t i = 0; i < order.size() && i < 8; ++i)
+        std::printf("%s%s %.3f ms (%.0f)", i ? ", " : "", op_name(op_kind(order[i])), op.seconds[order[i]] * per,
+                    double(op.calls[order[i]]) / double(o.n_gen));
+      std::printf("\n");
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 // The CPU device: host buffers (64-byte aligned), a stream that runs the kernel table with
 // OpenMP threads, and the support declaration.
+#include <chrono>
 #include <sys/sysinfo.h>
 
 #include <cstdlib>
@@ -81,14 +82,26 @@ class cpu_stream final : public stream {
         *error = std::string("CPU: '") + t->name + "' (" + op_name(t->op) + ") has no memory: allocate the graph first";
         return false;
       }
+      if (!profile_) {
+        kernel_for(t->op)(ex, t);
+        continue;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
       kernel_for(t->op)(ex, t);
+      profile_->seconds[size_t(t->op)] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      profile_->calls[size_t(t->op)] += 1;
     }
+    return true;
+  }
+  bool set_profile(op_profile* p) override {
+    profile_ = p;
     return true;
   }
 
  private:
   device* dev_;
   int n_threads_;
+  op_profile* profile_ = nullptr;
 };
 
 class cpu_device_impl final : public device {

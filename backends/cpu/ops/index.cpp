@@ -136,23 +136,33 @@ void kernel_ARGSORT(const exec& ex, tensor* dst) {
   });
 }
 
+// Row by row: along dim 0 an output row is a's row then b's; along another dim it is one row of
+// a or of b. Each piece is one memcpy when its source elements are packed, else element-wise.
 void kernel_CONCAT(const exec& ex, tensor* dst) {
   const tensor* a = dst->src[0];
   const tensor* b = dst->src[1];
   const int dim = dst->param_i(0);
   const size_t es = traits(dst->type).block_bytes;
+  auto copy_piece = [es](char* y, const tensor* s, int64_t n, int64_t i1, int64_t i2, int64_t i3) {
+    const char* src = at(s, 0, i1, i2, i3);
+    if (size_t(s->nb[0]) == es) {
+      std::memcpy(y, src, size_t(n) * es);
+      return;
+    }
+    for (int64_t k = 0; k < n; ++k) std::memcpy(y + k * es, src + k * s->nb[0], es);
+  };
   parallel_for(ex, dst->nrows(), dst->ne[0], [&](int64_t r) {
     const row_index i = split_row(dst, r);
-    int64_t idx[kMaxDims] = {0, i.i1, i.i2, i.i3};
     char* y = row(dst, r);
-    for (int64_t k = 0; k < dst->ne[0]; ++k) {
-      idx[0] = k;
-      const bool first = idx[dim] < a->ne[dim];
-      const tensor* s = first ? a : b;
-      int64_t j[kMaxDims] = {idx[0], idx[1], idx[2], idx[3]};
-      if (!first) j[dim] -= a->ne[dim];
-      std::memcpy(y + k * es, at(s, j[0], j[1], j[2], j[3]), es);
+    if (dim == 0) {
+      copy_piece(y, a, a->ne[0], i.i1, i.i2, i.i3);
+      copy_piece(y + a->ne[0] * es, b, b->ne[0], i.i1, i.i2, i.i3);
+      return;
     }
+    int64_t idx[kMaxDims] = {0, i.i1, i.i2, i.i3};
+    const bool first = idx[dim] < a->ne[dim];
+    if (!first) idx[dim] -= a->ne[dim];
+    copy_piece(y, first ? a : b, dst->ne[0], idx[1], idx[2], idx[3]);
   });
 }
 
