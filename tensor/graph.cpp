@@ -1,7 +1,9 @@
 // Graph building (depth-first, sources before users) and the structural fingerprint.
 #include "tensor/graph.h"
 
+#include <cstdint>
 #include <unordered_map>
+#include <vector>
 #include <unordered_set>
 
 namespace v4 {
@@ -61,10 +63,47 @@ void resolve_views(const graph& g) {
   }
 }
 
+namespace {
+
+// Tensor -> its position in the graph, for fingerprint(): an open-addressing table (a decode
+// step fingerprints ~1,000 tensors several times; std::unordered_map's node allocations were
+// most of the cost). Unknown tensors (outside the graph) map to 0.
+class position_table {
+ public:
+  explicit position_table(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap <<= 1;
+    keys_.assign(cap, nullptr);
+    vals_.assign(cap, 0);
+    mask_ = cap - 1;
+  }
+  void put(const tensor* t, uint64_t v) {
+    size_t i = slot(t);
+    while (keys_[i] && keys_[i] != t) i = (i + 1) & mask_;
+    keys_[i] = t;
+    vals_[i] = v;
+  }
+  uint64_t get(const tensor* t) const {
+    for (size_t i = slot(t); keys_[i]; i = (i + 1) & mask_)
+      if (keys_[i] == t) return vals_[i];
+    return 0;
+  }
+
+ private:
+  size_t slot(const tensor* t) const {
+    return size_t((reinterpret_cast<uintptr_t>(t) >> 4) * 0x9E3779B97F4A7C15ull >> 20) & mask_;
+  }
+  std::vector<const tensor*> keys_;
+  std::vector<uint64_t> vals_;
+  size_t mask_ = 0;
+};
+
+}  // namespace
+
 uint64_t graph::fingerprint() const {
-  std::unordered_map<const tensor*, uint64_t> id;
-  for (size_t i = 0; i < leafs.size(); ++i) id[leafs[i]] = 1 + i;
-  for (size_t i = 0; i < nodes.size(); ++i) id[nodes[i]] = 1 + leafs.size() + i;
+  position_table id(leafs.size() + nodes.size());
+  for (size_t i = 0; i < leafs.size(); ++i) id.put(leafs[i], 1 + i);
+  for (size_t i = 0; i < nodes.size(); ++i) id.put(nodes[i], 1 + leafs.size() + i);
   uint64_t h = 0xcbf29ce484222325ull;
   auto hash_tensor = [&](const tensor* t) {
     h = mix(h, uint64_t(t->op));
@@ -76,8 +115,8 @@ uint64_t graph::fingerprint() const {
       h = mix(h, uint64_t(t->nb[d]));
     }
     for (int32_t p : t->op_params) h = mix(h, uint32_t(p));
-    for (const tensor* s : t->src) h = mix(h, s ? id[s] : 0);
-    h = mix(h, t->view_src ? id[t->view_src] : 0);
+    for (const tensor* s : t->src) h = mix(h, s ? id.get(s) : 0);
+    h = mix(h, t->view_src ? id.get(t->view_src) : 0);
     h = mix(h, t->view_offs);
   };
   for (const tensor* t : leafs) hash_tensor(t);

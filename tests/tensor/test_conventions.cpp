@@ -134,7 +134,9 @@ TEST(Conventions, ScalarConversionsRoundToNearestEven) {
   EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
   for (uint32_t h = 0; h < 0x10000; ++h) {  // every non-NaN f16 survives f16 -> f32 -> f16
     const float f = f16_to_f32(uint16_t(h));
-    if (!std::isnan(f)) ASSERT_EQ(f32_to_f16(f), h) << h;
+    if (!std::isnan(f)) {
+      ASSERT_EQ(f32_to_f16(f), h) << h;
+    }
   }
 }
 
