@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/backends.h"
+#include "cuda/cuda_test.h"
 #include "backends/cpu/cpu.h"
 #include "backends/cuda/cuda.h"
 #include "tensor/ops.h"
@@ -21,26 +22,7 @@
 namespace v4 {
 namespace {
 
-device* gpu_or_skip() {
-  backends::init();
-  return find_device("CUDA0");
-}
-
-#define REQUIRE_GPU(d)                                                                      \
-  device* d = gpu_or_skip();                                                                \
-  if (!d) {                                                                                 \
-    std::string why;                                                                        \
-    cuda::cuda_device(0, &why);                                                             \
-    GTEST_SKIP() << "no usable CUDA GPU (" << (why.empty() ? "none registered" : why) << ")"; \
-  }
-
-std::vector<float> random_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(-1, 1);
-  std::vector<float> v(n);
-  for (float& f : v) f = d(rng);
-  return v;
-}
+using cuda_test::random_floats;
 
 TEST(CudaBackend, RegisteredBeforeTheCpu) {
   REQUIRE_GPU(gpu);

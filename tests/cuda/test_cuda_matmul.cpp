@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backends/backends.h"
+#include "cuda/cuda_test.h"
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/qmatmul.h"
 #include "backends/cuda/cuda.h"
@@ -29,14 +30,7 @@
 namespace v4 {
 namespace {
 
-#define REQUIRE_GPU(d)                                                                      \
-  backends::init();                                                                         \
-  device* d = find_device("CUDA0");                                                         \
-  if (!d) {                                                                                 \
-    std::string why;                                                                        \
-    cuda::cuda_device(0, &why);                                                             \
-    GTEST_SKIP() << "no usable CUDA GPU (" << (why.empty() ? "none registered" : why) << ")"; \
-  }
+using cuda_test::random_floats;
 
 bool is_scaled(dtype t) { return t == dtype::fp8_e4m3 || t == dtype::mxfp4; }
 
@@ -86,14 +80,6 @@ host_weights make_weights(dtype t, int64_t K, int64_t M, int64_t E, int64_t sb_k
     }
   }
   return h;
-}
-
-std::vector<float> random_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(-1, 1);
-  std::vector<float> v(n);
-  for (float& f : v) f = d(rng);
-  return v;
 }
 
 // Tensors in GPU memory, one buffer each.

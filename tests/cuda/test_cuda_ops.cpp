@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backends/backends.h"
+#include "cuda/cuda_test.h"
 #include "backends/cpu/cpu.h"
 #include "backends/cuda/cuda.h"
 #include "quant/fp8.h"
@@ -28,19 +29,6 @@
 
 namespace v4 {
 namespace {
-
-device* gpu_or_skip() {
-  backends::init();
-  return find_device("CUDA0");
-}
-
-#define REQUIRE_GPU(d)                                                                      \
-  device* d = gpu_or_skip();                                                                \
-  if (!d) {                                                                                 \
-    std::string why;                                                                        \
-    cuda::cuda_device(0, &why);                                                             \
-    GTEST_SKIP() << "no usable CUDA GPU (" << (why.empty() ? "none registered" : why) << ")"; \
-  }
 
 // A leaf's type, shape and bytes (scaled types: with their e8m0 scales and blocks).
 struct leaf_spec {
