@@ -167,6 +167,7 @@ v4_status v4_model_load(const char* path, const v4_model_params* params, v4_mode
 void v4_model_free(v4_model* model) { delete model; }
 
 const char* v4_model_placement(const v4_model* m) { return m ? m->placement.c_str() : ""; }
+int v4_model_offloaded(const v4_model* m) { return m && m->m->accelerator() ? 1 : 0; }
 
 int32_t v4_model_n_vocab(const v4_model* m) { return m ? int32_t(m->m->hp().vocab_size) : 0; }
 int32_t v4_model_n_layers(const v4_model* m) { return m ? int32_t(m->m->hp().n_layers) : 0; }

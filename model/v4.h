@@ -82,6 +82,8 @@ V4_API const char* v4_model_desc(const v4_model* model);
 V4_API int v4_model_has_tokenizer(const v4_model* model);
 /* Where the weights are: "CPU 1234.5 MiB" or "CUDA0 3020.1 MiB (812 tensors), CPU 220.0 MiB (...)". */
 V4_API const char* v4_model_placement(const v4_model* model);
+/* Nonzero when some weights went to an accelerator (0: everything runs on the CPU). */
+V4_API int v4_model_offloaded(const v4_model* model);
 
 /* ---- tokenizer (needs a model file with a tokenizer) ------------------------------------------ */
 /* parse_special: nonzero to turn special-token text (e.g. "<｜User｜>") into its id. */

@@ -38,7 +38,7 @@ int run_chat(const chat_opts& o) {
     std::fprintf(stderr, "error: cannot load '%s': %s\n", o.model.c_str(), v4_last_error());
     return 1;
   }
-  o.off.note_if_unused(offload::placement_all_cpu(v4_model_placement(m)));
+  o.off.note_if_unused(!v4_model_offloaded(m));
   if (!v4_model_has_tokenizer(m)) {
     std::fprintf(stderr, "error: %s has no tokenizer: chat needs one (re-convert with tokenizer.json)\n",
                  o.model.c_str());

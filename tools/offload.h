@@ -41,11 +41,6 @@ struct offload {
       std::fprintf(stderr, "note: no GPU is in use (none present, or a build without CUDA): --n-gpu-layers, "
                            "--cpu-moe and --n-cpu-moe have no effect; everything runs on the CPU\n");
   }
-  // From v4_model_placement(): "CPU 12.3 MiB (45 tensors)" alone means everything is on the CPU.
-  static bool placement_all_cpu(const char* placement) {
-    const std::string s = placement ? placement : "";
-    return s.rfind("CPU ", 0) == 0 && s.find(", ") == std::string::npos;
-  }
   // Fills the placement fields of p; `joined` must outlive p.
   void to_params(v4_model_params* p, std::string* joined) const {
     p->n_gpu_layers = n_gpu_layers;

@@ -77,7 +77,7 @@ bool open_model(const common& c, loaded* L) {
     return false;
   }
   L->load_s = now_s() - t0;
-  c.off.note_if_unused(offload::placement_all_cpu(v4_model_placement(L->model)));
+  c.off.note_if_unused(!v4_model_offloaded(L->model));
   if (!c.quiet)
     std::fprintf(stderr, "loaded %s (%s) in %.2f s; weights: %s; state %.1f MiB for %lld tokens\n", c.model.c_str(),
                  v4_model_desc(L->model), L->load_s, v4_model_placement(L->model),

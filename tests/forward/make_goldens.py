@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
-from official_numerics import (E2M1, add_official_qat, dequant_stored, e2m1_round, fp4_roundtrip,  # noqa: E402
-                               fp8_roundtrip, official_experts_forward, pow2_scale)
+from official_numerics import (E2M1, act_quant_hook, add_official_qat, bf16_input_hook,  # noqa: E402
+                               dequant_stored, e2m1_round, fp4_roundtrip, official_experts_forward,
+                               pow2_scale)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "forward")
 
@@ -296,7 +297,6 @@ def make_native(name, cfg_kwargs, n_tokens, seed):
     plain.astype("<f4").tofile(os.path.join(d, "logits.f32"))
 
     handles = add_official_qat(model, cfg_kwargs["qk_rope_head_dim"])
-    act = lambda _m, args: (fp8_roundtrip(args[0], 128),) + tuple(args[1:])
     for li, layer in enumerate(model.model.layers):
         att, sh = layer.self_attn, layer.mlp.shared_experts
         mods = {"attn.wq_a.weight": att.q_a_proj, "attn.wq_b.weight": att.q_b_proj, "attn.wkv.weight": att.kv_proj,
@@ -304,13 +304,12 @@ def make_native(name, cfg_kwargs, n_tokens, seed):
                 "ffn.shared_experts.w3.weight": sh.up_proj, "ffn.shared_experts.w2.weight": sh.down_proj}
         if att.compressor is not None and hasattr(att.compressor, "indexer"):
             mods["attn.indexer.wq_b.weight"] = att.compressor.indexer.q_b_proj
-        handles += [mm.register_forward_pre_hook(act) for n, mm in mods.items()
+        handles += [mm.register_forward_pre_hook(act_quant_hook) for n, mm in mods.items()
                     if f"model.layers.{li}.{n}" in deq]  # only in front of FP8/FP4 weights
         if f"model.layers.{li}.attn.wo_a.weight" in deq:
             # wo_a runs in BF16 in the official code (its input is a bf16 activation, and our
             # FP8 kernels round x to bf16 the same way): no FP8 quantization, a bf16 rounding.
-            handles.append(att.o_a_proj.register_forward_pre_hook(
-                lambda _m, args: (args[0].to(torch.bfloat16).float(),) + tuple(args[1:])))
+            handles.append(att.o_a_proj.register_forward_pre_hook(bf16_input_hook))
     import transformers.models.deepseek_v4.modeling_deepseek_v4 as mdv4
     old_fwd, old_topk = mdv4.DeepseekV4Experts.forward, torch.Tensor.topk
     if any(".ffn.experts." in k for k in deq):

@@ -11,7 +11,8 @@ equations transformers implements:
     shared expert not clamped.
 This module implements each piece exactly (frexp for the power-of-two scales, no float log2;
 e2m1 rounding to nearest, ties to even) and attaches them to a transformers
-DeepseekV4ForCausalLM as hooks (`add_official_qat`, `add_act_quant`, `official_experts_forward`).
+DeepseekV4ForCausalLM as hooks (`add_official_qat`, `act_quant_hook` / `bf16_input_hook` in front
+of the FP8/FP4 linears, `official_experts_forward`).
 v4.cpp's `--qat on` (the default) is compared against it by tests/forward (goldens made by
 tests/forward/make_goldens.py).
 
@@ -83,6 +84,18 @@ def hadamard(x):
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return (x.float() @ h.T) * n ** -0.5
+
+
+def act_quant_hook(_module, args):
+    """Forward pre-hook for a linear with FP8/FP4 weights: the official FP8 activation
+    quantization of its input (block 128, power-of-two scales)."""
+    return (fp8_roundtrip(args[0], 128),) + tuple(args[1:])
+
+
+def bf16_input_hook(_module, args):
+    """Forward pre-hook for wo_a, which the official code runs in BF16 (convert.py dequantizes it):
+    no FP8 quantization, a bf16 rounding of the input."""
+    return (args[0].to(torch.bfloat16).float(),) + tuple(args[1:])
 
 
 def add_official_qat(model, rope_dims):

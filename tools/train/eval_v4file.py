@@ -132,13 +132,7 @@ def load_weights(model, f):
 def add_official_hooks(model, types, rope_dims):
     """--official (see the module docstring). Returns the hook handles and a restore function."""
     import transformers.models.deepseek_v4.modeling_deepseek_v4 as mdv4
-    from make_goldens import add_official_qat, fp8_roundtrip, official_experts_forward
-
-    def act_quant(_module, args):
-        return (fp8_roundtrip(args[0], 128),) + tuple(args[1:])
-
-    def bf16_input(_module, args):
-        return (args[0].to(torch.bfloat16).float(),) + tuple(args[1:])
+    from make_goldens import act_quant_hook, add_official_qat, bf16_input_hook, official_experts_forward
 
     handles = add_official_qat(model, rope_dims)
     scaled_experts = set()
@@ -149,7 +143,7 @@ def add_official_hooks(model, types, rope_dims):
             scaled_experts.add(name)
             continue
         module = model.get_submodule(hf_name(name).rsplit(".", 1)[0])
-        hook = bf16_input if name.endswith(NO_ACT_QUANT) else act_quant
+        hook = bf16_input_hook if name.endswith(NO_ACT_QUANT) else act_quant_hook
         handles.append(module.register_forward_pre_hook(hook))
     all_experts = [n for n in types if ".ffn.experts." in n]
     old_forward = mdv4.DeepseekV4Experts.forward
