@@ -41,6 +41,11 @@ struct row_store {
   int64_t width = 0;
 };
 
+// Rows a store holds (its capacity).
+int64_t store_rows(const row_store& st) { return st.plain ? st.plain->ne[1] : st.q->ne[1]; }
+// Decode reads compressed rows in multiples of this many (attention(): stable graph shapes).
+constexpr int64_t kRowPad = 64;
+
 struct session::layer_state {
   tensor* ring = nullptr;  // cache_type [HD, W]
   // compressor (ratio 4 or 128)
@@ -361,11 +366,22 @@ struct builder {
       const int64_t R = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
       const row_store stored = written_;
       if (R > 0) {
-        std::vector<float> causal(static_cast<size_t>(R * T));
+        // Decode reads Rv >= R rows, R rounded up to kRowPad (the rows past R masked): the
+        // graph keeps its shapes for kRowPad rows (256 tokens of CSA, 8192 of HCA), so the
+        // scheduler's plans and a GPU's captured graphs are reused instead of rebuilt as R grows.
+        // The masked rows weigh exactly 0 (exp(-inf)), and they are finite (zeroed at reset, or
+        // older rows), so results are those of reading R rows.
+        int64_t Rv = R;
+        if (T == 1) {
+          int64_t cap = store_rows(stored);
+          if (L.ratio == 4) cap = std::min(cap, store_rows(S.irows));
+          Rv = std::max(R, std::min(cap, (R + kRowPad - 1) / kRowPad * kRowPad));
+        }
+        std::vector<float> causal(static_cast<size_t>(Rv * T));
         for (int64_t t = 0; t < T; ++t)
-          for (int64_t i = 0; i < R; ++i)
-            causal[size_t(t * R + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
-        tensor* cmask = in.f32(causal, {R, T}, "comp_mask");
+          for (int64_t i = 0; i < Rv; ++i)
+            causal[size_t(t * Rv + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
+        tensor* cmask = in.f32(causal, {Rv, T}, "comp_mask");
         tensor* comp = nullptr;  // [HD, R] or [HD, k]
         tensor* top = L.ratio == 4 ? indexer_top(x, qr, L, S, cmask) : nullptr;
         if (top && T == 1) {
@@ -380,7 +396,7 @@ struct builder {
           tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
           cmask = add(ctx, reshape(ctx, set_rows(ctx, base, zeros, top), {R, T}), cmask);
         }
-        if (!comp) comp = read_rows(stored, R);
+        if (!comp) comp = read_rows(stored, Rv);
         keys = concat(ctx, keys, comp, 1);
         mask = concat(ctx, mask, cmask, 0);
       } else if (L.ratio == 4) {
@@ -422,6 +438,7 @@ struct builder {
     const int64_t R = compress(x, L.idx_comp, 4, ID, S.ipend_kv, S.ipend_score, S.irows, 2);
     if (!cmask || R == 0) return nullptr;
     if (R <= hp.index_topk) return nullptr;
+    const int64_t Rv = cmask->ne[0];  // rows scored: R, or (decode) R padded as attention() reads them
 
     tensor* q = reshape(ctx, linear(qr, L.idx_wq_b), {ID, IH, T});
     q = rope(ctx, q, pos, rope_for(4));
@@ -429,10 +446,10 @@ struct builder {
     tensor* wts = scale(ctx, linear(x, L.idx_weights), 1.0f / std::sqrt(float(ID) * float(IH)));  // [IH, T]
     // Compact keys (mxfp4) are the matmul's weight as stored: no dequantized copy. Exact: q is
     // FP4-rounded with power-of-two scales, so the kernel's bf16 rounding of x changes nothing.
-    tensor* keys = written_.q ? weight_rows(written_.q, 0, R) : read_rows(written_, R);
-    tensor* s = relu(ctx, matmul(ctx, keys, reshape(ctx, q, {ID, IH * T})));                    // [R, IH*T]
-    s = mul(ctx, reshape(ctx, s, {R, IH, T}), reshape(ctx, wts, {1, IH, T}));
-    s = add(ctx, reshape(ctx, sum(ctx, s, 1), {R, T}), cmask);
+    tensor* keys = written_.q ? weight_rows(written_.q, 0, Rv) : read_rows(written_, Rv);
+    tensor* s = relu(ctx, matmul(ctx, keys, reshape(ctx, q, {ID, IH * T})));                    // [Rv, IH*T]
+    s = mul(ctx, reshape(ctx, s, {Rv, IH, T}), reshape(ctx, wts, {1, IH, T}));
+    s = add(ctx, reshape(ctx, sum(ctx, s, 1), {Rv, T}), cmask);
     named(s, "index_score", layer_);
     return top_k(ctx, s, int(hp.index_topk));  // [k, T]
   }

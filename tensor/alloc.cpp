@@ -144,9 +144,23 @@ bool graph_allocator::allocate(const graph& g, std::string* error, const std::ve
   uint64_t fp = structure ? structure : g.fingerprint();
   for (size_t s = 0; s < mask.size(); ++s) fp = fp * 31 + mask[s];
   if (fp != plan_.fingerprint || plan_.offsets.size() != mask.size()) {
-    plan_ = plan_graph(g, bt_->alignment(), &mask);
-    plan_.fingerprint = fp;
-    ++n_plans_;
+    // Keep the current plan among the recent ones; take a recent one that fits, else plan anew.
+    auto fits = [&](const alloc_plan& ap) { return ap.fingerprint == fp && ap.offsets.size() == mask.size(); };
+    auto it = std::find_if(recent_.begin(), recent_.end(), fits);
+    alloc_plan next;
+    if (it != recent_.end()) {
+      next = std::move(*it);
+      recent_.erase(it);
+    } else {
+      next = plan_graph(g, bt_->alignment(), &mask);
+      next.fingerprint = fp;
+      ++n_plans_;
+    }
+    if (!plan_.offsets.empty()) {
+      recent_.insert(recent_.begin(), std::move(plan_));
+      if (recent_.size() > kRecentPlans) recent_.pop_back();
+    }
+    plan_ = std::move(next);
   }
   if (!buf_ || buf_->size() < plan_.peak) {
     buf_.reset();

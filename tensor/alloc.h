@@ -6,8 +6,9 @@
 // freed; aliases (views, cpy/set_rows results) take their data from the tensor they alias and
 // keep it alive as long as they are read.
 //
-// The plan is cached by graph fingerprint: computing the same graph again (one decode step,
-// every step) reuses it and only re-points tensor data.
+// Plans are cached by graph fingerprint: computing the same graph again (one decode step,
+// every step) reuses its plan and only re-points tensor data; the plans of the last few other
+// structures are kept too (decode alternates between a few).
 #pragma once
 
 #include <cstddef>
@@ -54,6 +55,8 @@ class graph_allocator {
   buffer_type* bt_;
   std::unique_ptr<buffer> buf_;
   alloc_plan plan_;
+  static constexpr size_t kRecentPlans = 8;  // other structures' plans, most recent first
+  std::vector<alloc_plan> recent_;
   int n_plans_ = 0;
 };
 

@@ -41,6 +41,68 @@ struct scheduler::impl {
   std::vector<int> exec_dev;                        // device index per exec node (-1: alias of other memory)
   std::vector<graph> split_graphs;
 
+  // Plans of other graph structures, most recent first: decode alternates between a few (a
+  // compressed row is written every few tokens), and each keeps its split graphs, so a device
+  // can keep what it derived from them (CUDA graphs) instead of starting over every other step.
+  struct saved_plan {
+    uint64_t planned = 0;
+    std::vector<tensor*> planned_nodes, planned_leafs;
+    uint64_t exec_fp = 0;
+    std::unique_ptr<context> copy_ctx;
+    std::unordered_map<const tensor*, int> assign;
+    std::vector<std::vector<rewire>> rewires;
+    std::vector<std::vector<tensor*>> copy_aliases;
+    graph exec;
+    std::vector<int> exec_dev;
+    std::vector<graph> split_graphs;
+    std::vector<sched_split> splits;
+  };
+  static constexpr size_t kSavedPlans = 8;
+  std::vector<saved_plan> saved;
+
+  void save_current(std::vector<sched_split>& splits) {
+    saved_plan sp;
+    sp.planned = planned;
+    sp.planned_nodes = std::move(planned_nodes);
+    sp.planned_leafs = std::move(planned_leafs);
+    sp.exec_fp = exec_fp;
+    sp.copy_ctx = std::move(copy_ctx);
+    sp.assign = std::move(assign);
+    sp.rewires = std::move(rewires);
+    sp.copy_aliases = std::move(copy_aliases);
+    sp.exec = std::move(exec);
+    sp.exec_dev = std::move(exec_dev);
+    sp.split_graphs = std::move(split_graphs);
+    sp.splits = std::move(splits);
+    saved.insert(saved.begin(), std::move(sp));
+    if (saved.size() > kSavedPlans) saved.pop_back();
+    have_plan = false;
+  }
+
+  // Makes the saved plan for structure fp current; false if there is none.
+  bool restore(uint64_t fp, size_t n_nodes, size_t n_leafs, std::vector<sched_split>& splits) {
+    for (size_t i = 0; i < saved.size(); ++i) {
+      saved_plan& sp = saved[i];
+      if (sp.planned != fp || sp.planned_nodes.size() != n_nodes || sp.planned_leafs.size() != n_leafs) continue;
+      planned = sp.planned;
+      planned_nodes = std::move(sp.planned_nodes);
+      planned_leafs = std::move(sp.planned_leafs);
+      exec_fp = sp.exec_fp;
+      copy_ctx = std::move(sp.copy_ctx);
+      assign = std::move(sp.assign);
+      rewires = std::move(sp.rewires);
+      copy_aliases = std::move(sp.copy_aliases);
+      exec = std::move(sp.exec);
+      exec_dev = std::move(sp.exec_dev);
+      split_graphs = std::move(sp.split_graphs);
+      splits = std::move(sp.splits);
+      saved.erase(saved.begin() + long(i));
+      have_plan = true;
+      return true;
+    }
+    return false;
+  }
+
   int index_of(const device* d) const {
     for (size_t i = 0; i < devs.size(); ++i)
       if (devs[i] == d) return int(i);
@@ -120,6 +182,11 @@ bool scheduler::plan(graph& g, std::string* error) {
     if (g.nodes != p.planned_nodes || g.leafs != p.planned_leafs) remap(g);
     return true;
   }
+  if (p.have_plan) p.save_current(splits_);
+  if (p.restore(fp, g.nodes.size(), g.leafs.size(), splits_)) {
+    if (g.nodes != p.planned_nodes || g.leafs != p.planned_leafs) remap(g);
+    return true;
+  }
   p.replanned = true;
   p.have_plan = false;
   p.assign.clear();
@@ -130,6 +197,7 @@ bool scheduler::plan(graph& g, std::string* error) {
 
   // 1. assignment
   const int n_dev = int(p.devs.size());
+  std::unordered_map<const tensor*, bool> followed;  // assigned by rule c (or the fallback)
   for (tensor* t : g.nodes) {
     if (is_pure_view(t)) continue;
     int d = -1;
@@ -152,6 +220,7 @@ bool scheduler::plan(graph& g, std::string* error) {
         if (wd >= 0 && p.devs[wd]->supports_op(t)) d = wd;
       }
     }
+    if (d < 0) followed[t] = true;
     if (d < 0) {  // c. follow the first assigned source
       for (const tensor* s : t->src) {
         if (!s) continue;
@@ -168,6 +237,25 @@ bool scheduler::plan(graph& g, std::string* error) {
       return false;
     }
     p.assign[t] = d;
+  }
+  // d. A node that only followed its sources moves up to its consumers' device when they all run
+  //    on one device of higher priority that supports it (walking backwards, so whole chains move):
+  //    the work between a CPU-only node (the embedding lookup) and the GPU's first weight then runs
+  //    on the GPU instead of making a CPU split of its own.
+  std::unordered_map<const tensor*, int> consumers;  // base -> its consumers' device, -1: several
+  for (auto it = g.nodes.rbegin(); it != g.nodes.rend(); ++it) {
+    tensor* t = *it;
+    if (is_pure_view(t)) continue;
+    int& d = p.assign[t];
+    auto c = consumers.find(t);
+    if (followed.count(t) && c != consumers.end() && c->second >= 0 && c->second < d &&
+        p.devs[c->second]->supports_op(t))
+      d = c->second;
+    for (const tensor* s : t->src) {
+      if (!s || s->base()->op == op_kind::NONE) continue;
+      auto [e, fresh] = consumers.emplace(s->base(), d);
+      if (!fresh && e->second != d) e->second = -1;
+    }
   }
 
   // 2. splits, 3. copies

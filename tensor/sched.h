@@ -6,12 +6,17 @@
 //     b. views go with the tensor they alias;
 //     c. other nodes follow the device of their first assigned source when it supports them,
 //        else the first device in priority order that does;
+//     d. then, walking backwards, a node placed by rule c moves to its consumers' device when all
+//        its consumers run on one device of higher priority that supports it (the work between
+//        a CPU-only node, such as the embedding lookup, and the GPU's first weight joins the GPU);
 //     the CPU comes last in priority order and supports everything, so every node lands.
 //  2. Cut the node list into splits: maximal runs of consecutive nodes on one device.
 //  3. Where a node reads a tensor its device cannot read (another device's memory), insert a
 //     copy of that tensor into the split's device memory (once per split and tensor).
 //  4. Allocate each device's intermediates with its own graph_allocator, then run the splits in
 //     order, each on its device's stream.
+// Steps 1-3 are cached by graph structure (fingerprint): a graph rebuilt with the structure of
+// the current plan or of one of the last few (decode steps alternate between a few) reuses it.
 #pragma once
 
 #include <memory>

@@ -19,6 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/cpu.h"
+#ifdef V4_HAVE_CUDA
+#include "backends/cuda/cuda.h"
+#endif
 #include "model/model.h"
 #include "model/session.h"
 #include "tools/commands.h"
@@ -263,7 +266,7 @@ void run_bench_model(const bench_options& o) {
   else
     std::printf("  bandwidth      %9.2f GB/s implied by generation; DRAM read: not measured in this build "
                 "(see `v4 bench peak`)\n", gen_gbps);
-  if (o.profile && o.n_gen > 0) {
+  if (o.n_gen > 0) {
     std::printf("  decode step    %9.3f ms: build graph %.3f, plan %.3f (%lld replans), allocate %.3f, copies %.3f, "
                 "read results %.3f", 1e3 * gen_s / double(o.n_gen), es.build_s * per, ss.plan_s * per,
                 (long long)ss.plans, ss.alloc_s * per, ss.copy_s * per, es.read_s * per);
@@ -272,7 +275,13 @@ void run_bench_model(const bench_options& o) {
     std::printf("\n                 per step: %.1f splits, %.1f copies, %.0f nodes\n",
                 double(ss.splits) / double(o.n_gen), double(ss.copies) / double(o.n_gen),
                 double(ss.nodes) / double(o.n_gen));
-    // The ops that took most of each profiled device's time, per decode step.
+#ifdef V4_HAVE_CUDA
+    const cuda::graph_counts gc = cuda::graph_stats();
+    if (accel && !o.profile)
+      std::printf("                 CUDA graphs since start: %lld node-by-node runs, %lld captures, %lld replays\n",
+                  (long long)gc.eager, (long long)gc.captured, (long long)gc.replayed);
+#endif
+    // The ops that took most of each profiled device's time, per decode step (--profile).
     for (size_t d = 0; d < s->devices().size() && d < s->op_profiles().size(); ++d) {
       const op_profile& op = s->op_profiles()[d];
       std::vector<int> order;
@@ -311,8 +320,9 @@ static void add_bench_model(CLI::App& bench) {
   cmd->add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
   o->off.add_flags(cmd);
   cmd->add_flag("--profile", o->profile,
-                "Also print where a decode step's time goes: graph building, planning, allocation, copies, "
-                "compute per device (and the counts of splits, copies and nodes)");
+                "Also time each op (per device, ms per decode step); the step's breakdown into graph "
+                "building, planning, allocation, copies and compute per device is always printed. On a "
+                "GPU, timing each op turns CUDA graphs off");
   cmd->add_flag("--json", o->json,
                 "Print one JSON object (prompt_tps, gen_tps, peak_rss_bytes, active_bytes_per_token, gen_gbps, "
                 "dram_gbps, ...)");

@@ -4,8 +4,13 @@
 // Synchronisation (this slice): buffer set/get/clear are synchronous (they wait for the stream's
 // work), and stream::compute waits for its kernels before returning, so a CPU split that reads
 // results right after always sees them. Overlapping splits is later work.
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backends/cuda/common.cuh"
@@ -53,6 +58,8 @@ launcher launcher_for(op_kind op) {
 
 namespace {
 
+std::atomic<int64_t> n_eager{0}, n_captured{0}, n_replayed{0};
+
 constexpr size_t kAlign = 256;  // cudaMalloc gives 256-byte alignment; the allocator keeps it
 
 bool ok(cudaError_t e, const char* what, std::string* error) {
@@ -87,8 +94,33 @@ class device_buffer final : public buffer {
     cudaMemcpy(static_cast<char*>(t->data) + off, src, n, cudaMemcpyDefault);
   }
   void get(const tensor* t, void* dst, size_t off, size_t n) override {
-    cudaMemcpy(dst, static_cast<const char*>(t->data) + off, n, cudaMemcpyDefault);
+    const char* src = static_cast<const char*>(t->data) + off;
+    // Device-to-pageable copies run at a few GB/s; a pinned bounce buffer is several times
+    // faster for the sizes worth it (a token's logits: 0.5 MiB).
+    if (!pinned_ && n >= kBounceMin && n <= kBounceMax) {
+      static thread_local struct bounce {
+        void* p = nullptr;
+        size_t n = 0;
+        ~bounce() {
+          if (p) cudaFreeHost(p);
+        }
+      } b;
+      if (b.n < n) {
+        if (b.p) cudaFreeHost(b.p);
+        b.p = nullptr;
+        b.n = 0;
+        if (cudaMallocHost(&b.p, n) == cudaSuccess) b.n = n;
+        else cudaGetLastError();
+      }
+      if (b.p && cudaMemcpy(b.p, src, n, cudaMemcpyDeviceToHost) == cudaSuccess) {
+        std::memcpy(dst, b.p, n);
+        return;
+      }
+      cudaGetLastError();
+    }
+    cudaMemcpy(dst, src, n, cudaMemcpyDefault);
   }
+  static constexpr size_t kBounceMin = size_t(64) << 10, kBounceMax = size_t(64) << 20;
   void clear(uint8_t v) override {
     if (pinned_) {
       cudaDeviceSynchronize();
@@ -146,6 +178,8 @@ class cuda_stream final : public stream {
     }
   }
   ~cuda_stream() override {
+    drop_graphs();
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
     if (s_) cudaStreamDestroy(s_);
   }
   device* dev() const override { return dev_; }
@@ -162,9 +196,25 @@ class cuda_stream final : public stream {
         return false;
       }
       if (!readable(t, error)) return false;
-      if (!launcher_for(t->op)(s_, t, error)) return false;
     }
-    return ok(cudaStreamSynchronize(s_), "computing the graph", error);
+    if (!profile_ && graphs_enabled()) {
+      int done = 0;
+      if (!replay(g, &done, error)) return false;
+      if (done) return ok(cudaStreamSynchronize(s_), "computing the graph", error);
+    }
+    n_eager.fetch_add(1);
+    if (!launch_all(g, error)) return false;
+    if (profile_) mark(nullptr);
+    if (!ok(cudaStreamSynchronize(s_), "computing the graph", error)) return false;
+    if (profile_) collect();
+    return true;
+  }
+
+  // Per-op time from CUDA events recorded between launches: node i's time is the gap between
+  // the events before and after it (launch gaps included, as on the CPU's wall clock).
+  bool set_profile(op_profile* p) override {
+    profile_ = p;
+    return true;
   }
 
   bool copy(const tensor* src, tensor* dst, std::string* error) override {
@@ -203,9 +253,187 @@ class cuda_stream final : public stream {
     return true;
   }
 
+  bool launch_all(const graph& g, std::string* error) {
+    for (tensor* t : g.nodes) {
+      if (op_is_view(t->op)) continue;
+      if (profile_) mark(t);
+      if (!launcher_for(t->op)(s_, t, error)) return false;
+    }
+    return true;
+  }
+
+  // ---- CUDA graphs ---------------------------------------------------------------------------
+  // A graph computed again with the same kernels on the same memory (decode steps: the scheduler
+  // keeps its plan and the allocator its addresses) is replayed as one cudaGraphLaunch instead of
+  // one launch per node. The key hashes everything a launch reads from the host: each node's op,
+  // parameters, types, shapes, strides and data pointers, its sources' and scales', and the kernel
+  // scratch generation. The first computation of a graph runs eagerly; later ones replay it when
+  // the key is unchanged, else capture it anew (updating the previous executable in place when the
+  // kernels are the same and only their parameters changed). V4_CUDA_GRAPHS=0 turns this off.
+  static bool graphs_enabled() {
+    static const bool on = [] {
+      const char* e = std::getenv("V4_CUDA_GRAPHS");
+      return !(e && std::string(e) == "0");
+    }();
+    return on;
+  }
+
+  // per_node (optional): each node's own hash, for V4_CUDA_GRAPH_DEBUG.
+  static uint64_t graph_key(const graph& g, std::vector<uint64_t>* per_node = nullptr) {
+    auto mix = [](uint64_t& h, uint64_t v) {
+      h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+      h *= 0xff51afd7ed558ccdull;
+    };
+    auto mix_tensor = [&](uint64_t& h, const tensor* t) {
+      if (!t) return mix(h, 0);
+      mix(h, uint64_t(t->type));
+      mix(h, reinterpret_cast<uintptr_t>(t->data));
+      for (int d = 0; d < kMaxDims; ++d) mix(h, uint64_t(t->ne[d])), mix(h, uint64_t(t->nb[d]));
+      mix(h, t->scales ? reinterpret_cast<uintptr_t>(t->scales->data) : 0);
+      mix(h, uint64_t(uint32_t(t->scale_block[0])) << 32 | uint32_t(t->scale_block[1]));
+    };
+    uint64_t key = 0x9e3779b97f4a7c15ull ^ scratch_generation();
+    for (const tensor* t : g.nodes) {
+      if (op_is_view(t->op)) continue;
+      uint64_t h = 0x243f6a8885a308d3ull;
+      mix(h, uint64_t(t->op));
+      for (int i = 0; i < kMaxOpParams; ++i) mix(h, uint32_t(t->op_params[i]));
+      mix_tensor(h, t);
+      for (const tensor* src : t->src) mix_tensor(h, src);
+      if (per_node) per_node->push_back(h);
+      mix(key, h);
+    }
+    return key;
+  }
+
+  struct captured {
+    uint64_t key = 0;
+    size_t n_nodes = 0;
+    cudaGraphExec_t exec = nullptr;   // valid for key when ready
+    std::vector<uint64_t> node_keys;  // V4_CUDA_GRAPH_DEBUG only
+    bool ready = false;
+  };
+
+  // *done = 1 when g ran as a graph launch (the caller waits for it), 0 to run it eagerly.
+  bool replay(const graph& g, int* done, std::string* error) {
+    *done = 0;
+    static const bool debug = std::getenv("V4_CUDA_GRAPH_DEBUG") != nullptr;
+    std::vector<uint64_t> per_node;
+    const uint64_t key = graph_key(g, debug ? &per_node : nullptr);
+    if (cache_.size() > kMaxGraphs && !cache_.count(&g)) drop_graphs();
+    captured& c = cache_[&g];
+    if (debug) {  // which nodes made the key change since this graph's last computation
+      if (c.node_keys.size() == per_node.size() && c.key != key) {
+        size_t i = 0;
+        for (const tensor* t : g.nodes) {
+          if (op_is_view(t->op)) continue;
+          if (per_node[i] != c.node_keys[i])
+            std::fprintf(stderr, "cuda-graph: node %zu %s '%s' [%lld %lld %lld %lld] changed\n", i, op_name(t->op),
+                         t->name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
+          ++i;
+        }
+      }
+      c.node_keys = per_node;
+    }
+    if (c.ready && c.key == key) {
+      *done = 1;
+      n_replayed.fetch_add(1);
+      return ok(cudaGraphLaunch(c.exec, s_), "launching a CUDA graph", error);
+    }
+    // The same node count as last time: most likely the same kernels with other pointers or
+    // parameters (a decode step whose cache views moved), which cudaGraphExecUpdate takes.
+    const bool again = c.n_nodes == g.nodes.size();
+    c.key = key;
+    c.n_nodes = g.nodes.size();
+    c.ready = false;
+    if (!again) return true;  // first sighting: run eagerly
+    if (cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
+      cudaGetLastError();
+      return true;
+    }
+    std::string launch_error;
+    const bool launched_all = launch_all(g, &launch_error);
+    cudaGraph_t cg = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(s_, &cg);
+    if (!launched_all) {
+      if (cg) cudaGraphDestroy(cg);
+      cudaGetLastError();
+      *error = launch_error;
+      return false;
+    }
+    if (end != cudaSuccess || !cg) {  // something in a launcher could not be captured: eager
+      cudaGetLastError();
+      return true;
+    }
+    if (c.exec) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(c.exec, cg, &info) != cudaSuccess) {
+        cudaGetLastError();
+        cudaGraphExecDestroy(c.exec);
+        c.exec = nullptr;
+      }
+    }
+    if (!c.exec && cudaGraphInstantiate(&c.exec, cg, 0) != cudaSuccess) {
+      cudaGetLastError();
+      c.exec = nullptr;
+    }
+    cudaGraphDestroy(cg);
+    if (!c.exec) return true;
+    c.key = graph_key(g);  // the capture may have moved scratch memory
+    c.ready = true;
+    *done = 1;
+    n_captured.fetch_add(1);
+    return ok(cudaGraphLaunch(c.exec, s_), "launching a CUDA graph", error);
+  }
+
+  void drop_graphs() {
+    cudaStreamSynchronize(s_);
+    for (auto& [g, c] : cache_)
+      if (c.exec) cudaGraphExecDestroy(c.exec);
+    cache_.clear();
+  }
+
+  void mark(const tensor* t) {
+    if (marked_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      if (cudaEventCreate(&e) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+      }
+      events_.push_back(e);
+    }
+    cudaEventRecord(events_[marked_++], s_);
+    timed_.push_back(t);
+  }
+  void collect() {
+    static const bool print_nodes = std::getenv("V4_CUDA_PROFILE_NODES") != nullptr;
+    for (size_t i = 0; i + 1 < marked_ && i + 1 < timed_.size(); ++i) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, events_[i], events_[i + 1]) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      const tensor* t = timed_[i];
+      profile_->seconds[size_t(t->op)] += ms * 1e-3;
+      profile_->calls[size_t(t->op)] += 1;
+      if (print_nodes)
+        std::fprintf(stderr, "cuda-profile %9.3f us  %-14s %-40s [%lld %lld %lld %lld] %s\n", ms * 1e3, op_name(t->op),
+                     t->name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                     (long long)t->ne[3], t->src[0] ? type_name(t->src[0]->type) : "");
+    }
+    marked_ = 0;
+    timed_.clear();
+  }
+
   device* dev_;
   int ordinal_;
   cudaStream_t s_ = nullptr;
+  static constexpr size_t kMaxGraphs = 64;  // cached executables per stream (by graph address)
+  std::unordered_map<const graph*, captured> cache_;
+  op_profile* profile_ = nullptr;
+  std::vector<cudaEvent_t> events_;  // reused between graphs
+  size_t marked_ = 0;
+  std::vector<const tensor*> timed_;
 };
 
 class cuda_device_impl final : public device {
@@ -304,6 +532,8 @@ device* cuda_device(int ordinal, std::string* error) {
   made.push_back(std::make_unique<cuda_device_impl>(ordinal, prop));
   return made.back().get();
 }
+
+graph_counts graph_stats() { return {n_eager.load(), n_captured.load(), n_replayed.load()}; }
 
 buffer_type* pinned_buffer_type(device* d) {
   auto* impl = dynamic_cast<cuda_device_impl*>(d);

@@ -3,6 +3,8 @@
 // tensor/ops.h defines) and returns false with a message on a launch error.
 #pragma once
 
+#include <atomic>
+
 #include <cuda_runtime.h>
 
 #include <string>
@@ -26,6 +28,8 @@ bool launch_matmul_id(cudaStream_t s, tensor* dst, std::string* error);
 bool matmul_supported(const tensor* node);  // MATMUL / MATMUL_ID: f32/f16/bf16, fp8_e4m3, mxfp4, q8_0 weights
 // The relative rounding of x the kernel picked for (wtype, M, N rows, K) applies (0 or 2^-8).
 double matmul_x_rounding(dtype wtype, int64_t M, int64_t N, int64_t K);
+// Timing hook for tests: true sends one-row calls to the older gemv instead of gemv_x1 / gemv1.
+void set_decode_kernels_off(bool off);
 bool launch_fp8_roundtrip(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_fp4_roundtrip(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_set_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, or fp8 / mxfp4 per-row blocks
@@ -48,6 +52,9 @@ constexpr int64_t kMaxAttnDim = 512;    // attn_mqa head dims above this stay on
 // Kernel scratch memory (ops_scratch.cu): one zero-initialised allocation per (stream, slot) of at
 // least bytes, kept and grown as needed; nullptr with *error when the GPU is out of memory.
 void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error);
+// Bumped whenever a scratch block moves: CUDA graphs captured before then hold stale pointers.
+uint64_t scratch_generation();
+std::atomic<uint64_t>& scratch_generation_counter();
 
 // The launcher for op, or nullptr when the op has no CUDA kernel (views have none either).
 launcher launcher_for(op_kind op);

@@ -26,6 +26,7 @@ struct mm_weights {
   int64_t s_nb1, s_nb2, s_nb3;
   int sb_k, sb_m;
   int sb_k_shift;  // log2(sb_k) when sb_k is a power of two (V4: 128, V4.1: 32), else -1
+  int64_t s_cols;  // scale codes per scale row (the scale tensor's ne[0])
   int64_t K, M;
 };
 

@@ -7,16 +7,25 @@
 //            loaded once for the R rows, NB x rows at a time. Weights decoded exactly to f32,
 //            products and sums in f32, scales applied once per chunk to its partial sums (a
 //            chunk never straddles a scale block). x is not rounded.
+//            One x row of fp8 / mxfp4 (launch_decode): gemv_x1 (fp8: the first chunks and all
+//            scale codes loaded before x is staged) and gemv1 (mxfp4: chunks streamed through a
+//            per-warp cp.async ring in shared memory); same numerics.
 //   tcv      mxfp4 decode with 2..16 x rows (ops_mma.cu): bf16 tensor cores, x rounded to bf16.
 //   mma      prefill, N > 16 (ops_mma.cu): bf16 tensor cores, x rounded to bf16 once.
+//   small_k, split_row  (ops_matmul_small.cu) K <= 32 with many outputs; few long weight rows.
 //   generic  any alignment / K (odd test shapes, q8_0 decode): one warp per output row.
 // MATMUL_ID with at most 16 (slot, token) pairs runs one job per pair; with more, group_kernel
 // first groups the pairs by expert on the device and the jobs are the selected experts, so each
 // expert's weights are read once.
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.cuh"
+#include "backends/cuda/matmul_small.cuh"
 #include "tensor/backend.h"
 
 namespace v4::cuda {
@@ -172,6 +181,281 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(mm_weights W, mm_
   }
 }
 
+// ---- gemv1: one x row (decode), weights streamed through shared memory (used for mxfp4) -----------
+// The gemv above alternates between waiting for its loads and decoding them, so a warp has bytes in
+// flight only part of the time. Here each lane copies its 16-byte chunks (and the 4-byte word holding
+// each chunk's scale code) into a per-warp ring of S stages in shared memory with cp.async, S - 1
+// tiles ahead of the one it decodes: the copies cost no registers and never stop. A lane reads back
+// only what it copied itself, so the ring needs no barrier (cp.async.wait_group makes a thread's own
+// copies visible to it). x (one row, zero-padded to whole tiles) is staged once per block, swizzled
+// as in the gemv. Blocks are persistent: each warp takes an equal run of R-row groups of its job.
+// Numerics are the gemv's: weights decoded exactly, f32 FMA, each chunk's partial sum times its scale.
+// Measured (docs/CUDA.md): the fastest for mxfp4 decode; for fp8, slower than gemv_x1 (the copies
+// and their bookkeeping cost more instructions than fp8's cheaper decode leaves room for).
+constexpr int kG1Warps = 8;
+
+__device__ inline uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+// 16 bytes, bypassing L1 (weights are read once); src_ok false: zero-fill.
+__device__ inline void cp_async16_stream(uint32_t dst, const void* src, bool src_ok) {
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_ok ? 16 : 0)
+               : "memory");
+}
+// 16 bytes through L1 (x: every block of the SM reads the same row).
+__device__ inline void cp_async16_cached(uint32_t dst, const void* src, bool src_ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_ok ? 16 : 0) : "memory");
+}
+__device__ inline void cp_async4(uint32_t dst, const void* src, bool src_ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_ok ? 4 : 0) : "memory");
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Pair i (0..3) of an mxfp4 word (8 codes, low nibble first): codes i and i + 4 as an f16x2 of
+// their values times 2^-14 (e2m1x2_half_bits' placement: E.EM bits at 11..9, sign at 15).
+template <int I>
+__device__ inline uint32_t e2m1_pair(uint32_t a) {
+  const uint32_t mag = (I == 3 ? a >> 3 : a << (9 - 4 * I)) & 0x0E000E00u;
+  return mag | ((a << (12 - 4 * I)) & 0x80008000u);
+}
+
+__device__ inline float2 half2_bits_f(uint32_t h) { return __half22float2(*reinterpret_cast<const __half2*>(&h)); }
+
+// Partial sums of one 16-byte chunk c of R rows against x (swizzled in shared memory): part[r][0]
+// and [1] (two chains; their sum is the chunk's dot product, mxfp4 times 2^-14).
+template <int WT, int R>
+__device__ inline void chunk_dot(const uint4 (&w)[R], const float4* xs, int c, float (&part)[R][2]) {
+  if constexpr (WT == kFP8) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 xv = xs[x_swizzle(c * 4 + j)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint32_t a = word(w[r], j);
+        const float2 p = e4m3x2_f(uint16_t(a & 0xffffu)), q = e4m3x2_f(uint16_t(a >> 16));
+        part[r][0] = fmaf(p.x, xv.x, part[r][0]);
+        part[r][1] = fmaf(p.y, xv.y, part[r][1]);
+        part[r][0] = fmaf(q.x, xv.z, part[r][0]);
+        part[r][1] = fmaf(q.y, xv.w, part[r][1]);
+      }
+    }
+  } else {  // mxfp4: word j holds elements 8j .. 8j+7; pair i = elements 8j+i and 8j+i+4
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 xa = xs[x_swizzle(c * 8 + 2 * j)], xb = xs[x_swizzle(c * 8 + 2 * j + 1)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint32_t a = word(w[r], j);
+        const float2 f0 = half2_bits_f(e2m1_pair<0>(a)), f1 = half2_bits_f(e2m1_pair<1>(a));
+        const float2 f2 = half2_bits_f(e2m1_pair<2>(a)), f3 = half2_bits_f(e2m1_pair<3>(a));
+        part[r][0] = fmaf(f0.x, xa.x, part[r][0]);
+        part[r][1] = fmaf(f0.y, xb.x, part[r][1]);
+        part[r][0] = fmaf(f1.x, xa.y, part[r][0]);
+        part[r][1] = fmaf(f1.y, xb.y, part[r][1]);
+        part[r][0] = fmaf(f2.x, xa.z, part[r][0]);
+        part[r][1] = fmaf(f2.y, xb.z, part[r][1]);
+        part[r][0] = fmaf(f3.x, xa.w, part[r][0]);
+        part[r][1] = fmaf(f3.y, xb.w, part[r][1]);
+      }
+    }
+  }
+}
+
+// Shared memory of one block: x, then per warp S x R x 32 weight chunks, then as many scale words.
+template <int WT, int R, int S>
+size_t gemv1_smem(int tiles_per_row) {
+  return size_t(tiles_per_row) * 32 * chunk<WT>::kElems * sizeof(float) + size_t(kG1Warps) * S * R * 32 * (16 + 4);
+}
+
+// grid (blocks per job, jobs), kG1Warps warps. tpr: tiles per row (ceil(K / (32 E))); gpw: row
+// groups per warp. Jobs of one x row (mode 0 with N = 1, mode 2).
+template <int WT, int R, int S>
+__global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_rows rd, int tpr, int64_t gpw) {
+  extern __shared__ float4 g1_smem[];
+  constexpr int E = chunk<WT>::kElems;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const mm_job jb = job_of(W, rd, blockIdx.y);
+  if (jb.count == 0) return;  // the whole block
+  const float* xp;
+  float* yp;
+  row_ptrs(rd, jb, 0, &xp, &yp);
+
+  const int xpieces = tpr * 32 * (E / 4);
+  float4* xs = g1_smem;
+  uint4* ring = reinterpret_cast<uint4*>(xs + xpieces) + warp * (S * R * 32) + lane;
+  uint32_t* sring = reinterpret_cast<uint32_t*>(reinterpret_cast<uint4*>(xs + xpieces) + kG1Warps * S * R * 32) +
+                    warp * (S * R * 32) + lane;
+
+  // x: its own cp.async group, the oldest one.
+  const int64_t kpieces = W.K / 4;
+  for (int p = threadIdx.x; p < xpieces; p += blockDim.x)
+    cp_async16_cached(smem_u32(xs + x_swizzle(p)), xp + 4 * (p < kpieces ? p : 0), p < kpieces);
+  cp_async_commit();
+
+  // This warp's row groups [g, g_end) and its tiles (group, t): chunk lane + 32 t of R rows.
+  const int64_t ng = (W.M + R - 1) / R;
+  const int64_t wg = int64_t(blockIdx.x) * kG1Warps + warp;
+  int64_t g_issue = wg * gpw;
+  const int64_t g_end = g_issue + gpw < ng ? g_issue + gpw : ng;
+  const int n_tiles = g_end > g_issue ? int(g_end - g_issue) * tpr : 0;  // < 2^31 (launcher)
+  const int nchunks = int(W.K / E);
+
+  const char* wrow[R];
+  const uint8_t* srow[R];
+  auto set_rows = [&](int64_t g) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t m0 = g * R + r, m = m0 < W.M ? m0 : W.M - 1;  // past the end: reread the last row
+      wrow[r] = jb.w + m * W.nb1;
+      srow[r] = jb.s + (m / W.sb_m) * W.s_nb1;
+    }
+  };
+  int t_issue = 0, slot_issue = 0;
+  if (n_tiles > 0) set_rows(g_issue);
+  auto issue = [&]() {
+    const int c = lane + 32 * t_issue;
+    const bool ok = c < nchunks;
+    const int w_off = ok ? c * 16 : 0;
+    const int s_off = ok ? (WT == kFP8 ? (c * E) >> W.sb_k_shift : c) & ~3 : 0;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      cp_async16_stream(smem_u32(ring + (slot_issue * R + r) * 32), wrow[r] + w_off, ok);
+      cp_async4(smem_u32(sring + (slot_issue * R + r) * 32), srow[r] + s_off, ok);
+    }
+    slot_issue = slot_issue + 1 == S ? 0 : slot_issue + 1;
+    if (++t_issue == tpr) {
+      t_issue = 0;
+      if (++g_issue < g_end) set_rows(g_issue);
+    }
+  };
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) {
+    if (i < n_tiles) issue();
+    cp_async_commit();
+  }
+  cp_async_wait<S - 1>();  // x is in (the weight stages may still be in flight)
+  __syncthreads();
+
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  int t = 0, slot = 0;
+  int64_t g = wg * gpw;
+  for (int i = 0; i < n_tiles; ++i) {
+    if (i + S - 1 < n_tiles) issue();
+    cp_async_commit();
+    cp_async_wait<S - 1>();  // tile i is in
+
+    const int c = lane + 32 * t;
+    const int col = WT == kFP8 ? (c * E) >> W.sb_k_shift : c;
+    uint4 w[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) w[r] = ring[(slot * R + r) * 32];
+    float part[R][2];
+#pragma unroll
+    for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = 0.0f;
+    chunk_dot<WT, R>(w, xs, c, part);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const uint8_t code = uint8_t(sring[(slot * R + r) * 32] >> (8 * (col & 3)));
+      const float p = part[r][0] + part[r][1];
+      acc[r] = fmaf(WT == kMXFP4 ? p * kE2m1HalfUnscale : p, e8m0_f(code), acc[r]);
+    }
+    slot = slot + 1 == S ? 0 : slot + 1;
+    if (++t == tpr) {  // group g done
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float v = warp_sum(acc[r]);
+        acc[r] = 0.0f;
+        if (lane == r && g * R + r < W.M) yp[g * R + r] = v;
+      }
+      t = 0;
+      ++g;
+    }
+  }
+  cp_async_wait<0>();  // nothing may be in flight into shared memory when the block exits
+}
+
+// ---- gemv_x1: one x row (decode), weights in registers (used for fp8) ---------------------------------
+// The gemv's layout (a warp per R rows, lanes over 16-byte chunks, U chunks per row in flight, x in
+// shared memory) with the latencies taken off the critical path: the first chunks and every
+// chunk's scale code are loaded together, before x is staged and before anything waits (the gemv
+// loads the codes after the chunks have arrived: a second round trip). Any fp8 scale block.
+
+// Block: kGemvWarps warps of R rows; grid (ceil(M / (warps * R)), jobs); shared memory: x padded
+// to whole groups of 8 pieces (the swizzle permutes within them).
+template <int WT, int R, int U>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, mm_rows rd) {
+  extern __shared__ float4 x1_smem[];
+  constexpr int E = chunk<WT>::kElems;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const mm_job jb = job_of(W, rd, blockIdx.y);
+  if (jb.count == 0) return;  // the whole block
+  const int64_t m0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * R;
+  const int nchunks = int(W.K / E);
+  const float* xp;
+  float* yp;
+  row_ptrs(rd, jb, 0, &xp, &yp);
+
+  const uint4* wrow[R];
+  const uint8_t* srow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t m = m0 + r < W.M ? m0 + r : W.M - 1;  // past the end: reread the last row, store nothing
+    wrow[r] = reinterpret_cast<const uint4*>(jb.w + m * W.nb1);
+    srow[r] = jb.s + (m / W.sb_m) * W.s_nb1;
+  }
+  uint4 raw[U][R];
+  uint8_t code[U][R];
+  auto load = [&](int c0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+      const bool ok = c < nchunks;
+      const int col = WT == kFP8 ? int(scale_col(W, int64_t(c) * E)) : c;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        raw[u][r] = ok ? __ldg(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+        code[u][r] = ok ? __ldg(srow[r] + col) : uint8_t(0);
+      }
+    }
+  };
+  load(lane);
+
+  const float4* xg = reinterpret_cast<const float4*>(xp);
+  for (int64_t p = threadIdx.x; p < W.K / 4; p += blockDim.x) x1_smem[x_swizzle(p)] = __ldg(xg + p);
+  __syncthreads();
+  if (m0 >= W.M) return;  // after the block's only barrier
+
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int c0 = lane; c0 < nchunks; c0 += 32 * U) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+      if (c >= nchunks) break;
+      float part[R][2];
+#pragma unroll
+      for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = 0.0f;
+      chunk_dot<WT, R>(raw[u], x1_smem, c, part);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float p = part[r][0] + part[r][1];
+        acc[r] = fmaf(WT == kMXFP4 ? p * kE2m1HalfUnscale : p, e8m0_f(code[u][r]), acc[r]);
+      }
+    }
+    if (c0 + 32 * U < nchunks) load(c0 + 32 * U);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float v = warp_sum(acc[r]);
+    if (lane == r && m0 + r < W.M) yp[m0 + r] = v;
+  }
+}
+
 // ---- generic --------------------------------------------------------------------------------------
 // One warp per weight row; the job's x rows one after the other; lanes stride along K.
 __global__ void generic_kernel(int type, mm_weights W, mm_rows rd) {
@@ -275,7 +559,109 @@ void gemv_nb(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jo
   else gemv_kernel<WT, R, 8, U, false><<<grid, kGemvWarps * 32, 0, s>>>(W, rd);
 }
 
+// ---- gemv1 launch -------------------------------------------------------------------------------------
+constexpr size_t kG1MaxSmem = 200 * 1024;  // opt-in dynamic shared memory (sm_90: up to 227 KiB)
+
+// Blocks of `kernel` resident per SM with `smem` bytes (opting in above 48 KiB), cached per
+// (kernel, device, size); 0 when it cannot run.
+int g1_occupancy(const void* kernel, size_t smem, int dev) {
+  struct entry {
+    const void* kernel;
+    int dev;
+    size_t smem;
+    int blocks;
+  };
+  static std::mutex mu;
+  static std::vector<entry> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const entry& e : seen)
+    if (e.kernel == kernel && e.dev == dev && e.smem == smem) return e.blocks;
+  int blocks = 0;
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kG1MaxSmem)) != cudaSuccess)
+    blocks = -1;
+  if (blocks == 0 && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kG1Warps * 32, smem) != cudaSuccess)
+    blocks = -1;
+  if (blocks < 0) {
+    cudaGetLastError();  // not sticky; the caller falls back to the gemv
+    blocks = 0;
+  }
+  seen.push_back({kernel, dev, smem, blocks});
+  return blocks;
+}
+
+// Launches gemv1 for one-row jobs; false (nothing launched) when it does not fit.
+template <int WT, int R, int S>
+bool gemv1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
+  constexpr int E = chunk<WT>::kElems;
+  const int tpr = int((W.K / E + 31) / 32);
+  const size_t smem = gemv1_smem<WT, R, S>(tpr);
+  if (smem > kG1MaxSmem) return false;
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const int occ = g1_occupancy(reinterpret_cast<const void*>(gemv1_kernel<WT, R, S>), smem, dev);
+  if (occ <= 0) return false;
+  // The warps that fit at once, shared by the jobs; every warp of a job gets the same number of
+  // R-row groups (an uneven split would leave the last wave's warps waiting on the longest).
+  const int64_t ng = (W.M + R - 1) / R;
+  const int64_t warps_per_job = std::max<int64_t>(1, int64_t(sms) * occ * kG1Warps / int64_t(jobs));
+  const int64_t gpw = (ng + warps_per_job - 1) / warps_per_job;
+  const int64_t warps = (ng + gpw - 1) / gpw;
+  if (gpw * tpr > (int64_t(1) << 30) || W.K > (int64_t(1) << 30)) return false;  // the kernel's int tile and chunk indices
+  const unsigned blocks = unsigned((warps + kG1Warps - 1) / kG1Warps);
+  gemv1_kernel<WT, R, S><<<dim3(blocks, jobs), kG1Warps * 32, smem, s>>>(W, rd, tpr, gpw);
+  return true;
+}
+
+// Launches gemv_x1 for one-row jobs; false (nothing launched) when x does not fit.
+template <int WT, int R, int U>
+bool x1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
+  const size_t smem = size_t((W.K / 4 + 7) / 8 * 8) * sizeof(float4);
+  if (smem > kG1MaxSmem || W.K > (int64_t(1) << 30)) return false;
+  if (smem > 48 * 1024) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    if (g1_occupancy(reinterpret_cast<const void*>(gemv_x1_kernel<WT, R, U>), smem, dev) <= 0) return false;
+  }
+  const dim3 grid(unsigned((W.M + kGemvWarps * R - 1) / (kGemvWarps * R)), jobs);
+  gemv_x1_kernel<WT, R, U><<<grid, kGemvWarps * 32, smem, s>>>(W, rd);
+  return true;
+}
+
+// set_decode_kernels_off (a timing hook): one-row calls go to the gemv as before launch_decode.
+std::atomic<bool> g_decode_off{false};
+
+// One x row per job (decode) of fp8 / mxfp4 with scales: whether launch_decode may take the call.
+// mxfp4 (gemv1) reads each lane's scale codes as aligned 4-byte words, whole words inside a row.
+bool decode_fits(dtype wt, const mm_weights& W, const mm_rows& rd) {
+  if ((wt != dtype::fp8_e4m3 && wt != dtype::mxfp4) || !W.scales) return false;
+  if (!(rd.mode == 2 || (rd.mode == 0 && rd.N == 1))) return false;
+  if (wt == dtype::fp8_e4m3) return true;
+  return (reinterpret_cast<uintptr_t>(W.scales) & 3) == 0 && W.s_nb1 % 4 == 0 && W.s_nb2 % 4 == 0 &&
+         W.s_nb3 % 4 == 0 && W.s_cols % 4 == 0;
+}
+
+// The decode kernels, as measured fastest (docs/CUDA.md "Matmuls", 2026-11-28): fp8 keeps its
+// chunks in registers (gemv_x1, 2 rows x 2 chunks per lane: more in flight per warp measured
+// slower, fewer resident warps); mxfp4 streams them (gemv1, 4 rows x 3 stages; 2 rows x 4 stages
+// for several jobs with K >= 4096, the expert gate/up shape). False: nothing launched.
+bool launch_decode(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
+  if (wt == dtype::fp8_e4m3) return x1_launch<kFP8, 2, 2>(s, W, rd, jobs);
+  if (jobs > 1 && W.K >= 4096) return gemv1_launch<kMXFP4, 2, 4>(s, W, rd, jobs);
+  return gemv1_launch<kMXFP4, 4, 3>(s, W, rd, jobs);
+}
+
 void launch_gemv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint) {
+  // One x row of fp8 / mxfp4 (decode): the streaming kernel when it applies.
+  if (rows_hint == 1 && !g_decode_off.load(std::memory_order_relaxed) && decode_fits(wt, W, rd) &&
+      launch_decode(s, wt, W, rd, jobs))
+    return;
   // R rows per warp share each x load: mxfp4 (32 elements per chunk) needs the most reuse.
   switch (wt) {
     case dtype::f32: gemv_nb<kF32, 2, 4>(s, W, rd, jobs, rows_hint); break;
@@ -297,6 +683,7 @@ mm_weights weights_of(const tensor* w) {
     W.sb_k = w->scale_block[0];
     W.sb_m = w->scale_block[1];
     W.sb_k_shift = -1;
+    W.s_cols = w->scales->ne[0];
     for (int b = 0; b < 31; ++b)
       if (W.sb_k == (1 << b)) W.sb_k_shift = b;
   }
@@ -316,6 +703,10 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
+  } else if (small_k_wanted(W, max_rows, jobs)) {
+    launch_small_k(s, wt, W, rd, jobs, max_rows);
+  } else if (split_row_wanted(W, max_rows, jobs)) {
+    launch_split_row(s, wt, W, rd, jobs, aligned);
   } else if (aligned && chunk_elems(wt) > 0 && W.K % chunk_elems(wt) == 0) {
     launch_gemv(s, wt, W, rd, jobs, rows_hint);
   } else {
@@ -333,6 +724,11 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
   return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
 }
+
+// Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// true sends one-row fp8 / mxfp4 calls to the gemv, the kernel they used before gemv_x1 / gemv1,
+// so that one run can time both.
+void set_decode_kernels_off(bool off) { g_decode_off.store(off, std::memory_order_relaxed); }
 
 // Scales must sit in the same kind of memory as the weights (the stream checks only sources).
 static bool scales_with(const tensor* t) {

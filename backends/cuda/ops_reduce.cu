@@ -1,6 +1,6 @@
 // Reductions and row normalisations: sum/max over any dim, rms_norm, softmax (scale, mask, sink).
 // rms_norm and softmax give one warp to each row (lanes stride along dim 0, then a shuffle
-// reduction); sum/max give one thread to each result element.
+// reduction; rms_norm of a few long rows: a block per row); sum/max give one thread to each result element.
 #include <cmath>
 
 #include "backends/cuda/common.cuh"
@@ -45,6 +45,56 @@ __global__ void rms_norm_kernel(tview y, tview a, float eps, int64_t rows) {
     const float scale = 1.0f / sqrtf(ss / float(n) + eps);
     char* out = at(y, 0, i1, i2, i3);
     for (int64_t k = lane; k < n; k += 32)
+      *reinterpret_cast<float*>(out + k * y.nb[0]) = *reinterpret_cast<const float*>(x + k * a.nb[0]) * scale;
+  }
+}
+
+// rms_norm of few long rows (mHC normalises one row of 4 x hidden = 16384 per token): one block
+// per row, the block's warps' sums added in a fixed order. kVec: rows contiguous and 16-byte
+// aligned, read as float4 (four loads in flight per thread).
+constexpr int kRowThreads = 1024;
+template <bool kVec>
+__global__ void rms_norm_row_kernel(tview y, tview a, float eps) {
+  __shared__ float part[kRowThreads / 32];
+  __shared__ float scale_s;
+  const int64_t r = blockIdx.x, n = a.ne[0];
+  const int64_t i1 = r % a.ne[1], i2 = (r / a.ne[1]) % a.ne[2], i3 = r / (a.ne[1] * a.ne[2]);
+  const char* x = at(a, 0, i1, i2, i3);
+  char* out = at(y, 0, i1, i2, i3);
+  float ss = 0.0f;
+  if constexpr (kVec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+    for (int64_t k = threadIdx.x; k < n / 4; k += blockDim.x) {
+      const float4 v = x4[k];
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+      const float v = *reinterpret_cast<const float*>(x + k * a.nb[0]);
+      ss += v * v;
+    }
+  }
+  ss = warp_sum(ss);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float sum = 0.0f;
+    for (int w = 0; w < kRowThreads / 32; ++w) sum += part[w];
+    scale_s = 1.0f / sqrtf(sum / float(n) + eps);
+  }
+  __syncthreads();
+  const float scale = scale_s;
+  if constexpr (kVec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* y4 = reinterpret_cast<float4*>(out);
+#pragma unroll 4
+    for (int64_t k = threadIdx.x; k < n / 4; k += blockDim.x) {
+      const float4 v = x4[k];
+      y4[k] = make_float4(v.x * scale, v.y * scale, v.z * scale, v.w * scale);
+    }
+  } else {
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
       *reinterpret_cast<float*>(out + k * y.nb[0]) = *reinterpret_cast<const float*>(x + k * a.nb[0]) * scale;
   }
 }
@@ -103,7 +153,16 @@ bool launch_reduce(cudaStream_t s, tensor* dst, std::string* error) {
 bool launch_rms_norm(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]);
   const int64_t rows = dst->nrows();
-  rms_norm_kernel<<<grid_for(rows * 32), kBlock, 0, s>>>(y, a, dst->param_f(0), rows);
+  // A warp per row while there are enough rows to fill the GPU, else a block per row.
+  const bool vec = a.nb[0] == 4 && y.nb[0] == 4 && a.ne[0] % 4 == 0 &&
+                   ((reinterpret_cast<uintptr_t>(a.data) | reinterpret_cast<uintptr_t>(y.data)) & 15) == 0 &&
+                   a.nb[1] % 16 == 0 && a.nb[2] % 16 == 0 && a.nb[3] % 16 == 0 && y.nb[1] % 16 == 0 &&
+                   y.nb[2] % 16 == 0 && y.nb[3] % 16 == 0;
+  if (a.ne[0] >= 2048 && rows <= 4096 && vec)
+    rms_norm_row_kernel<true><<<unsigned(rows), kRowThreads, 0, s>>>(y, a, dst->param_f(0));
+  else if (a.ne[0] >= 2048 && rows <= 4096)
+    rms_norm_row_kernel<false><<<unsigned(rows), kRowThreads, 0, s>>>(y, a, dst->param_f(0));
+  else rms_norm_kernel<<<grid_for(rows * 32), kBlock, 0, s>>>(y, a, dst->param_f(0), rows);
   return launched("rms_norm", error);
 }
 

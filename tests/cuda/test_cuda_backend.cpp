@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -117,7 +118,8 @@ TEST(CudaBackend, StreamRefusesUnsupportedNodesAndHostMemory) {
 
 // One graph over CUDA0 and the CPU. Weights live in GPU memory, the inputs in host memory:
 //   y1 = W1 x            CUDA (weight)          h = custom(y1)     CPU (custom nodes are CPU-only)
-//   g  = silu(h)         CPU (follows h)        y2 = W2 g          CUDA (weight)
+//   g  = silu(h)         CUDA (follows h, then moves to its consumer's device: sched.h rule d)
+//   y2 = W2 g            CUDA (weight)
 //   n  = rms_norm(y2)    CUDA (follows)         ids = argsort(v)   CUDA (first device supporting it)
 //   e  = get_rows(E, ids) CUDA (weight)         out = concat(n, e) CUDA
 // The same graph on the CPU alone is the reference.
@@ -187,7 +189,7 @@ TEST(CudaBackend, SchedulerSendsUnsupportedOpsToTheCpu) {
   ASSERT_TRUE(sched.plan(g, &err)) << err;
   EXPECT_EQ(sched.device_of(m.y1), gpu);
   EXPECT_EQ(sched.device_of(m.h), cpu);
-  EXPECT_EQ(sched.device_of(m.g), cpu);
+  EXPECT_EQ(sched.device_of(m.g), gpu);
   EXPECT_EQ(sched.device_of(m.y2), gpu);
   EXPECT_EQ(sched.device_of(m.n), gpu);
   EXPECT_EQ(sched.device_of(m.ids), gpu);
@@ -199,7 +201,7 @@ TEST(CudaBackend, SchedulerSendsUnsupportedOpsToTheCpu) {
     saw_cpu |= sp.dev == cpu;
   }
   EXPECT_TRUE(saw_gpu && saw_cpu);
-  EXPECT_GE(sched.n_copies(), 3);  // x to the GPU, y1 to the CPU, g and v to the GPU
+  EXPECT_GE(sched.n_copies(), 3);  // x to the GPU, y1 to the CPU, h and v to the GPU
 
   for (int step = 0; step < 2; ++step) {  // twice: the second run reuses the plan
     ASSERT_TRUE(sched.compute(g, &err)) << err;
@@ -212,6 +214,126 @@ TEST(CudaBackend, SchedulerSendsUnsupportedOpsToTheCpu) {
       ASSERT_NEAR(got[i], expect[i], tol) << "element " << i << " (step " << step << ")";
     }
   }
+}
+
+// The small-shape matmul kernels (matmul_small.cuh): small_k (K <= 32, many outputs: mHC's post
+// mix) and split_row (few long weight rows: mHC's pre mix), f32 and bf16 weights, aligned and not,
+// against float64 with the exact kernels' bound (K + 2)·u·Σ|w x| (x is not rounded).
+TEST(CudaBackend, SmallShapeMatmulsMatchFloat64) {
+  REQUIRE_GPU(gpu);
+  struct shape {
+    dtype t;
+    int64_t K, M, N;
+  } shapes[] = {{dtype::f32, 5, 4, 4096},    {dtype::f32, 32, 33, 100},  {dtype::bf16, 7, 16, 200},
+                {dtype::f32, 16384, 24, 1},  {dtype::f32, 16384, 4, 3},  {dtype::f32, 1027, 9, 2},
+                {dtype::bf16, 4096, 64, 1}};
+  for (const shape& sh : shapes) {
+    SCOPED_TRACE(std::string(type_name(sh.t)) + " K" + std::to_string(sh.K) + " M" + std::to_string(sh.M) + " N" +
+                 std::to_string(sh.N));
+    const std::vector<float> wf = random_floats(size_t(sh.K * sh.M), uint32_t(sh.K + sh.M));
+    const std::vector<float> xf = random_floats(size_t(sh.K * sh.N), uint32_t(sh.N + 7));
+    std::vector<uint16_t> wb(wf.size());
+    std::vector<double> wd(wf.size());
+    for (size_t i = 0; i < wf.size(); ++i) {
+      wb[i] = f32_to_bf16(wf[i]);
+      wd[i] = sh.t == dtype::bf16 ? double(bf16_to_f32(wb[i])) : double(wf[i]);
+    }
+    context ctx;
+    std::string err;
+    tensor* w = ctx.new_tensor(sh.t, {sh.K, sh.M});
+    tensor* x = ctx.new_tensor(dtype::f32, {sh.K, sh.N});
+    std::unique_ptr<buffer> wbuf = gpu->default_buffer_type()->alloc(w->nbytes(), &err);
+    std::unique_ptr<buffer> xbuf = gpu->default_buffer_type()->alloc(x->nbytes(), &err);
+    ASSERT_TRUE(wbuf && xbuf) << err;
+    bind_tensor(w, wbuf.get(), 0);
+    bind_tensor(x, xbuf.get(), 0);
+    wbuf->set(w, sh.t == dtype::bf16 ? static_cast<const void*>(wb.data()) : wf.data(), 0, w->nbytes());
+    xbuf->set(x, xf.data(), 0, x->nbytes());
+    tensor* y = matmul(ctx, w, x);
+    ASSERT_TRUE(y) << ctx.error();
+    std::unique_ptr<buffer> ybuf = gpu->default_buffer_type()->alloc(y->nbytes(), &err);
+    ASSERT_TRUE(ybuf) << err;
+    bind_tensor(y, ybuf.get(), 0);
+    graph g;
+    ASSERT_TRUE(build_graph(ctx, {y}, &g));
+    ASSERT_TRUE(gpu->new_stream()->compute(g, &err)) << err;
+    std::vector<float> got(size_t(sh.M * sh.N));
+    ybuf->get(y, got.data(), 0, got.size() * 4);
+    for (int64_t n = 0; n < sh.N; ++n)
+      for (int64_t m = 0; m < sh.M; ++m) {
+        double ref = 0, mag = 0;
+        for (int64_t k = 0; k < sh.K; ++k) {
+          const double p = wd[size_t(m * sh.K + k)] * double(xf[size_t(n * sh.K + k)]);
+          ref += p;
+          mag += std::fabs(p);
+        }
+        const double bound = double(sh.K + 2) * std::ldexp(1.0, -24) * mag + 1e-30;
+        ASSERT_LE(std::fabs(got[size_t(n * sh.M + m)] - ref), bound) << "row " << n << " output " << m;
+      }
+  }
+}
+
+// CUDA graphs (cuda_device.cu): a graph computed again on the same memory is replayed, one with
+// other shapes or pointers is captured anew. Every step gets new input values and is compared with
+// the CPU, so a replay that read stale inputs or a capture that missed a kernel fails; the
+// process-wide counters prove the replay and capture paths ran (unless V4_CUDA_GRAPHS=0).
+TEST(CudaBackend, GraphReplayFollowsNewInputsAndShapes) {
+  REQUIRE_GPU(gpu);
+  device* cpu = cpu::cpu_device();
+  const std::vector<float> wv = random_floats(64 * 48, 7);
+  std::string err;
+  std::unique_ptr<buffer> wgpu = gpu->default_buffer_type()->alloc(wv.size() * 4, &err);
+  ASSERT_TRUE(wgpu) << err;
+  const cuda::graph_counts before = cuda::graph_stats();
+  scheduler sched({gpu, cpu});
+  scheduler cpu_only({cpu});
+  graph g, gref;  // the same graph objects every step, as a session's decode loop
+  const int rows_per_step[] = {1, 1, 1, 1, 3, 3, 3, 1, 2, 2};
+  for (int step = 0; step < 10; ++step) {
+    const int rows = rows_per_step[step];
+    const std::vector<float> xv = random_floats(size_t(64 * rows), uint32_t(100 + step));
+    auto build = [&](context& ctx, graph* out_g, tensor** x, tensor** out, buffer* wbuf, bool gpu_side) -> tensor* {
+      tensor* w = ctx.new_tensor(dtype::f32, {64, 48});
+      w->flags |= kFlagWeight;
+      if (gpu_side) {
+        bind_tensor(w, wbuf, 0);
+        wbuf->set(w, wv.data(), 0, w->nbytes());
+      }
+      *x = ctx.new_tensor(dtype::f32, {64, rows});
+      (*x)->flags |= kFlagInput;
+      tensor* y = rms_norm(ctx, silu(ctx, matmul(ctx, w, *x)), 1e-6f);
+      *out = add(ctx, y, scale(ctx, y, 0.5f));
+      *out_g = graph{};
+      EXPECT_TRUE(build_graph(ctx, {*out}, out_g));
+      return w;
+    };
+    context ctx, cref;
+    tensor *x = nullptr, *out = nullptr, *xr = nullptr, *outr = nullptr;
+    build(ctx, &g, &x, &out, wgpu.get(), true);
+    tensor* wr = build(cref, &gref, &xr, &outr, nullptr, false);
+    std::vector<float> wcopy = wv;
+    wr->data = wcopy.data();  // CPU weights: plain host memory
+    ASSERT_TRUE(sched.plan(g, &err)) << err;
+    ASSERT_TRUE(sched.compute(g, &err)) << err;  // allocates x
+    std::memcpy(x->data, xv.data(), xv.size() * 4);
+    ASSERT_TRUE(sched.compute(g, &err)) << err;
+    ASSERT_TRUE(sched.compute(g, &err)) << err;  // a third time: a replay where the key holds
+    ASSERT_TRUE(cpu_only.compute(gref, &err)) << err;
+    std::memcpy(xr->data, xv.data(), xv.size() * 4);
+    ASSERT_TRUE(cpu_only.compute(gref, &err)) << err;
+    std::vector<float> got(size_t(out->nelements())), expect(got.size());
+    out->buf->get(out, got.data(), 0, got.size() * 4);
+    std::memcpy(expect.data(), outr->data, expect.size() * 4);
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], expect[i], 1e-5 + 1e-4 * std::fabs(expect[i])) << "element " << i << ", step " << step;
+  }
+  const cuda::graph_counts after = cuda::graph_stats();
+  const char* env = std::getenv("V4_CUDA_GRAPHS");
+  if (env && std::string(env) == "0") GTEST_SKIP() << "V4_CUDA_GRAPHS=0: the results matched node by node";
+  EXPECT_GT(after.replayed, before.replayed);
+  EXPECT_GT(after.captured, before.captured);
+  std::printf("graphs: %lld eager, %lld captured, %lld replayed\n", (long long)(after.eager - before.eager),
+              (long long)(after.captured - before.captured), (long long)(after.replayed - before.replayed));
 }
 
 // Decode- and prefill-shaped bf16 matmuls on CUDA0: a few outputs checked against float64, and

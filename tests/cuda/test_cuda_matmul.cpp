@@ -267,6 +267,52 @@ TEST(CudaMatmul, ExpertMatmulMatchesFloat64) {
   }
 }
 
+// Decode (one x row) at V4-like sizes: the streaming fp8 / mxfp4 kernel with several tiles per
+// row, several row groups per warp, a row count that is not a multiple of the group, an x row of
+// 64 KiB (K 16384: more than the default 48 KiB of shared memory), and expert calls (one job per
+// pair).
+TEST(CudaMatmul, DecodeMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  struct dec_case {
+    mm_case c;
+    int64_t K, M;
+  };
+  for (const dec_case& d : {dec_case{{dtype::fp8_e4m3, 128, 128}, 4096, 2501}, dec_case{{dtype::fp8_e4m3, 128, 128}, 16384, 301},
+                            dec_case{{dtype::fp8_e4m3, 32, 32}, 1536, 777}, dec_case{{dtype::mxfp4, 32, 1}, 4096, 2501},
+                            dec_case{{dtype::mxfp4, 32, 1}, 2048, 1001}, dec_case{{dtype::mxfp4, 32, 1}, 3072, 33}}) {
+    const host_weights h = make_weights(d.c.type, d.K, d.M, 1, d.c.sb_k, d.c.sb_m, uint64_t(d.K + d.M));
+    run_matmul(gpu, h, 1, tag(d.c) + " K" + std::to_string(d.K) + " M" + std::to_string(d.M) + " N1");
+    if (HasFailure()) return;
+  }
+  // Experts: 6 of 16, one token (one job per pair), repeats allowed.
+  for (const mm_case& c : {mm_case{dtype::fp8_e4m3, 128, 128}, mm_case{dtype::mxfp4, 32, 1}}) {
+    const int64_t K = 2048, M = 1100, E = 16, n_used = 6;
+    const host_weights h = make_weights(c.type, K, M, E, c.sb_k, c.sb_m, 21);
+    gpu_ctx g(gpu);
+    const std::vector<int32_t> ids = {3, 15, 0, 3, 7, 9};
+    const std::vector<float> xv = random_floats(size_t(K), 31);
+    tensor* w = g.weights(h);
+    tensor* x = g.leaf(dtype::f32, {K, 1, 1}, xv.data());
+    tensor* id = g.leaf(dtype::i32, {n_used, 1}, ids.data());
+    tensor* y = matmul_id(g.ctx, w, x, id);
+    ASSERT_TRUE(y) << g.ctx.error();
+    ASSERT_TRUE(gpu->supports_op(y));
+    g.bind(y);
+    const std::vector<float> got = g.run(y);
+    const double xr = cuda::matmul_x_rounding(c.type, M, n_used, K);
+    const std::string name = "matmul_id decode " + tag(c);
+    double worst = 0;
+    std::vector<float> wr;
+    for (int64_t i = 0; i < n_used; ++i)
+      for (int64_t m = 0; m < M; ++m) {
+        worst = std::max(worst, check_dot(h.row(ids[size_t(i)], m, wr), xv.data(), K, xr, got[size_t(i * M + m)],
+                                          name + " i " + std::to_string(i) + " m " + std::to_string(m)));
+        if (HasFailure()) return;
+      }
+    std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+  }
+}
+
 // Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
 // duplicate ids (the last write wins) and hard values (zeros, tiny, huge, NaN, inf).
 TEST(CudaMatmul, SetRowsQuantizesLikeTheCpu) {
@@ -378,17 +424,23 @@ double time_calls(cudaStream_t s, int n_nodes, F&& launch) {
   return ms * 1e-3 / (rounds * n_nodes);
 }
 
-TEST(CudaMatmul, Timing) {
-  REQUIRE_GPU(gpu);
-  cudaStream_t s;
-  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  const double copy_bw = copy_bandwidth(s);
-  std::printf("device copy bandwidth (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n", copy_bw * 1e-9);
+// Times matmul / matmul_id calls and prints one line per call.
+struct bench {
+  device* gpu = nullptr;
+  cudaStream_t s = nullptr;
+  double copy_bw = 0;
   std::string err;
+  const char* mark = "";  // appended to each line
 
-  // Dense: `copies` weight matrices [K, M] (one per node), x [K, N].
-  auto dense = [&](dtype t, int64_t K, int64_t M, int64_t N, int copies) {
+  // Copies of the weights that rotate so that the 60 MB L2 holds none of them between calls.
+  static int copies_for(double bytes, int at_least) {
+    const int c = int(std::ceil(256e6 / bytes));
+    return std::max(at_least, std::min(c, 64));
+  }
+  // Dense: weight matrices [K, M] (one per node), x [K, N].
+  void dense(dtype t, int64_t K, int64_t M, int64_t N, int at_least = 1) {
     const host_weights h = make_weights(t, K, M, 1, 0, 0, 1);
+    const int copies = copies_for(double(h.matrix_bytes()), at_least);
     gpu_ctx g(gpu);
     const std::vector<float> xv = random_floats(size_t(K * N), 2);
     tensor* x = g.leaf(dtype::f32, {K, N}, xv.data());
@@ -399,24 +451,28 @@ TEST(CudaMatmul, Timing) {
       g.bind(y);
       ys.push_back(y);
     }
-    const double sec = time_calls(s, copies, [&](int i) { cuda::launch_matmul(s, ys[size_t(i)], &err); });
-    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-    // Spot check of the last call's results.
-    cudaStreamSynchronize(s);
-    std::vector<float> got(size_t(M * N));
-    ys.back()->buf->get(ys.back(), got.data(), 0, got.size() * 4);
-    const double xr = cuda::matmul_x_rounding(t, M, N, K);
-    std::vector<float> wr;
-    for (int64_t n = 0; n < N; n += 7)
-      for (int64_t m = 0; m < M; m += 211) check_dot(h.row(0, m, wr), &xv[size_t(n * K)], K, xr, got[size_t(n * M + m)], "timing");
-    const double bytes = double(h.matrix_bytes() + h.scale_bytes());
-    std::printf("matmul    %-8s K=%-5lld M=%-6lld N=%-4lld %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s\n",
-                type_name(t), (long long)K, (long long)M, (long long)N, sec * 1e6, bytes / sec * 1e-9,
-                100.0 * bytes / sec / copy_bw, 2.0 * K * M * N / sec * 1e-12);
-  };
+    {
+      const double sec = time_calls(s, copies, [&](int i) { cuda::launch_matmul(s, ys[size_t(i)], &err); });
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+      // Spot check of the last call's results.
+      cudaStreamSynchronize(s);
+      std::vector<float> got(size_t(M * N));
+      ys.back()->buf->get(ys.back(), got.data(), 0, got.size() * 4);
+      const double xr = cuda::matmul_x_rounding(t, M, N, K);
+      std::vector<float> wr;
+      for (int64_t n = 0; n < N; n += 7)
+        for (int64_t m = 0; m < M; m += 211)
+          check_dot(h.row(0, m, wr), &xv[size_t(n * K)], K, xr, got[size_t(n * M + m)], "timing");
+      const double bytes = double(h.matrix_bytes() + h.scale_bytes());
+      std::printf("matmul    %-8s K=%-5lld M=%-6lld N=%-4lld %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s%s\n",
+                  type_name(t), (long long)K, (long long)M, (long long)N, sec * 1e6, bytes / sec * 1e-9,
+                  100.0 * bytes / sec / copy_bw, 2.0 * K * M * N / sec * 1e-12, mark);
+    }
+  }
+
   // Experts: w [K, M, E], T tokens choosing n_used distinct experts each; `sets` id sets rotate
   // over the experts so that consecutive calls read different ones.
-  auto experts = [&](dtype t, int64_t K, int64_t M, int64_t E, int64_t n_used, int64_t T, int sets) {
+  void experts(dtype t, int64_t K, int64_t M, int64_t E, int64_t n_used, int64_t T, int sets) {
     const host_weights h = make_weights(t, K, M, E, 0, 0, 3);
     gpu_ctx g(gpu);
     const std::vector<float> xv = random_floats(size_t(K * T), 4);
@@ -440,47 +496,86 @@ TEST(CudaMatmul, Timing) {
       ys.push_back(y);
       all_ids.push_back(ids);
     }
-    const double sec = time_calls(s, sets, [&](int i) { cuda::launch_matmul_id(s, ys[size_t(i)], &err); });
-    ASSERT_EQ(cudaGetLastError(), cudaSuccess) << err;
-    cudaStreamSynchronize(s);
-    std::vector<float> got(size_t(M * n_used * T));
-    ys.back()->buf->get(ys.back(), got.data(), 0, got.size() * 4);
-    const double xr = cuda::matmul_x_rounding(t, M, n_used * T, K);
-    const std::vector<int32_t>& ids = all_ids.back();
-    std::vector<float> wr;
-    for (int64_t p = 0; p < n_used * T; p += 5)
-      for (int64_t m = 0; m < M; m += 97)
-        check_dot(h.row(ids[size_t(p)], m, wr), &xv[size_t((p / n_used) * K)], K, xr, got[size_t(p * M + m)],
-                  "timing matmul_id");
-    // Bytes: each distinct expert of a call read once (decode: n_used * T distinct).
-    size_t distinct = 0;
     {
-      std::vector<bool> seen(size_t(E), false);
-      for (int32_t e : ids) distinct += seen[size_t(e)] ? 0 : 1, seen[size_t(e)] = true;
+      const double sec = time_calls(s, sets, [&](int i) { cuda::launch_matmul_id(s, ys[size_t(i)], &err); });
+      ASSERT_EQ(cudaGetLastError(), cudaSuccess) << err;
+      cudaStreamSynchronize(s);
+      std::vector<float> got(size_t(M * n_used * T));
+      ys.back()->buf->get(ys.back(), got.data(), 0, got.size() * 4);
+      const double xr = cuda::matmul_x_rounding(t, M, n_used * T, K);
+      const std::vector<int32_t>& ids = all_ids.back();
+      std::vector<float> wr;
+      for (int64_t p = 0; p < n_used * T; p += 5)
+        for (int64_t m = 0; m < M; m += 97)
+          check_dot(h.row(ids[size_t(p)], m, wr), &xv[size_t((p / n_used) * K)], K, xr, got[size_t(p * M + m)],
+                    "timing matmul_id");
+      // Bytes: each distinct expert of a call read once (decode: n_used * T distinct).
+      size_t distinct = 0;
+      {
+        std::vector<bool> seen(size_t(E), false);
+        for (int32_t e : ids) distinct += seen[size_t(e)] ? 0 : 1, seen[size_t(e)] = true;
+      }
+      const double bytes = double(distinct) * double(h.matrix_bytes() + h.scale_bytes());
+      std::printf(
+          "matmul_id %-8s K=%-5lld M=%-6lld T=%-4lld x%lld of %lld experts %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s%s\n",
+          type_name(t), (long long)K, (long long)M, (long long)T, (long long)n_used, (long long)E, sec * 1e6,
+          bytes / sec * 1e-9, 100.0 * bytes / sec / copy_bw, 2.0 * K * M * n_used * T / sec * 1e-12, mark);
     }
-    const double bytes = double(distinct) * double(h.matrix_bytes() + h.scale_bytes());
-    std::printf("matmul_id %-8s K=%-5lld M=%-6lld T=%-4lld x%lld of %lld experts %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s\n",
-                type_name(t), (long long)K, (long long)M, (long long)T, (long long)n_used, (long long)E, sec * 1e6,
-                bytes / sec * 1e-9, 100.0 * bytes / sec / copy_bw, 2.0 * K * M * n_used * T / sec * 1e-12);
-  };
+  }
 
-  // Decode (V4-Flash shapes).
-  dense(dtype::fp8_e4m3, 4096, 16384, 1, 4);
-  dense(dtype::bf16, 4096, 16384, 1, 4);
-  dense(dtype::f16, 4096, 16384, 1, 4);
-  dense(dtype::f32, 4096, 16384, 1, 2);
-  dense(dtype::q8_0, 4096, 16384, 1, 4);
-  experts(dtype::mxfp4, 4096, 2048, 256, 6, 1, 16);
-  experts(dtype::mxfp4, 2048, 4096, 256, 6, 1, 16);
-  experts(dtype::fp8_e4m3, 4096, 2048, 64, 6, 1, 8);
-  for (int64_t N : {2, 4, 8, 16, 17, 64}) dense(dtype::fp8_e4m3, 4096, 16384, N, 4);
-  for (int64_t N : {1, 2, 4, 8, 16, 17}) dense(dtype::mxfp4, 4096, 16384, N, 4);
+  // Decode at the V4-Flash shapes.
+  void decode() {
+    dense(dtype::fp8_e4m3, 4096, 16384, 1);
+    dense(dtype::fp8_e4m3, 16384, 4096, 1);
+    dense(dtype::fp8_e4m3, 4096, 1024, 1);
+    dense(dtype::fp8_e4m3, 4096, 2048, 1);
+    dense(dtype::fp8_e4m3, 4096, 32768, 1);
+    dense(dtype::mxfp4, 4096, 16384, 1);
+    experts(dtype::mxfp4, 4096, 2048, 256, 6, 1, 16);
+    experts(dtype::mxfp4, 2048, 4096, 256, 6, 1, 16);
+    experts(dtype::fp8_e4m3, 4096, 2048, 64, 6, 1, 8);
+  }
+};
+
+bench make_bench(device* gpu) {
+  bench b;
+  b.gpu = gpu;
+  EXPECT_EQ(cudaStreamCreate(&b.s), cudaSuccess);
+  b.copy_bw = copy_bandwidth(b.s);
+  std::printf("device copy bandwidth (cudaMemcpy D2D, 1 GiB, read + write): %.0f GB/s\n", b.copy_bw * 1e-9);
+  return b;
+}
+
+// The decode calls of Timing alone, first with the gemv that one-row fp8 / mxfp4 calls used
+// before (lines marked "gemv"), then with the decode kernels.
+TEST(CudaMatmul, DecodeTiming) {
+  REQUIRE_GPU(gpu);
+  bench b = make_bench(gpu);
+  cuda::set_decode_kernels_off(true);
+  b.mark = " gemv";
+  b.decode();
+  cuda::set_decode_kernels_off(false);
+  b.mark = "";
+  b.decode();
+  cudaStreamDestroy(b.s);
+}
+
+TEST(CudaMatmul, Timing) {
+  REQUIRE_GPU(gpu);
+  bench b = make_bench(gpu);
+  b.decode();
+  b.dense(dtype::bf16, 4096, 16384, 1, 4);
+  b.dense(dtype::f16, 4096, 16384, 1, 4);
+  b.dense(dtype::f32, 4096, 16384, 1, 2);
+  b.dense(dtype::q8_0, 4096, 16384, 1, 4);
+  for (int64_t N : {2, 4, 8, 16, 17, 64}) b.dense(dtype::fp8_e4m3, 4096, 16384, N, 4);
+  for (int64_t N : {2, 4, 8, 16, 17}) b.dense(dtype::mxfp4, 4096, 16384, N, 4);
   // Prefill.
-  dense(dtype::fp8_e4m3, 4096, 16384, 512, 1);
-  dense(dtype::bf16, 4096, 16384, 512, 1);
-  dense(dtype::mxfp4, 4096, 16384, 512, 1);
-  experts(dtype::mxfp4, 4096, 2048, 256, 6, 4096, 1);
-  cudaStreamDestroy(s);
+  b.dense(dtype::fp8_e4m3, 4096, 16384, 512, 1);
+  b.dense(dtype::bf16, 4096, 16384, 512, 1);
+  b.dense(dtype::mxfp4, 4096, 16384, 512, 1);
+  b.experts(dtype::mxfp4, 4096, 2048, 256, 6, 4096, 1);
+  cudaStreamDestroy(b.s);
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backends/backends.h"
@@ -133,6 +135,58 @@ TEST(ScaledOps, MatmulIdUsesEachExpertsScales) {
         }
     }
   expect_close(static_cast<const float*>(y->data), ref, mag, K);
+}
+
+// Decode with fewer selected experts than threads: the CPU cuts each expert's rows into pieces
+// for the threads (ops/matmul.cpp, run_split_experts). Pieces must start on scale rows (fp8
+// {128,128}: 128; {32,3}: lcm with 16 = 48) and the result must not depend on the thread count:
+// bit-identical to one thread, which multiplies each expert whole. Also within the float64 bound.
+TEST(ScaledOps, MatmulIdDecodeSplitAcrossThreadsMatchesOneThread) {
+  backends::init();
+  struct cfg {
+    dtype t;
+    int64_t K, M;
+    int bk, bm;
+  } cfgs[] = {{dtype::mxfp4, 256, 300, 32, 1}, {dtype::fp8_e4m3, 256, 640, 128, 128}, {dtype::fp8_e4m3, 96, 333, 32, 3}};
+  for (const cfg& c : cfgs) {
+    SCOPED_TRACE(std::string(type_name(c.t)) + " M=" + std::to_string(c.M));
+    context ctx;
+    scaled_weight sw;
+    const int64_t E = 8, n_used = 2;
+    tensor* w = make_weight(ctx, c.t, c.K, c.M, E, c.bk, c.bm, sw, 9);
+    std::vector<float> xd(size_t(c.K));
+    for (size_t i = 0; i < xd.size(); ++i) xd[i] = float(std::cos(0.11 * double(i)));
+    std::vector<int32_t> idd = {5, 2};
+    tensor* x = ctx.new_tensor(dtype::f32, {c.K, 1, 1});
+    x->data = xd.data();
+    tensor* ids = ctx.new_tensor(dtype::i32, {n_used, 1});
+    ids->data = idd.data();
+    tensor* y = matmul_id(ctx, w, x, ids);
+    ASSERT_NE(y, nullptr) << ctx.error();
+    graph g;
+    ASSERT_TRUE(build_graph(ctx, {y}, &g)) << ctx.error();
+    graph_allocator alloc(cpu::cpu_device()->default_buffer_type());
+    std::string err;
+    ASSERT_TRUE(alloc.allocate(g, &err)) << err;
+    std::vector<float> one, many;
+    for (int threads : {1, 7}) {
+      auto st = cpu::cpu_device()->new_stream();
+      st->set_n_threads(threads);
+      ASSERT_TRUE(st->compute(g, &err)) << err;
+      const float* yp = static_cast<const float*>(y->data);
+      (threads == 1 ? one : many).assign(yp, yp + c.M * n_used);
+    }
+    for (size_t i = 0; i < one.size(); ++i) ASSERT_EQ(std::memcmp(&one[i], &many[i], 4), 0) << "output " << i;
+    std::vector<double> ref(size_t(c.M * n_used)), mag(ref.size());
+    for (int64_t i = 0; i < n_used; ++i)
+      for (int64_t m = 0; m < c.M; ++m)
+        for (int64_t k = 0; k < c.K; ++k) {
+          const double p = double(sw.deq[(idd[size_t(i)] * c.M + m) * c.K + k]) * xd[size_t(k)];
+          ref[size_t(i * c.M + m)] += p;
+          mag[size_t(i * c.M + m)] += std::fabs(p);
+        }
+    expect_close(many.data(), ref, mag, c.K);
+  }
 }
 
 TEST(ScaledOps, GetRowsDequantizes) {

@@ -110,6 +110,52 @@ TEST(Scheduler, SplitsByWeightsAndSupportAndInsertsCopies) {
   EXPECT_EQ(c.s->src[0], c.y1);
 }
 
+// Rule d: t = sm + sm and m = t * t only follow the CPU-only softmax; their one consumer is the
+// mock's matmul, so they move to the mock (one CPU split fewer work). u = sm + sm feeds both the
+// matmul and a CPU softmax: it stays. Results equal a CPU-only run.
+TEST(Scheduler, FollowersMoveUpToTheirConsumersDevice) {
+  test::mock_device mock{"MOCK", mock_supports};
+  const std::vector<float> w = random_floats(256, 3), xin = random_floats(48, 4);
+  auto run = [&](std::vector<device*> devs, buffer_type* wbt, std::vector<float>* out,
+                 std::vector<device*>* where) {
+    context ctx;
+    tensor* w1 = ctx.new_tensor(dtype::f32, {16, 16});
+    w1->flags |= kFlagWeight;
+    std::string err;
+    auto wbuf = wbt->alloc(w1->nbytes(), &err);
+    bind_tensor(w1, wbuf.get(), 0);
+    wbuf->set(w1, w.data(), 0, w1->nbytes());
+    tensor* x = ctx.new_tensor(dtype::f32, {16, 3});
+    x->flags |= kFlagInput;
+    tensor* sm = softmax(ctx, x);
+    tensor* t = add(ctx, sm, sm);
+    tensor* m = mul(ctx, t, t);
+    tensor* u = add(ctx, sm, sm);
+    tensor* y = matmul(ctx, w1, add(ctx, m, u));
+    tensor* out_t = add(ctx, y, softmax(ctx, u));
+    graph g;
+    ASSERT_TRUE(build_graph(ctx, {out_t}, &g));
+    scheduler sched(std::move(devs));
+    ASSERT_TRUE(sched.compute(g, &err)) << err;  // allocates x
+    std::memcpy(x->data, xin.data(), xin.size() * 4);
+    ASSERT_TRUE(sched.compute(g, &err)) << err;
+    out->resize(48);
+    out_t->buf->get(out_t, out->data(), 0, 48 * 4);
+    *where = {sched.device_of(sm), sched.device_of(t), sched.device_of(m), sched.device_of(u), sched.device_of(y)};
+  };
+  std::vector<float> expect, got;
+  std::vector<device*> where;
+  run({cpu::cpu_device()}, cpu::cpu_device()->default_buffer_type(), &expect, &where);
+  run({&mock, cpu::cpu_device()}, mock.default_buffer_type(), &got, &where);
+  EXPECT_EQ(where[0], cpu::cpu_device());  // softmax: the mock lacks it
+  EXPECT_EQ(where[1], &mock);              // t: moved up (its consumer m moved first)
+  EXPECT_EQ(where[2], &mock);              // m: moved up to the matmul's device
+  EXPECT_EQ(where[3], cpu::cpu_device());  // u: consumers on both devices
+  EXPECT_EQ(where[4], &mock);
+  ASSERT_EQ(got.size(), expect.size());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_FLOAT_EQ(got[i], expect[i]) << i;
+}
+
 TEST(Scheduler, CpuMustBeLast) {
   test::mock_device mock{"MOCK", mock_supports};
   context ctx;

@@ -1,5 +1,7 @@
 // MATMUL and MATMUL_ID: batch / expert bookkeeping around the matmul kernels (backends/cpu/matmul.h).
 #include <algorithm>
+#include <cstring>
+#include <numeric>
 #include <vector>
 
 #include "backends/cpu/matmul.h"
@@ -39,6 +41,61 @@ void kernel_MATMUL(const exec& ex, tensor* dst) {
       matmul(p, ex.n_threads);
     }
 }
+
+namespace {
+// Decode with fewer selected experts than threads (one token, 6 experts, 16 threads): each
+// expert's weight rows are cut into pieces that the threads take one at a time, so every thread
+// streams weights. A piece starts at a multiple of the weights' scale rows (fp8: 128) and of 16;
+// each output row is still one kernel call's row over all of K, so the result does not depend on
+// the number of threads.
+void run_split_experts(const exec& ex, tensor* dst, const std::vector<std::vector<int64_t>>& by_expert,
+                       const std::vector<int64_t>& active) {
+  const tensor* w = dst->src[0];
+  const tensor* x = dst->src[1];
+  const int64_t K = w->ne[0], M = w->ne[1], n_used = dst->src[2]->ne[0];
+  const int64_t A = int64_t(active.size());
+  std::vector<size_t> first(size_t(A) + 1, 0);  // row offset of each active expert's block
+  for (int64_t a = 0; a < A; ++a) first[size_t(a) + 1] = first[size_t(a)] + by_expert[size_t(active[a])].size();
+  std::vector<float> xin(first.back() * size_t(K)), yout(first.back() * size_t(M));
+  for (int64_t a = 0; a < A; ++a) {
+    const std::vector<int64_t>& rows = by_expert[size_t(active[a])];
+    for (size_t j = 0; j < rows.size(); ++j) {
+      const int64_t i = rows[j] % n_used, t = rows[j] / n_used;
+      std::memcpy(&xin[(first[size_t(a)] + j) * size_t(K)], at(x, 0, i % x->ne[1], t, 0), size_t(K) * sizeof(float));
+    }
+  }
+  const int64_t align = w->scales && w->scale_block[1] > 0 ? std::lcm<int64_t>(w->scale_block[1], 16) : 16;
+  const int64_t pieces = std::max<int64_t>(1, (2 * ex.n_threads + A - 1) / A);  // per expert
+  const int64_t step = std::max<int64_t>(align, ((M + pieces - 1) / pieces + align - 1) / align * align);
+  const int64_t per_expert = (M + step - 1) / step;
+#pragma omp parallel for num_threads(ex.n_threads) schedule(dynamic, 1)
+  for (int64_t item = 0; item < A * per_expert; ++item) {
+    const int64_t a = item / per_expert, m0 = (item % per_expert) * step;
+    const int64_t e = active[size_t(a)];
+    mm_problem p;
+    p.wtype = w->type;
+    p.w = at(w, 0, m0, e, 0);
+    p.w_stride = w->nb[1];
+    p.x = &xin[first[size_t(a)] * size_t(K)];
+    p.x_stride = K * sizeof(float);
+    p.y = &yout[first[size_t(a)] * size_t(M) + size_t(m0)];
+    p.y_stride = M * sizeof(float);
+    p.M = std::min(step, M - m0);
+    p.N = int64_t(first[size_t(a) + 1] - first[size_t(a)]);
+    p.K = K;
+    set_scales(w, e, 0, &p);
+    if (p.scales) p.scales += (m0 / p.sb_m) * int64_t(p.s_stride);
+    matmul(p, 1);
+  }
+  for (int64_t a = 0; a < A; ++a) {
+    const std::vector<int64_t>& rows = by_expert[size_t(active[a])];
+    for (size_t j = 0; j < rows.size(); ++j) {
+      const int64_t i = rows[j] % n_used, t = rows[j] / n_used;
+      std::memcpy(at(dst, 0, i, t, 0), &yout[(first[size_t(a)] + j) * size_t(M)], size_t(M) * sizeof(float));
+    }
+  }
+}
+}  // namespace
 
 // Groups the (slot, token) pairs by expert, gathers their inputs into one block per expert,
 // multiplies once per expert (so each expert's weights are read once), scatters the results.
@@ -90,8 +147,14 @@ void kernel_MATMUL_ID(const exec& ex, tensor* dst) {
   // process holds a core, a scheduler slice) per expert. Kernels never split K, so the result
   // does not depend on the thread count.
   size_t most_rows = 0;
-  for (const auto& r : by_expert) most_rows = std::max(most_rows, r.size());
-  if (most_rows <= 16 && ex.n_threads > 1) {
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < E; ++e) {
+    most_rows = std::max(most_rows, by_expert[size_t(e)].size());
+    if (!by_expert[size_t(e)].empty()) active.push_back(e);
+  }
+  if (most_rows <= 16 && ex.n_threads > int(active.size())) {
+    run_split_experts(ex, dst, by_expert, active);
+  } else if (most_rows <= 16 && ex.n_threads > 1) {
 #pragma omp parallel for num_threads(ex.n_threads) schedule(dynamic, 1)
     for (int64_t e = 0; e < E; ++e) run_expert(e, 1);
   } else {

@@ -1,0 +1,22 @@
+// Matmul shapes the gemv / tensor-core kernels serve badly (ops_matmul_small.cu), both exact
+// (x not rounded, f32 products and sums, as the generic kernel):
+//   small_k    K <= 32 with many outputs: one thread per output element, k in order. mHC's post
+//              mix (K = 1 + 4, M = 4, N = hidden rows) was one warp per weight row walking 4096
+//              rows in series: 1.4 ms per call; this kernel spreads the 16K outputs over the GPU.
+//   split_row  few weight rows (M x jobs <= 256) with long rows (K >= 1024): one block per weight
+//              row, its threads striding K, a fixed-order block reduction. mHC's pre mix
+//              (M = 24, K = 16384) ran on 2 blocks of the gemv grid.
+#pragma once
+
+#include "backends/cuda/matmul.cuh"
+
+namespace v4::cuda {
+
+bool small_k_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs);
+void launch_small_k(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows);
+
+bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs);
+// aligned: 16-byte aligned rows of w and x (rows_aligned in ops_matmul.cu).
+void launch_split_row(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned);
+
+}  // namespace v4::cuda

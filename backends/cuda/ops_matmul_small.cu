@@ -1,0 +1,94 @@
+// small_k and split_row matmul kernels: see matmul_small.cuh.
+#include "backends/cuda/matmul_small.cuh"
+
+namespace v4::cuda {
+namespace {
+
+constexpr int kSmallK = 32;          // longest K small_k takes
+constexpr int64_t kSplitRows = 256;  // most (weight row, job) pairs split_row takes
+constexpr int64_t kSplitMinK = 1024;
+constexpr int kSplitThreads = 1024;
+
+// Thread i of job blockIdx.y computes output (m = i % M, r = i / M): consecutive threads write
+// consecutive y of one row.
+__global__ void small_k_kernel(int type, mm_weights W, mm_rows rd) {
+  const mm_job jb = job_of(W, rd, blockIdx.y);
+  const int64_t n = W.M * jb.count;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = i % W.M, r = i / W.M;
+    const char* wrow = jb.w + m * W.nb1;
+    const uint8_t* srow = jb.s ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
+    const float* x;
+    float* y;
+    row_ptrs(rd, jb, r, &x, &y);
+    float acc = 0.0f;
+    for (int64_t k = 0; k < W.K; ++k) acc = fmaf(weight_at(type, wrow, srow, W.sb_k, k), x[k], acc);
+    y[m] = acc;
+  }
+}
+
+// Block (m, job): threads stride K, then warp sums and one fixed-order sum over the warps.
+// kVecF32: f32 weights and x rows 16-byte aligned with K % 4 == 0, read as float4.
+template <bool kVecF32>
+__global__ void split_row_kernel(int type, mm_weights W, mm_rows rd) {
+  __shared__ float part[kSplitThreads / 32];
+  const mm_job jb = job_of(W, rd, blockIdx.y);
+  const int64_t m = blockIdx.x;
+  if (jb.count == 0) return;
+  const char* wrow = jb.w + m * W.nb1;
+  const uint8_t* srow = jb.s ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int64_t r = 0; r < jb.count; ++r) {
+    const float* x;
+    float* y;
+    row_ptrs(rd, jb, r, &x, &y);
+    float acc = 0.0f;
+    if constexpr (kVecF32) {
+      const float4* w4 = reinterpret_cast<const float4*>(wrow);
+      const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+      for (int64_t k = threadIdx.x; k < W.K / 4; k += blockDim.x) {
+        const float4 a = w4[k], b = x4[k];
+        acc = fmaf(a.x, b.x, acc);
+        acc = fmaf(a.y, b.y, acc);
+        acc = fmaf(a.z, b.z, acc);
+        acc = fmaf(a.w, b.w, acc);
+      }
+    } else {
+      for (int64_t k = threadIdx.x; k < W.K; k += blockDim.x)
+        acc = fmaf(weight_at(type, wrow, srow, W.sb_k, k), x[k], acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float sum = 0.0f;
+      for (int w = 0; w < kSplitThreads / 32; ++w) sum += part[w];
+      y[m] = sum;
+    }
+    __syncthreads();  // part is reused by the next row
+  }
+}
+
+}  // namespace
+
+bool small_k_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
+  return W.K <= kSmallK && W.M * max_rows * int64_t(jobs) >= 1024;
+}
+
+void launch_small_k(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows) {
+  const dim3 grid(grid_for(W.M * max_rows), jobs);
+  small_k_kernel<<<grid, kBlock, 0, s>>>(int(wt), W, rd);
+}
+
+bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
+  return W.M * int64_t(jobs) <= kSplitRows && W.K >= kSplitMinK && max_rows <= 16;
+}
+
+void launch_split_row(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {
+  const dim3 grid(unsigned(W.M), jobs);
+  if (wt == dtype::f32 && aligned && W.K % 4 == 0) split_row_kernel<true><<<grid, kSplitThreads, 0, s>>>(int(wt), W, rd);
+  else split_row_kernel<false><<<grid, kSplitThreads, 0, s>>>(int(wt), W, rd);
+}
+
+}  // namespace v4::cuda
