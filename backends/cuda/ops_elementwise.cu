@@ -42,7 +42,7 @@ __global__ void unary_kernel(tview y, tview a, float p0, float p1, int64_t n) {
     const float x = *reinterpret_cast<const float*>(at(a, idx));
     float r;
     if constexpr (K == un::scale) {
-      r = x * p0 + p1;
+      r = __fmaf_rn(x, p0, p1);  // one rounding, as the CPU (backends/cpu/vec.h: scale is fused)
     } else if constexpr (K == un::clamp) {
       // std::min(std::max(x, lo), hi): a NaN x passes through both comparisons unchanged.
       const float m = x < p0 ? p0 : x;
