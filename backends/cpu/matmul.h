@@ -43,6 +43,13 @@ struct mm_variant {
   // Rounding class, for tests: 0 = products in f32 of the exact inputs (error from summation
   // order only); otherwise the relative precision x is rounded to first (2^-8 for bf16, 2^-11 f16).
   double x_rounding;
+  // Second rounding class (x_rounding is then 0): x quantized to int8 per block of this many
+  // elements along K before the dot products (0 = not). q8-style: per block d = amax|x| / 127,
+  // x' = d * rint(x / d), so |x - x'| <= d / 2 = amax / 254 per element (1 + 2^-20, plus 2^-140
+  // absolute for blocks so tiny that d is subnormal), i.e. relative to the block's largest |x|,
+  // not to |x_k|. A block holding NaN or inf makes the outputs of its x row NaN. Derivation of
+  // the test bound: backends/cpu/qmatmul.cpp (rounding contracts).
+  int x_int8_block = 0;
 };
 
 // All variants built into this binary (scalar first).

@@ -91,11 +91,30 @@ void scalar_run(const mm_problem& p, int n_threads) {
 // of a p = 8 bit format is 2^-p). vcvtne2ps2bf16 also flushes f32 subnormal x to 0 (an absolute
 // error below 2^-126, outside this bound; DeepSeek activations are never that small).
 constexpr double kBf16Rounding = 1.0 / 256.0;
-// (An int8 x, as llama.cpp's q8 activations, would err by up to amax/254 per element, d = amax/127
-// per block of 32, i.e. relative to the block's largest |x| rather than to |x_k|. No VNNI variant
-// was built: by instruction count, per x row and 64 weights, vpdpbusd + vcvtdq2ps + a multiply
-// of the two block scales + an FMA (4) is not fewer than 2 vdpbf16ps + 1 FMA (3) once x has
-// per-32 scales, and the bf16 x is the more precise.)
+// int8 x (avx512_vnni, mm_variant::x_int8_block = 32): per x row and block b of 32 elements
+// along K, d_b = fl(amax_b / 127), q_k = clamp(rint(fl(x_k / d_b)), -127, 127), x'_k = d_b q_k.
+//   |x_k - x'_k| <= e_b := (amax_b / 254)(1 + 2^-20) + 2^-140:
+// fl(x/d) = (x/d)(1 + t), |t| <= u, |x/d| <= 127 (1 + u), so |x/d - q| <= 1/2 + 128u and
+// |x - d q| <= d/2 + 128 u d; d <= (amax/127)(1 + u) when d is normal; a subnormal d errs by at
+// most 2^-150 absolute, and then the clamp adds at most 127 * 2^-150 (the 2^-140 term).
+// The kernel then forms y = sum_b s_b * S_b (+ the mins term - sum_j m_j X_j), where S_b = the
+// exact int32 dot product of the block's codes (|S_b| < 2^24, so the conversion to f32 is exact),
+// s_b = fl(weight scale * d_b) (one rounding; the weight scale itself is exact: an f16 times a
+// small integer), then one rounding for the FMA that accumulates it, K/32 + 4 roundings in all for
+// the sums of the accumulators and the 16-lane reduction; the mins term likewise (X_j = fl(d_b
+// sum of the codes of sub-block j), one more rounding). Every term has at most K/16 + 8 <= K + 2
+// roundings, so
+//   |y - sum_k w_k x'_k| <= (K + 2) u sum_k |w_k x'_k|   (as for every variant: Higham eq. 3.4),
+//   |y - sum_k w_k x_k|  <= sum_k |w_k| e_b(k) + (K + 2) u sum_k |w_k| (|x_k| + e_b(k)).
+// tests/cpu/test_qmatmul.cpp checks the first against x' emulated bit for bit (f32 division and
+// rint, as above), then the second against x; the op harness (tests/ops/reference.cpp) the second.
+// (The error is relative to the block's largest |x|: an outlier makes its block's small elements
+// coarse, up to amax/254 each; bf16's 2^-8 |x_k| is the finer contract.)
+constexpr int kInt8Block = 32;
+
+#if defined(__x86_64__)
+bool vnni_types(dtype t, int64_t, int64_t, int64_t) { return qmm_vnni_supports(t); }
+#endif
 
 const mm_variant kVariants[] = {
     {"scalar", isa::scalar, always, supports_all, scalar_run, 0.0},
@@ -103,6 +122,7 @@ const mm_variant kVariants[] = {
     {"avx512_bf16", isa::avx512, qmm_avx512bf16_available, supports_all, qmm_avx512bf16_run, kBf16Rounding},
     {"amx_bf16", isa::avx512, qmm_amx_available, supports_all, qmm_amx_run, kBf16Rounding},
     {"avx2", isa::avx2, always, supports_all, qmm_avx2_run, 0.0},
+    {"avx512_vnni", isa::avx512, qmm_vnni_available, vnni_types, qmm_vnni_run, 0.0, kInt8Block},
 #endif
 #if defined(__aarch64__)
     {"neon", isa::neon, always, supports_neon, qmm_neon_run, 0.0},
@@ -129,12 +149,24 @@ const mm_variant* qmm_variants(int* count) {
   return kVariants;
 }
 
-// Pick rules: the first usable variant of  avx512_bf16 > avx2 > neon > scalar  (each takes all
-// six types). avx512_bf16 is exact for DeepSeek's numerics (x already on the e4m3 grid, see
-// qmatmul.h) and the fastest at every N measured on Zen 4 (mxfp4 N = 1 from DRAM about 3x avx2,
-// prefill ~10x); for the llama.cpp-style types its bf16 x (2^-8 relative per element) is finer
-// than llama.cpp's int8 x per 256. The exact avx2 variant is never picked over it: tests and
-// `v4 bench matmul --variant avx2` address it by name.
+// Pick rules: amx_bf16 for N >= kAmxMinN where the host has AMX-BF16 (below); else, for q8_0 and
+// the K-quants, avx512_vnni where the host has AVX512-VNNI; else the first usable variant of
+// avx512_bf16 > avx2 > neon > scalar (each takes all six types). avx512_bf16 is exact for
+// DeepSeek's numerics (x already on the e4m3 grid, see qmatmul.h) and the fastest at every N
+// measured on Zen 4 for fp8 and mxfp4 (mxfp4 N = 1 from DRAM about 3x avx2, prefill ~10x). The
+// exact avx2 variant is never picked over it: tests and `v4 bench matmul --variant avx2` address
+// it by name.
+//
+// avx512_vnni (int8 x per 32, the llama.cpp-style numerics of the llama.cpp-style types) against
+// avx512_bf16, Zen 4, 2 threads, best of 3 interleaved (2026-11-28 19:26-19:33 UTC, docs/KERNELS.md):
+//   N = 1, K = 16384, M = 131072, GB/s from DRAM: q8_0 30.7 vs 15.5, q4_k 29.6 vs 24.4,
+//     q3_k 22.3 vs 9.7, q2_k 24.0 vs 12.2;
+//   M = K = 4096, GFLOP/s, N = 2: q8_0 99 vs 52, q4_k 142 vs 109, q3_k 128 vs 78, q2_k 179 vs 112;
+//     N = 8: 176 vs 150, 214 vs 171, 155 vs 132, 223 vs 141; N = 16: 256 vs 201, 194 vs 187,
+//     162 vs 167 (a tie within the noise), 189 vs 163;
+//   N = 512: q8_0 574 vs 246, q4_k 490 vs 190, q3_k 529 vs 174, q2_k 466 vs 165.
+// So it takes these types at every N. Where AMX is present amx_bf16 keeps N >= 64 (not measured
+// against avx512_vnni: the development host has no AMX; AMX-INT8 would be the int8 counterpart).
 //
 // amx_bf16 (same rounding contract as avx512_bf16) takes prefill shapes, N >= kAmxMinN, where
 // the host has AMX-BF16. The crossover was not measured: the development host (Zen 4) has no AMX.
@@ -145,6 +177,7 @@ constexpr int64_t kAmxMinN = 64;
 
 const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
   if (N >= kAmxMinN && usable(find("amx_bf16"), wtype, M, N, K)) return *find("amx_bf16");
+  if (usable(find("avx512_vnni"), wtype, M, N, K)) return *find("avx512_vnni");  // q8_0, K-quants
   static const char* const order[] = {"avx512_bf16", "avx2", "neon", "scalar"};
   for (const char* name : order) {
     const mm_variant* v = find(name);

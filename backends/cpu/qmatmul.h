@@ -15,7 +15,8 @@
 // reference dequantizer's NaN weights would). e4m3 NaN codes (0x7F, 0xFF) in the weights likewise
 // give NaN outputs.
 //
-// Variants (x_rounding = the relative precision x is rounded to first; derivations in qmatmul.cpp):
+// Variants (x: the relative precision x is rounded to first, mm_variant::x_rounding, or int8 per
+// block; derivations in qmatmul.cpp):
 //   scalar       all six types   0       weight row dequantized by quant/, f32 dot in k order
 //   avx512_bf16  all six types   2^-8    x rounded to bf16 once per call; weights decoded to bf16
 //                                        exactly (every e4m3, e2m1, int8 and K-quant code is a bf16
@@ -28,6 +29,13 @@
 //                                        scales folded into the exact bf16 weights when every scaled
 //                                        code stays a normal bf16 (else avx512_bf16 runs the call),
 //                                        q8_0/K-quant scales on f32 partial sums per block.
+//   avx512_vnni  q8_0, q4_k,     int8    x quantized once per call to int8 per block of 32 along K
+//                q3_k, q2_k      per 32  (d = amax/127, q = rint(x/d): |x - dq| <= amax/254 per element,
+//                                        relative to the block's largest |x|; mm_variant::x_int8_block);
+//                                        weight codes dotted as int8 by vpdpbusd, exact int32 sums per
+//                                        block, f32 block scales. Picked for these types on hosts with
+//                                        AVX512-VNNI (except AMX prefill). A NaN or inf in x makes the
+//                                        outputs of its x row NaN. Needs AVX512-VNNI.
 //   avx2         all six types   0       weights dequantized to f32 bit for bit as quant/ does, FMA;
 //                                        decode (N <= 8) of fp8, mxfp4, q8_0: decoded in registers,
 //                                        the block scale applied to each block's f32 partial sum

@@ -24,6 +24,7 @@
 // outputs and stray writes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
@@ -82,6 +83,10 @@ enum class data_kind {
   nan_scale,   // random, plus one NaN scale code (0xFF)
   nan_weight,  // random, plus one e4m3 NaN weight code (fp8 only; mxfp4 has none)
   one_hot,     // random weights; x row n is the unit vector e_(n mod K): y[n][m] = w[m][n mod K]
+  x_zeros,     // random weights; x rows all zero except row 0 (random)
+  x_constant,  // random weights; x row n constant (n + 1) / 3 (every 32-block: q = 127 or 0)
+  x_outliers,  // random; one element per 32-block of x is 2^20 times larger: it sets amax
+  x_nonfinite, // random; x row 0 has a NaN, row 1 (when N > 1) an infinity, the others finite
 };
 
 struct scale_block {
@@ -155,6 +160,75 @@ class test_case {
         (*mag)[size_t(n * M_ + m)] = a;
       }
     }
+  }
+
+  // The int8 x of mm_variant::x_int8_block, emulated bit for bit (qmatmul.cpp): per block of B,
+  // d = f32(amax / 127), q = rint(f32(x / d)) clamped to +-127, x' = d q; NaN for a block holding
+  // NaN or inf. e: the documented bound on |x - x'| per element, (amax / 254)(1 + 2^-20) + 2^-140.
+  void int8_x(int64_t B, std::vector<double>* xq, std::vector<double>* e) const {
+    xq->assign(size_t(N_ * K_), 0.0);
+    e->assign(size_t(N_ * K_), 0.0);
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t k0 = 0; k0 < K_; k0 += B) {
+        const float* x = xf_.data() + size_t(n * K_ + k0);
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t i = 0; i < B; ++i) {
+          finite = finite && std::isfinite(x[i]);
+          amax = std::max(amax, std::fabs(x[i]));
+        }
+        const float d = amax / 127.0f;
+        for (int64_t i = 0; i < B; ++i) {
+          const size_t j = size_t(n * K_ + k0 + i);
+          double q = 0.0;
+          if (!finite) {
+            q = std::nan("");
+          } else if (amax > 0.0f) {
+            q = double(std::max(-127.0f, std::min(127.0f, std::nearbyint(x[i] / d))));
+          }
+          (*xq)[j] = double(d) * q;
+          (*e)[j] = double(amax) / 254.0 * (1.0 + 0x1p-20) + 0x1p-140;
+        }
+      }
+  }
+  // ref = sum_k w x'_k, mag = sum_k |w| |x'_k|, and the contract's extra term against the exact x:
+  // extra = sum_k |w_k| e_k (1 + c K u) (test reference for int8 x).
+  void reference_int8(int64_t B, std::vector<double>* ref, std::vector<double>* mag, std::vector<double>* extra) const {
+    std::vector<double> xq, e;
+    int8_x(B, &xq, &e);
+    ref->assign(size_t(N_ * M_), 0.0);
+    mag->assign(size_t(N_ * M_), 0.0);
+    extra->assign(size_t(N_ * M_), 0.0);
+    for (int64_t n = 0; n < N_; ++n)
+      for (int64_t m = 0; m < M_; ++m) {
+        double s = 0, a = 0, ex = 0;
+        const double* w = wd_.data() + size_t(m * K_);
+        const double* wa = wabs_.data() + size_t(m * K_);
+        const double* xr = xq.data() + size_t(n * K_);
+        const double* er = e.data() + size_t(n * K_);
+        for (int64_t k = 0; k < K_; ++k) {
+          s += w[k] * xr[k];
+          a += wa[k] * std::fabs(xr[k]);
+          ex += wa[k] * er[k];
+        }
+        (*ref)[size_t(n * M_ + m)] = s;
+        (*mag)[size_t(n * M_ + m)] = a;
+        (*extra)[size_t(n * M_ + m)] = ex * (1.0 + kC * double(K_) * kEpsAcc);
+      }
+  }
+  // sum over k in [k0, k1) of w[m][k] x'[n][k] with the emulated int8 x (for the checker test).
+  double partial_int8(int64_t B, int64_t n, int64_t m, int64_t k0, int64_t k1) const {
+    std::vector<double> xq, e;
+    int8_x(B, &xq, &e);
+    double s = 0;
+    for (int64_t k = k0; k < k1; ++k) s += wd_[size_t(m * K_ + k)] * xq[size_t(n * K_ + k)];
+    return s;
+  }
+  // Whether x row n holds a NaN or an infinity.
+  bool x_row_nonfinite(int64_t n) const {
+    for (int64_t k = 0; k < K_; ++k)
+      if (!std::isfinite(xf_[size_t(n * K_ + k)])) return true;
+    return false;
   }
 
   bool guards_intact(std::string* where) {
@@ -283,7 +357,11 @@ class test_case {
       for (int64_t k = 0; k < K_; ++k) {
         const float v = rng() % 16 == 0 ? 0.0f : std::ldexp(uni(rng), rnd(elo, ehi));
         x[k] = kind == data_kind::one_hot ? (k == n % K_ ? 1.0f : 0.0f) : (rng() & 1) ? -v : v;
+        if (kind == data_kind::x_zeros && n > 0) x[k] = 0.0f;
+        if (kind == data_kind::x_constant) x[k] = float(n + 1) / 3.0f;
+        if (kind == data_kind::x_outliers && k % 32 == (n * 7 + k / 32) % 32) x[k] *= 1048576.0f;
       }
+      if (kind == data_kind::x_nonfinite && K_ > 0 && n < 2) x[(K_ / 2 + 5 * n) % K_] = n == 0 ? std::nanf("") : -INFINITY;
       if (kind == data_kind::act_quant) quant::fp8_roundtrip_row(x, x, K_, 128);
       if (K_ > 0) std::memcpy(aligned(xbuf_) + lo_.x_off + size_t(n) * x_stride_, x, size_t(K_) * 4);
     }
@@ -345,9 +423,31 @@ check_result check_output(test_case& tc, const std::vector<double>& ref, const s
   return r;
 }
 
+// int8 x (mm_variant::x_int8_block): first against the emulated x' (accumulation bound alone: a
+// skipped block or a wrong scale shows there), then against the exact x with the contract's term.
+check_result check_int8(const mm_variant& v, test_case& tc) {
+  std::vector<double> ref, mag, extra;
+  tc.reference_int8(v.x_int8_block, &ref, &mag, &extra);
+  check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
+  if (!r.ok()) {
+    r.first = "(against the emulated int8 x) " + r.first;
+    return r;
+  }
+  std::vector<double> ref_x, mag_x;
+  tc.reference(false, &ref_x, &mag_x);
+  // A NaN or inf in x makes its row's outputs NaN (documented; the exact result may be +-inf).
+  for (int64_t n = 0; n < tc.N(); ++n)
+    if (tc.x_row_nonfinite(n))
+      for (int64_t m = 0; m < tc.M(); ++m) ref_x[size_t(n * tc.M() + m)] = std::nan("");
+  r = check_output(tc, ref_x, mag_x, extra);
+  if (!r.ok()) r.first = "(against exact x, int8 contract) " + r.first;
+  return r;
+}
+
 check_result run_and_check(const mm_variant& v, test_case& tc, int n_threads) {
   tc.poison();
   v.run(tc.problem(), n_threads);
+  if (v.x_int8_block) return check_int8(v, tc);
   const bool rounded = v.x_rounding > 0;
   std::vector<double> ref, mag;
   tc.reference(rounded, &ref, &mag);
@@ -463,7 +563,7 @@ TEST_P(QmatmulVariant, ExtremeScalesAndNaN) {
 // reference weight exactly. (Whether a compiler contracts the K-quants' (d * sc) * q - dmin * m
 // into one FMA does not matter: (d * sc) * q has at most 11 + 6 + 4 significant bits, exact in f32.)
 TEST_P(QmatmulVariant, ExactVariantsReproduceTheReferenceWeights) {
-  if (v_->x_rounding != 0) GTEST_SKIP() << "x rounded: covered by the bounds above";
+  if (v_->x_rounding != 0 || v_->x_int8_block) GTEST_SKIP() << "x rounded: covered by the bounds above";
   uint32_t seed = 5000;
   for (dtype t : kTypes) {
     if (!v_->supports(t, 1, 1, 1)) continue;
@@ -487,7 +587,7 @@ TEST_P(QmatmulVariant, ExactVariantsReproduceTheReferenceWeights) {
 // x on the e4m3 grid per 128 (DeepSeek's act_quant) is exact in bf16: the rounding variants must
 // then meet the accumulation bound alone, against the unrounded x.
 TEST_P(QmatmulVariant, ActQuantInputIsExact) {
-  if (v_->x_rounding == 0) GTEST_SKIP() << "exact variant";
+  if (v_->x_rounding == 0) GTEST_SKIP() << "exact variant, or int8 x (whose error act_quant does not remove)";
   uint32_t seed = 900;
   for (dtype t : {dtype::fp8_e4m3, dtype::mxfp4})
     for (const shape& s : {shape{64, 1, 1024}, shape{33, 7, 512}, shape{40, 96, 384}}) {
@@ -561,7 +661,72 @@ INSTANTIATE_TEST_SUITE_P(All, QmatmulVariant, ::testing::Range(0, [] {
                          }()),
                          variant_name);
 
+// int8 x (mm_variant::x_int8_block): the decode (N <= 16) and panel (N >= 17) paths of every type
+// at the shapes of the brief, with x that is all zero, constant, dominated by one outlier per
+// block, or non-finite (NaN / inf: the outputs of that x row are NaN; qmatmul.cpp).
+TEST_P(QmatmulVariant, Int8XShapesAndSpecialInputs) {
+  if (!v_->x_int8_block) GTEST_SKIP() << "x not quantized to int8";
+  uint32_t seed = 7000;
+  const int64_t ns[] = {1, 2, 5, 16, 17, 64};
+  for (dtype t : {dtype::q8_0, dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    for (int64_t K : {256, 512, 4096})
+      for (int64_t N : ns)
+        for (data_kind kind : {data_kind::random, data_kind::x_zeros, data_kind::x_constant, data_kind::x_outliers,
+                               data_kind::x_nonfinite}) {
+          const int64_t M = K == 4096 ? 17 : N >= 17 ? 33 : 35;  // odd; not a multiple of 16
+          test_case tc(t, M, N, K, {}, (seed & 1) ? strided(t) : kPacked, kind, seed);
+          ++seed;
+          const check_result r = run_and_check(*v_, tc, 2);
+          const char* what = kind == data_kind::random       ? "random"
+                             : kind == data_kind::x_zeros    ? "zero x"
+                             : kind == data_kind::x_constant ? "constant x"
+                             : kind == data_kind::x_outliers ? "outliers in x"
+                                                             : "NaN / inf in x";
+          ASSERT_TRUE(r.ok()) << describe(*v_, tc, what) << ": " << r.bad << " bad, first " << r.first;
+          if (kind == data_kind::x_nonfinite) {  // and really NaN (check_int8 requires it; belt and braces)
+            for (int64_t m = 0; m < M; ++m) ASSERT_TRUE(std::isnan(tc.y(0, m))) << describe(*v_, tc, what);
+          }
+        }
+  }
+}
+
 // ---- the checker itself can fail ------------------------------------------------------------
+// The int8 contract is tight enough to see a real bug: one 32-block left out of one output, or one
+// block's scale doubled, fails (here at K = 4096, the longest sum, so the weakest check).
+TEST(QmatmulChecker, Int8BoundCatchesASkippedBlockAndAWrongScale) {
+  quant::register_types();
+  int count = 0;
+  const mm_variant* all = qmm_variants(&count);
+  const mm_variant& scalar = all[0];
+  for (dtype t : {dtype::q8_0, dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
+    test_case tc(t, 9, 3, 4096, {}, kPacked, data_kind::random, 4242);
+    mm_variant fake = scalar;  // a stand-in kernel: the emulated int8 result, then broken
+    fake.x_int8_block = 32;
+    std::vector<double> ref, mag, extra;
+    tc.reference_int8(32, &ref, &mag, &extra);
+    tc.poison();
+    for (int64_t n = 0; n < 3; ++n)
+      for (int64_t m = 0; m < 9; ++m) *tc.out(n, m) = float(ref[size_t(n * 9 + m)]);
+    ASSERT_TRUE(check_int8(fake, tc).ok()) << type_name(t);
+    // Which block matters little; take the one with the largest term for output (1, 4).
+    int64_t kb = 0;
+    double best = -1;
+    for (int64_t k0 = 0; k0 < 4096; k0 += 32) {
+      const double p = std::fabs(tc.partial_int8(32, 1, 4, k0, k0 + 32));
+      if (p > best) best = p, kb = k0;
+    }
+    const float saved = tc.y(1, 4);
+    const double part = tc.partial_int8(32, 1, 4, kb, kb + 32);
+    *tc.out(1, 4) = float(ref[size_t(9 + 4)] - part);  // block skipped
+    EXPECT_FALSE(check_int8(fake, tc).ok()) << type_name(t) << ": skipped block";
+    *tc.out(1, 4) = float(ref[size_t(9 + 4)] + part);  // its scale doubled
+    EXPECT_FALSE(check_int8(fake, tc).ok()) << type_name(t) << ": doubled scale";
+    *tc.out(1, 4) = saved;
+    ASSERT_TRUE(check_int8(fake, tc).ok());
+  }
+}
+
 TEST(QmatmulChecker, CatchesWrongValuesUnwrittenOutputsStrayWritesAndLostNaN) {
   quant::register_types();
   int count = 0;
@@ -633,13 +798,17 @@ TEST(Qmatmul, PickIsUsableAndFollowsTheRules) {
       if (std::string(all[i].name) == name) return isa_allowed(all[i].level) && all[i].available();
     return false;
   };
-  if (runs("avx512_bf16")) {
-    // Prefill goes to AMX where the host has it (qmatmul.cpp: N >= 64), decode never does.
-    const char* prefill = runs("amx_bf16") ? "amx_bf16" : "avx512_bf16";
+  if (runs("avx512_bf16") || runs("avx512_vnni")) {
+    // Prefill goes to AMX where the host has it (qmatmul.cpp: N >= 64), decode never does; the
+    // int8 variant takes q8_0 and the K-quants at every other shape (measured faster: qmatmul.cpp).
     for (dtype t : kTypes) {
-      EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, "avx512_bf16");
-      EXPECT_STREQ(qmm_pick(t, 4096, 16, 4096).name, "avx512_bf16");
-      EXPECT_STREQ(qmm_pick(t, 4096, 512, 4096).name, prefill);
+      const bool int8 = runs("avx512_vnni") && !is_scaled(t);
+      const char* decode = int8 ? "avx512_vnni" : runs("avx512_bf16") ? "avx512_bf16" : "avx2";
+      const char* prefill = runs("amx_bf16") ? "amx_bf16" : decode;
+      EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, decode) << type_name(t);
+      EXPECT_STREQ(qmm_pick(t, 4096, 16, 4096).name, decode) << type_name(t);
+      EXPECT_STREQ(qmm_pick(t, 4096, 17, 4096).name, decode) << type_name(t);
+      EXPECT_STREQ(qmm_pick(t, 4096, 512, 4096).name, prefill) << type_name(t);
     }
   }
 #if defined(__aarch64__)  // before any cap: isa::neon ranks above the x86 levels
@@ -674,7 +843,7 @@ TEST(Qmatmul, EveryIsaLevelThroughQmatmul) {
         const bool rounded = v.x_rounding > 0;
         std::vector<double> ref, mag;
         tc.reference(rounded, &ref, &mag);
-        const check_result r = check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
+        const check_result r = v.x_int8_block ? check_int8(v, tc) : check_output(tc, ref, mag, std::vector<double>(ref.size(), 0.0));
         ASSERT_TRUE(r.ok()) << "isa limit " << isa_name(level) << ": " << describe(v, tc, "") << r.first;
       }
   }

@@ -52,8 +52,12 @@ std::vector<target> device_targets(device* d) {
         cpu::set_isa_limit(level);
       };
       t.leave = [saved] { cpu::set_isa_limit(*saved); };
-      // The matmul kernel table states how each variant rounds x (matmul.h: x_rounding).
-      t.mm_x_rounding = [](dtype w, int64_t M, int64_t N, int64_t K) { return cpu::mm_pick(w, M, N, K).x_rounding; };
+      // The matmul kernel table states how each variant rounds x (matmul.h: x_rounding, or int8 per
+      // block: x_int8_block, passed as minus the block size; reference.cpp, x_rounding_class).
+      t.mm_x_rounding = [](dtype w, int64_t M, int64_t N, int64_t K) {
+        const cpu::mm_variant& v = cpu::mm_pick(w, M, N, K);
+        return v.x_int8_block > 0 ? -double(v.x_int8_block) : v.x_rounding;
+      };
       t.must_support_all = true;  // the scheduler's fallback for every op
       out.push_back(std::move(t));
     }

@@ -490,12 +490,42 @@ static void ref_ROPE(const ref_in& in, ref_out* o) {
 }
 
 // ---- linear algebra --------------------------------------------------------------------------------------
+// The backend's declared rounding of x (ref_in::mm_x_rounding) comes in one of two classes:
+//  * r >= 0: x rounded to relative precision r per element, |x' - x| <= r |x|;
+//  * r < 0: x quantized to int8 per block of B = -r elements along K (backends/cpu/matmul.h,
+//    mm_variant::x_int8_block): d = amax / 127 over the block, |x' - x| <= e_b = (amax_b / 254)
+//    (1 + 2^-20) + 2^-140 per element (derived in backends/cpu/qmatmul.cpp), relative to the
+//    block's largest |x| rather than to |x_k|. Then
+//      |y - sum w x| <= sum_k |w_k| e_b(k) + (K + 2) u sum_k |w_k| (|x_k| + e_b(k)).
+struct x_rounding_class {
+  double rel = 0;     // relative precision (first class)
+  int64_t block = 0;  // int8 block along K (second class), 0 if none
+  void add(double r) {  // the coarser of both (several problem shapes: MATMUL_ID)
+    if (r >= 0) rel = std::max(rel, r);
+    else block = std::max(block, int64_t(-r));
+  }
+};
+
+// sum_k |w(k)| e_b(k) over one output, for int8 blocks of B along K of x(k).
+template <class W, class X>
+static double int8_x_term(int64_t K, int64_t B, W w, X x) {
+  double s = 0;
+  for (int64_t k0 = 0; k0 < K; k0 += B) {
+    double amax = 0;
+    for (int64_t k = k0; k < std::min(K, k0 + B); ++k) amax = std::max(amax, std::fabs(x(k)));
+    const double e = amax / 254.0 * (1.0 + 0x1p-20) + 0x1p-140;
+    for (int64_t k = k0; k < std::min(K, k0 + B); ++k) s += std::fabs(w(k)) * e;
+  }
+  return s;
+}
+
 static void ref_MATMUL(const ref_in& in, ref_out* o) {
   const darray &w = in.src[0], &x = in.src[1];
   const int64_t K = w.ne[0], M = w.ne[1], N = x.ne[1];
   const int64_t ne[4] = {M, N, x.ne[2], x.ne[3]};
   o->shape(dtype::f32, ne);
-  const double xr = in.mm_x_rounding ? in.mm_x_rounding(w.type, M, N, K) : 0.0;
+  x_rounding_class xr;
+  if (in.mm_x_rounding) xr.add(in.mm_x_rounding(w.type, M, N, K));
   const int64_t r2 = x.ne[2] / w.ne[2], r3 = x.ne[3] / w.ne[3];
   for_each(ne, [&](int64_t m, int64_t n, int64_t b2, int64_t b3) {
     double acc = 0, mag = 0;
@@ -504,9 +534,12 @@ static void ref_MATMUL(const ref_in& in, ref_out* o) {
       acc += t;
       mag += std::fabs(t);
     }
+    const double e = xr.block == 0 ? 0.0
+                                   : int8_x_term(K, xr.block, [&](int64_t k) { return w.at(k, m, b2 / r2, b3 / r3); },
+                                                 [&](int64_t k) { return x.at(k, n, b2, b3); });
     const size_t i = size_t(o->idx(m, n, b2, b3));
     o->v[i] = acc;
-    o->tol[i] = (xr + double(K + 2) * u) * mag;
+    o->tol[i] = (xr.rel + double(K + 2) * u) * mag + e * (1.0 + double(K + 2) * u);
   });
 }
 
@@ -517,9 +550,9 @@ static void ref_MATMUL_ID(const ref_in& in, ref_out* o) {
   o->shape(dtype::f32, ne);
   // Each expert is one matmul problem whose N is the number of rows routed to it: take the
   // coarsest rounding the backend declares for any such N.
-  double xr = 0;
+  x_rounding_class xr;
   if (in.mm_x_rounding)
-    for (int64_t nn = 1; nn <= n_used * N; ++nn) xr = std::max(xr, in.mm_x_rounding(w.type, M, nn, K));
+    for (int64_t nn = 1; nn <= n_used * N; ++nn) xr.add(in.mm_x_rounding(w.type, M, nn, K));
   for_each(ne, [&](int64_t m, int64_t i, int64_t n, int64_t) {
     const int64_t e = int64_t(ids.at(i, n));
     double acc = 0, mag = 0;
@@ -528,9 +561,12 @@ static void ref_MATMUL_ID(const ref_in& in, ref_out* o) {
       acc += t;
       mag += std::fabs(t);
     }
+    const double ex = xr.block == 0 ? 0.0
+                                    : int8_x_term(K, xr.block, [&](int64_t k) { return w.at(k, m, e); },
+                                                  [&](int64_t k) { return x.at(k, i % X1, n); });
     const size_t j = size_t(o->idx(m, i, n, 0));
     o->v[j] = acc;
-    o->tol[j] = (xr + double(K + 2) * u) * mag;
+    o->tol[j] = (xr.rel + double(K + 2) * u) * mag + ex * (1.0 + double(K + 2) * u);
   });
 }
 

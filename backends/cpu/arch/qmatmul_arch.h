@@ -22,6 +22,9 @@ using namespace v4::cpu::mm_arch;
 bool qmm_avx512bf16_available();                                // AVX512-BF16 + VBMI (cpuid)
 void qmm_avx512bf16_run(const mm_problem& p, int n_threads);    // all six types; x -> bf16
 void qmm_avx2_run(const mm_problem& p, int n_threads);          // all six types, exact x
+bool qmm_vnni_available();                                      // AVX-512 + AVX512-VNNI (cpuid)
+bool qmm_vnni_supports(dtype t);                                // q8_0, q4_k, q3_k, q2_k
+void qmm_vnni_run(const mm_problem& p, int n_threads);          // x -> int8 per block of 32
 #endif
 #if defined(__aarch64__)
 void qmm_neon_run(const mm_problem& p, int n_threads);          // all six types, exact x
