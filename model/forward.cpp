@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <unordered_map>
 
 #include "backends/cpu/cpu.h"
 #include "model/session.h"
@@ -141,12 +142,20 @@ struct builder {
   // y = x @ w.T; with QAT the activation is rounded to FP8 (block 128) first, as the official
   // linear() does in front of every FP8/FP4 GEMM.
   tensor* linear(tensor* x, tensor* w) {
-    if (opt.qat && scaled_weight(w)) x = act_quant_fp8(ctx, x);
+    if (opt.qat && scaled_weight(w)) x = act_quant(x);
     return matmul(ctx, w, x);
   }
   tensor* linear_id(tensor* x, tensor* w, tensor* ids) {
-    if (opt.qat && scaled_weight(w)) x = act_quant_fp8(ctx, x);
+    if (opt.qat && scaled_weight(w)) x = act_quant(x);
     return matmul_id(ctx, w, x, ids);
+  }
+  // The FP8 activation quantization of x, made once per tensor: several projections read the
+  // same input (the attention's x feeds up to seven), and one node serves them all.
+  std::unordered_map<const tensor*, tensor*> act_quantized;
+  tensor* act_quant(tensor* x) {
+    tensor*& q = act_quantized[x];
+    if (!q) q = act_quant_fp8(ctx, x);
+    return q;
   }
   tensor* norm_w(tensor* x, tensor* w) { return mul(ctx, rms_norm(ctx, x, hp.rms_eps), w); }
   // Values as the cache stores them (f32 or rounded through bf16), and cache reads as f32.
@@ -173,6 +182,19 @@ struct builder {
   }
 
   // A row range [r0, r0+n) of a 2-D weight, with its scales when it has some.
+  // w [K, n*G] as G matrices [K, n, G] (with its scales), or nullptr when a scale block would
+  // straddle two of them.
+  tensor* weight_groups(tensor* w, int64_t n, int64_t G) {
+    if (w->ne[1] != n * G || w->ne[2] != 1 || w->ne[3] != 1) return nullptr;
+    if (w->scales && (n % w->scale_block[1] != 0)) return nullptr;
+    tensor* v = view_3d(ctx, w, w->ne[0], n, G, w->nb[1], size_t(n) * w->nb[1], 0);
+    if (v && w->scales) {
+      tensor* s = w->scales;
+      const int64_t sn = n / w->scale_block[1];
+      v->scales = view_3d(ctx, s, s->ne[0], sn, G, s->nb[1], size_t(sn) * s->nb[1], 0);
+    }
+    return v;
+  }
   tensor* weight_rows(tensor* w, int64_t r0, int64_t n) {
     tensor* v = view_2d(ctx, w, w->ne[0], n, w->nb[1], size_t(r0) * w->nb[1]);
     if (v && w->scales) {
@@ -419,7 +441,14 @@ struct builder {
     o = reshape(ctx, o, {HD * H, T});
 
     // Grouped low-rank output: group g = heads [g*H/G, (g+1)*H/G) through its rows of wo_a.
+    // One batched matmul over the groups (weights [gin, gout, G], x [gin, T, G]) instead of a
+    // copy, a matmul and a concatenation per group: the same products, 21 fewer nodes per layer.
     const int64_t gin = HD * H / G, gout = hp.o_lora_rank;
+    if (tensor* w3 = weight_groups(L.wo_a, gout, G)) {
+      tensor* x3 = view_3d(ctx, o, gin, T, G, o->nb[1], size_t(gin) * sizeof(float), 0);  // [gin, T, G]
+      tensor* y3 = matmul(ctx, w3, x3);                                                    // [gout, T, G]
+      return linear(reshape(ctx, cont(ctx, permute(ctx, y3, 0, 2, 1, 3)), {gout * G, T}), L.wo_b);
+    }
     tensor* z = nullptr;
     for (int64_t g = 0; g < G; ++g) {
       tensor* og = view_2d(ctx, o, gin, T, o->nb[1], size_t(g * gin) * sizeof(float));
