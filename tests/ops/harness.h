@@ -51,7 +51,8 @@ struct target {
   std::string name;  // GoogleTest-safe: "CPU_avx512"
   device* dev = nullptr;
   std::function<void()> enter, leave;  // select / restore the variant (e.g. the CPU ISA cap)
-  // Relative rounding the device applies to x in matmul with weights of wtype (0: none).
+  // Rounding the device applies to x in matmul with weights of wtype, as ref_in::mm_x_rounding
+  // encodes it (0: none; > 0 relative per element; < 0 int8 per block of that many elements).
   std::function<double(dtype wtype, int64_t M, int64_t N, int64_t K)> mm_x_rounding;
   bool must_support_all = false;
 };

@@ -80,7 +80,9 @@ struct op_args {
 struct ref_in {
   const op_args& args;
   std::vector<darray> src;  // the op's inputs as the kernel sees them (logical element order)
-  // The backend's declared rounding of x in matmul (0 = exact inputs; see backends/cpu/matmul.h).
+  // The backend's declared rounding of x in matmul (see backends/cpu/matmul.h): r >= 0 relative
+  // precision per element (0 = exact inputs); r < 0 int8 per block of -r elements along K
+  // (reference.cpp, x_rounding_class, has the bounds of both).
   std::function<double(dtype wtype, int64_t M, int64_t N, int64_t K)> mm_x_rounding;
 };
 
