@@ -212,39 +212,31 @@ struct builder {
 
   // ---- mHC ----------------------------------------------------------------------------------
   struct hc_out {
-    tensor* u;     // [D, T] the sublayer input
-    tensor* post;  // [HC, T]
-    tensor* comb;  // [HC(j), HC(k), T]: comb[j][k] with j innermost, ready as matmul weight
+    tensor* u;  // [D, T] the sublayer input
+    tensor* w;  // [1+HC, HC, T]: row k = (post[k], comb[k][0..HC-1]), hc_post's matmul weight
   };
 
   hc_out hc_pre(tensor* X, tensor* fn, tensor* base, tensor* scl) {
     const int64_t HC = hp.hc_mult, D = hp.hidden_size;
-    const float eps = hp.hc_eps;
     tensor* flat = reshape(ctx, X, {HC * D, T});
     tensor* mix = matmul(ctx, fn, rms_norm(ctx, flat, hp.rms_eps));  // [(2+HC)*HC, T]
+    // pre, post and the Sinkhorn-normalised comb in one op (tensor/ops.h: hc_mix), laid out as
+    // [pre (HC) | (post[k], comb[k][.]) for each k].
+    const float s[3] = {host_f32(scl, 0), host_f32(scl, 1), host_f32(scl, 2)};
+    tensor* hm = hc_mix(ctx, mix, base, s, int(hp.hc_sinkhorn_iters), hp.hc_eps);
     const size_t f = sizeof(float);
-    tensor* mix_pre = view_2d(ctx, mix, HC, T, mix->nb[1], 0);
-    tensor* mix_post = view_2d(ctx, mix, HC, T, mix->nb[1], HC * f);
-    tensor* mix_comb = view_3d(ctx, mix, HC, HC, T, HC * f, mix->nb[1], 2 * HC * f);  // [k, j, T]
-    tensor* pre = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix_pre, host_f32(scl, 0)), view_1d(ctx, base, HC, 0))),
-                        1.0f, eps);
-    tensor* post = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix_post, host_f32(scl, 1)),
-                                               view_1d(ctx, base, HC, HC * f))), 2.0f);
-    tensor* comb_bias = view_2d(ctx, base, HC, HC, HC * f, 2 * HC * f);
-    // Row softmax over k (+ eps), then Sinkhorn rounds, column first: one fused op.
-    tensor* c = sinkhorn(ctx, add(ctx, scale(ctx, mix_comb, host_f32(scl, 2)), comb_bias),
-                         int(hp.hc_sinkhorn_iters), eps);
-    tensor* u = sum(ctx, mul(ctx, X, reshape(ctx, pre, {1, HC, T})), 1);  // [D, 1, T]
-    return {reshape(ctx, u, {D, T}), post, cont(ctx, permute(ctx, c, 1, 0, 2, 3))};
+    tensor* pre = view_3d(ctx, hm, 1, HC, T, f, hm->nb[1], 0);                        // [1, HC, T]
+    tensor* w = view_3d(ctx, hm, 1 + HC, HC, T, (1 + HC) * f, hm->nb[1], HC * f);    // [1+HC, HC, T]
+    tensor* u = sum(ctx, mul(ctx, X, pre), 1);                                         // [D, 1, T]
+    return {reshape(ctx, u, {D, T}), w};
   }
 
   // Y[k] = post[k] * f + sum_j comb[j][k] * X[j], as one batched matmul over tokens:
   //   w = [post ; comb] [1+HC, HC, T],  x = [f ; X^T] [1+HC, D, T]  ->  [HC, D, T].
   tensor* hc_post(tensor* f, tensor* X, const hc_out& h) {
     const int64_t HC = hp.hc_mult, D = hp.hidden_size;
-    tensor* w = concat(ctx, reshape(ctx, h.post, {1, HC, T}), h.comb, 0);
     tensor* x = concat(ctx, reshape(ctx, f, {1, D, T}), cont(ctx, permute(ctx, X, 1, 0, 2, 3)), 0);
-    tensor* y = matmul(ctx, w, x);  // [HC, D, T]
+    tensor* y = matmul(ctx, h.w, x);  // [HC, D, T]
     return cont(ctx, permute(ctx, y, 1, 0, 2, 3));
   }
 

@@ -103,6 +103,16 @@ tensor* hadamard(context& ctx, tensor* a, float scale);
 //   then iters - 1 times:  C = C / (row sums + eps);  C = C / (column sums + eps).
 // -> f32 [n, n, R...] contiguous. iters >= 1 (V4: hc_sinkhorn_iters = 20, eps = hc_eps = 1e-6).
 tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps);
+// mHC's mixing weights (DeepSeek-V4 hc_pre), fused. mix f32 [(2+n)*n, R...] with contiguous rows
+// (the hc_fn projection of each token), base f32 [(2+n)*n] contiguous (hc_*_base), s[3] the three
+// hc_*_scale values, per token:
+//   pre[k]  = sigmoid(mix[k] s0 + base[k]) + eps                                    k < n
+//   post[k] = 2 sigmoid(mix[n + k] s1 + base[n + k])
+//   C       = sinkhorn(A, iters, eps),  A[k, j] = mix[2n + j n + k] s2 + base[2n + j n + k]
+// with the operations and roundings of the unfused ops (scale, add, sigmoid, sinkhorn), so the same
+// bits. -> f32 [(2+n)*n, R...] laid out for hc_post: pre (n values), then for each output stream k
+// the row (post[k], C[k, 0], ..., C[k, n-1]) of n + 1 values (hc_post's matmul weight).
+tensor* hc_mix(context& ctx, tensor* mix, tensor* base, const float s[3], int iters, float eps);
 
 // Attention of H query heads over ONE shared set of key = value rows (DeepSeek-V4's MQA latent),
 // fused: no score matrix or transposed keys are materialised.
@@ -179,6 +189,7 @@ namespace params {
 //       f[5] = yarn_orig_ctx, f[6] = beta_fast, f[7] = beta_slow.
 // TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
 // SINKHORN: i[0] = iters, f[1] = eps.    ATTN_MQA: f[0] = scale; src = q, kv, mask or null, sink or null.
+// HC_MIX: f[0..2] = s, i[3] = iters, f[4] = eps, i[5] = n.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);
 rope_params rope_of(const tensor* t);

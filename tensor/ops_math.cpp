@@ -199,6 +199,33 @@ tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink
   return r;
 }
 
+tensor* hc_mix(context& ctx, tensor* mix, tensor* base, const float s[3], int iters, float eps) {
+  if (!have({mix, base})) return nullptr;
+  if (!need_f32(ctx, "hc_mix", mix) || !need_f32(ctx, "hc_mix", base)) return nullptr;
+  int64_t n = 1;
+  while ((n + 1) * (n + 3) <= mix->ne[0]) ++n;  // the n with (2 + n) n == ne0, if any
+  if ((2 + n) * n != mix->ne[0] || !mix->rows_contiguous()) {
+    ctx.fail("hc_mix: mix %s must have (2 + n) n elements per contiguous row (n = 4 for V4)", describe(mix).c_str());
+    return nullptr;
+  }
+  if (base->ne[0] != mix->ne[0] || base->nelements() != base->ne[0] || !base->is_contiguous()) {
+    ctx.fail("hc_mix: base %s must be one contiguous row of %lld", describe(base).c_str(), (long long)mix->ne[0]);
+    return nullptr;
+  }
+  if (iters < 1 || !(eps >= 0)) {
+    ctx.fail("hc_mix: iters (%d) must be >= 1 and eps (%g) >= 0", iters, double(eps));
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::HC_MIX, dtype::f32, mix->ne, {mix, base});
+  if (r) {
+    for (int i = 0; i < 3; ++i) r->set_param_f(i, s[i]);
+    r->set_param_i(3, iters);
+    r->set_param_f(4, eps);
+    r->set_param_i(5, int32_t(n));
+  }
+  return r;
+}
+
 tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps) {
   if (!have({a})) return nullptr;
   if (!need_f32(ctx, "sinkhorn", a)) return nullptr;

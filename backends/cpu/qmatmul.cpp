@@ -149,7 +149,8 @@ const mm_variant* qmm_variants(int* count) {
   return kVariants;
 }
 
-// Pick rules: amx_bf16 for N >= kAmxMinN where the host has AMX-BF16 (below); else, for q8_0 and
+// Pick rules: avx512_vnni for q8_0 and the K-quants where the host has it; amx_bf16 for fp8_e4m3
+// and mxfp4 with N >= kAmxMinN where the host has AMX-BF16 (below); else, for q8_0 and
 // the K-quants, avx512_vnni where the host has AVX512-VNNI; else the first usable variant of
 // avx512_bf16 > avx2 > neon > scalar (each takes all six types). avx512_bf16 is exact for
 // DeepSeek's numerics (x already on the e4m3 grid, see qmatmul.h) and the fastest at every N
@@ -165,19 +166,20 @@ const mm_variant* qmm_variants(int* count) {
 //     N = 8: 176 vs 150, 214 vs 171, 155 vs 132, 223 vs 141; N = 16: 256 vs 201, 194 vs 187,
 //     162 vs 167 (a tie within the noise), 189 vs 163;
 //   N = 512: q8_0 574 vs 246, q4_k 490 vs 190, q3_k 529 vs 174, q2_k 466 vs 165.
-// So it takes these types at every N. Where AMX is present amx_bf16 keeps N >= 64 (not measured
-// against avx512_vnni: the development host has no AMX; AMX-INT8 would be the int8 counterpart).
+// So it takes these types at every N, also where the host has AMX: on the GPU machine's Xeon
+// (16 threads, 2026-11-28 20:25 UTC, `v4 bench matmul --type q4_k --rows N --k 4096 --n-out 4096
+// --threads 16 --variant V`), GFLOP/s avx512_vnni / amx_bf16 / avx512_bf16: N = 16: 815 / 563 /
+// 451; N = 32: 1409 / 1235 / 485; N = 64: 1700 / 1742 / 504; N = 128: 1939 / 2080 / 469;
+// N = 512: 1924 / 1686 / 469 (AMX ahead by 2-7% at 64-128 only).
 //
-// amx_bf16 (same rounding contract as avx512_bf16) takes prefill shapes, N >= kAmxMinN, where
-// the host has AMX-BF16. The crossover was not measured: the development host (Zen 4) has no AMX.
-// 64 is the brief's prefill threshold and conservative against matmul.cpp's bf16 measurement
-// (amx_bf16 5.4x avx512_bf16 at N = 32 on a Xeon); decoding a weight tile costs about what
-// loading a bf16 one does once it is reused across 64 columns.
-constexpr int64_t kAmxMinN = 64;
+// amx_bf16 (same rounding contract as avx512_bf16) takes fp8_e4m3 and mxfp4 from N >= kAmxMinN
+// where the host has AMX-BF16. Same machine and command, fp8_e4m3, amx_bf16 / avx512_bf16: N = 16:
+// 547 / 557; N = 32: 1166 / 416; N = 64: 1997 / 331; N = 128: 2869 / 431; N = 512: 3417 / 566.
+constexpr int64_t kAmxMinN = 32;
 
 const mm_variant& qmm_pick(dtype wtype, int64_t M, int64_t N, int64_t K) {
-  if (N >= kAmxMinN && usable(find("amx_bf16"), wtype, M, N, K)) return *find("amx_bf16");
   if (usable(find("avx512_vnni"), wtype, M, N, K)) return *find("avx512_vnni");  // q8_0, K-quants
+  if (N >= kAmxMinN && usable(find("amx_bf16"), wtype, M, N, K)) return *find("amx_bf16");
   static const char* const order[] = {"avx512_bf16", "avx2", "neon", "scalar"};
   for (const char* name : order) {
     const mm_variant* v = find(name);

@@ -24,7 +24,8 @@
 //                                        DeepSeek's own numerics: x that act_quant put on the e4m3
 //                                        grid (per 128) is representable in bf16. Needs AVX512-BF16
 //                                        and VBMI.
-//   amx_bf16     all six types   2^-8    prefill (picked from N >= 64 where AMX-BF16 is present): the
+//   amx_bf16     all six types   2^-8    prefill (picked for fp8 / mxfp4 from N >= 32 where AMX-BF16
+//                                        is present; q8_0 and K-quants keep avx512_vnni): the
 //                                        avx512_bf16 numerics on AMX tiles (tdpbf16ps); fp8/mxfp4
 //                                        scales folded into the exact bf16 weights when every scaled
 //                                        code stays a normal bf16 (else avx512_bf16 runs the call),
@@ -33,8 +34,9 @@
 //                q3_k, q2_k      per 32  (d = amax/127, q = rint(x/d): |x - dq| <= amax/254 per element,
 //                                        relative to the block's largest |x|; mm_variant::x_int8_block);
 //                                        weight codes dotted as int8 by vpdpbusd, exact int32 sums per
-//                                        block, f32 block scales. Picked for these types on hosts with
-//                                        AVX512-VNNI (except AMX prefill). A NaN or inf in x makes the
+//                                        block, f32 block scales. Picked for these types at every N on
+//                                        hosts with AVX512-VNNI (faster than AMX-BF16 on a Xeon but at
+//                                        N = 64..128, by 2-7%: qmatmul.cpp). A NaN or inf in x makes the
 //                                        outputs of its x row NaN. Needs AVX512-VNNI.
 //   avx2         all six types   0       weights dequantized to f32 bit for bit as quant/ does, FMA;
 //                                        decode (N <= 8) of fp8, mxfp4, q8_0: decoded in registers,

@@ -87,6 +87,13 @@ inline unsigned grid_for(int64_t n, int block = kBlock) {
   return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
+// sigmoid in double through u = exp(-|x|): no overflow, as the CPU's scalar path (the sigmoid
+// op, and hc_mix).
+__device__ inline double sigmoid_d(double x) {
+  const double u = ::exp(-::fabs(x));
+  return (x >= 0 ? 1.0 : u) / (1.0 + u);
+}
+
 // Sum and max over one warp (all 32 lanes active).
 __device__ inline float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

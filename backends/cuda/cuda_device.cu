@@ -51,6 +51,7 @@ launcher launcher_for(op_kind op) {
     case op_kind::ARGSORT: return launch_argsort;
     case op_kind::HADAMARD: return launch_hadamard;
     case op_kind::SINKHORN: return launch_sinkhorn;
+    case op_kind::HC_MIX: return launch_hc_mix;
     case op_kind::ATTN_MQA: return launch_attn_mqa;
     default: return nullptr;
   }
@@ -497,6 +498,7 @@ class cuda_device_impl final : public device {
       case op_kind::TOP_K:
       case op_kind::ARGSORT:
       case op_kind::SINKHORN: return true;
+      case op_kind::HC_MIX: return t->param_i(5) == 4;  // the 16-lane kernel; other n: the CPU
       case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
       default: return false;

@@ -30,6 +30,8 @@ bool matmul_supported(const tensor* node);  // MATMUL / MATMUL_ID: f32/f16/bf16,
 double matmul_x_rounding(dtype wtype, int64_t M, int64_t N, int64_t K);
 // Timing hook for tests: true sends one-row calls to the older gemv instead of gemv_x1 / gemv1.
 void set_decode_kernels_off(bool off);
+// Test hook: split-K slices of one-row calls (0 automatic, 1 never, n >= 2 about n where K allows).
+void set_matmul_split_k(int slices);
 bool launch_fp8_roundtrip(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_fp4_roundtrip(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_set_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, or fp8 / mxfp4 per-row blocks
@@ -43,6 +45,7 @@ bool launch_gather(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_top_k(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_argsort(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_hc_mix(cudaStream_t s, tensor* dst, std::string* error);   // HC_MIX (n = 4)
 bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_get_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, q8_0, fp8_e4m3, mxfp4
@@ -51,6 +54,8 @@ constexpr int64_t kMaxHadamard = 8192;  // hadamard rows longer than this stay o
 constexpr int64_t kMaxAttnDim = 512;    // attn_mqa head dims above this stay on the CPU
 // Kernel scratch memory (ops_scratch.cu): one zero-initialised allocation per (stream, slot) of at
 // least bytes, kept and grown as needed; nullptr with *error when the GPU is out of memory.
+// Slots in use: 0, 1, 2 (top_k / argsort), 10, 11 (attn_mqa), 20 (matmul_id grouping),
+// 21 (matmul split-K partial sums).
 void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error);
 // Bumped whenever a scratch block moves: CUDA graphs captured before then hold stale pointers.
 uint64_t scratch_generation();

@@ -28,11 +28,6 @@ __global__ void binary_kernel(tview y, tview a, tview b, int64_t n) {
 
 enum class un { scale, clamp, silu, sigmoid, softplus, sqrt, relu, exp };
 
-// sigmoid in double through u = exp(-|x|): no overflow, as the CPU's scalar path.
-__device__ inline double sigmoid_d(double x) {
-  const double u = ::exp(-::fabs(x));
-  return (x >= 0 ? 1.0 : u) / (1.0 + u);
-}
 
 template <un K>
 __global__ void unary_kernel(tview y, tview a, float p0, float p1, int64_t n) {

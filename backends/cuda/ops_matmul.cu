@@ -10,6 +10,9 @@
 //            One x row of fp8 / mxfp4 (launch_decode): gemv_x1 (fp8: the first chunks and all
 //            scale codes loaded before x is staged) and gemv1 (mxfp4: chunks streamed through a
 //            per-warp cp.async ring in shared memory); same numerics.
+//            split-K (launch_split): one x row, fp8 with a long K over few rows: gemv_x1 over K
+//            slices writing partial sums to scratch, then splitk_sum_kernel adds them in slice
+//            order (no atomics); same numerics.
 //   tcv      mxfp4 decode with 2..16 x rows (ops_mma.cu): bf16 tensor cores, x rounded to bf16.
 //   mma      prefill, N > 16 (ops_mma.cu): bf16 tensor cores, x rounded to bf16 once.
 //   small_k, split_row  (ops_matmul_small.cu) K <= 32 with many outputs; few long weight rows.
@@ -227,7 +230,22 @@ __device__ inline float2 half2_bits_f(uint32_t h) { return __half22float2(*reint
 // and [1] (two chains; their sum is the chunk's dot product, mxfp4 times 2^-14).
 template <int WT, int R>
 __device__ inline void chunk_dot(const uint4 (&w)[R], const float4* xs, int c, float (&part)[R][2]) {
-  if constexpr (WT == kFP8) {
+  if constexpr (WT == kF32 || WT == kF16 || WT == kBF16) {  // (split-K) exact widening, as decode4
+    constexpr int P = chunk<WT>::kElems / 4;                 // x pieces per chunk
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const float4 xv = xs[x_swizzle(c * P + j)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float f[4];
+        decode4<WT>(w[r], j, f);
+        part[r][0] = fmaf(f[0], xv.x, part[r][0]);
+        part[r][1] = fmaf(f[1], xv.y, part[r][1]);
+        part[r][0] = fmaf(f[2], xv.z, part[r][0]);
+        part[r][1] = fmaf(f[3], xv.w, part[r][1]);
+      }
+    }
+  } else if constexpr (WT == kFP8) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const float4 xv = xs[x_swizzle(c * 4 + j)];
@@ -378,23 +396,34 @@ __global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_r
   cp_async_wait<0>();  // nothing may be in flight into shared memory when the block exits
 }
 
-// ---- gemv_x1: one x row (decode), weights in registers (used for fp8) ---------------------------------
+// ---- gemv_x1: one x row (decode), weights in registers (used for fp8; split-K for every type) ---------
 // The gemv's layout (a warp per R rows, lanes over 16-byte chunks, U chunks per row in flight, x in
 // shared memory) with the latencies taken off the critical path: the first chunks and every
 // chunk's scale code are loaded together, before x is staged and before anything waits (the gemv
 // loads the codes after the chunks have arrived: a second round trip). Any fp8 scale block.
+//
+// SPLIT (split-K, blockIdx.z = slice; launch_split): the block covers chunks [z * slice_chunks,
+// + slice_chunks) of its rows, stages only that part of x, and writes its f32 partial sums to
+// part[(z * jobs + job) * M + m]; splitk_sum_kernel adds the slices in order. A chunk never
+// straddles a scale block (sb_k % 32 == 0, chunks of at most 32 elements), so a slice boundary on
+// a chunk boundary keeps every scale exact. Without SPLIT (slice_chunks, part unused) the kernel
+// compiles to the same instructions as before split-K existed (compared with cuobjdump -sass).
 
-// Block: kGemvWarps warps of R rows; grid (ceil(M / (warps * R)), jobs); shared memory: x padded
-// to whole groups of 8 pieces (the swizzle permutes within them).
-template <int WT, int R, int U>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, mm_rows rd) {
+// Block: kGemvWarps warps of R rows; grid (ceil(M / (warps * R)), jobs, slices); shared memory: the
+// slice of x padded to whole groups of 8 pieces (the swizzle permutes within them).
+template <int WT, int R, int U, bool SPLIT>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, mm_rows rd, int slice_chunks,
+                                                                  float* part) {
   extern __shared__ float4 x1_smem[];
   constexpr int E = chunk<WT>::kElems;
+  constexpr bool kScaled = chunk<WT>::kScaled;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const mm_job jb = job_of(W, rd, blockIdx.y);
   if (jb.count == 0) return;  // the whole block
   const int64_t m0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * R;
   const int nchunks = int(W.K / E);
+  const int c_begin = SPLIT ? int(blockIdx.z) * slice_chunks : 0;
+  const int c_end = SPLIT && c_begin + slice_chunks < nchunks ? c_begin + slice_chunks : nchunks;
   const float* xp;
   float* yp;
   row_ptrs(rd, jb, 0, &xp, &yp);
@@ -405,7 +434,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, 
   for (int r = 0; r < R; ++r) {
     const int64_t m = m0 + r < W.M ? m0 + r : W.M - 1;  // past the end: reread the last row, store nothing
     wrow[r] = reinterpret_cast<const uint4*>(jb.w + m * W.nb1);
-    srow[r] = jb.s + (m / W.sb_m) * W.s_nb1;
+    srow[r] = kScaled ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
   }
   uint4 raw[U][R];
   uint8_t code[U][R];
@@ -413,47 +442,71 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, 
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
-      const bool ok = c < nchunks;
+      const bool ok = c < c_end;
       const int col = WT == kFP8 ? int(scale_col(W, int64_t(c) * E)) : c;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         raw[u][r] = ok ? __ldg(wrow[r] + c) : make_uint4(0, 0, 0, 0);
-        code[u][r] = ok ? __ldg(srow[r] + col) : uint8_t(0);
+        if constexpr (kScaled) code[u][r] = ok ? __ldg(srow[r] + col) : uint8_t(0);
       }
     }
   };
-  load(lane);
+  load(c_begin + lane);
 
-  const float4* xg = reinterpret_cast<const float4*>(xp);
-  for (int64_t p = threadIdx.x; p < W.K / 4; p += blockDim.x) x1_smem[x_swizzle(p)] = __ldg(xg + p);
+  if constexpr (SPLIT) {  // x pieces (4 floats) of this slice, indexed from the slice's first chunk
+    const float4* xg = reinterpret_cast<const float4*>(xp) + int64_t(c_begin) * (E / 4);
+    const int xpieces = (c_end - c_begin) * (E / 4);
+    for (int p = threadIdx.x; p < xpieces; p += blockDim.x) x1_smem[x_swizzle(p)] = __ldg(xg + p);
+  } else {
+    const float4* xg = reinterpret_cast<const float4*>(xp);
+    for (int64_t p = threadIdx.x; p < W.K / 4; p += blockDim.x) x1_smem[x_swizzle(p)] = __ldg(xg + p);
+  }
   __syncthreads();
   if (m0 >= W.M) return;  // after the block's only barrier
 
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  for (int c0 = lane; c0 < nchunks; c0 += 32 * U) {
+  for (int c0 = c_begin + lane; c0 < c_end; c0 += 32 * U) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
-      if (c >= nchunks) break;
-      float part[R][2];
+      if (c >= c_end) break;
+      float part_c[R][2];
 #pragma unroll
-      for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = 0.0f;
-      chunk_dot<WT, R>(raw[u], x1_smem, c, part);
+      for (int r = 0; r < R; ++r) part_c[r][0] = part_c[r][1] = 0.0f;
+      chunk_dot<WT, R>(raw[u], x1_smem, c - c_begin, part_c);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const float p = part[r][0] + part[r][1];
-        acc[r] = fmaf(WT == kMXFP4 ? p * kE2m1HalfUnscale : p, e8m0_f(code[u][r]), acc[r]);
+        const float p = part_c[r][0] + part_c[r][1];
+        if constexpr (kScaled) acc[r] = fmaf(WT == kMXFP4 ? p * kE2m1HalfUnscale : p, e8m0_f(code[u][r]), acc[r]);
+        else acc[r] += p;
       }
     }
-    if (c0 + 32 * U < nchunks) load(c0 + 32 * U);
+    if (c0 + 32 * U < c_end) load(c0 + 32 * U);
   }
+  float* out = SPLIT ? part + (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * W.M : yp;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float v = warp_sum(acc[r]);
-    if (lane == r && m0 + r < W.M) yp[m0 + r] = v;
+    if (lane == r && m0 + r < W.M) out[m0 + r] = v;
   }
+}
+
+// Split-K, second launch: y[m] of each job = the sum of its S slice partials, added in slice order
+// (deterministic: no atomics). Grid (ceil(M / 256), jobs), 256 threads, one output each.
+__global__ void splitk_sum_kernel(mm_weights W, mm_rows rd, const float* part, int slices) {
+  const mm_job jb = job_of(W, rd, blockIdx.y);
+  const int64_t m = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (jb.count == 0 || m >= W.M) return;  // jobs the first kernel skipped wrote no partials
+  const float* xp;
+  float* yp;
+  row_ptrs(rd, jb, 0, &xp, &yp);
+  const int64_t step = int64_t(gridDim.y) * W.M;
+  const float* p = part + int64_t(blockIdx.y) * W.M + m;
+  float sum = p[0];
+  for (int z = 1; z < slices; ++z) sum += p[z * step];
+  yp[m] = sum;
 }
 
 // ---- generic --------------------------------------------------------------------------------------
@@ -616,32 +669,40 @@ bool gemv1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsign
   return true;
 }
 
-// Launches gemv_x1 for one-row jobs; false (nothing launched) when x does not fit.
-template <int WT, int R, int U>
-bool x1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
-  const size_t smem = size_t((W.K / 4 + 7) / 8 * 8) * sizeof(float4);
+// Launches gemv_x1 for one-row jobs; false (nothing launched) when x does not fit. Split-K:
+// `slices` slices of slice_chunks chunks, partial sums to part (see gemv_x1_kernel).
+template <int WT, int R, int U, bool SPLIT = false>
+bool x1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t slice_chunks = 0,
+               int slices = 1, float* part = nullptr) {
+  constexpr int E = chunk<WT>::kElems;
+  if (slice_chunks <= 0) slice_chunks = W.K / E;
+  const size_t smem = size_t((slice_chunks * (E / 4) + 7) / 8 * 8) * sizeof(float4);
   if (smem > kG1MaxSmem || W.K > (int64_t(1) << 30)) return false;
+  const auto kernel = gemv_x1_kernel<WT, R, U, SPLIT>;
   if (smem > 48 * 1024) {
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
-    if (g1_occupancy(reinterpret_cast<const void*>(gemv_x1_kernel<WT, R, U>), smem, dev) <= 0) return false;
+    if (g1_occupancy(reinterpret_cast<const void*>(kernel), smem, dev) <= 0) return false;
   }
-  const dim3 grid(unsigned((W.M + kGemvWarps * R - 1) / (kGemvWarps * R)), jobs);
-  gemv_x1_kernel<WT, R, U><<<grid, kGemvWarps * 32, smem, s>>>(W, rd);
+  const dim3 grid(unsigned((W.M + kGemvWarps * R - 1) / (kGemvWarps * R)), jobs, unsigned(slices));
+  kernel<<<grid, kGemvWarps * 32, smem, s>>>(W, rd, int(slice_chunks), part);
   return true;
 }
 
 // set_decode_kernels_off (a timing hook): one-row calls go to the gemv as before launch_decode.
 std::atomic<bool> g_decode_off{false};
 
+// Every job multiplies one x row (matmul with N = 1, matmul_id by pair): what gemv_x1 / gemv1 do.
+bool one_row_jobs(const mm_rows& rd) { return rd.mode == 2 || (rd.mode == 0 && rd.N == 1); }
+
 // One x row per job (decode) of fp8 / mxfp4 with scales: whether launch_decode may take the call.
 // mxfp4 (gemv1) reads each lane's scale codes as aligned 4-byte words, whole words inside a row.
 bool decode_fits(dtype wt, const mm_weights& W, const mm_rows& rd) {
   if ((wt != dtype::fp8_e4m3 && wt != dtype::mxfp4) || !W.scales) return false;
-  if (!(rd.mode == 2 || (rd.mode == 0 && rd.N == 1))) return false;
+  if (!one_row_jobs(rd)) return false;
   if (wt == dtype::fp8_e4m3) return true;
   return (reinterpret_cast<uintptr_t>(W.scales) & 3) == 0 && W.s_nb1 % 4 == 0 && W.s_nb2 % 4 == 0 &&
          W.s_nb3 % 4 == 0 && W.s_cols % 4 == 0;
@@ -657,11 +718,115 @@ bool launch_decode(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows&
   return gemv1_launch<kMXFP4, 4, 3>(s, W, rd, jobs);
 }
 
-void launch_gemv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint) {
+// ---- split-K decode --------------------------------------------------------------------------------------
+// A one-row call with few rows leaves most of the GPU idle while each warp walks all of K. Split K
+// into S slices, one block per (rows, slice), then add the slices' partial sums in a fixed order
+// (gemv_x1_kernel<SPLIT>, splitk_sum_kernel: deterministic, no atomics; x not rounded).
+//
+// When it pays (2026-11-28, H200, 132 SMs; CudaMatmul.SplitKTiming, back-to-back launches, us per
+// call, "off" = the kernels without split-K):
+//   fp8 K=16384 M=4096       off 31.2   S=2 27.3   S=4 28.4      <- the one shape where it pays
+//   fp8 K=4096 M=512         off 8.3    S=2 8.3    S=4 7.6   S=8 7.9
+//   fp8 K=4096 M=1024        off 8.5    S=2 9.4    S=4 9.0   S=8 9.1
+//   fp8 K=4096 M=2048        off 9.1    S=2 9.9    S=4 10.0  S=8 12.7
+//   mxfp4 K=4096 M=1024      off 7.5 (gemv1)   S=2..8 9.3-9.4
+//   matmul_id 6 experts: mxfp4 K=4096 M=2048 16.5 -> 24.5 (S=2); mxfp4 K=2048 M=4096 16.0 -> 31.7;
+//                        fp8 K=4096 M=2048 21.9 -> 25.9
+// ("off" fp8 there: gemv_x1 built from an intermediate source, ~0.5 us above the earlier 8.0 / 8.6 /
+// 30.0 / 21.4; the unsplit gemv_x1 now compiles to the same SASS as those.) At K = 4096 a call
+// costs ~8 us whatever its size (launch, round trips: docs/CUDA.md), and the second launch takes
+// back what the shorter walk saves; the expert calls already fill the GPU.
+// So: fp8 only, K of at least kSplitMinChunks chunks (16 or more loads per lane without a split),
+// and S the largest power of two that keeps the grid within one wave of resident blocks.
+constexpr int kSplitScratchSlot = 21;       // ops_scratch.cu slot of the partial sums (per stream)
+constexpr int kSplitR = 2, kSplitU = 2;     // gemv_x1's rows per warp and chunks in flight
+constexpr int kSliceMinChunks = 32;         // a slice gives every lane at least one chunk
+constexpr int64_t kSplitMinChunks = 1024;   // fp8: K >= 16384
+constexpr int kSplitBlocksPerSM = 4;        // gemv_x1 fp8 (64 registers, 8 warps): 4 blocks per SM
+std::atomic<int> g_split_force{0};          // set_matmul_split_k (a test hook): 0 automatic
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return sms;
+}
+
+// Chunks per slice for about S slices: whole multiples of kSliceMinChunks (fp8: 512 elements, 4
+// scale blocks of 128; mxfp4: 1024 elements, 32 scale blocks). The last slice may be shorter.
+int64_t slice_chunks_for(int64_t nchunks, int S) {
+  return ((nchunks + S - 1) / S + kSliceMinChunks - 1) / kSliceMinChunks * kSliceMinChunks;
+}
+
+// Slices for a one-row call of wt (1: no split); the slice of x fits the default 48 KiB of shared
+// memory. set_matmul_split_k(n >= 2) forces about n slices for every weight type (tests, timing).
+int split_slices(dtype wt, const mm_weights& W, unsigned jobs) {
+  const int E = chunk_elems(wt);
+  if (E == 0 || W.K % E != 0 || W.K > (int64_t(1) << 30)) return 1;
+  if ((wt == dtype::fp8_e4m3 || wt == dtype::mxfp4) && !W.scales) return 1;
+  const int64_t nchunks = W.K / E;
+  const int64_t max_s = nchunks / kSliceMinChunks;
+  const int force = g_split_force.load(std::memory_order_relaxed);
+  if (force == 1 || max_s < 2) return 1;
+  int S = 1;
+  if (force > 1) {
+    S = int(std::min<int64_t>(force, max_s));
+  } else {
+    if (wt != dtype::fp8_e4m3 || nchunks < kSplitMinChunks) return 1;
+    const int64_t wave = int64_t(kSplitBlocksPerSM) * sm_count();
+    const int64_t blocks = (W.M + kGemvWarps * kSplitR - 1) / (kGemvWarps * kSplitR) * int64_t(jobs);
+    while (2 * S <= max_s && blocks * 2 * S <= wave) S *= 2;
+  }
+  if (S < 2 || slice_chunks_for(nchunks, S) * E * int64_t(sizeof(float)) > kMaxSharedX) return 1;
+  return S;
+}
+
+// Launches the split of a one-row call into about S slices and the sum of their partials.
+bool launch_split(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int S,
+                  std::string* error) {
+  const int E = chunk_elems(wt);
+  const int64_t nchunks = W.K / E;
+  const int64_t slice = slice_chunks_for(nchunks, S);
+  const int slices = int((nchunks + slice - 1) / slice);
+  float* part = static_cast<float*>(
+      scratch(s, kSplitScratchSlot, size_t(slices) * size_t(jobs) * size_t(W.M) * sizeof(float), error));
+  if (!part) return false;
+  bool ok = false;
+  switch (wt) {
+    case dtype::f32: ok = x1_launch<kF32, kSplitR, kSplitU, true>(s, W, rd, jobs, slice, slices, part); break;
+    case dtype::f16: ok = x1_launch<kF16, kSplitR, kSplitU, true>(s, W, rd, jobs, slice, slices, part); break;
+    case dtype::bf16: ok = x1_launch<kBF16, kSplitR, kSplitU, true>(s, W, rd, jobs, slice, slices, part); break;
+    case dtype::fp8_e4m3: ok = x1_launch<kFP8, kSplitR, kSplitU, true>(s, W, rd, jobs, slice, slices, part); break;
+    case dtype::mxfp4: ok = x1_launch<kMXFP4, kSplitR, kSplitU, true>(s, W, rd, jobs, slice, slices, part); break;
+    default: break;
+  }
+  if (!ok) {  // split_slices keeps the slice of x within 48 KiB: not expected
+    *error = "CUDA: matmul split-K: the kernel does not fit (K " + std::to_string(W.K) + ")";
+    return false;
+  }
+  const dim3 grid(unsigned((W.M + 255) / 256), jobs);
+  splitk_sum_kernel<<<grid, 256, 0, s>>>(W, rd, part, slices);
+  return true;
+}
+
+// Split-K slices for a call (1: none): one x row per job, 16-byte aligned rows (gemv_x1's loads),
+// and not while set_decode_kernels_off holds (that hook times the gemv alone).
+int split_for(dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint, bool aligned) {
+  if (rows_hint != 1 || !aligned || !one_row_jobs(rd) || g_decode_off.load(std::memory_order_relaxed)) return 1;
+  return split_slices(wt, W, jobs);
+}
+
+bool launch_gemv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint,
+                 std::string* error) {
+  const bool decode_on = !g_decode_off.load(std::memory_order_relaxed);
+  // One x row and a long K over too few rows to fill the GPU: split K.
+  const int S = split_for(wt, W, rd, jobs, rows_hint, true);
+  if (S > 1) return launch_split(s, wt, W, rd, jobs, S, error);
   // One x row of fp8 / mxfp4 (decode): the streaming kernel when it applies.
-  if (rows_hint == 1 && !g_decode_off.load(std::memory_order_relaxed) && decode_fits(wt, W, rd) &&
-      launch_decode(s, wt, W, rd, jobs))
-    return;
+  if (rows_hint == 1 && decode_on && decode_fits(wt, W, rd) && launch_decode(s, wt, W, rd, jobs)) return true;
   // R rows per warp share each x load: mxfp4 (32 elements per chunk) needs the most reuse.
   switch (wt) {
     case dtype::f32: gemv_nb<kF32, 2, 4>(s, W, rd, jobs, rows_hint); break;
@@ -671,6 +836,7 @@ void launch_gemv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& r
     case dtype::mxfp4: gemv_nb<kMXFP4, 4, 2>(s, W, rd, jobs, rows_hint); break;
     default: break;
   }
+  return true;
 }
 
 mm_weights weights_of(const tensor* w) {
@@ -699,16 +865,22 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   const tensor* x = dst->src[1];
   const dtype wt = w->type;
   const bool aligned = rows_aligned(w, x);
+  // set_matmul_split_k(n >= 2) (a test hook) puts split-K ahead of small_k / split_row, so that a
+  // timing run can compare them; the automatic split-K choice is in launch_gemv.
+  const bool split_forced = g_split_force.load(std::memory_order_relaxed) > 1;
+  int forced_slices = 1;
   if (use_mma && aligned && mma_supported(wt, W.K)) {
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
+  } else if (split_forced && (forced_slices = split_for(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
+    if (!launch_split(s, wt, W, rd, jobs, forced_slices, error)) return false;
   } else if (small_k_wanted(W, max_rows, jobs)) {
     launch_small_k(s, wt, W, rd, jobs, max_rows);
   } else if (split_row_wanted(W, max_rows, jobs)) {
     launch_split_row(s, wt, W, rd, jobs, aligned);
   } else if (aligned && chunk_elems(wt) > 0 && W.K % chunk_elems(wt) == 0) {
-    launch_gemv(s, wt, W, rd, jobs, rows_hint);
+    if (!launch_gemv(s, wt, W, rd, jobs, rows_hint, error)) return false;
   } else {
     const dim3 grid(unsigned((W.M + 7) / 8), jobs);
     generic_kernel<<<grid, 256, 0, s>>>(int(wt), W, rd);
@@ -719,8 +891,8 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 }  // namespace
 
 // The rounding of x the kernels above use (the op harness holds each call to it): mma rounds x
-// to bf16 (2^-8); gemv and generic keep it. Must agree with the choices in launch_matmul /
-// launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
+// to bf16 (2^-8); gemv (with gemv_x1, gemv1, split-K) and generic keep it. Must agree with the
+// choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
 double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
   return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
 }
@@ -729,6 +901,11 @@ double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
 // true sends one-row fp8 / mxfp4 calls to the gemv, the kernel they used before gemv_x1 / gemv1,
 // so that one run can time both.
 void set_decode_kernels_off(bool off) { g_decode_off.store(off, std::memory_order_relaxed); }
+
+// Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// the split-K slices of one-row calls: 0 automatic (split_slices), 1 never, n >= 2 about n
+// wherever K allows (slices of at least 32 chunks).
+void set_matmul_split_k(int slices) { g_split_force.store(slices, std::memory_order_relaxed); }
 
 // Scales must sit in the same kind of memory as the weights (the stream checks only sources).
 static bool scales_with(const tensor* t) {

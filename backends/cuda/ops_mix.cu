@@ -71,12 +71,8 @@ __global__ void sinkhorn_kernel(tview y, tview a, int iters, float eps, int64_t 
 // sum is formed by one lane from the four values it gathers by shuffles, in the order the CPU
 // kernel adds them, and every lane divides its own element: the same operations in the same order
 // as sinkhorn_kernel (the same results), but a chain of 20 rounds of 4 divisions instead of 64.
-__global__ void sinkhorn4_kernel(tview y, tview a, int iters, float eps, int64_t mats) {
-  const int l = threadIdx.x % 16, j = l / 4, k = l % 4;
-  const int64_t m = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
-  const bool live = m < mats;  // dead lanes still take part in the shuffles
-  const int64_t i2 = live ? m % a.ne[2] : 0, i3 = live ? m / a.ne[2] : 0;
-  const float v = live ? *reinterpret_cast<const float*>(at(a, k, j, i2, i3)) : 0.0f;
+// The 16 lanes' part: lane l = 4 j + k holds element (k, j) = v of its matrix; returns C[k, j].
+__device__ inline float sinkhorn4_lanes(float v, int j, int k, int iters, float eps) {
   auto lane_of = [](int jj, int kk) { return jj * 4 + kk; };
   float mx = -INFINITY;
   for (int kk = 0; kk < 4; ++kk) mx = fmaxf(mx, __shfl_sync(0xffffffffu, v, lane_of(j, kk), 16));
@@ -96,7 +92,44 @@ __global__ void sinkhorn4_kernel(tview y, tview a, int iters, float eps, int64_t
     col += eps;
     c /= col;
   }
+  return c;
+}
+
+__global__ void sinkhorn4_kernel(tview y, tview a, int iters, float eps, int64_t mats) {
+  const int l = threadIdx.x % 16, j = l / 4, k = l % 4;
+  const int64_t m = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
+  const bool live = m < mats;  // dead lanes still take part in the shuffles
+  const int64_t i2 = live ? m % a.ne[2] : 0, i3 = live ? m / a.ne[2] : 0;
+  const float v = live ? *reinterpret_cast<const float*>(at(a, k, j, i2, i3)) : 0.0f;
+  const float c = sinkhorn4_lanes(v, j, k, iters, eps);
   if (live) reinterpret_cast<float*>(at(y, 0, 0, i2, i3))[j * 4 + k] = c;
+}
+
+// hc_mix for n = 4 (tensor/ops.h), 16 lanes per token: every lane one element of the comb matrix
+// (the sinkhorn above), lanes 0-3 also pre[k], lanes 4-7 post[k], with the unfused kernels'
+// operations (scale = one fused multiply-add, add, sigmoid in double), so the same bits.
+__global__ void hc_mix4_kernel(tview y, tview mix, const float* base, float s0, float s1, float s2, int iters,
+                               float eps, int64_t rows) {
+  constexpr int n = 4;
+  const int l = threadIdx.x % 16, j = l / 4, k = l % 4;
+  const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
+  const bool live = r < rows;
+  const int64_t i1 = live ? r % mix.ne[1] : 0, i2 = live ? (r / mix.ne[1]) % mix.ne[2] : 0,
+                i3 = live ? r / (mix.ne[1] * mix.ne[2]) : 0;
+  const float* m = reinterpret_cast<const float*>(at(mix, 0, i1, i2, i3));
+  float* out = reinterpret_cast<float*>(at(y, 0, i1, i2, i3));
+  const float a = live ? __fadd_rn(__fmaf_rn(m[2 * n + j * n + k], s2, 0.0f), base[2 * n + j * n + k]) : 0.0f;
+  const float c = sinkhorn4_lanes(a, j, k, iters, eps);
+  if (!live) return;
+  out[n + k * (n + 1) + 1 + j] = c;
+  if (l < n) {
+    const float z = __fadd_rn(__fmaf_rn(m[l], s0, 0.0f), base[l]);
+    out[l] = __fmaf_rn(float(sigmoid_d(z)), 1.0f, eps);
+  } else if (l < 2 * n) {
+    const int kk = l - n;
+    const float z = __fadd_rn(__fmaf_rn(m[n + kk], s1, 0.0f), base[n + kk]);
+    out[n + kk * (n + 1)] = __fmaf_rn(float(sigmoid_d(z)), 2.0f, 0.0f);
+  }
 }
 
 }  // namespace
@@ -109,6 +142,17 @@ bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error) {
   const unsigned blocks = unsigned(rows < 65535 ? rows : 65535);
   hadamard_kernel<<<blocks, threads, size_t(n) * sizeof(float), s>>>(y, a, dst->param_f(0), rows);
   return launched("hadamard", error);
+}
+
+bool launch_hc_mix(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), mix = view_of(dst->src[0]);
+  const int64_t rows = dst->nrows();
+  if (rows == 0) return true;
+  const int64_t blocks = (rows * 16 + kBlock - 1) / kBlock;
+  hc_mix4_kernel<<<unsigned(blocks), kBlock, 0, s>>>(y, mix, static_cast<const float*>(dst->src[1]->data),
+                                                     dst->param_f(0), dst->param_f(1), dst->param_f(2),
+                                                     dst->param_i(3), dst->param_f(4), rows);
+  return launched("hc_mix", error);
 }
 
 bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error) {

@@ -799,15 +799,16 @@ TEST(Qmatmul, PickIsUsableAndFollowsTheRules) {
     return false;
   };
   if (runs("avx512_bf16") || runs("avx512_vnni")) {
-    // Prefill goes to AMX where the host has it (qmatmul.cpp: N >= 64), decode never does; the
-    // int8 variant takes q8_0 and the K-quants at every other shape (measured faster: qmatmul.cpp).
+    // The int8 variant takes q8_0 and the K-quants at every shape; fp8 / mxfp4 go to AMX from
+    // N = 32 where the host has it (measured: qmatmul.cpp), decode never does.
     for (dtype t : kTypes) {
       const bool int8 = runs("avx512_vnni") && !is_scaled(t);
       const char* decode = int8 ? "avx512_vnni" : runs("avx512_bf16") ? "avx512_bf16" : "avx2";
-      const char* prefill = runs("amx_bf16") ? "amx_bf16" : decode;
+      const char* prefill = !int8 && runs("amx_bf16") ? "amx_bf16" : decode;
       EXPECT_STREQ(qmm_pick(t, 4096, 1, 4096).name, decode) << type_name(t);
       EXPECT_STREQ(qmm_pick(t, 4096, 16, 4096).name, decode) << type_name(t);
-      EXPECT_STREQ(qmm_pick(t, 4096, 17, 4096).name, decode) << type_name(t);
+      EXPECT_STREQ(qmm_pick(t, 4096, 31, 4096).name, decode) << type_name(t);
+      EXPECT_STREQ(qmm_pick(t, 4096, 32, 4096).name, prefill) << type_name(t);
       EXPECT_STREQ(qmm_pick(t, 4096, 512, 4096).name, prefill) << type_name(t);
     }
   }

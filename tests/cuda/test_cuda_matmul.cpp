@@ -211,12 +211,18 @@ TEST(CudaMatmul, MatchesFloat64) {
 TEST(CudaMatmul, NaNCodesAndScalesPropagate) {
   REQUIRE_GPU(gpu);
   for (const mm_case& c : {mm_case{dtype::fp8_e4m3, 32, 32}, mm_case{dtype::mxfp4, 32, 1}}) {
-    for (int64_t K : {256, 100}) {
+    for (int64_t K : {256, 100, 2048}) {
       host_weights h = make_weights(c.type, K, 96, 1, c.sb_k, c.sb_m, 5);
       h.scales[size_t(1 * h.lo.s_stride + 1)] = 0xFF;  // fp8: rows 32..63; mxfp4: row 1
       if (c.type == dtype::fp8_e4m3) h.data[size_t(70 * h.lo.row_bytes + 5)] = 0x7F;
       for (int64_t N : {1, 64}) {
         run_matmul(gpu, h, N, tag(c) + " NaN K" + std::to_string(K) + " N" + std::to_string(N));
+        if (HasFailure()) return;
+      }
+      if (K == 2048) {  // split-K decode (forced: 96 rows otherwise go to split_row), NaN in one slice
+        cuda::set_matmul_split_k(4);
+        run_matmul(gpu, h, 1, tag(c) + " NaN K2048 N1 split 4");
+        cuda::set_matmul_split_k(0);
         if (HasFailure()) return;
       }
     }
@@ -311,6 +317,63 @@ TEST(CudaMatmul, DecodeMatchesFloat64) {
       }
     std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
   }
+}
+
+// Split-K decode (one x row: gemv_x1 over K slices, partials summed in slice order): odd M, K not
+// a multiple of the slice (the last slice shorter), every weight type, expert calls with a
+// repeated expert. Forced slice counts (3: uneven; 1000: as many 32-chunk slices as K allows) run
+// every case through split-K (ahead of split_row, which takes M <= 256 otherwise); 0 is the
+// automatic choice (fp8 K >= 16384 only: K 16384 here; the other cases take the unsplit kernels).
+// The bound is the one of the unsplit kernels.
+TEST(CudaMatmul, SplitKMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  struct sk_case {
+    mm_case c;
+    int64_t K, M;
+  };
+  const std::vector<sk_case> cases = {
+      {{dtype::fp8_e4m3, 128, 128}, 4096, 301}, {{dtype::fp8_e4m3, 32, 32}, 1552, 37},  // 97 chunks
+      {{dtype::fp8_e4m3, 64, 3}, 2000, 50},     {{dtype::mxfp4, 32, 1}, 3104, 33},     // 97 chunks
+      {{dtype::bf16}, 4096, 256},               {{dtype::f32}, 4096, 255},
+      {{dtype::f32}, 1028, 19},                 {{dtype::f16}, 1544, 55},
+      {{dtype::fp8_e4m3, 128, 128}, 16384, 300}};  // automatic: 19 blocks of 16 rows -> 16 slices
+  for (int force : {0, 3, 1000}) {
+    cuda::set_matmul_split_k(force);
+    for (const sk_case& d : cases) {
+      const host_weights h = make_weights(d.c.type, d.K, d.M, 1, d.c.sb_k, d.c.sb_m, uint64_t(d.K * 3 + d.M));
+      const std::string shape = " K" + std::to_string(d.K) + " M" + std::to_string(d.M);
+      run_matmul(gpu, h, 1, "split " + std::to_string(force) + " " + tag(d.c) + shape);
+      if (HasFailure()) break;
+    }
+    // Experts: 6 of 16, one token, expert 3 twice (one job per pair; each pair its partials).
+    for (const mm_case& c : {mm_case{dtype::fp8_e4m3, 128, 128}, mm_case{dtype::mxfp4, 32, 1}, mm_case{dtype::bf16}}) {
+      if (HasFailure()) break;
+      const int64_t K = 2080, M = 101, E = 16, n_used = 6;  // fp8 130 chunks, mxfp4 65, bf16 260
+      const host_weights h = make_weights(c.type, K, M, E, c.sb_k, c.sb_m, 41);
+      gpu_ctx g(gpu);
+      const std::vector<int32_t> ids = {3, 15, 0, 3, 7, 9};
+      const std::vector<float> xv = random_floats(size_t(K), 43);
+      tensor* w = g.weights(h);
+      tensor* x = g.leaf(dtype::f32, {K, 1, 1}, xv.data());
+      tensor* id = g.leaf(dtype::i32, {n_used, 1}, ids.data());
+      tensor* y = matmul_id(g.ctx, w, x, id);
+      ASSERT_TRUE(y) << g.ctx.error();
+      ASSERT_TRUE(gpu->supports_op(y));
+      g.bind(y);
+      const std::vector<float> got = g.run(y);
+      const double xr = cuda::matmul_x_rounding(c.type, M, n_used, K);
+      const std::string name = "split " + std::to_string(force) + " matmul_id " + tag(c);
+      double worst = 0;
+      std::vector<float> wr;
+      for (int64_t i = 0; i < n_used && !HasFailure(); ++i)
+        for (int64_t m = 0; m < M && !HasFailure(); ++m)
+          worst = std::max(worst, check_dot(h.row(ids[size_t(i)], m, wr), xv.data(), K, xr, got[size_t(i * M + m)],
+                                            name + " i " + std::to_string(i) + " m " + std::to_string(m)));
+      std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+    }
+    if (HasFailure()) break;
+  }
+  cuda::set_matmul_split_k(0);
 }
 
 // Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
@@ -431,6 +494,13 @@ struct bench {
   double copy_bw = 0;
   std::string err;
   const char* mark = "";  // appended to each line
+  std::vector<int> splits = {0};  // cuda::set_matmul_split_k settings, each timed (0: automatic)
+
+  // " split S" when a sweep forces the slices ("" for the automatic choice outside a sweep).
+  std::string split_tag(int split) const {
+    if (splits.size() == 1 && split == 0) return "";
+    return split == 0 ? "  split auto" : split == 1 ? "  split off" : "  split " + std::to_string(split);
+  }
 
   // Copies of the weights that rotate so that the 60 MB L2 holds none of them between calls.
   static int copies_for(double bytes, int at_least) {
@@ -451,8 +521,10 @@ struct bench {
       g.bind(y);
       ys.push_back(y);
     }
-    {
+    for (int split : splits) {
+      cuda::set_matmul_split_k(split);
       const double sec = time_calls(s, copies, [&](int i) { cuda::launch_matmul(s, ys[size_t(i)], &err); });
+      cuda::set_matmul_split_k(0);
       ASSERT_EQ(cudaGetLastError(), cudaSuccess);
       // Spot check of the last call's results.
       cudaStreamSynchronize(s);
@@ -464,9 +536,9 @@ struct bench {
         for (int64_t m = 0; m < M; m += 211)
           check_dot(h.row(0, m, wr), &xv[size_t(n * K)], K, xr, got[size_t(n * M + m)], "timing");
       const double bytes = double(h.matrix_bytes() + h.scale_bytes());
-      std::printf("matmul    %-8s K=%-5lld M=%-6lld N=%-4lld %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s%s\n",
+      std::printf("matmul    %-8s K=%-5lld M=%-6lld N=%-4lld %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s%s%s\n",
                   type_name(t), (long long)K, (long long)M, (long long)N, sec * 1e6, bytes / sec * 1e-9,
-                  100.0 * bytes / sec / copy_bw, 2.0 * K * M * N / sec * 1e-12, mark);
+                  100.0 * bytes / sec / copy_bw, 2.0 * K * M * N / sec * 1e-12, mark, split_tag(split).c_str());
     }
   }
 
@@ -496,8 +568,10 @@ struct bench {
       ys.push_back(y);
       all_ids.push_back(ids);
     }
-    {
+    for (int split : splits) {
+      cuda::set_matmul_split_k(split);
       const double sec = time_calls(s, sets, [&](int i) { cuda::launch_matmul_id(s, ys[size_t(i)], &err); });
+      cuda::set_matmul_split_k(0);
       ASSERT_EQ(cudaGetLastError(), cudaSuccess) << err;
       cudaStreamSynchronize(s);
       std::vector<float> got(size_t(M * n_used * T));
@@ -517,9 +591,10 @@ struct bench {
       }
       const double bytes = double(distinct) * double(h.matrix_bytes() + h.scale_bytes());
       std::printf(
-          "matmul_id %-8s K=%-5lld M=%-6lld T=%-4lld x%lld of %lld experts %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s%s\n",
+          "matmul_id %-8s K=%-5lld M=%-6lld T=%-4lld x%lld of %lld experts %8.1f us  %6.0f GB/s  %5.1f%% of copy  %7.1f TFLOP/s%s%s\n",
           type_name(t), (long long)K, (long long)M, (long long)T, (long long)n_used, (long long)E, sec * 1e6,
-          bytes / sec * 1e-9, 100.0 * bytes / sec / copy_bw, 2.0 * K * M * n_used * T / sec * 1e-12, mark);
+          bytes / sec * 1e-9, 100.0 * bytes / sec / copy_bw, 2.0 * K * M * n_used * T / sec * 1e-12, mark,
+          split_tag(split).c_str());
     }
   }
 
@@ -557,6 +632,29 @@ TEST(CudaMatmul, DecodeTiming) {
   cuda::set_decode_kernels_off(false);
   b.mark = "";
   b.decode();
+  cudaStreamDestroy(b.s);
+}
+
+// Split-K before / after at the small decode shapes: each call timed with the split off (the
+// kernels before it: gemv_x1, gemv1, split_row for M <= 256), forced to about S slices, and
+// automatic (docs/CUDA.md "Split-K decode").
+TEST(CudaMatmul, SplitKTiming) {
+  REQUIRE_GPU(gpu);
+  bench b = make_bench(gpu);
+  b.splits = {1, 2, 4, 8, 0};
+  b.dense(dtype::fp8_e4m3, 4096, 512, 1);
+  b.dense(dtype::fp8_e4m3, 4096, 1024, 1);
+  b.dense(dtype::fp8_e4m3, 4096, 2048, 1);
+  b.dense(dtype::mxfp4, 4096, 1024, 1);
+  b.splits = {1, 2, 4, 0};
+  b.dense(dtype::fp8_e4m3, 16384, 4096, 1);
+  b.experts(dtype::mxfp4, 4096, 2048, 64, 6, 1, 16);
+  b.experts(dtype::mxfp4, 2048, 4096, 64, 6, 1, 16);
+  b.experts(dtype::fp8_e4m3, 4096, 2048, 64, 6, 1, 8);
+  b.splits = {1, 4, 8, 16, 0};
+  b.dense(dtype::bf16, 4096, 256, 1);
+  b.splits = {1, 8, 16, 32, 0};
+  b.dense(dtype::f32, 4096, 256, 1);
   cudaStreamDestroy(b.s);
 }
 

@@ -786,6 +786,69 @@ static void ref_SINKHORN(const ref_in& in, ref_out* o) {
     }
 }
 
+// hc_mix (tensor/ops.h) in float64 from the f32 inputs. pre / post: the argument z = m s + b
+// carries two f32 roundings (|dz| <= 2u|z|, |m s| <= |z| + |b|), sigmoid moves by at most
+// sigmoid(z)(1 - sigmoid(z))|dz| <= |dz| sigmoid(z) relative, then sigmoid's 8 ulp and one rounding
+// for + eps / * 2. comb: ref_SINKHORN's bound with its input perturbed by 2u(|m s2| + |b|), i.e.
+// a relative 2 x that, spread over the softmax (exp(a - max): both move), 4x as there.
+static void ref_HC_MIX(const ref_in& in, ref_out* o) {
+  const darray &mix = in.src[0], &base = in.src[1];
+  const double s0 = in.args.f0, s1 = in.args.f1, s2 = in.args.hc_s2, eps = in.args.hc_eps;
+  const int iters = in.args.k;
+  const int64_t n = in.args.hc_n;
+  o->shape(dtype::f32, mix.ne);
+  std::vector<double> c(size_t(n * n));
+  for_each(mix.ne, [&](int64_t e, int64_t i1, int64_t i2, int64_t i3) {
+    if (e != 0) return;  // one token per e == 0
+    auto put = [&](int64_t at, double v, double rel) {
+      const size_t i = size_t(o->idx(at, i1, i2, i3));
+      o->v[i] = v;
+      o->tol[i] = rel * std::fabs(v) + kTiny;
+    };
+    for (int64_t k = 0; k < n; ++k) {
+      for (int part = 0; part < 2; ++part) {
+        const double ms = mix.at(part * n + k, i1, i2, i3) * (part ? s1 : s0), b = base.at(part * n + k);
+        const double z = ms + b, sg = sigmoid_d(z);
+        const double dz = 2 * u * (std::fabs(ms) + std::fabs(b));
+        const double rel = dz + 0x1p-20 + 2 * u;
+        if (part == 0) put(k, sg + eps, rel);
+        else put(n + k * (n + 1), 2 * sg, rel);
+      }
+    }
+    double spread = 0, amax = 0;
+    std::vector<double> a(size_t(n * n));
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < n; ++k) {
+        const double ms = mix.at(2 * n + j * n + k, i1, i2, i3) * s2, b = base.at(2 * n + j * n + k);
+        a[size_t(j * n + k)] = ms + b;
+        amax = std::max(amax, std::fabs(ms) + std::fabs(b));
+      }
+    for (int64_t j = 0; j < n; ++j) {
+      double mx = -kInf, mn = kInf, s = 0;
+      for (int64_t k = 0; k < n; ++k) mx = std::max(mx, a[size_t(j * n + k)]), mn = std::min(mn, a[size_t(j * n + k)]);
+      spread = std::max(spread, mx - mn);
+      for (int64_t k = 0; k < n; ++k) s += c[size_t(j * n + k)] = std::exp(a[size_t(j * n + k)] - mx);
+      for (int64_t k = 0; k < n; ++k) c[size_t(j * n + k)] = c[size_t(j * n + k)] / s + eps;
+    }
+    auto norm = [&](bool over_k) {
+      for (int64_t x = 0; x < n; ++x) {
+        double sum = eps;
+        for (int64_t y = 0; y < n; ++y) sum += over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)];
+        for (int64_t y = 0; y < n; ++y) (over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)]) /= sum;
+      }
+    };
+    norm(false);
+    for (int it = 1; it < iters; ++it) {
+      norm(true);
+      norm(false);
+    }
+    const double rel = 4 * (2 * u * spread + 4 * u * amax + kExpUlps + double(n + 2) * u +
+                            double(2 * iters - 1) * double(n + 2) * u);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < n; ++j) put(n + k * (n + 1) + 1 + j, c[size_t(j * n + k)], rel);
+  });
+}
+
 static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }
 
 // ---- quantization round-trips ------------------------------------------------------------------------------

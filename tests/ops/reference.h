@@ -73,6 +73,9 @@ struct op_args {
   // FP8_ROUNDTRIP, FP4_ROUNDTRIP: runs of `block` elements over the first n_quant of each row (0: all).
   int block = 0;
   int64_t n_quant = 0;
+  // HC_MIX: s0 = f0, s1 = f1, s2 = hc_s2, iters = k, eps = hc_eps, n = hc_n.
+  float hc_s2 = 0.0f, hc_eps = 0.0f;
+  int64_t hc_n = 0;
   // CUSTOM: the op's meaning is the user's; the case supplies its reference.
   std::function<void(const ref_in&, ref_out*)> custom_ref;
 };

@@ -447,6 +447,10 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::SINKHORN, "no iterations", [](context& c) { return sinkhorn(c, f32(c, {4, 4, 2}), 0, 1e-6f); }},
       {op_kind::SINKHORN, "negative eps", [](context& c) { return sinkhorn(c, f32(c, {4, 4}), 3, -1.0f); }},
       {op_kind::SINKHORN, "f16 input", [](context& c) { return sinkhorn(c, f16(c, {4, 4}), 3, 1e-6f); }},
+      {op_kind::HC_MIX, "row not (2+n)n", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f32(c, {23, 2}), f32(c, {23}), s, 20, 1e-6f); }},
+      {op_kind::HC_MIX, "base size differs", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f32(c, {24, 2}), f32(c, {15}), s, 20, 1e-6f); }},
+      {op_kind::HC_MIX, "no iterations", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f32(c, {24, 2}), f32(c, {24}), s, 0, 1e-6f); }},
+      {op_kind::HC_MIX, "f16 mix", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f16(c, {24, 2}), f32(c, {24}), s, 20, 1e-6f); }},
       {op_kind::ATTN_MQA, "kv width differs from q", [](context& c) {
          return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {32, 9}), nullptr, nullptr, 1.0f); }},
       {op_kind::ATTN_MQA, "mask of the wrong shape", [](context& c) {

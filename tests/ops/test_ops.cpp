@@ -229,6 +229,27 @@ void add_sinkhorn(std::vector<op_case>& cs) {
   add("8x8x2", 50, 1e-3f, in(dtype::f32, {8, 8, 2}, uniform(-4, 4)));
 }
 
+// ---- hc_mix (mHC, fused) ------------------------------------------------------------------------------------
+void add_hc_mix(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) {
+    const float s[3] = {a.f0, a.f1, a.hc_s2};
+    return hc_mix(c, t[0], t[1], s, a.k, a.hc_eps);
+  };
+  auto add = [&](std::string name, int64_t n, int64_t T1, int64_t T2, int iters, float eps, layout l) {
+    op_args a;
+    a.f0 = 0.37f, a.f1 = 1.5f, a.hc_s2 = 0.8f, a.k = iters, a.hc_eps = eps, a.hc_n = n;
+    const int64_t w = (2 + n) * n;
+    cs.push_back(mk(op_kind::HC_MIX, std::move(name),
+                    {in(dtype::f32, {w, T1, T2}, uniform(-3, 3), l), in(dtype::f32, {w}, uniform(-1, 1))}, b, a));
+  };
+  add("n4_T7", 4, 7, 1, 20, 1e-6f, cont());  // V4: 4 streams, 20 rounds
+  add("n4_T3x2_padded", 4, 3, 2, 20, 1e-6f, padded());
+  add("n1_T5", 1, 5, 1, 3, 1e-6f, cont());
+  add("n3_T4", 3, 4, 1, 1, 0.0f, cont());
+  add("n8_T2", 8, 2, 1, 50, 1e-3f, cont());
+}
+
 // ---- softmax ----------------------------------------------------------------------------------------------
 void add_softmax(std::vector<op_case>& cs) {
   using T = const std::vector<tensor*>&;
@@ -1125,6 +1146,7 @@ const std::vector<op_case>& all_cases() {
     add_reductions(cs);
     add_softmax(cs);
     add_sinkhorn(cs);
+    add_hc_mix(cs);
     add_attn_mqa(cs);
     add_rope(cs);
     add_matmul(cs);

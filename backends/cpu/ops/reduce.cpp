@@ -148,42 +148,89 @@ void kernel_ATTN_MQA(const exec& ex, tensor* dst) {
   });
 }
 
-// One small matrix per task (n = 4 in V4): plain loops in f32, the order of tensor/ops.h.
+namespace {
+// One n x n matrix: a[j n + k] = element (k, j) of tensor/ops.h's sinkhorn; the result c in the
+// same layout. Plain loops in f32, in the order of tensor/ops.h (SINKHORN and HC_MIX share it).
+void sinkhorn_matrix(const float* a, int64_t n, int iters, float eps, float* c) {
+  for (int64_t j = 0; j < n; ++j) {  // softmax over k of each j, + eps
+    float mx = -INFINITY;
+    for (int64_t k = 0; k < n; ++k) mx = std::max(mx, a[j * n + k]);
+    float s = 0;
+    for (int64_t k = 0; k < n; ++k) s += c[j * n + k] = std::exp(a[j * n + k] - mx);
+    for (int64_t k = 0; k < n; ++k) c[j * n + k] = c[j * n + k] / s + eps;
+  }
+  auto col_norm = [&] {  // over j, for each k
+    for (int64_t k = 0; k < n; ++k) {
+      float s = 0;
+      for (int64_t j = 0; j < n; ++j) s += c[j * n + k];
+      s += eps;
+      for (int64_t j = 0; j < n; ++j) c[j * n + k] /= s;
+    }
+  };
+  auto row_norm = [&] {  // over k, for each j
+    for (int64_t j = 0; j < n; ++j) {
+      float s = 0;
+      for (int64_t k = 0; k < n; ++k) s += c[j * n + k];
+      s += eps;
+      for (int64_t k = 0; k < n; ++k) c[j * n + k] /= s;
+    }
+  };
+  col_norm();
+  for (int it = 1; it < iters; ++it) {
+    row_norm();
+    col_norm();
+  }
+}
+}  // namespace
+
+// One small matrix per task (n = 4 in V4).
 void kernel_SINKHORN(const exec& ex, tensor* dst) {
   const tensor* a = dst->src[0];
   const int iters = dst->param_i(0);
   const float eps = dst->param_f(1);
   const int64_t n = a->ne[0], mats = a->ne[2] * a->ne[3];
   parallel_for(ex, mats, n * n * iters * 4, [&](int64_t m) {
+    thread_local std::vector<float> in;
     const int64_t i2 = m % a->ne[2], i3 = m / a->ne[2];
-    float* c = reinterpret_cast<float*>(at(dst, 0, 0, i2, i3));  // contiguous [n, n]
-    for (int64_t j = 0; j < n; ++j) {  // softmax over k of each j, + eps
-      float mx = -INFINITY;
-      for (int64_t k = 0; k < n; ++k) mx = std::max(mx, *reinterpret_cast<const float*>(at(a, k, j, i2, i3)));
-      float s = 0;
-      for (int64_t k = 0; k < n; ++k) s += c[j * n + k] = std::exp(*reinterpret_cast<const float*>(at(a, k, j, i2, i3)) - mx);
-      for (int64_t k = 0; k < n; ++k) c[j * n + k] = c[j * n + k] / s + eps;
-    }
-    auto col_norm = [&] {  // over j, for each k
-      for (int64_t k = 0; k < n; ++k) {
-        float s = 0;
-        for (int64_t j = 0; j < n; ++j) s += c[j * n + k];
-        s += eps;
-        for (int64_t j = 0; j < n; ++j) c[j * n + k] /= s;
-      }
-    };
-    auto row_norm = [&] {  // over k, for each j
-      for (int64_t j = 0; j < n; ++j) {
-        float s = 0;
-        for (int64_t k = 0; k < n; ++k) s += c[j * n + k];
-        s += eps;
-        for (int64_t k = 0; k < n; ++k) c[j * n + k] /= s;
-      }
-    };
-    col_norm();
-    for (int it = 1; it < iters; ++it) {
-      row_norm();
-      col_norm();
+    in.resize(size_t(n * n));
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < n; ++k) in[size_t(j * n + k)] = *reinterpret_cast<const float*>(at(a, k, j, i2, i3));
+    sinkhorn_matrix(in.data(), n, iters, eps, reinterpret_cast<float*>(at(dst, 0, 0, i2, i3)));
+  });
+}
+
+// Per token: the unfused chain's vector functions on the same values (scale, add, sigmoid, scale;
+// the sinkhorn above), so the same bits; then the hc_post layout (tensor/ops.h).
+void kernel_HC_MIX(const exec& ex, tensor* dst) {
+  const tensor* mix = dst->src[0];
+  const float* base = reinterpret_cast<const float*>(dst->src[1]->data);
+  const float s0 = dst->param_f(0), s1 = dst->param_f(1), s2 = dst->param_f(2), eps = dst->param_f(4);
+  const int iters = dst->param_i(3);
+  const int64_t n = dst->param_i(5);
+  const vec::table& v = vec::best();
+  parallel_for(ex, dst->nrows(), n * n * iters * 4, [&](int64_t r) {
+    thread_local std::vector<float> t, a, c;
+    t.resize(size_t(n));
+    a.resize(size_t(n * n));
+    c.resize(size_t(n * n));
+    const row_index i = split_row(dst, r);
+    const float* m = reinterpret_cast<const float*>(at(mix, 0, i.i1, i.i2, i.i3));
+    float* out = frow(dst, r);
+    v.scale(m, s0, 0.0f, t.data(), n);  // pre
+    v.add(t.data(), base, t.data(), n);
+    v.sigmoid(t.data(), t.data(), n);
+    v.scale(t.data(), 1.0f, eps, out, n);
+    v.scale(m + n, s1, 0.0f, t.data(), n);  // post
+    v.add(t.data(), base + n, t.data(), n);
+    v.sigmoid(t.data(), t.data(), n);
+    v.scale(t.data(), 2.0f, 0.0f, t.data(), n);
+    v.scale(m + 2 * n, s2, 0.0f, a.data(), n * n);  // comb
+    v.add(a.data(), base + 2 * n, a.data(), n * n);
+    sinkhorn_matrix(a.data(), n, iters, eps, c.data());
+    for (int64_t k = 0; k < n; ++k) {
+      float* row = out + n + k * (n + 1);
+      row[0] = t[size_t(k)];
+      for (int64_t j = 0; j < n; ++j) row[1 + j] = c[size_t(j * n + k)];
     }
   });
 }
