@@ -747,35 +747,44 @@ static void ref_ATTN_MQA(const ref_in& in, ref_out* o) {
 // terms, + eps, one division) to the relative error of every element. The iteration is a
 // contraction (Sinkhorn-Knopp converges geometrically for positive matrices), so earlier errors do
 // not grow; we still count each step's error in full, and allow 4x that sum.
+// One matrix in float64: a(k, j) gives element (k, j); c[j n + k] gets the result; returns the
+// largest spread (max - min over k) of a row, for the bound.
+template <class A>
+static double sinkhorn_f64(int64_t n, int iters, double eps, A a, std::vector<double>& c) {
+  c.assign(size_t(n * n), 0.0);
+  double spread = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    double mx = -kInf, mn = kInf, s = 0;
+    for (int64_t k = 0; k < n; ++k) mx = std::max(mx, a(k, j)), mn = std::min(mn, a(k, j));
+    spread = std::max(spread, mx - mn);
+    for (int64_t k = 0; k < n; ++k) s += c[size_t(j * n + k)] = std::exp(a(k, j) - mx);
+    for (int64_t k = 0; k < n; ++k) c[size_t(j * n + k)] = c[size_t(j * n + k)] / s + eps;
+  }
+  auto norm = [&](bool over_k) {
+    for (int64_t x = 0; x < n; ++x) {
+      double s = eps;
+      for (int64_t y = 0; y < n; ++y) s += over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)];
+      for (int64_t y = 0; y < n; ++y) (over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)]) /= s;
+    }
+  };
+  norm(false);
+  for (int it = 1; it < iters; ++it) {
+    norm(true);
+    norm(false);
+  }
+  return spread;
+}
+
 static void ref_SINKHORN(const ref_in& in, ref_out* o) {
   const darray& a = in.src[0];
   const int iters = in.args.k;
   const double eps = in.args.f0;
   const int64_t n = a.ne[0];
   o->shape(dtype::f32, a.ne);
-  std::vector<double> c(size_t(n * n));
+  std::vector<double> c;
   for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
     for (int64_t i2 = 0; i2 < a.ne[2]; ++i2) {
-      double spread = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        double mx = -kInf, mn = kInf, s = 0;
-        for (int64_t k = 0; k < n; ++k) mx = std::max(mx, a.at(k, j, i2, i3)), mn = std::min(mn, a.at(k, j, i2, i3));
-        spread = std::max(spread, mx - mn);
-        for (int64_t k = 0; k < n; ++k) s += c[size_t(j * n + k)] = std::exp(a.at(k, j, i2, i3) - mx);
-        for (int64_t k = 0; k < n; ++k) c[size_t(j * n + k)] = c[size_t(j * n + k)] / s + eps;
-      }
-      auto norm = [&](bool over_k) {
-        for (int64_t x = 0; x < n; ++x) {
-          double s = eps;
-          for (int64_t y = 0; y < n; ++y) s += over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)];
-          for (int64_t y = 0; y < n; ++y) (over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)]) /= s;
-        }
-      };
-      norm(false);
-      for (int it = 1; it < iters; ++it) {
-        norm(true);
-        norm(false);
-      }
+      const double spread = sinkhorn_f64(n, iters, eps, [&](int64_t k, int64_t j) { return a.at(k, j, i2, i3); }, c);
       const double rel = 4 * (2 * u * spread + kExpUlps + double(n + 2) * u + double(2 * iters - 1) * double(n + 2) * u);
       for (int64_t j = 0; j < n; ++j)
         for (int64_t k = 0; k < n; ++k) {
@@ -797,7 +806,7 @@ static void ref_HC_MIX(const ref_in& in, ref_out* o) {
   const int iters = in.args.k;
   const int64_t n = in.args.hc_n;
   o->shape(dtype::f32, mix.ne);
-  std::vector<double> c(size_t(n * n));
+  std::vector<double> c;
   for_each(mix.ne, [&](int64_t e, int64_t i1, int64_t i2, int64_t i3) {
     if (e != 0) return;  // one token per e == 0
     auto put = [&](int64_t at, double v, double rel) {
@@ -815,7 +824,7 @@ static void ref_HC_MIX(const ref_in& in, ref_out* o) {
         else put(n + k * (n + 1), 2 * sg, rel);
       }
     }
-    double spread = 0, amax = 0;
+    double amax = 0;
     std::vector<double> a(size_t(n * n));
     for (int64_t j = 0; j < n; ++j)
       for (int64_t k = 0; k < n; ++k) {
@@ -823,25 +832,7 @@ static void ref_HC_MIX(const ref_in& in, ref_out* o) {
         a[size_t(j * n + k)] = ms + b;
         amax = std::max(amax, std::fabs(ms) + std::fabs(b));
       }
-    for (int64_t j = 0; j < n; ++j) {
-      double mx = -kInf, mn = kInf, s = 0;
-      for (int64_t k = 0; k < n; ++k) mx = std::max(mx, a[size_t(j * n + k)]), mn = std::min(mn, a[size_t(j * n + k)]);
-      spread = std::max(spread, mx - mn);
-      for (int64_t k = 0; k < n; ++k) s += c[size_t(j * n + k)] = std::exp(a[size_t(j * n + k)] - mx);
-      for (int64_t k = 0; k < n; ++k) c[size_t(j * n + k)] = c[size_t(j * n + k)] / s + eps;
-    }
-    auto norm = [&](bool over_k) {
-      for (int64_t x = 0; x < n; ++x) {
-        double sum = eps;
-        for (int64_t y = 0; y < n; ++y) sum += over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)];
-        for (int64_t y = 0; y < n; ++y) (over_k ? c[size_t(x * n + y)] : c[size_t(y * n + x)]) /= sum;
-      }
-    };
-    norm(false);
-    for (int it = 1; it < iters; ++it) {
-      norm(true);
-      norm(false);
-    }
+    const double spread = sinkhorn_f64(n, iters, eps, [&](int64_t k, int64_t j) { return a[size_t(j * n + k)]; }, c);
     const double rel = 4 * (2 * u * spread + 4 * u * amax + kExpUlps + double(n + 2) * u +
                             double(2 * iters - 1) * double(n + 2) * u);
     for (int64_t k = 0; k < n; ++k)
