@@ -19,9 +19,15 @@
 //    per 64 elements; with one x row the x scales are folded into the super-block's 16 weight
 //    scales before the spread (one multiply per super-block instead of one per vector). Mins
 //    (q4_k, q2_k): - dmin m_j * (x scale * sum of the x codes of sub-block j), one FMA per
-//    super-block on vectors of 16 sub-blocks. Structure of qmatmul_avx512.cpp's decode path:
-//    16-row tiles handed out dynamically, x kept in L1 by K segments, prefetcht2 of the weight
-//    stream whole rows ahead, the 16 rows' sums reduced together.
+//    super-block on vectors of 16 sub-blocks. q2_k/q3_k with one x row (the decode that is
+//    compute-bound on one core): the 4 vectors' int32 sums are first added per 16-element
+//    sub-block (exact; a 4x4 transpose-add), then one convert and one FMA per super-block by
+//    (d sc_j dx), the per-sub-block values kept in that "sigma" lane order; their 2-bit planes
+//    come out by one GF2P8AFFINEQB each (GFNI; shift + mask without it), q3_k's 6-bit scales
+//    are unpacked in general-purpose registers (pdep). Structure of qmatmul_avx512.cpp's
+//    decode path: 16-row tiles handed out dynamically, x kept in L1 by K segments, prefetcht2
+//    of the weight stream a few row segments ahead in the order they are read, the 16 rows'
+//    sums reduced together.
 //  * panel path (prefill, the other N): 16 weight rows decoded into a panel [k/4][16][4] of int8
 //    values w' (q8_0 codes, q4_k codes, q2_k sc*q, q3_k -(sc-32)(q-4): the 16-element sub-block
 //    scales of q2_k/q3_k folded in, exact and inside int8), with per 32-block and row: -128 * sum
@@ -35,7 +41,7 @@
 namespace v4::cpu::qmm_arch {
 
 #pragma GCC push_options
-#pragma GCC target("avx512vnni")
+#pragma GCC target("avx512vnni,gfni,bmi2")
 
 namespace {
 
@@ -96,6 +102,64 @@ inline __m512 unpack6_ps(const uint8_t* in) {
   return _mm512_cvtepi32_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)));
 }
 
+// Bits 2t, 2t + 1 of every byte of w moved to bits 0, 1 (others 0): with GFNI one GF(2) affine
+// map instead of a shift and a mask (q2_k decode 15.0 -> 15.9 GB/s from cache).
+template <bool kGfni>
+inline __m512i plane2(__m512i w, int t) {
+  if constexpr (kGfni) {
+    // row of output bit i = byte 7 - i of the matrix
+    const uint64_t mat = (uint64_t(1u << (2 * t)) << 56) | (uint64_t(2u << (2 * t)) << 48);
+    return _mm512_gf2p8affine_epi64_epi8(w, _mm512_set1_epi64(int64_t(mat)), 0);
+  } else {
+    return _mm512_and_si512(_mm512_srli_epi16(w, 2 * t), _mm512_set1_epi8(3));
+  }
+}
+// GFNI (Ice Lake, Zen 4 and later; not Cascade Lake, which has VNNI)
+bool has_gfni() {
+  static const bool ok = __builtin_cpu_supports("gfni");
+  return ok;
+}
+
+// An f16 (d, dmin) pair read as one 32-bit word, as f32 broadcasts (fewer vector instructions
+// than set1(_cvtsh_ss), which inserts the half into a zeroed register).
+inline __m128 f16_pair(const void* p) {
+  uint32_t u;
+  __builtin_memcpy(&u, p, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(int(u)));
+}
+inline __m512 f16_bcast(const uint16_t* p) {
+  return _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(*p)));
+}
+
+// The 16 six-bit fields of a K-quant scales[12] minus 32, as int8 in natural order, built in
+// general-purpose registers (their ALUs are idle in these kernels; the vector ports are the
+// bottleneck; q3_k decode 14.0 -> 17.6 GB/s from cache with plane2): low nibbles are bytes 0-7
+// (fields 0-7) and their high nibbles (8-15), and the high 2 bits of field i are bits 2i, 2i + 1
+// of bytes 8-11 read as one 32-bit word.
+inline __m128i scales6_minus32(const uint8_t* in) {
+  uint64_t lo;
+  uint32_t hi;
+  __builtin_memcpy(&lo, in, 8);
+  __builtin_memcpy(&hi, in + 8, 4);
+  const uint64_t m4 = 0x0F0F0F0F0F0F0F0Full, m2 = 0x3030303030303030ull;
+  const uint64_t a = (lo & m4) | _pdep_u64(hi & 0xFFFF, m2);
+  const uint64_t c = ((lo >> 4) & m4) | _pdep_u64(hi >> 16, m2);
+  return _mm_sub_epi8(_mm_set_epi64x(int64_t(c), int64_t(a)), _mm_set1_epi8(32));
+}
+
+// q2_k / q3_k (16-element sub-blocks) keep their per-sub-block values (weight scales, mins, x
+// scales, x sums) in "sigma" lane order: lane L holds sub-block sub_of_lane(L), which is the order
+// the 4 vectors' int32 dot products come out in after the 4x4 transpose-add of dot_part (int32
+// lane group g = L / 4 of vector t = L % 4 covers sub-block 2t + (g & 1) + 8 (g / 2)).
+constexpr int sub_of_lane(int L) { return 2 * (L % 4) + (L / 4) % 2 + 8 * (L / 8); }
+constexpr int lane_of_sub(int j) { return 4 * (j % 2 + 2 * (j / 8)) + (j % 8) / 2; }
+// 16 bytes in natural sub-block order -> sigma order.
+inline __m128i to_sigma(__m128i natural) {
+  return _mm_shuffle_epi8(natural, _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15));
+}
+static_assert(sub_of_lane(1) == 2 && sub_of_lane(4) == 1 && sub_of_lane(9) == 10 && lane_of_sub(sub_of_lane(13)) == 13,
+              "sigma lane order");
+
 // ---- weight decoders (dot-product path) -----------------------------------------------------
 // A decoder turns a chunk of kChunk elements [k, k + kChunk) of a row into kVecs vectors of 64
 // unsigned codes (value = code - kOff). Byte i of vector v is element run(v, i / 32) + i % 32 of
@@ -112,16 +176,16 @@ struct q8_0_dec {
   static constexpr int64_t kWBytes = 2 * kBlock;  // weight bytes per chunk
   static constexpr int run(int, int h) { return 32 * h; }
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 32 * kBlock); }
-  inline void decode(const uint8_t* row, int64_t k, int64_t K, __m512i* v) const {
-    const auto* b = reinterpret_cast<const quant::block_q8_0*>(row) + uint64_t(k) / 32;
+  inline void decode(const uint8_t* blk, int64_t k, int64_t K, __m512i* v) const {
+    const auto* b = reinterpret_cast<const quant::block_q8_0*>(blk);
     // q8_0 with K an odd number of blocks: the last chunk's second block is absent (its x is 0)
     const __m256i hi = K - k > 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)) : _mm256_setzero_si256();
     const __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs))), hi, 1);
     v[0] = _mm512_xor_si512(c, _mm512_set1_epi8(char(0x80)));  // + 128 (mod 256): unsigned
   }
   // Lanes 0-7 d of block 0, 8-15 d of block 1 (already the spread of the one vector).
-  inline __m512 scales(const uint8_t* row, int64_t k, int64_t K, __m512* mn) const {
-    const auto* b = reinterpret_cast<const quant::block_q8_0*>(row) + uint64_t(k) / 32;
+  inline __m512 scales(const uint8_t* blk, int64_t k, int64_t K, __m512* mn) const {
+    const auto* b = reinterpret_cast<const quant::block_q8_0*>(blk);
     const __m128i d0 = _mm_set1_epi16(short(b[0].d)), d1 = K - k > 32 ? _mm_set1_epi16(short(b[1].d)) : _mm_setzero_si128();
     return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(d0), d1, 1));
   }
@@ -136,8 +200,8 @@ struct q4_k_dec {
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * (v / 2) + 64 * h + 32 * (v % 2); }
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 16); }
-  inline void decode(const uint8_t* row, int64_t k, int64_t, __m512i* v) const {
-    const auto* b = reinterpret_cast<const quant::block_q4_k*>(row) + uint64_t(k) / 256;
+  inline void decode(const uint8_t* blk, int64_t k, int64_t, __m512i* v) const {
+    const auto* b = reinterpret_cast<const quant::block_q4_k*>(blk);
     const __m512i w0 = _mm512_loadu_si512(b->qs), w1 = _mm512_loadu_si512(b->qs + 64);
     const __m512i m = _mm512_set1_epi8(15);
     v[0] = _mm512_and_si512(w0, m);
@@ -145,8 +209,8 @@ struct q4_k_dec {
     v[2] = _mm512_and_si512(w1, m);
     v[3] = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m);
   }
-  inline __m512 scales(const uint8_t* row, int64_t k, int64_t, __m512*) const {  // lanes 0-7 d sc, 8-15 dmin m
-    const auto* b = reinterpret_cast<const quant::block_q4_k*>(row) + uint64_t(k) / 256;
+  inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512*) const {  // lanes 0-7 d sc, 8-15 dmin m
+    const auto* b = reinterpret_cast<const quant::block_q4_k*>(blk);
     const __m512 dd = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(b->d)), _mm256_set1_ps(_cvtsh_ss(b->dmin)), 1);
     return _mm512_mul_ps(unpack6_ps(b->scales), dd);
   }
@@ -155,6 +219,7 @@ struct q4_k_dec {
 // q2_k, q3_k: a super-block per chunk: 64 bytes of 2-bit planes, vector t = bits 2t..2t+1
 // = elements 32t + l (bytes 0-31) and 128 + 32t + l (bytes 32-63); q3_k's bit 2 of element 32T + l
 // is bit T of hmask[l]. 16-element sub-blocks.
+template <bool kGfni>
 struct q2_k_dec {
   static constexpr int kChunk = 256, kVecs = 4, kSub = 16, kOff = 0;
   static constexpr bool kHasMin = true;
@@ -162,22 +227,20 @@ struct q2_k_dec {
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * h + 32 * v; }
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 20); }
-  inline void decode(const uint8_t* row, int64_t k, int64_t, __m512i* v) const {
-    const auto* b = reinterpret_cast<const quant::block_q2_k*>(row) + uint64_t(k) / 256;
+  inline void decode(const uint8_t* blk, int64_t k, int64_t, __m512i* v) const {
+    const auto* b = reinterpret_cast<const quant::block_q2_k*>(blk);
     const __m512i w = _mm512_loadu_si512(b->qs);
-    const __m512i m = _mm512_set1_epi8(3);
-    v[0] = _mm512_and_si512(w, m);
-    v[1] = _mm512_and_si512(_mm512_srli_epi16(w, 2), m);
-    v[2] = _mm512_and_si512(_mm512_srli_epi16(w, 4), m);
-    v[3] = _mm512_and_si512(_mm512_srli_epi16(w, 6), m);
+    for (int t = 0; t < 4; ++t) v[t] = plane2<kGfni>(w, t);
   }
-  inline __m512 scales(const uint8_t* row, int64_t k, int64_t, __m512* mn) const {
-    const auto* b = reinterpret_cast<const quant::block_q2_k*>(row) + uint64_t(k) / 256;
-    const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
-    *mn = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)), _mm512_set1_ps(_cvtsh_ss(b->dmin)));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(15))), _mm512_set1_ps(_cvtsh_ss(b->d)));
+  inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512* mn) const {
+    const auto* b = reinterpret_cast<const quant::block_q2_k*>(blk);
+    const __m512i sc = _mm512_cvtepu8_epi32(to_sigma(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales))));
+    const __m512 dd = _mm512_castps128_ps512(f16_pair(&b->d));  // lanes 0, 1: d, dmin
+    *mn = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)), _mm512_permutexvar_ps(_mm512_set1_epi32(1), dd));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(15))), _mm512_broadcastss_ps(_mm512_castps512_ps128(dd)));
   }
 };
+template <bool kGfni>
 struct q3_k_dec {
   static constexpr int kChunk = 256, kVecs = 4, kSub = 16, kOff = 4;
   static constexpr bool kHasMin = false;
@@ -185,21 +248,21 @@ struct q3_k_dec {
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * h + 32 * v; }
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 14); }
-  inline void decode(const uint8_t* row, int64_t k, int64_t, __m512i* v) const {
-    const auto* b = reinterpret_cast<const quant::block_q3_k*>(row) + uint64_t(k) / 256;
+  inline void decode(const uint8_t* blk, int64_t k, int64_t, __m512i* v) const {
+    const auto* b = reinterpret_cast<const quant::block_q3_k*>(blk);
     const __m512i w = _mm512_loadu_si512(b->qs);
     const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->hmask)));
-    const __m512i m = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    const __m512i four = _mm512_set1_epi8(4);
     for (int t = 0; t < 4; ++t) {
       // bit t of hmask for bytes 0-31, bit 4 + t for bytes 32-63
       const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(char(1 << t)), _mm256_set1_epi8(char(16 << t)), 1);
-      const __m512i lo = _mm512_and_si512(_mm512_srli_epi16(w, 2 * t), m);
+      const __m512i lo = plane2<kGfni>(w, t);
       v[t] = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(h, bit), lo, four);
     }
   }
-  inline __m512 scales(const uint8_t* row, int64_t k, int64_t, __m512*) const {
-    const auto* b = reinterpret_cast<const quant::block_q3_k*>(row) + uint64_t(k) / 256;
-    return _mm512_mul_ps(_mm512_sub_ps(unpack6_ps(b->scales), _mm512_set1_ps(32.0f)), _mm512_set1_ps(_cvtsh_ss(b->d)));
+  inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512*) const {
+    const auto* b = reinterpret_cast<const quant::block_q3_k*>(blk);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(to_sigma(scales6_minus32(b->scales)))), f16_bcast(&b->d));
   }
 };
 
@@ -234,11 +297,14 @@ constexpr int64_t kMaxC = 8;            // x rows per pass over a weight row
 constexpr int64_t kNBlock = 16;         // x rows per pass over a tile
 constexpr int64_t kXL1Bytes = 16384;    // x bytes a single pass keeps in L1
 constexpr int64_t kChunkBytes = 262144;  // weight bytes per chunk of rows a thread takes at a time
-constexpr int64_t kPrefetchBytes = 16384;
+constexpr int64_t kPrefetchBytes = 16384;  // weight prefetch distance, whole rows (N > 1)
+// ... with one x row, in the order read (2 threads, q3_k N = 1, K = 16384: 4-8 KiB 23-24 GB/s,
+// 16 KiB 22-23, 32 KiB 19).
+constexpr int64_t kPrefetchBytes1 = 8192;
 
 struct plan {
   int64_t xs = 0;  // bytes between x rows
-  int64_t pf = 0;  // weight prefetch distance (whole rows)
+  int64_t pf = 0;  // weight prefetch distance with more than one x row (whole rows)
 };
 
 // Quantizes the x rows and lays them out for decoder D.
@@ -264,16 +330,17 @@ void prepare_x(const mm_problem& p, const plan& pl, char* xr, int8_t* tmp, float
       }
       if constexpr (has_sub<D>()) {
         alignas(64) float dsub[16], xsum[16];
-        for (int j = 0; j < 16; ++j) {
+        for (int L = 0; L < 16; ++L) {
+          const int j = D::kSub == 16 ? sub_of_lane(L) : L;  // lane L holds sub-block j
           const bool sub = j < D::kChunk / D::kSub;  // q4_k: lanes 8-15 pair with the mins
-          dsub[j] = sub ? dxt[(k + j * D::kSub) / 32] : 1.0f;
+          dsub[L] = sub ? dxt[(k + j * D::kSub) / 32] : 1.0f;
           int s = 0;
           if (sub)
             for (int i = 0; i < D::kSub; ++i) s += tmp[k + j * D::kSub + i];
           else
             for (int i = 0; i < D::kSub; ++i) s += tmp[k + (j - 8) * D::kSub + i];
           const float xs = dxt[(k + (sub ? j : j - 8) * D::kSub) / 32] * float(s);
-          xsum[j] = D::kSub == 32 ? (sub ? 0.0f : xs) : xs;
+          xsum[L] = D::kSub == 32 ? (sub ? 0.0f : xs) : xs;
         }
         char* e = rec + D::kVecs * vec_bytes<D>();
         _mm512_store_ps(e, _mm512_load_ps(dsub));
@@ -287,7 +354,10 @@ void prepare_x(const mm_problem& p, const plan& pl, char* xr, int8_t* tmp, float
 template <class D>
 inline __m512i spread_index(int v) {
   alignas(64) int32_t idx[16];
-  for (int l = 0; l < 16; ++l) idx[l] = (D::run(v, l / 8) + (l % 8) * 4) / D::kSub;
+  for (int l = 0; l < 16; ++l) {
+    const int j = (D::run(v, l / 8) + (l % 8) * 4) / D::kSub;
+    idx[l] = D::kSub == 16 ? lane_of_sub(j) : j;
+  }
   return _mm512_load_si512(idx);
 }
 
@@ -297,6 +367,7 @@ inline void dot_part(const D& dec, const uint8_t* w, int64_t pf, const char* xr,
                      int64_t K, __m512* accm) {
   constexpr int V = D::kVecs;
   constexpr bool kFold = C == 1 && has_sub<D>();  // x's scales folded into the weight scales
+  constexpr bool kReduce = kFold && D::kSub == 16 && V == 4;
   // A accumulators per x row (vector v into acc[c][v % A]): with few x rows one chain of V
   // dependent FMAs per chunk would bound the speed by the FMA latency.
   constexpr int A = C == 1 ? V : C == 2 && V >= 2 ? 2 : 1;
@@ -307,16 +378,41 @@ inline void dot_part(const D& dec, const uint8_t* w, int64_t pf, const char* xr,
   }
   __m512i sidx[V];
   for (int v = 0; v < V; ++v) sidx[v] = spread_index<D>(v);
-  for (int64_t k = k0; k < k1; k += D::kChunk) {
-    const char* wb = reinterpret_cast<const char*>(w) + D::bytes(k) + pf;
+  // (pointers stepped per chunk: the index arithmetic measured as a visible share of the
+  // instructions of the short K-quant loops)
+  const uint8_t* blk = w + k0 / D::kChunk * D::kWBytes;
+  const char* rec = xr + k0 / D::kChunk * chunk_bytes<D>();
+  for (int64_t k = k0; k < k1; k += D::kChunk, blk += D::kWBytes, rec += chunk_bytes<D>()) {
+    const char* wb = reinterpret_cast<const char*>(blk) + D::bytes(0) + pf;
     for (int64_t b = 0; b < D::kWBytes; b += 64) prefetch_w(wb + b);  // the chunk's weight bytes, a few rows ahead
-    const char* rec = xr + k / D::kChunk * chunk_bytes<D>();
     __m512i cv[V];
-    dec.decode(w, k, K, cv);
+    dec.decode(blk, k, K, cv);
     __m512 mn = _mm512_setzero_ps();
-    __m512 sv = dec.scales(w, k, K, &mn);
+    __m512 sv = dec.scales(blk, k, K, &mn);
     const __m512 sv_raw = sv;
     if (kFold) sv = _mm512_mul_ps(sv, _mm512_load_ps(reinterpret_cast<const float*>(rec + V * vec_bytes<D>())));
+    if constexpr (kReduce) {
+      // The 4 vectors' int32 sums reduced to one per 16-element sub-block (sigma order) before
+      // the convert: 1 convert + 1 FMA per super-block instead of 4 + 4 and 4 spreads of the
+      // scales, exchanged for 6 unpacks + 3 adds (cheaper ports; from cache q3_k 17.3 -> 17.6,
+      // q2_k 16.2 -> 16.6 GB/s).
+      __m512i pr[4];
+      for (int v = 0; v < 4; ++v) {
+        const char* r = rec + v * vec_bytes<D>();
+        const __m512i init = D::kOff ? _mm512_load_si512(r + 128) : _mm512_setzero_si512();
+        pr[v] = _mm512_dpbusd_epi32(init, cv[v], _mm512_load_si512(r));
+      }
+      // per 128-bit lane: [p0 0+2, p1 0+2, p0 1+3, p1 1+3], the same for p2, p3
+      const __m512i a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(pr[0], pr[1]), _mm512_unpackhi_epi32(pr[0], pr[1]));
+      const __m512i a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(pr[2], pr[3]), _mm512_unpackhi_epi32(pr[2], pr[3]));
+      const __m512i sum = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
+      acc[0][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, acc[0][0]);
+      if constexpr (D::kHasMin) {
+        const __m512 xsum = _mm512_load_ps(reinterpret_cast<const float*>(rec + V * vec_bytes<D>() + 64));
+        acc[0][1] = _mm512_fnmadd_ps(mn, xsum, acc[0][1]);
+      }
+      continue;
+    }
     __m512 s[V];
     for (int v = 0; v < V; ++v) s[v] = has_sub<D>() ? _mm512_permutexvar_ps(sidx[v], sv) : sv;
     for (int c = 0; c < C; ++c) {
@@ -353,22 +449,34 @@ void decode_tile(const mm_problem& p, const plan& pl, const D& dec, const char* 
   // (segments of about equal length: a short last one measured slower)
   const int64_t kseg_max = nn <= kMaxC ? max64(unit, kXL1Bytes * D::kChunk / x_bytes_per_chunk<D>(nn) / nn / unit * unit) : 2048;
   const int64_t kseg = round_up(div_up(p.K, div_up(p.K, kseg_max)), unit);
-  for (int64_t ks0 = 0; ks0 < p.K; ks0 += kseg) {
+  // The weights are read row segment by row segment (segment-major within the tile). One x
+  // row: the prefetch runs dv row segments (>= kPrefetchBytes1) ahead in that order, into the
+  // next segments and the next tile (assumed kTile rows further: this thread's next tile, or
+  // another's, whose lines are then ready for it). More x rows: whole rows (>= kPrefetchBytes)
+  // ahead, the same segment (measured faster there for q2_k and q4_k: N = 8 ~215 against
+  // ~190 and ~205 against ~170 GFLOP/s; q3_k the other way, 150 against 168).
+  const int64_t stride = int64_t(p.w_stride), nseg = div_up(p.K, kseg);
+  const int64_t seg_bytes = max64(1, D::bytes(min64(kseg, p.K)) - D::bytes(0));
+  const int64_t dv = max64(1, div_up(kPrefetchBytes1, seg_bytes));
+  for (int64_t ks0 = 0, s = 0; ks0 < p.K; ks0 += kseg, ++s) {
     const int64_t ks1 = min64(p.K, ks0 + kseg);
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* w = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m0 + r));
+      const int64_t v = s * rows + r + dv, s2 = v / rows, r2 = v % rows;  // segment s2 of row r2
+      const int64_t tiles = s2 / nseg, s3 = s2 % nseg;                     // ... of a tile ahead
+      const int64_t pf = nn > 1 ? pl.pf : (tiles * kTile + r2 - r) * stride + (D::bytes(s3 * kseg) - D::bytes(ks0));
       for (int64_t n = 0; n < nn; n += kMaxC) {
         const char* x = xr + (n0 + n) * pl.xs;
         __m512* a = acc + n * kTile + r;
         switch (min64(kMaxC, nn - n)) {
-          case 1: dot_part<D, 1>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          case 2: dot_part<D, 2>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          case 3: dot_part<D, 3>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          case 4: dot_part<D, 4>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          case 5: dot_part<D, 5>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          case 6: dot_part<D, 6>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          case 7: dot_part<D, 7>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
-          default: dot_part<D, 8>(dec, w, pl.pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 1: dot_part<D, 1>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 2: dot_part<D, 2>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 3: dot_part<D, 3>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 4: dot_part<D, 4>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 5: dot_part<D, 5>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 6: dot_part<D, 6>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          case 7: dot_part<D, 7>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
+          default: dot_part<D, 8>(dec, w, pf, x, pl.xs, ks0, ks1, p.K, a); break;
         }
       }
     }
@@ -699,7 +807,8 @@ bool prefill(const mm_problem& p, int n_threads) {
 }  // namespace
 
 bool qmm_vnni_available() {
-  static const bool ok = host_features().has_avx512() && host_features().avx512_vnni;
+  // (BMI2's pdep for the q3_k scales: every AVX-512 CPU has it; checked all the same)
+  static const bool ok = host_features().has_avx512() && host_features().avx512_vnni && __builtin_cpu_supports("bmi2");
   return ok;
 }
 
@@ -714,8 +823,8 @@ void qmm_vnni_run(const mm_problem& p, int n_threads) {
   switch (p.wtype) {
     case dtype::q8_0: ok = panel ? prefill<q8_0_panel>(p, n_threads) : decode<q8_0_dec>(p, n_threads); break;
     case dtype::q4_k: ok = panel ? prefill<q4_k_panel>(p, n_threads) : decode<q4_k_dec>(p, n_threads); break;
-    case dtype::q3_k: ok = panel ? prefill<q3_k_panel>(p, n_threads) : decode<q3_k_dec>(p, n_threads); break;
-    case dtype::q2_k: ok = panel ? prefill<q2_k_panel>(p, n_threads) : decode<q2_k_dec>(p, n_threads); break;
+    case dtype::q3_k: ok = panel ? prefill<q3_k_panel>(p, n_threads) : has_gfni() ? decode<q3_k_dec<true>>(p, n_threads) : decode<q3_k_dec<false>>(p, n_threads); break;
+    case dtype::q2_k: ok = panel ? prefill<q2_k_panel>(p, n_threads) : has_gfni() ? decode<q2_k_dec<true>>(p, n_threads) : decode<q2_k_dec<false>>(p, n_threads); break;
     default: break;
   }
   if (!ok) qmm_avx2_run(p, n_threads);  // out of scratch memory: the exact AVX2 path needs none
