@@ -41,6 +41,7 @@
 // compute-bound. Prefill M = K = 4096: mxfp4 N = 512 362-390 GFLOP/s, fp8 366-370 GFLOP/s, against
 // a measured vdpbf16ps peak of 460 GFLOP/s. The K segments and prefetcht2 (2026-11-28) took mxfp4
 // N = 1, K = 16384 from 29-32% to 68-89% of the sum loop in interleaved runs (docs/KERNELS.md).
+#include "backends/cpu/arch/kquant_avx512.h"
 #include "backends/cpu/arch/qmatmul_arch.h"  // also <immintrin.h>
 
 namespace v4::cpu::qmm_arch {
@@ -130,18 +131,7 @@ inline __m512 e8m0_to_ps(__m128i codes) {
 inline __m512 bf16_even(__m512i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); }
 inline __m512 bf16_odd(__m512i v) { return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u)))); }
 
-// The 16 six-bit fields of a K-quant scales[12] (quant/kquant.h layout) as 16 int32 lanes. Reads
-// 16 bytes (the 4 after the field belong to the same block).
-inline __m512i unpack6_epi32(const uint8_t* in) {
-  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in)));
-  const __m512i lo_src = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7), b);
-  const __m512i hi_src = _mm512_permutexvar_epi32(_mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11), b);
-  const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(lo_src, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4)),
-                                      _mm512_set1_epi32(15));
-  const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(hi_src, _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6)),
-                                      _mm512_set1_epi32(3));
-  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4));
-}
+// unpack6_epi32: arch/kquant_avx512.h.
 
 // ---- decoders -------------------------------------------------------------------------------
 // A decoder turns one chunk of kChunk elements [k, k + kChunk) of a weight row into kVecs

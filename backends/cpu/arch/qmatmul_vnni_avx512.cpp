@@ -36,6 +36,7 @@
 //    and x row one convert, one multiply (row scales * x scale) and one FMA.
 //
 // Threads never split K: results do not depend on the thread count.
+#include "backends/cpu/arch/kquant_avx512.h"
 #include "backends/cpu/arch/qmatmul_arch.h"  // also <immintrin.h>
 
 namespace v4::cpu::qmm_arch {
@@ -87,20 +88,9 @@ inline __m512 hsum16(const __m512* a) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(e0, e1, 0x88), _mm512_shuffle_f32x4(e0, e1, 0xDD));
 }
 
-// The 16 six-bit fields of a K-quant scales[12] (quant/kquant.h layout) as f32 lanes: low 4 bits
-// of v[i] in byte i % 8 (low nibble for i < 8), high 2 bits in byte 8 + i / 4 at bit 2 (i % 4).
-// Reads 16 bytes (the 4 after the field belong to the same block). (Doing the byte work in
-// xmm/ymm and widening once measured the same.)
-inline __m512 unpack6_ps(const uint8_t* in) {
-  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in)));
-  const __m512i lo_src = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7), b);
-  const __m512i hi_src = _mm512_permutexvar_epi32(_mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11), b);
-  const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(lo_src, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4)),
-                                      _mm512_set1_epi32(15));
-  const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(hi_src, _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6)),
-                                      _mm512_set1_epi32(3));
-  return _mm512_cvtepi32_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)));
-}
+// The 16 six-bit fields of a K-quant scales[12] as f32 lanes (arch/kquant_avx512.h). (Doing the
+// byte work in xmm/ymm and widening once measured the same.)
+inline __m512 unpack6_ps(const uint8_t* in) { return _mm512_cvtepi32_ps(unpack6_epi32(in)); }
 
 // Bits 2t, 2t + 1 of every byte of w moved to bits 0, 1 (others 0): with GFNI one GF(2) affine
 // map instead of a shift and a mask (q2_k decode 15.0 -> 15.9 GB/s from cache).
