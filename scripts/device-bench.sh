@@ -21,12 +21,14 @@ N=${N:-32}
 {
   for placement in "" "--cpu-moe" "-ngl 0"; do
     echo "=== placement: ${placement:-all on the GPU}"
-    $V4 bench model -m "$MODEL" -p 128 -n "$N" --profile $placement 2>&1 | tail -12
+    $V4 bench model -m "$MODEL" -p 128 -n "$N" $placement 2>&1 | tail -12
   done
   for depth in 1024 65536 524288; do
     echo "=== depth $depth, all on the GPU"
-    $V4 bench model -m "$MODEL" -d "$depth" -p 0 -n "$N" --profile 2>&1 | tail -5
+    $V4 bench model -m "$MODEL" -d "$depth" -p 0 -n "$N" 2>&1 | tail -5
   done
+  echo "=== per-op times (node by node: --profile turns CUDA graphs off)"
+  $V4 bench model -m "$MODEL" -p 128 -n "$N" --profile 2>&1 | grep -E " ops "
 } > "$OUT/bench.log" 2>&1
 cat "$OUT/bench.log"
 if [ "${NSYS:-1}" = 1 ] && command -v nsys > /dev/null; then
