@@ -1,6 +1,7 @@
 // v4 bench matmul: one matmul shape through cpu::matmul (or a named variant), timed.
 // v4 bench peak:   the hardware limits measured in the same run, to quote the others against:
-//                  f32 FMA throughput, bf16 dot-product throughput (vdpbf16ps, AMX), DRAM read
+//                  f32 FMA throughput, bf16 dot-product throughput (vdpbf16ps, AMX), int8 dot
+//                  throughput (vpdpbusd), DRAM read
 //                  bandwidth.
 #include <algorithm>
 #include <chrono>
@@ -259,6 +260,24 @@ __attribute__((target("avx512f,avx512bf16"))) void bf16_dot_loop(int64_t iters) 
   g_sink = _mm512_reduce_add_ps(s);
 }
 
+// vpdpbusd (the avx512_vnni qmatmul's instruction): 16 lanes x 4 u8 x s8 products per instruction.
+// 12 accumulators: with 24, GCC 12 copies registers every iteration and the rate halves.
+__attribute__((target("avx512f,avx512vnni"))) void int8_dot_loop(int64_t iters) {
+  constexpr int A = 12;
+  __m512i a[A];
+#pragma GCC unroll 32
+  for (int i = 0; i < A; ++i) a[i] = _mm512_set1_epi32(i);
+  const __m512i b = _mm512_set1_epi8(3), c = _mm512_set1_epi8(-2);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
+    for (int i = 0; i < A; ++i) a[i] = _mm512_dpbusd_epi32(a[i], b, c);
+  }
+  __m512i s = a[0];
+#pragma GCC unroll 32
+  for (int i = 1; i < A; ++i) s = _mm512_add_epi32(s, a[i]);
+  g_sink = float(_mm512_reduce_add_epi32(s));
+}
+
 // AMX: 6 independent C tiles += A x B on tiles loaded once (16 x 16 x 32 bf16 each).
 struct alignas(64) amx_config {
   uint8_t palette, start_row, reserved[14];
@@ -371,6 +390,12 @@ void run_peak(int threads, bool json) {
   } else {
     j["bf16_dot_avx512_gflops"] = nullptr;
   }
+  if (f.has_avx512() && f.avx512_vnni) {
+    const double r = best_rate(nt, 3, 8.0 * 16 * 12 * double(kIters), [&](int) { int8_dot_loop(kIters); }) / 1e9;
+    j["int8_dot_avx512_gops"] = r;
+  } else {
+    j["int8_dot_avx512_gops"] = nullptr;
+  }
   if (f.amx_bf16) {
     constexpr int64_t kAmxIters = 200000;  // x 6 tdpbf16ps of 16*16*32 multiply-adds
     const double r = best_rate(nt, 3, 6.0 * 2 * 16 * 16 * 32 * double(kAmxIters), [&](int) { amx_loop(kAmxIters); }) / 1e9;
@@ -399,6 +424,9 @@ void run_peak(int threads, bool json) {
                 j["fma_f32_avx512_gflops"].get<double>());
   if (!j["bf16_dot_avx512_gflops"].is_null())
     std::printf("  bf16 dot (vdpbf16ps)  %9.1f GFLOP/s\n", j["bf16_dot_avx512_gflops"].get<double>());
+  if (j.contains("int8_dot_avx512_gops") && !j["int8_dot_avx512_gops"].is_null())
+    std::printf("  int8 dot (vpdpbusd)   %9.1f GOP/s      (u8 x s8 multiply-adds x 2)\n",
+                j["int8_dot_avx512_gops"].get<double>());
   if (j["amx_bf16_gflops"].is_null())
     std::printf("  AMX-BF16              n/a (not on this host)\n");
   else
