@@ -22,19 +22,13 @@
 // and its _tile_loadd has no memory operand at all, so stores into a buffer that only a tile
 // load reads can be dropped or moved past it. Hence the asm below: ldtilecfg takes the whole
 // 64-byte struct as its memory operand, and tile loads clobber memory.
+#include "backends/cpu/arch/amx_tiles.h"
 #include "backends/cpu/arch/matmul_arch.h"  // also <immintrin.h>
 
 namespace v4::cpu::mm_arch {
 namespace {
 
-struct alignas(64) tile_config {
-  uint8_t palette;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-static_assert(sizeof(tile_config) == 64, "AMX palette-1 configuration is 64 bytes");
+using amx::tile_config;  // arch/amx_tiles.h
 
 #define V4_TILE_LOAD(tmm, base, stride) \
   __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #tmm ::"r"(base), "r"(long(stride)) : "memory")
@@ -45,20 +39,7 @@ static_assert(sizeof(tile_config) == 64, "AMX palette-1 configuration is 64 byte
 
 // rows0: rows of the first 16-row half of the m block (1..16); rows1: of the second (0..16).
 void load_config(int rows0, int rows1) {
-  tile_config cfg = {};
-  cfg.palette = 1;
-  auto set = [&](int t, int rows) {
-    cfg.rows[t] = uint8_t(rows);
-    cfg.colsb[t] = rows ? 64 : 0;  // a tile is unused exactly when both are 0
-  };
-  set(0, rows0);  // C: A0 x B0
-  set(1, rows0);  // C: A0 x B1
-  set(2, rows1);  // C: A1 x B0
-  set(3, rows1);  // C: A1 x B1
-  set(4, rows0);  // A0
-  set(5, rows1);  // A1
-  set(6, 16);     // B0
-  set(7, 16);     // B1
+  const tile_config cfg = amx::block_config(rows0, rows1);
   __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
 }
 

@@ -31,6 +31,7 @@
 // dropped or moved past it. Hence, as in matmul_amx.cpp, asm with the whole struct as the memory
 // operand of ldtilecfg and a memory clobber on tile loads and stores.
 // tests/cpu/test_qmatmul_amx.cpp runs several configurations in a row, in a child process.
+#include "backends/cpu/arch/amx_tiles.h"
 #include "backends/cpu/arch/qmatmul_arch.h"  // also <immintrin.h>
 
 namespace v4::cpu::qmm_arch {
@@ -52,14 +53,7 @@ void qmm_amx_run(const mm_problem& p, int n_threads);  // all six types; x -> bf
 namespace {
 
 // ---- tiles ----------------------------------------------------------------------------------
-struct alignas(64) tile_config {
-  uint8_t palette;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-static_assert(sizeof(tile_config) == 64, "AMX palette-1 configuration is 64 bytes");
+using amx::tile_config;  // arch/amx_tiles.h
 
 #if !defined(V4_QMM_AMX_EMULATE)
 #define V4Q_TILE_CONFIG(cfg) __asm__ volatile("ldtilecfg %0" ::"m"(cfg))
@@ -151,20 +145,7 @@ inline void dp(int c, int a, int b) {
 
 // rows0: rows of the first 16-row half of the m block (1..16); rows1: of the second (0..16).
 void load_config(int rows0, int rows1) {
-  tile_config cfg = {};
-  cfg.palette = 1;
-  auto set = [&](int t, int rows) {
-    cfg.rows[t] = uint8_t(rows);
-    cfg.colsb[t] = rows ? 64 : 0;  // a tile is unused exactly when both are 0
-  };
-  set(0, rows0);  // C: A0 x B0
-  set(1, rows0);  // C: A0 x B1
-  set(2, rows1);  // C: A1 x B0
-  set(3, rows1);  // C: A1 x B1
-  set(4, rows0);  // A0
-  set(5, rows1);  // A1
-  set(6, 16);     // B0
-  set(7, 16);     // B1
+  const tile_config cfg = amx::block_config(rows0, rows1);
   V4Q_TILE_CONFIG(cfg);
 }
 
