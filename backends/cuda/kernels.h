@@ -3,8 +3,6 @@
 // tensor/ops.h defines) and returns false with a message on a launch error.
 #pragma once
 
-#include <atomic>
-
 #include <cuda_runtime.h>
 
 #include <string>
@@ -59,7 +57,6 @@ constexpr int64_t kMaxAttnDim = 512;    // attn_mqa head dims above this stay on
 void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error);
 // Bumped whenever a scratch block moves: CUDA graphs captured before then hold stale pointers.
 uint64_t scratch_generation();
-std::atomic<uint64_t>& scratch_generation_counter();
 
 // The launcher for op, or nullptr when the op has no CUDA kernel (views have none either).
 launcher launcher_for(op_kind op);

@@ -15,11 +15,11 @@
 
 namespace v4::cuda {
 
-std::atomic<uint64_t>& scratch_generation_counter() {
-  static std::atomic<uint64_t> g{0};
-  return g;
-}
-uint64_t scratch_generation() { return scratch_generation_counter().load(); }
+namespace {
+std::atomic<uint64_t> g_generation{0};
+}  // namespace
+
+uint64_t scratch_generation() { return g_generation.load(); }
 
 void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error) {
   struct block {
@@ -52,7 +52,7 @@ void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error) {
     }
     b = block{};
   }
-  scratch_generation_counter().fetch_add(1);
+  g_generation.fetch_add(1);
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, n);
   if (e == cudaSuccess) e = cudaMemsetAsync(p, 0, n, s);
