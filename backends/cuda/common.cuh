@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "tensor/tensor.h"
 
@@ -102,6 +103,44 @@ __device__ inline float warp_sum(float v) {
 __device__ inline float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// ---- Programmatic dependent launch (PDL, sm_90 and newer) ---------------------------------------
+// Every kernel is launched with launch() below: on a GPU that has PDL, the next kernel in the
+// stream (or the captured graph) is scheduled while the previous one still runs, and its blocks
+// wait in pdl_wait() until the previous grid has finished and its writes are visible. That hides
+// the launch latency between the ~200 small dependent kernels of a decode step. The contract:
+// EVERY kernel launched through launch() calls pdl_wait() before it reads or writes global memory
+// (its first statement). After the wait, pdl_wait() lets the next kernel launch: its blocks take
+// the SM slots this grid leaves free and wait in turn, so at most two grids are resident. On older
+// GPUs, or launched without the attribute, both instructions are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether launch() asks for PDL: the GPUs have compute capability >= 9.0 and V4_CUDA_PDL is not 0
+// (set once by the device, cuda_device.cu).
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
+
+// kernel<<<grid, block, smem, s>>>(args...) with the PDL attribute when pdl_enabled(). Errors are
+// left for launched() (cudaGetLastError) as with <<<>>>.
+template <typename... KArgs, typename... Args>
+inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 // Records a launch error (if any) in *error with the op's name; true when the launch was fine.

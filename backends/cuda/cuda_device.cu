@@ -446,7 +446,8 @@ class cuda_device_impl final : public device {
               std::to_string(prop.totalGlobalMem >> 20) + " MiB, " + std::to_string(prop.multiProcessorCount) +
               " SMs)"),
         bt_(this, ordinal, false, name_),
-        pinned_(this, ordinal, true, name_ + "_Host") {}
+        pinned_(this, ordinal, true, name_ + "_Host"),
+        cc_major_(prop.major) {}
 
   const char* name() const override { return name_.c_str(); }
   std::string description() const override { return desc_; }
@@ -505,12 +506,16 @@ class cuda_device_impl final : public device {
     }
   }
   bool can_read(const buffer_type* bt) const override { return bt == &bt_ || bt == &pinned_; }
+  int cc_major() const { return cc_major_; }
 
  private:
   int ordinal_;
   std::string name_, desc_;
   cuda_buffer_type bt_, pinned_;
+  int cc_major_;
 };
+
+std::atomic<bool> pdl_on{false};
 
 }  // namespace
 
@@ -532,8 +537,16 @@ device* cuda_device(int ordinal, std::string* error) {
   cudaDeviceProp prop{};
   if (!ok(cudaGetDeviceProperties(&prop, ordinal), "reading the GPU's properties", error)) return nullptr;
   made.push_back(std::make_unique<cuda_device_impl>(ordinal, prop));
+  // PDL (common.cuh: launch) where every GPU in use has it (sm_90+) and V4_CUDA_PDL is not 0.
+  const char* env = std::getenv("V4_CUDA_PDL");
+  bool pdl = !(env && std::string(env) == "0");
+  for (auto& d : made) pdl = pdl && d->cc_major() >= 9;
+  set_pdl_enabled(pdl);
   return made.back().get();
 }
+
+bool pdl_enabled() { return pdl_on.load(std::memory_order_relaxed); }
+void set_pdl_enabled(bool on) { pdl_on.store(on, std::memory_order_relaxed); }
 
 graph_counts graph_stats() { return {n_eager.load(), n_captured.load(), n_replayed.load()}; }
 

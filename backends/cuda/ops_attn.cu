@@ -93,6 +93,7 @@ __device__ inline bool packed16(const tview& v, int stride_dim, int D) {
 }
 
 __global__ void __launch_bounds__(kThreads) attn_kernel(attn_args p) {
+  pdl_wait();
   extern __shared__ float sm[];
   const int D = p.D, TL = p.tile;
   float* qs = sm;               // [kGroup][D]
@@ -371,7 +372,7 @@ bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
     if (!p.part || !p.counters) return false;
   }
   const dim3 grid(unsigned(int64_t(p.T) * p.chunks), unsigned(p.groups));
-  attn_kernel<<<grid, kThreads, smem_for(p.tile), s>>>(p);
+  launch(attn_kernel, grid, kThreads, smem_for(p.tile), s, p);
   return launched("attn_mqa", error);
 }
 

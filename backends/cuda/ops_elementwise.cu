@@ -12,6 +12,7 @@ enum class bin { add, sub, mul, div };
 
 template <bin K>
 __global__ void binary_kernel(tview y, tview a, tview b, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t idx[4];
     unravel(i, y.ne, idx);
@@ -31,6 +32,7 @@ enum class un { scale, clamp, silu, sigmoid, softplus, sqrt, relu, exp };
 
 template <un K>
 __global__ void unary_kernel(tview y, tview a, float p0, float p1, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t idx[4];
     unravel(i, y.ne, idx);
@@ -63,7 +65,7 @@ template <un K>
 bool run_unary(cudaStream_t s, tensor* dst, float p0, float p1, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]);
   const int64_t n = n_elements(y);
-  unary_kernel<K><<<grid_for(n), kBlock, 0, s>>>(y, a, p0, p1, n);
+  launch(unary_kernel<K>, grid_for(n), kBlock, 0, s, y, a, p0, p1, n);
   return launched(op_name(dst->op), error);
 }
 
@@ -71,7 +73,7 @@ template <bin K>
 bool run_binary(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]), b = view_of(dst->src[1]);
   const int64_t n = n_elements(y);
-  binary_kernel<K><<<grid_for(n), kBlock, 0, s>>>(y, a, b, n);
+  launch(binary_kernel<K>, grid_for(n), kBlock, 0, s, y, a, b, n);
   return launched(op_name(dst->op), error);
 }
 

@@ -18,6 +18,7 @@ __device__ inline void copy_elem(char* d, const char* s, int size) {
 
 // y[k, n, b] = a[k, ids[n, b], b], converted to f32.
 __global__ void get_rows_kernel(tview y, tview a, tview ids, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t idx[4];
     unravel(i, y.ne, idx);
@@ -29,6 +30,7 @@ __global__ void get_rows_kernel(tview y, tview a, tview ids, int64_t n) {
 // dst[k, ids[n, b], b] = src[k, n, b]. One thread per (k, b) walks n in order, so with duplicate
 // ids the last n wins, as tensor/ops.h requires.
 __global__ void set_rows_kernel(tview d, tview src, tview ids, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t k = i % src.ne[0], b = i / src.ne[0];
     for (int64_t r = 0; r < src.ne[1]; ++r) {
@@ -39,6 +41,7 @@ __global__ void set_rows_kernel(tview d, tview src, tview ids, int64_t n) {
 }
 
 __global__ void concat_kernel(tview y, tview a, tview b, int dim, int size, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t idx[4];
     unravel(i, y.ne, idx);
@@ -55,6 +58,7 @@ __global__ void concat_kernel(tview y, tview a, tview b, int dim, int size, int6
 // Element i of a (in a's logical order) into element i of y (in y's logical order): converted
 // through f32 between float types, bytes as they are for equal types.
 __global__ void cpy_kernel(tview y, tview a, bool raw, int size, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t ia[4], iy[4];
     unravel(i, a.ne, ia);
@@ -69,7 +73,7 @@ __global__ void cpy_kernel(tview y, tview a, bool raw, int size, int64_t n) {
 bool launch_get_rows(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]), ids = view_of(dst->src[1]);
   const int64_t n = n_elements(y);
-  get_rows_kernel<<<grid_for(n), kBlock, 0, s>>>(y, a, ids, n);
+  launch(get_rows_kernel, grid_for(n), kBlock, 0, s, y, a, ids, n);
   return launched("get_rows", error);
 }
 
@@ -78,14 +82,14 @@ bool launch_set_rows(cudaStream_t s, tensor* dst, std::string* error) {
   const tview d = view_of(dst), src = view_of(dst->src[1]), ids = view_of(dst->src[2]);
   const int64_t n = src.ne[0] * src.ne[2];
   if (n == 0 || src.ne[1] == 0) return true;
-  set_rows_kernel<<<grid_for(n), kBlock, 0, s>>>(d, src, ids, n);
+  launch(set_rows_kernel, grid_for(n), kBlock, 0, s, d, src, ids, n);
   return launched("set_rows", error);
 }
 
 bool launch_concat(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]), b = view_of(dst->src[1]);
   const int64_t n = n_elements(y);
-  concat_kernel<<<grid_for(n), kBlock, 0, s>>>(y, a, b, dst->param_i(0), int(traits(dst->type).block_bytes), n);
+  launch(concat_kernel, grid_for(n), kBlock, 0, s, y, a, b, dst->param_i(0), int(traits(dst->type).block_bytes), n);
   return launched("concat", error);
 }
 
@@ -95,7 +99,7 @@ bool launch_cpy(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), av = view_of(a);
   const int64_t n = n_elements(av);
   const bool raw = a->type == dst->type;
-  cpy_kernel<<<grid_for(n), kBlock, 0, s>>>(y, av, raw, int(traits(a->type).block_bytes), n);
+  launch(cpy_kernel, grid_for(n), kBlock, 0, s, y, av, raw, int(traits(a->type).block_bytes), n);
   return launched("cpy", error);
 }
 

@@ -85,6 +85,7 @@ __device__ inline int64_t x_swizzle(int64_t p) { return p ^ ((p >> 3) & 7); }
 // XS (with NB = 1): the block first copies the job's x row into shared memory (K % 32 == 0).
 template <int WT, int R, int NB, int U, bool XS>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(mm_weights W, mm_rows rd) {
+  pdl_wait();
   static_assert(!XS || NB == 1, "shared x holds one row");
   extern __shared__ float4 xs[];
   constexpr int E = chunk<WT>::kElems;
@@ -291,6 +292,7 @@ size_t gemv1_smem(int tiles_per_row) {
 // groups per warp. Jobs of one x row (mode 0 with N = 1, mode 2).
 template <int WT, int R, int S>
 __global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_rows rd, int tpr, int64_t gpw) {
+  pdl_wait();
   extern __shared__ float4 g1_smem[];
   constexpr int E = chunk<WT>::kElems;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -414,6 +416,7 @@ __global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_r
 template <int WT, int R, int U, bool SPLIT>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, mm_rows rd, int slice_chunks,
                                                                   float* part) {
+  pdl_wait();
   extern __shared__ float4 x1_smem[];
   constexpr int E = chunk<WT>::kElems;
   constexpr bool kScaled = chunk<WT>::kScaled;
@@ -496,6 +499,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, 
 // Split-K, second launch: y[m] of each job = the sum of its S slice partials, added in slice order
 // (deterministic: no atomics). Grid (ceil(M / 256), jobs), 256 threads, one output each.
 __global__ void splitk_sum_kernel(mm_weights W, mm_rows rd, const float* part, int slices) {
+  pdl_wait();
   const mm_job jb = job_of(W, rd, blockIdx.y);
   const int64_t m = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (jb.count == 0 || m >= W.M) return;  // jobs the first kernel skipped wrote no partials
@@ -512,6 +516,7 @@ __global__ void splitk_sum_kernel(mm_weights W, mm_rows rd, const float* part, i
 // ---- generic --------------------------------------------------------------------------------------
 // One warp per weight row; the job's x rows one after the other; lanes stride along K.
 __global__ void generic_kernel(int type, mm_weights W, mm_rows rd) {
+  pdl_wait();
   const int lane = threadIdx.x & 31;
   const mm_job jb = job_of(W, rd, blockIdx.y);
   const int64_t m = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
@@ -537,6 +542,7 @@ constexpr int kMaxExperts = 4096;  // shared-memory counters; more experts go to
 // (ops.h: a caller error; their outputs are left unwritten).
 __global__ void group_kernel(const char* ids, int64_t ids_nb0, int64_t ids_nb1, int n_used, int64_t n_pairs, int E,
                              int P, int* scratch) {
+  pdl_wait();
   __shared__ int cnt[kMaxExperts];
   int* n_active = scratch;
   int* active = scratch + 1;
@@ -605,11 +611,11 @@ void gemv_nb(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jo
   const int64_t x_bytes = W.K * int64_t(sizeof(float));
   // Shared x pays for the wide chunks (fp8, mxfp4); measured slower for f16/bf16 (docs/CUDA.md).
   if (nb == 1 && chunk<WT>::kElems >= 16 && W.K % 32 == 0 && x_bytes <= kMaxSharedX)
-    gemv_kernel<WT, R, 1, U, true><<<grid, kGemvWarps * 32, size_t(x_bytes), s>>>(W, rd);
-  else if (nb == 1) gemv_kernel<WT, R, 1, U, false><<<grid, kGemvWarps * 32, 0, s>>>(W, rd);
-  else if (nb == 2) gemv_kernel<WT, R, 2, U, false><<<grid, kGemvWarps * 32, 0, s>>>(W, rd);
-  else if (nb == 4) gemv_kernel<WT, R, 4, U, false><<<grid, kGemvWarps * 32, 0, s>>>(W, rd);
-  else gemv_kernel<WT, R, 8, U, false><<<grid, kGemvWarps * 32, 0, s>>>(W, rd);
+    launch(gemv_kernel<WT, R, 1, U, true>, grid, kGemvWarps * 32, size_t(x_bytes), s, W, rd);
+  else if (nb == 1) launch(gemv_kernel<WT, R, 1, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
+  else if (nb == 2) launch(gemv_kernel<WT, R, 2, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
+  else if (nb == 4) launch(gemv_kernel<WT, R, 4, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
+  else launch(gemv_kernel<WT, R, 8, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
 }
 
 // ---- gemv1 launch -------------------------------------------------------------------------------------
@@ -665,7 +671,7 @@ bool gemv1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsign
   const int64_t warps = (ng + gpw - 1) / gpw;
   if (gpw * tpr > (int64_t(1) << 30) || W.K > (int64_t(1) << 30)) return false;  // the kernel's int tile and chunk indices
   const unsigned blocks = unsigned((warps + kG1Warps - 1) / kG1Warps);
-  gemv1_kernel<WT, R, S><<<dim3(blocks, jobs), kG1Warps * 32, smem, s>>>(W, rd, tpr, gpw);
+  launch(gemv1_kernel<WT, R, S>, dim3(blocks, jobs), kG1Warps * 32, smem, s, W, rd, tpr, gpw);
   return true;
 }
 
@@ -688,7 +694,7 @@ bool x1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned 
     if (g1_occupancy(reinterpret_cast<const void*>(kernel), smem, dev) <= 0) return false;
   }
   const dim3 grid(unsigned((W.M + kGemvWarps * R - 1) / (kGemvWarps * R)), jobs, unsigned(slices));
-  kernel<<<grid, kGemvWarps * 32, smem, s>>>(W, rd, int(slice_chunks), part);
+  launch(kernel, grid, kGemvWarps * 32, smem, s, W, rd, int(slice_chunks), part);
   return true;
 }
 
@@ -808,7 +814,7 @@ bool launch_split(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& 
     return false;
   }
   const dim3 grid(unsigned((W.M + 255) / 256), jobs);
-  splitk_sum_kernel<<<grid, 256, 0, s>>>(W, rd, part, slices);
+  launch(splitk_sum_kernel, grid, 256, 0, s, W, rd, part, slices);
   return true;
 }
 
@@ -883,7 +889,7 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
     if (!launch_gemv(s, wt, W, rd, jobs, rows_hint, error)) return false;
   } else {
     const dim3 grid(unsigned((W.M + 7) / 8), jobs);
-    generic_kernel<<<grid, 256, 0, s>>>(int(wt), W, rd);
+    launch(generic_kernel, grid, 256, 0, s, int(wt), W, rd);
   }
   return launched(op, error);
 }
@@ -979,7 +985,7 @@ bool launch_matmul_id(cudaStream_t s, tensor* dst, std::string* error) {
   int* lists =
       static_cast<int*>(scratch(s, kGroupScratchSlot, size_t(1 + P + P + 1 + n_pairs) * sizeof(int), error));
   if (!lists) return false;
-  group_kernel<<<1, 1024, 0, s>>>(static_cast<const char*>(ids->data), int64_t(ids->nb[0]), int64_t(ids->nb[1]), n_used,
+  launch(group_kernel, 1, 1024, 0, s, static_cast<const char*>(ids->data), int64_t(ids->nb[0]), int64_t(ids->nb[1]), n_used,
                                   n_pairs, E, P, lists);
   if (!launched("matmul_id (grouping)", error)) return false;
 

@@ -12,6 +12,7 @@ constexpr int kSplitThreads = 1024;
 // Thread i of job blockIdx.y computes output (m = i % M, r = i / M): consecutive threads write
 // consecutive y of one row.
 __global__ void small_k_kernel(int type, mm_weights W, mm_rows rd) {
+  pdl_wait();
   const mm_job jb = job_of(W, rd, blockIdx.y);
   const int64_t n = W.M * jb.count;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -31,6 +32,7 @@ __global__ void small_k_kernel(int type, mm_weights W, mm_rows rd) {
 // kVecF32: f32 weights and x rows 16-byte aligned with K % 4 == 0, read as float4.
 template <bool kVecF32>
 __global__ void split_row_kernel(int type, mm_weights W, mm_rows rd) {
+  pdl_wait();
   __shared__ float part[kSplitThreads / 32];
   const mm_job jb = job_of(W, rd, blockIdx.y);
   const int64_t m = blockIdx.x;
@@ -78,7 +80,7 @@ bool small_k_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
 
 void launch_small_k(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows) {
   const dim3 grid(grid_for(W.M * max_rows), jobs);
-  small_k_kernel<<<grid, kBlock, 0, s>>>(int(wt), W, rd);
+  launch(small_k_kernel, grid, kBlock, 0, s, int(wt), W, rd);
 }
 
 bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
@@ -87,8 +89,8 @@ bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
 
 void launch_split_row(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {
   const dim3 grid(unsigned(W.M), jobs);
-  if (wt == dtype::f32 && aligned && W.K % 4 == 0) split_row_kernel<true><<<grid, kSplitThreads, 0, s>>>(int(wt), W, rd);
-  else split_row_kernel<false><<<grid, kSplitThreads, 0, s>>>(int(wt), W, rd);
+  if (wt == dtype::f32 && aligned && W.K % 4 == 0) launch(split_row_kernel<true>, grid, kSplitThreads, 0, s, int(wt), W, rd);
+  else launch(split_row_kernel<false>, grid, kSplitThreads, 0, s, int(wt), W, rd);
 }
 
 }  // namespace v4::cuda

@@ -14,6 +14,7 @@ namespace v4::cuda {
 namespace {
 
 __global__ void hadamard_kernel(tview y, tview a, float scale, int64_t rows) {
+  pdl_wait();
   extern __shared__ float v[];
   const int64_t n = a.ne[0];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -37,6 +38,7 @@ __global__ void hadamard_kernel(tview y, tview a, float scale, int64_t rows) {
 }
 
 __global__ void sinkhorn_kernel(tview y, tview a, int iters, float eps, int64_t mats) {
+  pdl_wait();
   const int64_t n = a.ne[0];
   for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < mats; m += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i2 = m % a.ne[2], i3 = m / a.ne[2];
@@ -96,6 +98,7 @@ __device__ inline float sinkhorn4_lanes(float v, int j, int k, int iters, float 
 }
 
 __global__ void sinkhorn4_kernel(tview y, tview a, int iters, float eps, int64_t mats) {
+  pdl_wait();
   const int l = threadIdx.x % 16, j = l / 4, k = l % 4;
   const int64_t m = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
   const bool live = m < mats;  // dead lanes still take part in the shuffles
@@ -110,6 +113,7 @@ __global__ void sinkhorn4_kernel(tview y, tview a, int iters, float eps, int64_t
 // operations (scale = one fused multiply-add, add, sigmoid in double), so the same bits.
 __global__ void hc_mix4_kernel(tview y, tview mix, const float* base, float s0, float s1, float s2, int iters,
                                float eps, int64_t rows) {
+  pdl_wait();
   constexpr int n = 4;
   const int l = threadIdx.x % 16, j = l / 4, k = l % 4;
   const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
@@ -140,7 +144,7 @@ bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error) {
   if (rows == 0) return true;
   const int threads = int(n / 2 < 32 ? 32 : (n / 2 > 1024 ? 1024 : n / 2));
   const unsigned blocks = unsigned(rows < 65535 ? rows : 65535);
-  hadamard_kernel<<<blocks, threads, size_t(n) * sizeof(float), s>>>(y, a, dst->param_f(0), rows);
+  launch(hadamard_kernel, blocks, threads, size_t(n) * sizeof(float), s, y, a, dst->param_f(0), rows);
   return launched("hadamard", error);
 }
 
@@ -149,7 +153,7 @@ bool launch_hc_mix(cudaStream_t s, tensor* dst, std::string* error) {
   const int64_t rows = dst->nrows();
   if (rows == 0) return true;
   const int64_t blocks = (rows * 16 + kBlock - 1) / kBlock;
-  hc_mix4_kernel<<<unsigned(blocks), kBlock, 0, s>>>(y, mix, static_cast<const float*>(dst->src[1]->data),
+  launch(hc_mix4_kernel, unsigned(blocks), kBlock, 0, s, y, mix, static_cast<const float*>(dst->src[1]->data),
                                                      dst->param_f(0), dst->param_f(1), dst->param_f(2),
                                                      dst->param_i(3), dst->param_f(4), rows);
   return launched("hc_mix", error);
@@ -161,9 +165,9 @@ bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error) {
   if (mats == 0) return true;
   if (a.ne[0] == 4) {
     const int64_t blocks = (mats * 16 + kBlock - 1) / kBlock;
-    sinkhorn4_kernel<<<unsigned(blocks), kBlock, 0, s>>>(y, a, dst->param_i(0), dst->param_f(1), mats);
+    launch(sinkhorn4_kernel, unsigned(blocks), kBlock, 0, s, y, a, dst->param_i(0), dst->param_f(1), mats);
   } else {
-    sinkhorn_kernel<<<grid_for(mats, 64), 64, 0, s>>>(y, a, dst->param_i(0), dst->param_f(1), mats);
+    launch(sinkhorn_kernel, grid_for(mats, 64), 64, 0, s, y, a, dst->param_i(0), dst->param_f(1), mats);
   }
   return launched("sinkhorn", error);
 }

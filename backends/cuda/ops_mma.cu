@@ -120,6 +120,7 @@ __device__ inline void decode_tile(const tile_raw& t, uint32_t out[8], float* sc
 
 template <int WT>
 __global__ void __launch_bounds__(kThreads) mma_kernel(mm_weights W, mm_rows rd) {
+  pdl_wait();
   constexpr bool kScaled = WT != kBF16;
   __shared__ __align__(16) uint16_t As[kBM][kLds];
   __shared__ __align__(16) uint16_t Bs[kBN][kLds];
@@ -247,10 +248,10 @@ bool launch_mma(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd
   const int64_t row_tiles = rd.mode != 0 ? 1 : (max_rows + kBN - 1) / kBN;
   const dim3 grid(unsigned((W.M + kBM - 1) / kBM), jobs, unsigned(row_tiles < 65535 ? row_tiles : 65535));
   switch (wt) {
-    case dtype::bf16: mma_kernel<kBF16><<<grid, kThreads, 0, s>>>(W, rd); break;
-    case dtype::fp8_e4m3: mma_kernel<kFP8><<<grid, kThreads, 0, s>>>(W, rd); break;
-    case dtype::mxfp4: mma_kernel<kMXFP4><<<grid, kThreads, 0, s>>>(W, rd); break;
-    case dtype::q8_0: mma_kernel<kQ8_0><<<grid, kThreads, 0, s>>>(W, rd); break;
+    case dtype::bf16: launch(mma_kernel<kBF16>, grid, kThreads, 0, s, W, rd); break;
+    case dtype::fp8_e4m3: launch(mma_kernel<kFP8>, grid, kThreads, 0, s, W, rd); break;
+    case dtype::mxfp4: launch(mma_kernel<kMXFP4>, grid, kThreads, 0, s, W, rd); break;
+    case dtype::q8_0: launch(mma_kernel<kQ8_0>, grid, kThreads, 0, s, W, rd); break;
     default:
       *error = std::string("CUDA: no tensor-core matmul for ") + type_name(wt);
       return false;
@@ -301,6 +302,7 @@ __device__ inline void quarter_bf16(uint32_t w, uint32_t out[4]) {
 
 template <int WT>
 __global__ void __launch_bounds__(kTcvWarps * 32) tcv_kernel(mm_weights W, mm_rows rd, int pass) {
+  pdl_wait();
   constexpr int G = tcv<WT>::kGroups, S = tcv<WT>::kStride;
   __shared__ __align__(16) uint32_t sm[kTcvWarps][kTcvU][8 * S];
   extern __shared__ uint4 xs4[];  // [16 x rows][K / 2] bf16x2 words (rows below the pass's count)
@@ -419,7 +421,7 @@ bool launch_tcv_t(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsign
       cudaFuncSetAttribute(tcv_kernel<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kTcvMaxX)) == cudaSuccess;
   if (!opted_in && x_bytes > 48 * 1024 - sizeof(uint32_t) * kTcvWarps * kTcvU * 8 * tcv<WT>::kStride) return false;
   const dim3 grid(unsigned((W.M + 8 * kTcvWarps - 1) / (8 * kTcvWarps)), jobs);
-  tcv_kernel<WT><<<grid, kTcvWarps * 32, x_bytes, s>>>(W, rd, pass);
+  launch(tcv_kernel<WT>, grid, kTcvWarps * 32, x_bytes, s, W, rd, pass);
   return true;
 }
 

@@ -87,6 +87,7 @@ __device__ inline float finite_abs(float v) {
 // One warp per (row, run); run == n_runs copies the unquantized tail [nq, ne0).
 template <bool FP8>
 __global__ void roundtrip_kernel(tview y, tview a, int block, int64_t nq, float floor, int64_t n_rows) {
+  pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t n_runs = (nq + block - 1) / block;
   const int64_t items = n_rows * (n_runs + 1);
@@ -118,6 +119,7 @@ __global__ void roundtrip_kernel(tview y, tview a, int block, int64_t nq, float 
 // (ops.h), quantizing block g of src row n into block g of dst row ids[n, b].
 template <bool FP8>
 __global__ void set_rows_scaled_kernel(tview dst, tview src, tview ids, tview scales, int block, int64_t n_blocks) {
+  pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t K = src.ne[0], N = src.ne[1], B = src.ne[2];
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
@@ -157,8 +159,8 @@ bool launch_roundtrip(cudaStream_t s, tensor* dst, bool fp8, std::string* error)
   const int64_t n_rows = a.ne[1] * a.ne[2] * a.ne[3];
   const int64_t items = n_rows * ((nq + block - 1) / block + 1);
   const unsigned grid = grid_for(items * 32);
-  if (fp8) roundtrip_kernel<true><<<grid, kBlock, 0, s>>>(y, a, block, nq, floor, n_rows);
-  else roundtrip_kernel<false><<<grid, kBlock, 0, s>>>(y, a, block, nq, floor, n_rows);
+  if (fp8) launch(roundtrip_kernel<true>, grid, kBlock, 0, s, y, a, block, nq, floor, n_rows);
+  else launch(roundtrip_kernel<false>, grid, kBlock, 0, s, y, a, block, nq, floor, n_rows);
   return launched(fp8 ? "fp8_roundtrip" : "fp4_roundtrip", error);
 }
 
@@ -180,8 +182,8 @@ bool launch_set_rows_any(cudaStream_t s, tensor* dst, std::string* error) {
   const int block = d->scale_block[0];
   const int64_t n_blocks = (d->ne[0] + block - 1) / block;
   const unsigned grid = grid_for(n_blocks * d->ne[2] * 32);
-  if (d->type == dtype::fp8_e4m3) set_rows_scaled_kernel<true><<<grid, kBlock, 0, s>>>(dv, sv, iv, sc, block, n_blocks);
-  else set_rows_scaled_kernel<false><<<grid, kBlock, 0, s>>>(dv, sv, iv, sc, block, n_blocks);
+  if (d->type == dtype::fp8_e4m3) launch(set_rows_scaled_kernel<true>, grid, kBlock, 0, s, dv, sv, iv, sc, block, n_blocks);
+  else launch(set_rows_scaled_kernel<false>, grid, kBlock, 0, s, dv, sv, iv, sc, block, n_blocks);
   return launched("set_rows (quantize on write)", error);
 }
 

@@ -11,6 +11,7 @@ namespace {
 
 template <bool kMax>
 __global__ void reduce_kernel(tview y, tview a, int dim, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t idx[4];
     unravel(i, y.ne, idx);  // idx[dim] == 0
@@ -31,6 +32,7 @@ __device__ inline int64_t warp_id() { return (blockIdx.x * int64_t(blockDim.x) +
 __device__ inline int64_t warp_count() { return int64_t(gridDim.x) * blockDim.x / 32; }
 
 __global__ void rms_norm_kernel(tview y, tview a, float eps, int64_t rows) {
+  pdl_wait();
   const int lane = threadIdx.x % 32;
   const int64_t n = a.ne[0];
   for (int64_t r = warp_id(); r < rows; r += warp_count()) {
@@ -55,6 +57,7 @@ __global__ void rms_norm_kernel(tview y, tview a, float eps, int64_t rows) {
 constexpr int kRowThreads = 1024;
 template <bool kVec>
 __global__ void rms_norm_row_kernel(tview y, tview a, float eps) {
+  pdl_wait();
   __shared__ float part[kRowThreads / 32];
   __shared__ float scale_s;
   const int64_t r = blockIdx.x, n = a.ne[0];
@@ -103,6 +106,7 @@ __global__ void rms_norm_row_kernel(tview y, tview a, float eps) {
 // p_j = exp(z_j - M) / (sum exp(z_j - M) + exp(sink - M)); all -inf and no sink: zeros.
 __global__ void softmax_kernel(tview y, tview a, tview mask, bool has_mask, tview sink, bool has_sink, float scale,
                                int64_t rows) {
+  pdl_wait();
   const int lane = threadIdx.x % 32;
   const int64_t n = a.ne[0];
   for (int64_t r = warp_id(); r < rows; r += warp_count()) {
@@ -145,8 +149,8 @@ bool launch_reduce(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]);
   const int dim = dst->param_i(0);
   const int64_t n = n_elements(y);
-  if (dst->op == op_kind::MAX) reduce_kernel<true><<<grid_for(n), kBlock, 0, s>>>(y, a, dim, n);
-  else reduce_kernel<false><<<grid_for(n), kBlock, 0, s>>>(y, a, dim, n);
+  if (dst->op == op_kind::MAX) launch(reduce_kernel<true>, grid_for(n), kBlock, 0, s, y, a, dim, n);
+  else launch(reduce_kernel<false>, grid_for(n), kBlock, 0, s, y, a, dim, n);
   return launched(op_name(dst->op), error);
 }
 
@@ -159,10 +163,10 @@ bool launch_rms_norm(cudaStream_t s, tensor* dst, std::string* error) {
                    a.nb[1] % 16 == 0 && a.nb[2] % 16 == 0 && a.nb[3] % 16 == 0 && y.nb[1] % 16 == 0 &&
                    y.nb[2] % 16 == 0 && y.nb[3] % 16 == 0;
   if (a.ne[0] >= 2048 && rows <= 4096 && vec)
-    rms_norm_row_kernel<true><<<unsigned(rows), kRowThreads, 0, s>>>(y, a, dst->param_f(0));
+    launch(rms_norm_row_kernel<true>, unsigned(rows), kRowThreads, 0, s, y, a, dst->param_f(0));
   else if (a.ne[0] >= 2048 && rows <= 4096)
-    rms_norm_row_kernel<false><<<unsigned(rows), kRowThreads, 0, s>>>(y, a, dst->param_f(0));
-  else rms_norm_kernel<<<grid_for(rows * 32), kBlock, 0, s>>>(y, a, dst->param_f(0), rows);
+    launch(rms_norm_row_kernel<false>, unsigned(rows), kRowThreads, 0, s, y, a, dst->param_f(0));
+  else launch(rms_norm_kernel, grid_for(rows * 32), kBlock, 0, s, y, a, dst->param_f(0), rows);
   return launched("rms_norm", error);
 }
 
@@ -173,7 +177,7 @@ bool launch_softmax(cudaStream_t s, tensor* dst, std::string* error) {
   const tview mv = mask ? view_of(mask) : tview{};
   const tview sv = sink ? view_of(sink) : tview{};
   const int64_t rows = dst->nrows();
-  softmax_kernel<<<grid_for(rows * 32), kBlock, 0, s>>>(y, a, mv, mask != nullptr, sv, sink != nullptr,
+  launch(softmax_kernel, grid_for(rows * 32), kBlock, 0, s, y, a, mv, mask != nullptr, sv, sink != nullptr,
                                                         dst->param_f(0), rows);
   return launched("softmax", error);
 }

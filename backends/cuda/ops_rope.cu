@@ -22,6 +22,7 @@ struct rope_args {
 };
 
 __global__ void rope_kernel(tview y, tview a, tview pos, rope_args p, int64_t n) {
+  pdl_wait();
   const int half = p.n_rot / 2;
   const int64_t D = a.ne[0], r0 = D - p.n_rot;
   const int64_t per_row = r0 + half;  // pass-through elements, then one item per pair
@@ -75,7 +76,7 @@ bool launch_rope(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]), pos = view_of(dst->src[1]);
   const int64_t n = (a.ne[0] - rp.n_rot + rp.n_rot / 2) * dst->nrows();
   if (n == 0) return true;
-  rope_kernel<<<grid_for(n), kBlock, 0, s>>>(y, a, pos, p, n);
+  launch(rope_kernel, grid_for(n), kBlock, 0, s, y, a, pos, p, n);
   return launched("rope", error);
 }
 

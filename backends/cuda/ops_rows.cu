@@ -36,6 +36,7 @@ struct scales_view {
 
 // y[k, n, b] = a[k, ids[n, b], b] decoded.
 __global__ void get_rows_block_kernel(tview y, tview a, scales_view sc, tview ids, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t idx[4];
     unravel(i, y.ne, idx);
@@ -88,7 +89,7 @@ bool launch_get_rows_any(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), av = view_of(a), ids = view_of(dst->src[1]);
   const int64_t n = n_elements(y);
   if (n == 0) return true;
-  get_rows_block_kernel<<<grid_for(n), kBlock, 0, s>>>(y, av, sc, ids, n);
+  launch(get_rows_block_kernel, grid_for(n), kBlock, 0, s, y, av, sc, ids, n);
   return launched("get_rows", error);
 }
 

@@ -215,6 +215,7 @@ struct key_source {
 // sorts them and writes their indices to row r of out_idx.
 __global__ void select_kernel(key_source src, int64_t seg, int64_t n_seg, uint32_t k, bool sort_all, uint64_t* out_keys,
                               tview out_idx) {
+  pdl_wait();
   extern __shared__ uint64_t smem[];
   __shared__ uint32_t hist[256];
   __shared__ uint32_t n_taken;
@@ -283,6 +284,7 @@ __global__ void select_kernel(key_source src, int64_t seg, int64_t n_seg, uint32
 
 // The global-memory fallback: keys[r, 0..n2) filled, sorted by one launch per bitonic step.
 __global__ void fill_keys_kernel(tview a, bool descending, int64_t n2, int64_t total, uint64_t* keys) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / n2, p = i % n2;
     int64_t i1, i2, i3;
@@ -291,6 +293,7 @@ __global__ void fill_keys_kernel(tview a, bool descending, int64_t n2, int64_t t
   }
 }
 __global__ void bitonic_step_kernel(uint64_t* keys, int64_t n2, int64_t size, int64_t stride, int64_t pairs) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / (n2 / 2), q = i % (n2 / 2);
     const int64_t lo = 2 * q - (q & (stride - 1)), hi = lo + stride;  // q = j*stride + r -> 2j*stride + r
@@ -304,6 +307,7 @@ __global__ void bitonic_step_kernel(uint64_t* keys, int64_t n2, int64_t size, in
   }
 }
 __global__ void write_idx_kernel(const uint64_t* keys, int64_t n2, tview y, int64_t total) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / y.ne[0], j = i % y.ne[0];
     int64_t i1, i2, i3;
@@ -314,6 +318,7 @@ __global__ void write_idx_kernel(const uint64_t* keys, int64_t n2, tview y, int6
 
 // y[j, r] = a[idx[j, r], r].
 __global__ void gather_kernel(tview y, tview a, tview idx, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t c[4];
     unravel(i, y.ne, c);
@@ -350,11 +355,11 @@ bool sort_global(cudaStream_t s, tensor* dst, bool descending, std::string* erro
   const int64_t rows = dst->src[0]->nrows(), n2 = pow2_at_least(a.ne[0]);
   auto* keys = static_cast<uint64_t*>(scratch(s, 0, size_t(rows * n2) * 8, error));
   if (!keys) return false;
-  fill_keys_kernel<<<grid_for(rows * n2), kBlock, 0, s>>>(a, descending, n2, rows * n2, keys);
+  launch(fill_keys_kernel, grid_for(rows * n2), kBlock, 0, s, a, descending, n2, rows * n2, keys);
   for (int64_t size = 2; size <= n2; size <<= 1)
     for (int64_t stride = size / 2; stride > 0; stride /= 2)
-      bitonic_step_kernel<<<grid_for(rows * n2 / 2), kBlock, 0, s>>>(keys, n2, size, stride, rows * n2 / 2);
-  write_idx_kernel<<<grid_for(dst->nelements()), kBlock, 0, s>>>(keys, n2, y, dst->nelements());
+      launch(bitonic_step_kernel, grid_for(rows * n2 / 2), kBlock, 0, s, keys, n2, size, stride, rows * n2 / 2);
+  launch(write_idx_kernel, grid_for(dst->nelements()), kBlock, 0, s, keys, n2, y, dst->nelements());
   return launched(op_name(dst->op), error);
 }
 
@@ -368,7 +373,7 @@ bool rank_rows(cudaStream_t s, tensor* dst, int64_t k, bool descending, std::str
   if (n <= cap) {
     const bool sort_all = k == n || 2 * k > n;
     const size_t shm = size_t(sort_all ? pow2_at_least(n) : n + pow2_at_least(k)) * 8;
-    select_kernel<<<dim3(unsigned(rows), 1), threads_for(n), shm, s>>>(src, n, 1, uint32_t(k), sort_all, nullptr, y);
+    launch(select_kernel, dim3(unsigned(rows), 1), threads_for(n), shm, s, src, n, 1, uint32_t(k), sort_all, nullptr, y);
     return launched(op_name(dst->op), error);
   }
   if (2 * k > cap) return sort_global(s, dst, descending, error);
@@ -382,7 +387,7 @@ bool rank_rows(cudaStream_t s, tensor* dst, int64_t k, bool descending, std::str
     out = static_cast<uint64_t*>(scratch(s, 1 + level % 2, size_t(rows * n_seg * k) * 8, error));
     if (!out) return false;
     const size_t shm = size_t(cap + pow2_at_least(k)) * 8;
-    select_kernel<<<dim3(unsigned(rows), unsigned(n_seg)), threads_for(cap), shm, s>>>(src, cap, n_seg, uint32_t(k), false, out,
+    launch(select_kernel, dim3(unsigned(rows), unsigned(n_seg)), threads_for(cap), shm, s, src, cap, n_seg, uint32_t(k), false, out,
                                                                               tview{});
     if (!launched(op_name(dst->op), error)) return false;
     m = n_seg * k;
@@ -390,7 +395,7 @@ bool rank_rows(cudaStream_t s, tensor* dst, int64_t k, bool descending, std::str
     ++level;
   }
   const size_t shm = size_t(m + pow2_at_least(k)) * 8;
-  select_kernel<<<dim3(unsigned(rows), 1), threads_for(m), shm, s>>>(src, m, 1, uint32_t(k), false, nullptr, y);
+  launch(select_kernel, dim3(unsigned(rows), 1), threads_for(m), shm, s, src, m, 1, uint32_t(k), false, nullptr, y);
   return launched(op_name(dst->op), error);
 }
 
@@ -400,7 +405,7 @@ bool launch_gather(cudaStream_t s, tensor* dst, std::string* error) {
   const tview y = view_of(dst), a = view_of(dst->src[0]), idx = view_of(dst->src[1]);
   const int64_t n = n_elements(y);
   if (n == 0) return true;
-  gather_kernel<<<grid_for(n), kBlock, 0, s>>>(y, a, idx, n);
+  launch(gather_kernel, grid_for(n), kBlock, 0, s, y, a, idx, n);
   return launched("gather", error);
 }
 
