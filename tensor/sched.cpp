@@ -40,6 +40,8 @@ struct scheduler::impl {
   graph exec;                                       // planning order: copies, then each split's nodes
   std::vector<int> exec_dev;                        // device index per exec node (-1: alias of other memory)
   std::vector<graph> split_graphs;
+  std::vector<const tensor*> remap_keys;  // remap()'s table, kept to reuse its memory
+  std::vector<tensor*> remap_vals;
 
   // Plans of other graph structures, most recent first: decode alternates between a few (a
   // compressed row is written every few tokens), and each keeps its split graphs, so a device
@@ -154,8 +156,10 @@ void scheduler::set_op_profiling(bool on) {
 scheduler::~scheduler() = default;
 
 device* scheduler::device_of(const tensor* node) const {
-  auto it = p_->assign.find(node);
-  return it == p_->assign.end() ? nullptr : p_->devs[it->second];
+  const impl& p = *p_;
+  for (size_t i = 0; i < p.exec.nodes.size(); ++i)
+    if (p.exec.nodes[i] == node) return p.exec_dev[i] >= 0 ? p.devs[size_t(p.exec_dev[i])] : nullptr;
+  return nullptr;
 }
 
 size_t scheduler::peak_bytes(const device* d) const {
@@ -356,18 +360,33 @@ bool scheduler::plan(graph& g, std::string* error) {
 // again. Copies and their views (owned by the plan) stay as they are.
 void scheduler::remap(graph& g) {
   impl& p = *p_;
-  std::unordered_map<const tensor*, tensor*> to;
-  to.reserve(g.nodes.size() + g.leafs.size());
-  for (size_t i = 0; i < g.nodes.size(); ++i) to[p.planned_nodes[i]] = g.nodes[i];
-  for (size_t j = 0; j < g.leafs.size(); ++j) to[p.planned_leafs[j]] = g.leafs[j];
-  auto m = [&](const tensor* t) -> tensor* {
-    auto it = to.find(t);
-    return it == to.end() ? const_cast<tensor*>(t) : it->second;
+  // Old pointer -> new pointer in an open-addressing table (kept between calls: a decode step
+  // remaps ~600 pointers, and a std::unordered_map built anew each step cost more than the rest).
+  const size_t n = g.nodes.size() + g.leafs.size();
+  size_t cap = 16;
+  while (cap < 2 * n) cap <<= 1;
+  auto& keys = p.remap_keys;
+  auto& vals = p.remap_vals;
+  keys.assign(cap, nullptr);
+  vals.resize(cap);
+  const size_t mask = cap - 1;
+  auto slot = [&](const tensor* t) {
+    size_t h = (reinterpret_cast<uintptr_t>(t) >> 4) * 0x9e3779b97f4a7c15ull >> 20;
+    while (keys[h & mask] && keys[h & mask] != t) ++h;
+    return h & mask;
   };
-  std::unordered_map<const tensor*, int> assign;
-  assign.reserve(p.assign.size());
-  for (const auto& [t, d] : p.assign) assign[m(t)] = d;
-  p.assign = std::move(assign);
+  auto put = [&](const tensor* from, tensor* to) {
+    const size_t i = slot(from);
+    keys[i] = from;
+    vals[i] = to;
+  };
+  for (size_t i = 0; i < g.nodes.size(); ++i) put(p.planned_nodes[i], g.nodes[i]);
+  for (size_t j = 0; j < g.leafs.size(); ++j) put(p.planned_leafs[j], g.leafs[j]);
+  auto m = [&](const tensor* t) -> tensor* {
+    const size_t i = slot(t);
+    return keys[i] ? vals[i] : const_cast<tensor*>(t);
+  };
+  // (assign is only read while planning anew, and by device_of through exec: not remapped.)
   for (auto& rs : p.rewires)
     for (auto& r : rs) {
       r.node = m(r.node);

@@ -5,18 +5,33 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "model/convert.h"
 
 namespace v4::model {
 
+// testing::TempDir()/<stem>_<pid>.v4, removed when the test binary exits (ctest runs every test in
+// a process of its own: without this each run left one converted model per process in /tmp).
+inline std::string temp_model_path(const std::string& stem) {
+  static struct files {
+    std::vector<std::string> paths;
+    ~files() {
+      for (const std::string& p : paths) std::remove(p.c_str());
+    }
+  } made;
+  made.paths.push_back(testing::TempDir() + stem + "_" + std::to_string(getpid()) + ".v4");
+  return made.paths.back();
+}
+
 inline std::string converted(const std::string& name) {
   static std::map<std::string, std::string> done;
   auto it = done.find(name);
   if (it != done.end()) return it->second;
-  const std::string out = testing::TempDir() + "v4_forward_" + name + "_" + std::to_string(getpid()) + ".v4";
+  const std::string out = temp_model_path("v4_forward_" + name);
   convert_options opt;
   opt.force = true;
   convert_stats st;

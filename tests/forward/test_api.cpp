@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/convert.h"
+#include "forward/converted.h"
 #include "model/v4.h"
 
 namespace {
@@ -17,7 +18,7 @@ namespace {
 std::string tiny_path() {
   static std::string path;
   if (!path.empty()) return path;
-  path = testing::TempDir() + "v4_api_tiny_" + std::to_string(getpid()) + ".v4";
+  path = v4::model::temp_model_path("v4_api_tiny");
   v4::model::convert_options opt;
   opt.force = true;
   v4::model::convert_stats st;

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/session.h"
 #include "model/v4file.h"
+#include "forward/converted.h"
 
 namespace v4::model {
 namespace {
@@ -18,7 +19,7 @@ namespace {
 std::string tiny() {
   static std::string path;
   if (!path.empty()) return path;
-  path = testing::TempDir() + "v4_robust_tiny_" + std::to_string(getpid()) + ".v4";
+  path = temp_model_path("v4_robust_tiny");
   convert_options opt;
   opt.force = true;
   convert_stats st;
@@ -48,7 +49,7 @@ TEST(LoadRobust, BadConfigValuesFailCleanly) {
   std::string err;
   auto src = model_file::open(tiny(), &err);
   ASSERT_TRUE(src) << err;
-  const std::string dst = testing::TempDir() + "v4_robust_mut_" + std::to_string(getpid()) + ".v4";
+  const std::string dst = temp_model_path("v4_robust_mut");
   int loaded = 0, refused = 0;
   for (const auto& [k, v] : src->metadata()) {
     if (k.rfind("deepseek_v4.", 0) != 0 || v.type != meta_type::i64) continue;
