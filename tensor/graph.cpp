@@ -2,20 +2,63 @@
 #include "tensor/graph.h"
 
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
-#include <unordered_set>
 
 namespace v4 {
 
 namespace {
 
+// Tensor -> a value (its position in the graph for fingerprint(); 1 = seen for build_graph): an
+// open-addressing table (a decode step builds and fingerprints ~1,000 tensors per step;
+// std::unordered_map/set's node allocations were most of that cost). Unknown tensors map to 0.
+class position_table {
+ public:
+  explicit position_table(size_t n) { reserve(n); }
+  void put(const tensor* t, uint64_t v) {
+    if (2 * (used_ + 1) > keys_.size()) grow();
+    size_t i = slot(t);
+    while (keys_[i] && keys_[i] != t) i = (i + 1) & mask_;
+    if (!keys_[i]) ++used_;
+    keys_[i] = t;
+    vals_[i] = v;
+  }
+  uint64_t get(const tensor* t) const {
+    for (size_t i = slot(t); keys_[i]; i = (i + 1) & mask_)
+      if (keys_[i] == t) return vals_[i];
+    return 0;
+  }
+
+ private:
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap <<= 1;
+    keys_.assign(cap, nullptr);
+    vals_.assign(cap, 0);
+    mask_ = cap - 1;
+    used_ = 0;
+  }
+  void grow() {
+    std::vector<const tensor*> keys = std::move(keys_);
+    std::vector<uint64_t> vals = std::move(vals_);
+    reserve(keys.size());  // twice the entries' room
+    for (size_t i = 0; i < keys.size(); ++i)
+      if (keys[i]) put(keys[i], vals[i]);
+  }
+  size_t slot(const tensor* t) const {
+    return size_t((reinterpret_cast<uintptr_t>(t) >> 4) * 0x9E3779B97F4A7C15ull >> 20) & mask_;
+  }
+  std::vector<const tensor*> keys_;
+  std::vector<uint64_t> vals_;
+  size_t mask_ = 0, used_ = 0;
+};
+
 struct builder {
   graph* g;
-  std::unordered_set<const tensor*> seen;
+  position_table seen{1024};
 
   void visit(tensor* t) {
-    if (!t || !seen.insert(t).second) return;
+    if (!t || seen.get(t)) return;
+    seen.put(t, 1);
     for (tensor* s : t->src) visit(s);
     if (t->view_src) visit(t->view_src);
     if (t->scales) visit(t->scales);
@@ -47,7 +90,7 @@ bool build_graph(context& ctx, const std::vector<tensor*>& outputs, graph* out) 
       return false;
     }
   }
-  builder b{out, {}};
+  builder b{out};
   for (tensor* t : outputs) {
     t->flags |= kFlagOutput;
     b.visit(t);
@@ -63,64 +106,29 @@ void resolve_views(const graph& g) {
   }
 }
 
-namespace {
-
-// Tensor -> its position in the graph, for fingerprint(): an open-addressing table (a decode
-// step fingerprints ~1,000 tensors several times; std::unordered_map's node allocations were
-// most of the cost). Unknown tensors (outside the graph) map to 0.
-class position_table {
- public:
-  explicit position_table(size_t n) {
-    size_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
-    keys_.assign(cap, nullptr);
-    vals_.assign(cap, 0);
-    mask_ = cap - 1;
-  }
-  void put(const tensor* t, uint64_t v) {
-    size_t i = slot(t);
-    while (keys_[i] && keys_[i] != t) i = (i + 1) & mask_;
-    keys_[i] = t;
-    vals_[i] = v;
-  }
-  uint64_t get(const tensor* t) const {
-    for (size_t i = slot(t); keys_[i]; i = (i + 1) & mask_)
-      if (keys_[i] == t) return vals_[i];
-    return 0;
-  }
-
- private:
-  size_t slot(const tensor* t) const {
-    return size_t((reinterpret_cast<uintptr_t>(t) >> 4) * 0x9E3779B97F4A7C15ull >> 20) & mask_;
-  }
-  std::vector<const tensor*> keys_;
-  std::vector<uint64_t> vals_;
-  size_t mask_ = 0;
-};
-
-}  // namespace
-
 uint64_t graph::fingerprint() const {
   position_table id(leafs.size() + nodes.size());
   for (size_t i = 0; i < leafs.size(); ++i) id.put(leafs[i], 1 + i);
   for (size_t i = 0; i < nodes.size(); ++i) id.put(nodes[i], 1 + leafs.size() + i);
-  uint64_t h = 0xcbf29ce484222325ull;
+  // Each tensor's words are hashed on their own (the chains of different tensors do not depend
+  // on each other, so the CPU overlaps them), then folded in graph order.
   auto hash_tensor = [&](const tensor* t) {
-    h = mix(h, uint64_t(t->op));
-    h = mix(h, uint64_t(t->type));
-    h = mix(h, t->flags);
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = mix(h, uint64_t(t->op) | uint64_t(t->type) << 16 | uint64_t(t->flags) << 32);
     if (t->op == op_kind::NONE) h = mix(h, t->data != nullptr);  // weight vs input leaf
     for (int d = 0; d < kMaxDims; ++d) {
       h = mix(h, uint64_t(t->ne[d]));
       h = mix(h, uint64_t(t->nb[d]));
     }
-    for (int32_t p : t->op_params) h = mix(h, uint32_t(p));
+    for (int i = 0; i < kMaxOpParams; i += 2)
+      h = mix(h, uint64_t(uint32_t(t->op_params[i])) | uint64_t(uint32_t(t->op_params[i + 1])) << 32);
     for (const tensor* s : t->src) h = mix(h, s ? id.get(s) : 0);
     h = mix(h, t->view_src ? id.get(t->view_src) : 0);
-    h = mix(h, t->view_offs);
+    return mix(h, t->view_offs);
   };
-  for (const tensor* t : leafs) hash_tensor(t);
-  for (const tensor* t : nodes) hash_tensor(t);
+  uint64_t h = 0x84222325cbf29ce4ull;
+  for (const tensor* t : leafs) h = (h ^ hash_tensor(t)) * 0x100000001b3ull;
+  for (const tensor* t : nodes) h = (h ^ hash_tensor(t)) * 0x100000001b3ull;
   return h;
 }
 
