@@ -426,10 +426,10 @@ struct builder {
 
     // One fused op: scores against [window | chunk | compressed rows], softmax with the sink,
     // and the weighted sum of the same rows (K = V).
-    tensor* qt = cont(ctx, permute(ctx, q, 0, 2, 1, 3));  // [HD, T, H]
+    // q and o are read through permuted views (attn_mqa and rope take strided rows): no copies.
+    tensor* qt = permute(ctx, q, 0, 2, 1, 3);  // [HD, T, H]
     tensor* o = attn_mqa(ctx, qt, keys, mask, L.sink, 1.0f / std::sqrt(float(HD)));
-    o = cont(ctx, permute(ctx, o, 0, 2, 1, 3));          // [HD, H, T]
-    o = rope(ctx, o, pos, rope_for(L.ratio, /*inverse=*/true));
+    o = rope(ctx, permute(ctx, o, 0, 2, 1, 3), pos, rope_for(L.ratio, /*inverse=*/true));  // [HD, H, T]
     o = reshape(ctx, o, {HD * H, T});
 
     // Grouped low-rank output: group g = heads [g*H/G, (g+1)*H/G) through its rows of wo_a.
@@ -439,7 +439,15 @@ struct builder {
     if (tensor* w3 = weight_groups(L.wo_a, gout, G)) {
       tensor* x3 = view_3d(ctx, o, gin, T, G, o->nb[1], size_t(gin) * sizeof(float), 0);  // [gin, T, G]
       tensor* y3 = matmul(ctx, w3, x3);                                                    // [gout, T, G]
-      return linear(reshape(ctx, cont(ctx, permute(ctx, y3, 0, 2, 1, 3)), {gout * G, T}), L.wo_b);
+      tensor* y = permute(ctx, y3, 0, 2, 1, 3);  // [gout, G, T]
+      if (opt.qat && scaled_weight(L.wo_b)) {
+        // The activation quantization reads the permuted view and writes it contiguous: no copy.
+        // Its blocks of 128 are the flattened row's when none spans two groups.
+        y = gout % 128 == 0 ? act_quant(y) : act_quant(reshape(ctx, cont(ctx, y), {gout * G, T}));
+      } else {
+        y = cont(ctx, y);
+      }
+      return matmul(ctx, L.wo_b, reshape(ctx, y, {gout * G, T}));
     }
     tensor* z = nullptr;
     for (int64_t g = 0; g < G; ++g) {
