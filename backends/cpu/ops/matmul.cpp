@@ -65,7 +65,13 @@ void run_split_experts(const exec& ex, tensor* dst, const std::vector<std::vecto
     }
   }
   const int64_t align = w->scales && w->scale_block[1] > 0 ? std::lcm<int64_t>(w->scale_block[1], 16) : 16;
-  const int64_t pieces = std::max<int64_t>(1, (2 * ex.n_threads + A - 1) / A);  // per expert
+  // Pieces per expert: at least two per thread in all, and where one exists nearby, a count whose
+  // total is a multiple of the threads (6 experts on 16 threads: 8 pieces, 48 items = 3 full
+  // rounds, instead of 6 pieces = 36 items, whose last round keeps 4 of 16 threads busy).
+  const int64_t n = ex.n_threads, least = std::max<int64_t>(1, (2 * n + A - 1) / A);
+  int64_t pieces = least;
+  while (pieces < 2 * least && (A * pieces) % n != 0) ++pieces;
+  if ((A * pieces) % n != 0) pieces = least;
   const int64_t step = std::max<int64_t>(align, ((M + pieces - 1) / pieces + align - 1) / align * align);
   const int64_t per_expert = (M + step - 1) / step;
 #pragma omp parallel for num_threads(ex.n_threads) schedule(dynamic, 1)
