@@ -116,7 +116,11 @@ struct builder {
   inputs& in;
   int64_t p0 = 0, T = 0;        // first position, tokens in the chunk
   tensor* pos = nullptr;        // i32 [T]
-  tensor* win_mask = nullptr;   // f32 [W + T, T]
+  tensor* win_mask = nullptr;   // f32 [W + T, T], or [W, 1] when ring_first
+  // Decode without dumps: the token's K=V row is written into the ring first and the attention
+  // reads the W ring slots alone (the slot it replaces holds position p0 - W, outside the window),
+  // instead of rounding the row to the cache type, reading the ring and concatenating the two.
+  bool ring_first = false;
   std::vector<tensor*> writes;  // cache writes (outputs after the logits)
   std::vector<tensor*> dumps;   // named intermediates the caller asked for (--dump)
 
@@ -371,10 +375,19 @@ struct builder {
     kv = rope(ctx, reshape(ctx, kv, {HD, 1, T}), pos, rp);
     kv = reshape(ctx, kv, {HD, T});
     if (opt.qat) kv = fp8_roundtrip(ctx, kv, 64, HD - hp.rope_dims);
-    kv = named(as_cached(kv), "kv", layer_);
+    std::vector<int32_t> slot(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) slot[size_t(t)] = int32_t((p0 + t) % W);
+    tensor* ring_ids = in.i32(slot, {T}, "ring_slot");
+    tensor* keys = nullptr;  // [HD, W + T], or [HD, W] (ring_first)
+    if (ring_first) {
+      tensor* ring = set_rows(ctx, S.ring, kv, ring_ids);  // stored in the cache type
+      writes.push_back(ring);
+      keys = read_cache(ring);
+    } else {
+      kv = named(as_cached(kv), "kv", layer_);
+      keys = concat(ctx, read_cache(S.ring), kv, 1);
+    }
     named(q, "q", layer_);
-
-    tensor* keys = concat(ctx, read_cache(S.ring), kv, 1);  // [HD, W + T]
     tensor* mask = win_mask;
     if (L.ratio != 0) {
       const int64_t R = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
@@ -417,12 +430,8 @@ struct builder {
         indexer_top(x, qr, L, S, nullptr);  // keeps the indexer's compressor state current
       }
     }
-    // Writing this chunk's K=V rows into the ring happens after every read.
-    {
-      std::vector<int32_t> slot(static_cast<size_t>(T));
-      for (int64_t t = 0; t < T; ++t) slot[size_t(t)] = int32_t((p0 + t) % W);
-      writes.push_back(set_rows(ctx, S.ring, kv, in.i32(slot, {T}, "ring_slot")));
-    }
+    // Otherwise writing this chunk's K=V rows into the ring happens after every read.
+    if (!ring_first) writes.push_back(set_rows(ctx, S.ring, kv, ring_ids));
 
     // One fused op: scores against [window | chunk | compressed rows], softmax with the sink,
     // and the weighted sum of the same rows (K = V).
@@ -743,7 +752,15 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
   for (int64_t t = 0; t < T; ++t) posv[size_t(t)] = int32_t(p0 + t);
   b.pos = in.i32(posv, {T}, "pos");
   // Window mask: keys [ring slots | chunk tokens]; visible when key_pos in (t - W, t].
-  {
+  b.ring_first = T == 1 && opt_.dump.empty();
+  if (b.ring_first) {  // keys: the ring slots after this token's write (builder::ring_first)
+    std::vector<float> wm(static_cast<size_t>(W), kNegInf);
+    for (int64_t s = 0; s < W; ++s) {
+      const int64_t kp = s == p0 % W ? p0 : ring_pos_[size_t(s)];
+      if (kp >= 0 && kp <= p0 && kp > p0 - W) wm[size_t(s)] = 0.0f;
+    }
+    b.win_mask = in.f32(std::move(wm), {W, 1}, "win_mask");
+  } else {
     std::vector<float> wm(static_cast<size_t>((W + T) * T), kNegInf);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t qp = p0 + t;
