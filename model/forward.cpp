@@ -727,6 +727,9 @@ bool session::eval(const int32_t* tokens, int64_t n, bool all_logits, std::vecto
     return false;
   }
   if (logits) logits->clear();
+  // One chunk (every decode step): its logits go straight into the caller's vector (no second
+  // buffer allocated, filled and copied each token).
+  if (n <= opt_.n_batch) return eval_chunk(tokens, n, all_logits, logits, error);
   std::vector<float> part;
   for (int64_t i = 0; i < n; i += opt_.n_batch) {
     const int64_t c = std::min(opt_.n_batch, n - i);
