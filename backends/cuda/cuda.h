@@ -27,4 +27,10 @@ struct graph_counts {
 };
 graph_counts graph_stats();
 
+// Programmatic dependent launch (common.cuh: launch()): on where every GPU in use has it (sm_90+)
+// unless V4_CUDA_PDL=0. set_pdl_enabled switches it for the kernels launched afterwards (tests
+// compare both ways; never turn it on for a GPU without it).
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
+
 }  // namespace v4::cuda

@@ -336,6 +336,46 @@ TEST(CudaBackend, GraphReplayFollowsNewInputsAndShapes) {
               (long long)(after.captured - before.captured), (long long)(after.replayed - before.replayed));
 }
 
+// Programmatic dependent launch (common.cuh): a kernel's blocks may start while the previous
+// kernel still runs, and wait in pdl_wait() for its results. A chain of 200 dependent adds (each
+// adds 1 to the previous result: exact in f32) over 1M elements (several waves of blocks), run
+// node by node, captured and replayed, must give x + 200 exactly with PDL on and off: a kernel
+// that read its input before the one before it finished would count fewer.
+TEST(CudaBackend, DependentKernelChainsWithAndWithoutPdl) {
+  REQUIRE_GPU(gpu);
+  const bool available = cuda::pdl_enabled();
+  constexpr int64_t n = 1 << 20;
+  constexpr int kChain = 200;
+  std::vector<float> xv(n), ones(n, 1.0f);
+  for (int64_t i = 0; i < n; ++i) xv[size_t(i)] = float(i % 1000);
+  for (int pdl = 0; pdl < 2; ++pdl) {
+    cuda::set_pdl_enabled(pdl == 1 && available);
+    scheduler sched({gpu, cpu::cpu_device()});
+    context ctx;
+    tensor* x = ctx.new_tensor(dtype::f32, {n});
+    tensor* one = ctx.new_tensor(dtype::f32, {n});
+    x->flags |= kFlagInput;
+    one->flags |= kFlagInput;
+    tensor* y = x;
+    for (int i = 0; i < kChain; ++i) y = add(ctx, y, one);
+    graph g;
+    ASSERT_TRUE(build_graph(ctx, {y}, &g));
+    std::string err;
+    for (int run = 0; run < 3; ++run) {  // node by node, then captured, then replayed
+      ASSERT_TRUE(sched.compute(g, &err)) << err;  // (the first run also allocates x and one)
+      std::memcpy(x->data, xv.data(), size_t(n) * 4);
+      std::memcpy(one->data, ones.data(), size_t(n) * 4);
+      ASSERT_TRUE(sched.compute(g, &err)) << err;
+      std::vector<float> got(static_cast<size_t>(n));
+      y->buf->get(y, got.data(), 0, got.size() * 4);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(got[size_t(i)], xv[size_t(i)] + float(kChain)) << "element " << i << ", PDL " << pdl << ", run " << run;
+    }
+  }
+  cuda::set_pdl_enabled(available);
+  if (!available) GTEST_SKIP() << "this GPU has no programmatic dependent launch (or V4_CUDA_PDL=0): checked without it";
+}
+
 // Decode- and prefill-shaped bf16 matmuls on CUDA0: a few outputs checked against float64, and
 // the time per product printed (median of 20 after 3 warm-ups, compute() included, which waits
 // for the kernel) as weight bandwidth and arithmetic rate: the baseline of the plain kernel.
