@@ -190,21 +190,13 @@ class cuda_stream final : public stream {
   bool compute(const graph& g, std::string* error) override {
     cudaSetDevice(ordinal_);
     resolve_views(g);
-    for (tensor* t : g.nodes) {
-      if (op_is_view(t->op)) continue;
-      if (!dev_->supports_op(t)) {
-        *error = std::string(dev_->name()) + ": op " + op_name(t->op) + " on '" + t->name +
-                 "' is not supported for type " + type_name(t->src[0] ? t->src[0]->type : t->type) +
-                 " (the scheduler sends such nodes to the CPU)";
-        return false;
-      }
-      if (!readable(t, error)) return false;
-    }
+    bool checked = false;
     if (!profile_ && graphs_enabled()) {
       int done = 0;
-      if (!replay(g, &done, error)) return false;
+      if (!replay(g, &done, &checked, error)) return false;  // checks the nodes unless it replays
       if (done) return sync("computing the graph", error);
     }
+    if (!checked && !check_nodes(g, error)) return false;
     n_eager.fetch_add(1);
     if (!launch_all(g, error)) return false;
     if (profile_) mark(nullptr);
@@ -245,6 +237,22 @@ class cuda_stream final : public stream {
   void synchronize() override { sync(nullptr, nullptr); }
 
  private:
+  // Every node has a kernel here and reads memory this GPU can read. A graph replayed unchanged
+  // (the same key: ops, types, shapes and addresses) passed this when it was captured.
+  bool check_nodes(const graph& g, std::string* error) const {
+    for (tensor* t : g.nodes) {
+      if (op_is_view(t->op)) continue;
+      if (!dev_->supports_op(t)) {
+        *error = std::string(dev_->name()) + ": op " + op_name(t->op) + " on '" + t->name +
+                 "' is not supported for type " + type_name(t->src[0] ? t->src[0]->type : t->type) +
+                 " (the scheduler sends such nodes to the CPU)";
+        return false;
+      }
+      if (!readable(t, error)) return false;
+    }
+    return true;
+  }
+
   // Waits for the stream; the staging memory of the copies queued before is free again.
   bool sync(const char* what, std::string* error) {
     const cudaError_t e = cudaStreamSynchronize(s_);
@@ -358,8 +366,9 @@ class cuda_stream final : public stream {
     bool ready = false;
   };
 
-  // *done = 1 when g ran as a graph launch (the caller waits for it), 0 to run it eagerly.
-  bool replay(const graph& g, int* done, std::string* error) {
+  // *done = 1 when g ran as a graph launch (the caller waits for it), 0 to run it eagerly;
+  // *checked = true once it has checked the nodes (check_nodes).
+  bool replay(const graph& g, int* done, bool* checked, std::string* error) {
     *done = 0;
     static const bool debug = std::getenv("V4_CUDA_GRAPH_DEBUG") != nullptr;
     std::vector<uint64_t> per_node;
@@ -384,6 +393,8 @@ class cuda_stream final : public stream {
       n_replayed.fetch_add(1);
       return ok(cudaGraphLaunch(c.exec, s_), "launching a CUDA graph", error);
     }
+    if (!check_nodes(g, error)) return false;
+    *checked = true;
     // The same node count as last time: most likely the same kernels with other pointers or
     // parameters (a decode step whose cache views moved), which cudaGraphExecUpdate takes.
     const bool again = c.n_nodes == g.nodes.size();
