@@ -121,6 +121,29 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// What a kernel may do BEFORE pdl_wait(): read memory no kernel of the graph writes. Weights are
+// such memory (uploaded before any graph runs, never written by a kernel), so the decode GEMVs
+// (ops_matmul.cu, ops_matmul_small.cu) compute their weight rows' addresses (from kernel
+// parameters only), start loading their first chunks into registers and prefetch more of their
+// rows into L2 with the two instructions below, and only then wait: the weight stream starts
+// while the previous kernel is still running instead of a launch and a DRAM round trip after it.
+// x, the expert ids (matmul_id), outputs and scratch are read or written only after the wait.
+// The trigger (launch_dependents) stays right after the wait, for every kernel: triggering before
+// the wait would let the kernel after this one start while the one before still runs, and so on
+// down the graph, each grid's waiting blocks holding SM slots the running grid's later waves need.
+//
+// `bytes` bytes from p into L2 (16-byte aligned, a multiple of 16): one instruction for a whole
+// run of a row (sm_90's bulk copy unit splits it); nothing before sm_90.
+__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+// The cache line holding p into L2 (any address inside an allocation).
+__device__ __forceinline__ void prefetch_l2_line(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p) : "memory");
+}
+
 // Whether launch() asks for PDL: the GPUs have compute capability >= 9.0 and V4_CUDA_PDL is not 0
 // (set once by the device, cuda_device.cu).
 bool pdl_enabled();

@@ -12,6 +12,11 @@
 
 namespace v4::cuda {
 
+// Bytes of its weight rows each warp of a MATMUL kernel prefetches into L2 before its PDL wait,
+// for a call reading weight_bytes of weights (ops_matmul.cu; 0: none). split_row's blocks
+// prefetch 8 warps' worth of their row.
+int matmul_prefetch_bytes(int64_t weight_bytes);
+
 bool small_k_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs);
 void launch_small_k(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows);
 

@@ -13,6 +13,11 @@
 //            split-K (launch_split): one x row, fp8 with a long K over few rows: gemv_x1 over K
 //            slices writing partial sums to scratch, then splitk_sum_kernel adds them in slice
 //            order (no atomics); same numerics.
+//            cluster split (launch_cluster_split): one x row, fp8 / bf16, few rows: gemv_x1 over the
+//            K slices of a thread-block cluster, partials added in rank order through distributed
+//            shared memory (one launch, no atomics); same numerics as split-K.
+//            MATMUL decode kernels start on their weights before the PDL wait (prefetch_warp_rows,
+//            common.cuh): see kPrefetchMaxBytes for when.
 //   tcv      mxfp4 decode with 2..16 x rows (ops_mma.cu): bf16 tensor cores, x rounded to bf16.
 //   mma      prefill, N > 16 (ops_mma.cu): bf16 tensor cores, x rounded to bf16 once.
 //   small_k, split_row  (ops_matmul_small.cu) K <= 32 with many outputs; few long weight rows.
@@ -23,8 +28,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <vector>
+
+#include <cooperative_groups.h>
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.cuh"
@@ -32,6 +40,7 @@
 #include "tensor/backend.h"
 
 namespace v4::cuda {
+namespace cg = cooperative_groups;
 namespace {
 
 // ---- gemv -------------------------------------------------------------------------------------------
@@ -75,6 +84,39 @@ __device__ inline void decode4(const uint4& raw, int j, float f[4]) {
 
 constexpr int kGemvWarps = 8;
 
+// ---- weight prefetch before the PDL wait (common.cuh) ---------------------------------------------
+// MATMUL jobs (mode 0) find their weight matrix from kernel parameters alone, so their blocks may
+// start on the weights before pdl_wait(); a matmul_id job's expert comes from ids, which the
+// previous kernel may still be writing, so those wait first (nothing to prefetch).
+__device__ inline bool weights_known_early(const mm_rows& rd) { return rd.mode == 0; }
+
+// One warp's L2 prefetch: rows [m_begin, m_end) of matrix w, bytes [b0, b1) of each (16-byte
+// aligned), walked `par` rows at a time as the kernel walks them, until `budget` bytes: whole
+// groups of par rows, then the same leading part of each row of the next group. Lane i takes row
+// m_begin + i (+ 32, ...), one bulk prefetch each, and the line(s) of scale codes [col0, col1) of
+// the rows that start a scale row (fp8: sb_m rows share one). Past the budget nothing is
+// prefetched: the kernel's own loads fetch the rest, after the wait, as before.
+__device__ inline void prefetch_warp_rows(const mm_weights& W, const char* w, const uint8_t* s, int64_t m_begin,
+                                          int64_t m_end, int par, int64_t b0, int64_t b1, int64_t col0,
+                                          int64_t col1, int budget, int lane) {
+  const int64_t row_bytes = b1 - b0;
+  if (budget < 16 || row_bytes <= 0 || m_end <= m_begin) return;
+  const int64_t n = m_end - m_begin;
+  const int64_t groups_whole = budget / (row_bytes * par);
+  const int64_t rows_whole = groups_whole * par < n ? groups_whole * par : n;
+  const int64_t part_bytes = ((budget - groups_whole * row_bytes * par) / par) & ~int64_t(15);
+  const int64_t rows_part = part_bytes >= 16 ? (rows_whole + par < n ? rows_whole + par : n) : rows_whole;
+  for (int64_t i = lane; i < rows_part; i += 32) {
+    const int64_t m = m_begin + i;
+    prefetch_l2_bulk(w + m * W.nb1 + b0, uint32_t(i < rows_whole ? row_bytes : part_bytes));
+    if (s && (i == 0 || m % W.sb_m == 0)) {
+      const uint8_t* srow = s + (m / W.sb_m) * W.s_nb1;
+      for (int64_t c = col0; c < col1; c += 128) prefetch_l2_line(srow + c);
+      prefetch_l2_line(srow + col1 - 1);  // (col0 need not start a line: the last one)
+    }
+  }
+}
+
 // x in shared memory (XS): 16-byte piece p of the x row is stored at p ^ ((p >> 3) & 7), so that
 // the lanes of a warp, each reading piece j of its own chunk (pieces E/4 apart), hit distinct
 // banks for every chunk width (E = 4..32). Read from global memory instead, those lanes are 64 or
@@ -83,9 +125,11 @@ __device__ inline int64_t x_swizzle(int64_t p) { return p ^ ((p >> 3) & 7); }
 
 // Block: kGemvWarps warps, each R consecutive weight rows; grid (ceil(M / (warps * R)), jobs).
 // XS (with NB = 1): the block first copies the job's x row into shared memory (K % 32 == 0).
+// pf: bytes of its rows each warp prefetches into L2 before pdl_wait() (MATMUL only; 0: none).
 template <int WT, int R, int NB, int U, bool XS>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(mm_weights W, mm_rows rd) {
-  pdl_wait();
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(mm_weights W, mm_rows rd, int pf) {
+  const bool early = weights_known_early(rd);
+  if (!early) pdl_wait();
   static_assert(!XS || NB == 1, "shared x holds one row");
   extern __shared__ float4 xs[];
   constexpr int E = chunk<WT>::kElems;
@@ -93,8 +137,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(mm_weights W, mm_
   const mm_job jb = job_of(W, rd, blockIdx.y);
   const int64_t m0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * R;
   const bool active = m0 < W.M;
-  if (jb.count == 0 || (!XS && !active)) return;  // (with XS every warp joins the block's barriers)
   const int64_t nchunks = W.K / E;
+  if (early) {
+    if (active && jb.count > 0)
+      prefetch_warp_rows(W, jb.w, chunk<WT>::kScaled ? jb.s : nullptr, m0, m0 + R < W.M ? m0 + R : W.M, R, 0,
+                         nchunks * 16, 0, chunk<WT>::kScaled ? scale_col(W, W.K - 1) + 1 : 0, pf, lane);
+    pdl_wait();
+  }
+  if (jb.count == 0 || (!XS && !active)) return;  // (with XS every warp joins the block's barriers)
 
   const char* wrow[R];
   const uint8_t* srow[R];
@@ -290,12 +340,21 @@ size_t gemv1_smem(int tiles_per_row) {
 
 // grid (blocks per job, jobs), kG1Warps warps. tpr: tiles per row (ceil(K / (32 E))); gpw: row
 // groups per warp. Jobs of one x row (mode 0 with N = 1, mode 2).
+// pf: bytes of its rows each warp prefetches into L2 before pdl_wait() (MATMUL only; 0: none).
 template <int WT, int R, int S>
-__global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_rows rd, int tpr, int64_t gpw) {
-  pdl_wait();
+__global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_rows rd, int tpr, int64_t gpw,
+                                                               int pf) {
   extern __shared__ float4 g1_smem[];
   constexpr int E = chunk<WT>::kElems;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (weights_known_early(rd)) {  // this warp's row groups, in the order it streams them
+    const mm_job jb0 = job_of(W, rd, blockIdx.y);
+    const int64_t g0 = (int64_t(blockIdx.x) * kG1Warps + warp) * gpw;
+    const int64_t m_end = (g0 + gpw) * R < W.M ? (g0 + gpw) * R : W.M;
+    const int64_t cols = WT == kFP8 ? scale_col(W, W.K - 1) + 1 : W.K / E;
+    if (jb0.count > 0) prefetch_warp_rows(W, jb0.w, jb0.s, g0 * R, m_end, R, 0, (W.K / E) * 16, 0, cols, pf, lane);
+  }
+  pdl_wait();
   const mm_job jb = job_of(W, rd, blockIdx.y);
   if (jb.count == 0) return;  // the whole block
   const float* xp;
@@ -413,23 +472,34 @@ __global__ void __launch_bounds__(kG1Warps * 32) gemv1_kernel(mm_weights W, mm_r
 
 // Block: kGemvWarps warps of R rows; grid (ceil(M / (warps * R)), jobs, slices); shared memory: the
 // slice of x padded to whole groups of 8 pieces (the swizzle permutes within them).
-template <int WT, int R, int U, bool SPLIT>
+//
+// Before pdl_wait() (MATMUL: the weights are known from the parameters; matmul_id waits first for
+// its ids): the first chunks and codes are loaded into registers, and the warp prefetches the
+// next pf bytes of its rows (and their codes) into L2.
+//
+// CL > 1 (cluster split-K, launch_cluster_split): the CL blocks of a thread-block cluster (grid x =
+// row block * CL + rank) take the CL slices of the same 16 rows; each writes its per-row partial
+// sums to its shared memory, and after a cluster barrier rank 0 adds the CL partials in rank order
+// through distributed shared memory and writes y (one launch, deterministic, no atomics, no
+// scratch; the same slices and order as SPLIT).
+template <int WT, int R, int U, bool SPLIT, int CL = 1>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, mm_rows rd, int slice_chunks,
-                                                                  float* part) {
-  pdl_wait();
+                                                                  float* part, int pf) {
+  constexpr bool kSliced = SPLIT || CL > 1;
+  const bool early = weights_known_early(rd);
+  if (!early) pdl_wait();
   extern __shared__ float4 x1_smem[];
   constexpr int E = chunk<WT>::kElems;
   constexpr bool kScaled = chunk<WT>::kScaled;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const mm_job jb = job_of(W, rd, blockIdx.y);
-  if (jb.count == 0) return;  // the whole block
-  const int64_t m0 = (int64_t(blockIdx.x) * kGemvWarps + warp) * R;
+  if (jb.count == 0) return;  // the whole block (before touching anything)
+  const int64_t row_block = CL > 1 ? blockIdx.x / CL : blockIdx.x;
+  const int slice = CL > 1 ? int(blockIdx.x % CL) : SPLIT ? int(blockIdx.z) : 0;  // (x clusters: rank = x % CL)
+  const int64_t m0 = (row_block * kGemvWarps + warp) * R;
   const int nchunks = int(W.K / E);
-  const int c_begin = SPLIT ? int(blockIdx.z) * slice_chunks : 0;
-  const int c_end = SPLIT && c_begin + slice_chunks < nchunks ? c_begin + slice_chunks : nchunks;
-  const float* xp;
-  float* yp;
-  row_ptrs(rd, jb, 0, &xp, &yp);
+  const int c_begin = kSliced ? slice * slice_chunks : 0;
+  const int c_end = kSliced && c_begin + slice_chunks < nchunks ? c_begin + slice_chunks : nchunks;
 
   const uint4* wrow[R];
   const uint8_t* srow[R];
@@ -455,8 +525,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, 
     }
   };
   load(c_begin + lane);
+  if (early) {
+    if (m0 < W.M) {
+      // After the chunks load() took (32 U per row), in the slice; codes: the slice's columns.
+      const int c_pf = c_begin + 32 * U < c_end ? c_begin + 32 * U : c_end;
+      const int64_t col0 = WT == kFP8 ? scale_col(W, int64_t(c_begin) * E) : c_begin;
+      const int64_t col1 = WT == kFP8 ? scale_col(W, int64_t(c_end - 1) * E) + 1 : c_end;
+      prefetch_warp_rows(W, jb.w, kScaled ? jb.s : nullptr, m0, m0 + R < W.M ? m0 + R : W.M, R, int64_t(c_pf) * 16,
+                         int64_t(c_end) * 16, col0, col1, pf, lane);
+    }
+    pdl_wait();
+  }
+  const float* xp;
+  float* yp;
+  row_ptrs(rd, jb, 0, &xp, &yp);
 
-  if constexpr (SPLIT) {  // x pieces (4 floats) of this slice, indexed from the slice's first chunk
+  if constexpr (kSliced) {  // x pieces (4 floats) of this slice, indexed from the slice's first chunk
     const float4* xg = reinterpret_cast<const float4*>(xp) + int64_t(c_begin) * (E / 4);
     const int xpieces = (c_end - c_begin) * (E / 4);
     for (int p = threadIdx.x; p < xpieces; p += blockDim.x) x1_smem[x_swizzle(p)] = __ldg(xg + p);
@@ -465,7 +549,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, 
     for (int64_t p = threadIdx.x; p < W.K / 4; p += blockDim.x) x1_smem[x_swizzle(p)] = __ldg(xg + p);
   }
   __syncthreads();
-  if (m0 >= W.M) return;  // after the block's only barrier
+  if (CL == 1 && m0 >= W.M) return;  // after the block's only barrier (clusters: every warp joins theirs)
 
   float acc[R];
 #pragma unroll
@@ -488,11 +572,34 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_x1_kernel(mm_weights W, 
     }
     if (c0 + 32 * U < c_end) load(c0 + 32 * U);
   }
-  float* out = SPLIT ? part + (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * W.M : yp;
+  if constexpr (CL > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+    __trap();  // no clusters before sm_90 (cluster_slices never picks this there)
+#else
+    __shared__ float cl_part[kGemvWarps * R];  // this slice's sum of each of the block's rows
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float v = warp_sum(acc[r]);
-    if (lane == r && m0 + r < W.M) out[m0 + r] = v;
+    for (int r = 0; r < R; ++r) {
+      const float v = warp_sum(acc[r]);
+      if (lane == r) cl_part[warp * R + r] = v;
+    }
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every slice's partials are written (release / acquire across the cluster)
+    const int64_t m = row_block * kGemvWarps * R + threadIdx.x;
+    if (slice == 0 && threadIdx.x < kGemvWarps * R && m < W.M) {
+      float sum = *cluster.map_shared_rank(cl_part + threadIdx.x, 0);
+#pragma unroll
+      for (int q = 1; q < CL; ++q) sum += *cluster.map_shared_rank(cl_part + threadIdx.x, q);
+      yp[m] = sum;
+    }
+    cluster.sync();  // no block leaves (freeing its shared memory) before rank 0 has read it
+#endif
+  } else {
+    float* out = SPLIT ? part + (int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * W.M : yp;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float v = warp_sum(acc[r]);
+      if (lane == r && m0 + r < W.M) out[m0 + r] = v;
+    }
   }
 }
 
@@ -604,21 +711,38 @@ bool rows_aligned(const tensor* w, const tensor* x) {
 
 constexpr int64_t kMaxSharedX = 48 * 1024;  // bytes of x a block may stage (no opt-in needed)
 
+// Bytes of its weight rows each warp of a MATMUL decode kernel prefetches into L2 before
+// pdl_wait() (see prefetch_warp_rows). Only for calls whose weights (all jobs) are at most
+// kPrefetchMaxBytes, and not for the cluster split (cluster_launch) or gemv1: measured in graph
+// chains (docs/CUDA.md "Cluster split-K and weight prefetch"), it gains 0.1-1.9 us on small
+// calls (bf16 K=4096 M=256 / 512, fp8 M=512), nothing at fp8 M=1024 or with the cluster split,
+// and loses on larger ones (fp8 K=4096 M=2048: +0.3 us; K=8192 M=4096: 15.0 -> 17.0 us).
+constexpr int kPrefetchWarpBytes = 16 * 1024;
+constexpr int64_t kPrefetchMaxBytes = int64_t(4) << 20;
+std::atomic<int> g_prefetch{-1};  // set_matmul_prefetch (a test hook): < 0 automatic, else forced
+
 template <int WT, int R, int U>
 void gemv_nb(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint) {
   const dim3 grid(unsigned((W.M + kGemvWarps * R - 1) / (kGemvWarps * R)), jobs);
   const int nb = rows_hint <= 1 ? 1 : rows_hint <= 2 ? 2 : rows_hint <= 4 ? 4 : 8;
   const int64_t x_bytes = W.K * int64_t(sizeof(float));
+  const int pf = matmul_prefetch_bytes(W.nb1 * W.M * int64_t(jobs));
   // Shared x pays for the wide chunks (fp8, mxfp4); measured slower for f16/bf16 (docs/CUDA.md).
   if (nb == 1 && chunk<WT>::kElems >= 16 && W.K % 32 == 0 && x_bytes <= kMaxSharedX)
-    launch(gemv_kernel<WT, R, 1, U, true>, grid, kGemvWarps * 32, size_t(x_bytes), s, W, rd);
-  else if (nb == 1) launch(gemv_kernel<WT, R, 1, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
-  else if (nb == 2) launch(gemv_kernel<WT, R, 2, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
-  else if (nb == 4) launch(gemv_kernel<WT, R, 4, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
-  else launch(gemv_kernel<WT, R, 8, U, false>, grid, kGemvWarps * 32, 0, s, W, rd);
+    launch(gemv_kernel<WT, R, 1, U, true>, grid, kGemvWarps * 32, size_t(x_bytes), s, W, rd, pf);
+  else if (nb == 1) launch(gemv_kernel<WT, R, 1, U, false>, grid, kGemvWarps * 32, 0, s, W, rd, pf);
+  else if (nb == 2) launch(gemv_kernel<WT, R, 2, U, false>, grid, kGemvWarps * 32, 0, s, W, rd, pf);
+  else if (nb == 4) launch(gemv_kernel<WT, R, 4, U, false>, grid, kGemvWarps * 32, 0, s, W, rd, pf);
+  else launch(gemv_kernel<WT, R, 8, U, false>, grid, kGemvWarps * 32, 0, s, W, rd, pf);
 }
 
 // ---- gemv1 launch -------------------------------------------------------------------------------------
+// gemv1 for matmul_id (the routed experts) is launched WITHOUT the PDL attribute: in graph chains
+// (docs/CUDA.md "Cluster split-K and weight prefetch") the expert call took 18.4 us with PDL and
+// 15.0-15.2 us without, while a dense mxfp4 gemv1 (MATMUL) was faster with it (5.9 against 7.4 us).
+// The plain launch starts after the previous kernel as without PDL; the kernel's pdl_wait() is
+// then a no-op. set_matmul_expert_pdl (a test hook) or V4_CUDA_EXPERT_PDL=1 restore the attribute.
+std::atomic<bool> g_expert_pdl{false};
 constexpr size_t kG1MaxSmem = 200 * 1024;  // opt-in dynamic shared memory (sm_90: up to 227 KiB)
 
 // Blocks of `kernel` resident per SM with `smem` bytes (opting in above 48 KiB), cached per
@@ -671,7 +795,17 @@ bool gemv1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsign
   const int64_t warps = (ng + gpw - 1) / gpw;
   if (gpw * tpr > (int64_t(1) << 30) || W.K > (int64_t(1) << 30)) return false;  // the kernel's int tile and chunk indices
   const unsigned blocks = unsigned((warps + kG1Warps - 1) / kG1Warps);
-  launch(gemv1_kernel<WT, R, S>, dim3(blocks, jobs), kG1Warps * 32, smem, s, W, rd, tpr, gpw);
+  // No weight prefetch unless a test forces one: measured slower (mxfp4 K=4096 M=1024: 5.9 -> 6.4 us).
+  const int pf = matmul_prefetch_bytes(kPrefetchMaxBytes + 1);
+  static const bool env_expert_pdl = [] {
+    const char* env = std::getenv("V4_CUDA_EXPERT_PDL");
+    return env && std::string(env) == "1";
+  }();
+  if (rd.mode == 0 || g_expert_pdl.load(std::memory_order_relaxed) || env_expert_pdl) {
+    launch(gemv1_kernel<WT, R, S>, dim3(blocks, jobs), kG1Warps * 32, smem, s, W, rd, tpr, gpw, pf);
+  } else {  // plain launch: waits for the previous kernel as without PDL (its pdl_wait() is a no-op)
+    gemv1_kernel<WT, R, S><<<dim3(blocks, jobs), kG1Warps * 32, smem, s>>>(W, rd, tpr, gpw, pf);
+  }
   return true;
 }
 
@@ -694,7 +828,8 @@ bool x1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned 
     if (g1_occupancy(reinterpret_cast<const void*>(kernel), smem, dev) <= 0) return false;
   }
   const dim3 grid(unsigned((W.M + kGemvWarps * R - 1) / (kGemvWarps * R)), jobs, unsigned(slices));
-  launch(kernel, grid, kGemvWarps * 32, smem, s, W, rd, int(slice_chunks), part);
+  launch(kernel, grid, kGemvWarps * 32, smem, s, W, rd, int(slice_chunks), part,
+         matmul_prefetch_bytes(W.nb1 * W.M * int64_t(jobs)));
   return true;
 }
 
@@ -818,6 +953,120 @@ bool launch_split(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& 
   return true;
 }
 
+// ---- cluster split-K (one launch) -------------------------------------------------------------------------
+// A one-row MATMUL over few rows (q_a: M = 1024, 64 blocks of 16 rows on 132 SMs) leaves most SMs
+// idle while each warp walks all of K in dependent rounds of loads. gemv_x1_kernel<CL> splits K
+// over the CL blocks of a thread-block cluster instead (sm_90; partials summed through distributed
+// shared memory in rank order): more blocks, shorter walks, and no second launch or scratch.
+// When it pays is measured (docs/CUDA.md "Cluster split-K and weight prefetch"): cluster_slices.
+std::atomic<int> g_cluster_force{0};  // set_matmul_cluster (a test hook): 0 automatic, 1 never, n forced
+
+// kernel<<<grid, block, smem, s>>> in clusters of cluster_x blocks along x, with PDL as launch().
+template <typename... KArgs, typename... Args>
+void launch_clustered(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, unsigned cluster_x,
+                      Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster_x;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// Whether the current GPU launches thread-block clusters (sm_90 and newer).
+bool clusters_available() {
+  int dev = 0, on = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&on, cudaDevAttrClusterLaunch, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return on != 0;
+}
+
+// The automatic choice (graph chains, docs/CUDA.md "Cluster split-K and weight prefetch"): the most slices
+// (8, 4, 2) that leave every lane at least two chunks of its slice (one full round of gemv_x1's
+// U = 2 loads: 64 chunks) and keep the grid within about two blocks per SM. Measured best at
+// fp8 K=4096 M=1024 / 512 (4), bf16 K=4096 M=1024 (4), bf16 K=4096 M=256 (8). V4_CUDA_CLUSTER=0
+// turns it off (an A/B of a model run).
+int cluster_auto(const mm_weights& W, int E, unsigned jobs) {
+  static const bool off = [] {
+    const char* env = std::getenv("V4_CUDA_CLUSTER");
+    return env && std::string(env) == "0";
+  }();
+  const int sms = sm_count();
+  if (off || sms <= 0) return 1;
+  const int64_t row_blocks = (W.M + kGemvWarps * kSplitR - 1) / (kGemvWarps * kSplitR) * int64_t(jobs);
+  const int64_t nchunks = W.K / E;
+  for (int CL = 8; CL >= 2; CL /= 2)
+    if (nchunks / CL >= 2 * 32 && row_blocks * CL <= 2 * int64_t(sms)) return CL;
+  return 1;
+}
+
+// Shared memory of a cluster slice's x (as x1_launch), 0 when the type has no cluster kernel.
+int64_t cluster_smem(dtype wt, const mm_weights& W, int CL) {
+  const int E = wt == dtype::fp8_e4m3 ? chunk<kFP8>::kElems : wt == dtype::bf16 ? chunk<kBF16>::kElems : 0;
+  if (E == 0) return 0;
+  return (slice_chunks_for(W.K / E, CL) * (E / 4) + 7) / 8 * 8 * int64_t(sizeof(float4));
+}
+
+// Cluster slices for a call (1: none): fp8 (with scales) or bf16, MATMUL jobs of one x row,
+// aligned, K a multiple of the chunk, every one of the CL slices non-empty (whole multiples of
+// 32 chunks), x's slice within 48 KiB; the GPU has clusters (sm_90). set_matmul_cluster(n >= 2)
+// forces about n (a power of two, at most 8) where that holds.
+int cluster_slices(dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint, bool aligned) {
+  const int force = g_cluster_force.load(std::memory_order_relaxed);
+  if (force == 1 || !aligned || rows_hint != 1 || rd.mode != 0 || rd.N != 1) return 1;
+  if (g_decode_off.load(std::memory_order_relaxed)) return 1;
+  if (!(wt == dtype::bf16 || (wt == dtype::fp8_e4m3 && W.scales))) return 1;
+  const int E = chunk_elems(wt);
+  if (W.K % E != 0 || W.K > (int64_t(1) << 30) || !clusters_available()) return 1;
+  const int64_t nchunks = W.K / E;
+  int CL = 1;
+  if (force > 1) {
+    CL = force >= 8 ? 8 : force >= 4 ? 4 : 2;
+  } else {
+    CL = cluster_auto(W, E, jobs);
+  }
+  while (CL > 1 && ((nchunks + slice_chunks_for(nchunks, CL) - 1) / slice_chunks_for(nchunks, CL) != CL ||
+                    cluster_smem(wt, W, CL) > kMaxSharedX))
+    CL /= 2;
+  return CL;
+}
+
+template <int WT, int CL>
+void cluster_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
+  constexpr int E = chunk<WT>::kElems;
+  const int64_t slice = slice_chunks_for(W.K / E, CL);
+  const size_t smem = size_t((slice * (E / 4) + 7) / 8 * 8) * sizeof(float4);
+  const unsigned row_blocks = unsigned((W.M + kGemvWarps * kSplitR - 1) / (kGemvWarps * kSplitR));
+  // No weight prefetch unless a test forces one (measured: no gain with the split, kPrefetchMaxBytes).
+  const int pf = matmul_prefetch_bytes(kPrefetchMaxBytes + 1);
+  launch_clustered(gemv_x1_kernel<WT, kSplitR, kSplitU, false, CL>, dim3(row_blocks * CL, jobs), kGemvWarps * 32,
+                   smem, s, CL, W, rd, int(slice), static_cast<float*>(nullptr), pf);
+}
+
+// Launches the cluster split chosen by cluster_slices (CL 2, 4 or 8).
+void launch_cluster_split(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int CL) {
+  if (wt == dtype::fp8_e4m3) {
+    if (CL == 2) cluster_launch<kFP8, 2>(s, W, rd, jobs);
+    else if (CL == 4) cluster_launch<kFP8, 4>(s, W, rd, jobs);
+    else cluster_launch<kFP8, 8>(s, W, rd, jobs);
+  } else {
+    if (CL == 2) cluster_launch<kBF16, 2>(s, W, rd, jobs);
+    else if (CL == 4) cluster_launch<kBF16, 4>(s, W, rd, jobs);
+    else cluster_launch<kBF16, 8>(s, W, rd, jobs);
+  }
+}
+
 // Split-K slices for a call (1: none): one x row per job, 16-byte aligned rows (gemv_x1's loads),
 // and not while set_decode_kernels_off holds (that hook times the gemv alone).
 int split_for(dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t rows_hint, bool aligned) {
@@ -874,13 +1123,15 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   // set_matmul_split_k(n >= 2) (a test hook) puts split-K ahead of small_k / split_row, so that a
   // timing run can compare them; the automatic split-K choice is in launch_gemv.
   const bool split_forced = g_split_force.load(std::memory_order_relaxed) > 1;
-  int forced_slices = 1;
+  int forced_slices = 1, cluster = 1;
   if (use_mma && aligned && mma_supported(wt, W.K)) {
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (split_forced && (forced_slices = split_for(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
     if (!launch_split(s, wt, W, rd, jobs, forced_slices, error)) return false;
+  } else if ((cluster = cluster_slices(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
+    launch_cluster_split(s, wt, W, rd, jobs, cluster);  // (ahead of split_row: measured, cluster_auto)
   } else if (small_k_wanted(W, max_rows, jobs)) {
     launch_small_k(s, wt, W, rd, jobs, max_rows);
   } else if (split_row_wanted(W, max_rows, jobs)) {
@@ -897,7 +1148,7 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 }  // namespace
 
 // The rounding of x the kernels above use (the op harness holds each call to it): mma rounds x
-// to bf16 (2^-8); gemv (with gemv_x1, gemv1, split-K) and generic keep it. Must agree with the
+// to bf16 (2^-8); gemv (with gemv_x1, gemv1, split-K, the cluster split) and generic keep it. Must agree with the
 // choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
 double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
   return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
@@ -912,6 +1163,33 @@ void set_decode_kernels_off(bool off) { g_decode_off.store(off, std::memory_orde
 // the split-K slices of one-row calls: 0 automatic (split_slices), 1 never, n >= 2 about n
 // wherever K allows (slices of at least 32 chunks).
 void set_matmul_split_k(int slices) { g_split_force.store(slices, std::memory_order_relaxed); }
+
+// Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// bytes each warp of a decode matmul prefetches before its PDL wait; < 0 the default, 0 none.
+void set_matmul_prefetch(int bytes_per_warp) { g_prefetch.store(bytes_per_warp, std::memory_order_relaxed); }
+
+// The hook's value when set (forced for every size), else: 0 above kPrefetchMaxBytes of weights,
+// else V4_CUDA_PREFETCH (bytes per warp; 0 turns the prefetch off, for an A/B of a model run) or
+// kPrefetchWarpBytes.
+int matmul_prefetch_bytes(int64_t weight_bytes) {
+  const int v = g_prefetch.load(std::memory_order_relaxed);
+  if (v >= 0) return v;
+  static const int from_env = [] {
+    const char* env = std::getenv("V4_CUDA_PREFETCH");
+    if (!env || !*env) return kPrefetchWarpBytes;
+    const long n = std::strtol(env, nullptr, 10);
+    return n < 0 ? kPrefetchWarpBytes : int(std::min<long>(n, 1 << 20));
+  }();
+  return weight_bytes <= kPrefetchMaxBytes ? from_env : 0;
+}
+
+// Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// cluster split-K of one-row calls: 0 automatic (cluster_slices), 1 never, n >= 2 about n.
+void set_matmul_cluster(int slices) { g_cluster_force.store(slices, std::memory_order_relaxed); }
+
+// Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// true launches gemv1 for matmul_id (the experts) with the PDL attribute, as before 2026-11-28.
+void set_matmul_expert_pdl(bool on) { g_expert_pdl.store(on, std::memory_order_relaxed); }
 
 // Scales must sit in the same kind of memory as the weights (the stream checks only sources).
 static bool scales_with(const tensor* t) {

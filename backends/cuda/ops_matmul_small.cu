@@ -28,14 +28,40 @@ __global__ void small_k_kernel(int type, mm_weights W, mm_rows rd) {
   }
 }
 
+// Bytes of one weight row of K elements (q8_0: 34-byte blocks of 32; mxfp4 two per byte).
+__device__ inline int64_t row_bytes_of(int type, int64_t K) {
+  switch (type) {
+    case kF32: return K * 4;
+    case kF16:
+    case kBF16: return K * 2;
+    case kFP8: return K;
+    case kMXFP4: return (K + 1) / 2;
+    case kQ8_0: return (K + 31) / 32 * 34;
+    default: return 0;
+  }
+}
+
 // Block (m, job): threads stride K, then warp sums and one fixed-order sum over the warps.
 // kVecF32: f32 weights and x rows 16-byte aligned with K % 4 == 0, read as float4.
+// Before pdl_wait() (MATMUL only: the weights are known from the parameters; matmul_id's expert
+// comes from ids) the block prefetches the first pf_block bytes of its row into L2, one line per
+// thread (rows need not be aligned here).
 template <bool kVecF32>
-__global__ void split_row_kernel(int type, mm_weights W, mm_rows rd) {
-  pdl_wait();
+__global__ void split_row_kernel(int type, mm_weights W, mm_rows rd, int pf_block) {
   __shared__ float part[kSplitThreads / 32];
-  const mm_job jb = job_of(W, rd, blockIdx.y);
   const int64_t m = blockIdx.x;
+  if (rd.mode == 0) {
+    const mm_job jb0 = job_of(W, rd, blockIdx.y);
+    const int64_t row_bytes = row_bytes_of(type, W.K), bytes = row_bytes < pf_block ? row_bytes : int64_t(pf_block);
+    const char* wrow0 = jb0.w + m * W.nb1;
+    // Lines from the one holding the row's first byte (the row need not start a line).
+    const int64_t lead = reinterpret_cast<uintptr_t>(wrow0) & 127;
+    for (int64_t b = int64_t(threadIdx.x) * 128 - lead; b < bytes; b += int64_t(blockDim.x) * 128)
+      prefetch_l2_line(wrow0 + (b > 0 ? b : 0));
+    if (jb0.s && threadIdx.x == 0) prefetch_l2_line(jb0.s + (m / W.sb_m) * W.s_nb1);
+  }
+  pdl_wait();
+  const mm_job jb = job_of(W, rd, blockIdx.y);
   if (jb.count == 0) return;
   const char* wrow = jb.w + m * W.nb1;
   const uint8_t* srow = jb.s ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
@@ -89,8 +115,10 @@ bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
 
 void launch_split_row(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {
   const dim3 grid(unsigned(W.M), jobs);
-  if (wt == dtype::f32 && aligned && W.K % 4 == 0) launch(split_row_kernel<true>, grid, kSplitThreads, 0, s, int(wt), W, rd);
-  else launch(split_row_kernel<false>, grid, kSplitThreads, 0, s, int(wt), W, rd);
+  const int pf_block = matmul_prefetch_bytes(W.nb1 * W.M * int64_t(jobs)) * 8;
+  if (wt == dtype::f32 && aligned && W.K % 4 == 0)
+    launch(split_row_kernel<true>, grid, kSplitThreads, 0, s, int(wt), W, rd, pf_block);
+  else launch(split_row_kernel<false>, grid, kSplitThreads, 0, s, int(wt), W, rd, pf_block);
 }
 
 }  // namespace v4::cuda

@@ -28,6 +28,15 @@
 #include "tensor/ops.h"
 
 namespace v4 {
+// Test hooks of the CUDA backend (not part of its API): ops_matmul.cu's weight prefetch before the
+// PDL wait (bytes per warp, < 0 the default, 0 none) and cuda_device.cu's PDL switch.
+namespace cuda {
+void set_matmul_prefetch(int bytes_per_warp);
+void set_matmul_cluster(int slices);  // cluster split-K: 0 automatic, 1 never, n >= 2 about n
+void set_matmul_expert_pdl(bool on);  // true: gemv1 for matmul_id launched with PDL (before)
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
+}  // namespace cuda
 namespace {
 
 using cuda_test::random_floats;
@@ -322,8 +331,9 @@ TEST(CudaMatmul, DecodeMatchesFloat64) {
 // Split-K decode (one x row: gemv_x1 over K slices, partials summed in slice order): odd M, K not
 // a multiple of the slice (the last slice shorter), every weight type, expert calls with a
 // repeated expert. Forced slice counts (3: uneven; 1000: as many 32-chunk slices as K allows) run
-// every case through split-K (ahead of split_row, which takes M <= 256 otherwise); 0 is the
-// automatic choice (fp8 K >= 16384 only: K 16384 here; the other cases take the unsplit kernels).
+// every case through split-K (ahead of the cluster split and split_row, which take these shapes
+// otherwise); 0 is the automatic choice (since 2026-11-28 the cluster split for the fp8 / bf16
+// cases with few rows, ClusterSplitMatchesFloat64; split-K for fp8 K >= 16384 over many rows).
 // The bound is the one of the unsplit kernels.
 TEST(CudaMatmul, SplitKMatchesFloat64) {
   REQUIRE_GPU(gpu);
@@ -336,7 +346,7 @@ TEST(CudaMatmul, SplitKMatchesFloat64) {
       {{dtype::fp8_e4m3, 64, 3}, 2000, 50},     {{dtype::mxfp4, 32, 1}, 3104, 33},     // 97 chunks
       {{dtype::bf16}, 4096, 256},               {{dtype::f32}, 4096, 255},
       {{dtype::f32}, 1028, 19},                 {{dtype::f16}, 1544, 55},
-      {{dtype::fp8_e4m3, 128, 128}, 16384, 300}};  // automatic: 19 blocks of 16 rows -> 16 slices
+      {{dtype::fp8_e4m3, 128, 128}, 16384, 300}};  // automatic: 19 blocks of 16 rows -> cluster split, 8 slices
   for (int force : {0, 3, 1000}) {
     cuda::set_matmul_split_k(force);
     for (const sk_case& d : cases) {
@@ -374,6 +384,42 @@ TEST(CudaMatmul, SplitKMatchesFloat64) {
     if (HasFailure()) break;
   }
   cuda::set_matmul_split_k(0);
+}
+
+// Cluster split-K (gemv_x1_kernel<CL>: the CL blocks of a cluster take K slices of the same rows,
+// rank 0 adds the partials in rank order through distributed shared memory): fp8 and bf16 one-row
+// matmuls forced to 2, 4 and 8 slices and automatic, with a partial last row block (M 301, 37),
+// slices whose last one is shorter (fp8 {32,32} K 1552: 97 chunks), a NaN scale and an e4m3 NaN
+// code (NaN exactly where float64 has it). Same bound as the unsplit kernels; on GPUs without
+// clusters (below sm_90) the calls take the other kernels and the test checks those.
+TEST(CudaMatmul, ClusterSplitMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  struct cl_case {
+    mm_case c;
+    int64_t K, M;
+  };
+  const std::vector<cl_case> cases = {{{dtype::fp8_e4m3, 128, 128}, 4096, 1024}, {{dtype::fp8_e4m3, 128, 128}, 4096, 301},
+                                      {{dtype::fp8_e4m3, 32, 32}, 1552, 37},     {{dtype::fp8_e4m3, 64, 3}, 8192, 50},
+                                      {{dtype::bf16}, 4096, 256},                {{dtype::bf16}, 4096, 1000},
+                                      {{dtype::bf16}, 1544, 33}};
+  for (int force : {2, 4, 8, 0}) {
+    cuda::set_matmul_cluster(force);
+    for (const cl_case& d : cases) {
+      const host_weights h = make_weights(d.c.type, d.K, d.M, 1, d.c.sb_k, d.c.sb_m, uint64_t(d.K * 5 + d.M));
+      run_matmul(gpu, h, 1, "cluster " + std::to_string(force) + " " + tag(d.c) + " K" + std::to_string(d.K) + " M" +
+                                std::to_string(d.M));
+      if (HasFailure()) break;
+    }
+    // NaN: one scale code 0xFF (a 128 x 128 block) and one e4m3 NaN code.
+    if (!HasFailure()) {
+      host_weights h = make_weights(dtype::fp8_e4m3, 4096, 300, 1, 128, 128, 77);
+      h.scales[size_t(h.lo.s_stride) * 1 + 5] = 0xFF;      // rows 128..255, k 640..767
+      h.data[size_t(h.lo.row_bytes) * 17 + 3000] = 0x7F;   // row 17, k 3000: e4m3 NaN
+      run_matmul(gpu, h, 1, "cluster " + std::to_string(force) + " fp8 NaN K4096 M300");
+    }
+    if (HasFailure()) break;
+  }
+  cuda::set_matmul_cluster(0);
 }
 
 // Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
@@ -598,6 +644,142 @@ struct bench {
     }
   }
 
+  // Under the model's conditions: `copies` links of (a small kernel, then the matmul that reads
+  // its result), launched through the kernel table and captured in one CUDA graph, replayed 10
+  // times after a warm-up replay; per link: the graph's time / links. The small kernel is scale
+  // (x * 1: 16 blocks) into the matmul's x, as the rms_norm / elementwise op before each decode
+  // matmul. The same graph of the small kernels alone gives their share; "matmul" = link - small.
+  // Each setting is its own capture (the launchers read the switches when they launch): PDL off;
+  // PDL on with neither weight prefetch nor cluster split-K (the kernels before them); prefetch
+  // forced to 16 KiB per warp whatever the size; prefetch automatic; cluster split automatic
+  // without and with the prefetch (the last: what the model runs); `clusters`: forced slices. For
+  // matmul_id the "before" line launches the expert gemv1 with PDL, the rest without (the default),
+  // and a last line with it.
+  std::vector<int> clusters;  // set_matmul_cluster values also timed (with the automatic prefetch)
+  double graph_seconds(const std::vector<tensor*>& small, const std::vector<tensor*>& mm) {
+    auto launch_all = [&]() {
+      for (size_t i = 0; i < small.size(); ++i) {
+        EXPECT_TRUE(cuda::launch_unary(s, small[i], &err)) << err;
+        if (!mm.empty()) {
+          EXPECT_TRUE(mm[i]->op == op_kind::MATMUL ? cuda::launch_matmul(s, mm[i], &err)
+                                                   : cuda::launch_matmul_id(s, mm[i], &err))
+              << err;
+        }
+      }
+    };
+    launch_all();  // outside the capture: scratch memory (split-K) is allocated here
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    launch_all();
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+    EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    const int rounds = 10;
+    cudaGraphLaunch(exec, s);
+    cudaEventRecord(e0, s);
+    for (int r = 0; r < rounds; ++r) cudaGraphLaunch(exec, s);
+    cudaEventRecord(e1, s);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    return ms * 1e-3 / (rounds * double(small.size()));
+  }
+
+  // One decode call in a graph chain (see graph_seconds): dense (E = 0) or matmul_id with n_used
+  // of E experts for one token.
+  void chain(dtype t, int64_t K, int64_t M, int64_t E = 0, int64_t n_used = 0) {
+    const host_weights h = make_weights(t, K, M, E > 0 ? E : 1, 0, 0, 1);
+    const double bytes = double(h.matrix_bytes() + h.scale_bytes()) * (E > 0 ? double(n_used) : 1.0);
+    const int copies = E > 0 ? 16 : copies_for(bytes, 1);
+    gpu_ctx g(gpu);
+    const std::vector<float> xv = random_floats(size_t(K), 2);
+    tensor* x0 = E > 0 ? g.leaf(dtype::f32, {K, 1, 1}, xv.data()) : g.leaf(dtype::f32, {K}, xv.data());
+    tensor* w_shared = E > 0 ? g.weights(h) : nullptr;
+    std::vector<tensor*> small, mm;
+    std::vector<std::vector<int32_t>> all_ids;
+    std::mt19937 rng(5);
+    for (int c = 0; c < copies; ++c) {
+      tensor* xs = scale(g.ctx, x0, 1.0f);
+      ASSERT_TRUE(xs) << g.ctx.error();
+      g.bind(xs);
+      tensor* y = nullptr;
+      if (E > 0) {
+        std::vector<int32_t> perm(static_cast<size_t>(E));
+        for (int64_t e = 0; e < E; ++e) perm[size_t(e)] = int32_t(e);
+        std::shuffle(perm.begin(), perm.end(), rng);
+        perm.resize(size_t(n_used));
+        y = matmul_id(g.ctx, w_shared, xs, g.leaf(dtype::i32, {n_used, 1}, perm.data()));
+        all_ids.push_back(perm);
+      } else {
+        y = matmul(g.ctx, g.weights(h), xs);
+      }
+      ASSERT_TRUE(y) << g.ctx.error();
+      g.bind(y);
+      small.push_back(xs);
+      mm.push_back(y);
+    }
+    const double small_sec = graph_seconds(small, {});
+    const std::string shape = E > 0 ? "matmul_id " + std::string(type_name(t)) + " K=" + std::to_string(K) + " M=" +
+                                          std::to_string(M) + " x" + std::to_string(n_used) + " of " + std::to_string(E)
+                                    : "matmul " + std::string(type_name(t)) + " K=" + std::to_string(K) + " M=" +
+                                          std::to_string(M);
+    std::printf("chain %-36s small kernel alone %5.2f us per link\n", shape.c_str(), small_sec * 1e6);
+    const bool pdl_was = cuda::pdl_enabled();
+    struct setting {
+      bool pdl;
+      int pf, cl;            // prefetch bytes per warp (-1 automatic), cluster hook
+      bool expert_pdl = false;  // gemv1 for matmul_id launched with PDL
+    };
+    std::vector<setting> settings = {{false, 0, 1}};
+    if (pdl_was) {
+      settings.insert(settings.end(), {{true, 0, 1}, {true, 16384, 1}, {true, -1, 1}, {true, 0, 0}, {true, -1, 0}});
+      for (int cl : clusters) settings.push_back({true, -1, cl});
+      if (E > 0) {  // the kernels before: expert calls with PDL
+        settings[1].expert_pdl = true;
+        settings.push_back({true, -1, 0, true});
+      }
+    }
+    for (const setting& st : settings) {
+      const bool pdl = st.pdl;
+      cuda::set_pdl_enabled(pdl);
+      cuda::set_matmul_prefetch(st.pf);
+      cuda::set_matmul_cluster(st.cl);
+      cuda::set_matmul_expert_pdl(st.expert_pdl);
+      const double sec = graph_seconds(small, mm);
+      cuda::set_matmul_expert_pdl(false);
+      cuda::set_matmul_cluster(0);
+      cuda::set_matmul_prefetch(-1);
+      cuda::set_pdl_enabled(pdl_was);
+      // Spot check of the last link's results (the graph ran them last).
+      cudaStreamSynchronize(s);
+      std::vector<float> got(size_t(M) * size_t(E > 0 ? n_used : 1));
+      mm.back()->buf->get(mm.back(), got.data(), 0, got.size() * 4);
+      std::vector<float> wr;
+      for (int64_t p = 0; p < (E > 0 ? n_used : 1); ++p)
+        for (int64_t m = 0; m < M; m += 97)
+          check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : 0, m, wr), xv.data(), K, 0.0, got[size_t(p * M + m)],
+                    "graph chain " + shape);
+      const double mm_sec = sec - small_sec;
+      std::string what = "no pdl";
+      if (pdl) {
+        what = st.pf < 0 ? std::string("pdl, prefetch auto") : "pdl, prefetch " + std::to_string(st.pf / 1024) + " KiB";
+        what += st.cl == 0 ? ", cluster auto" : st.cl == 1 ? ", cluster off" : ", cluster " + std::to_string(st.cl);
+        if (E > 0) what += st.expert_pdl ? ", expert pdl" : ", expert no pdl";
+      }
+      std::printf("chain %-36s %-34s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy\n", shape.c_str(),
+                  what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9, 100.0 * bytes / mm_sec / copy_bw);
+    }
+  }
+
   // Decode at the V4-Flash shapes.
   void decode() {
     dense(dtype::fp8_e4m3, 4096, 16384, 1);
@@ -655,6 +837,31 @@ TEST(CudaMatmul, SplitKTiming) {
   b.dense(dtype::bf16, 4096, 256, 1);
   b.splits = {1, 8, 16, 32, 0};
   b.dense(dtype::f32, 4096, 256, 1);
+  cudaStreamDestroy(b.s);
+}
+
+// The decode matmuls of a V4-Flash step as the model runs them (bench::chain: each after a small
+// kernel, in a replayed CUDA graph), without PDL, with PDL and no weight prefetch (the kernels
+// before the prefetch), and with PDL and each prefetch size (docs/CUDA.md "Weight prefetch before
+// the PDL wait").
+TEST(CudaMatmul, GraphChainTiming) {
+  REQUIRE_GPU(gpu);
+  bench b = make_bench(gpu);
+  if (!cuda::pdl_enabled()) std::printf("PDL is off (GPU below sm_90 or V4_CUDA_PDL=0): only the no-PDL lines\n");
+  b.clusters = {2, 4, 8};  // the few-row one-row calls: cluster split-K forced
+  b.chain(dtype::fp8_e4m3, 4096, 1024);   // q_a
+  b.chain(dtype::fp8_e4m3, 4096, 512);    // kv
+  b.chain(dtype::fp8_e4m3, 4096, 2048);
+  b.chain(dtype::bf16, 4096, 1024);       // compressor wkv + wgate (gemv)
+  b.chain(dtype::bf16, 4096, 512);
+  b.chain(dtype::bf16, 4096, 256);        // router gate (split_row)
+  b.clusters = {};
+  b.chain(dtype::f32, 16384, 24);         // mHC pre mix (split_row)
+  b.chain(dtype::mxfp4, 4096, 1024);      // dense mxfp4 (gemv1)
+  b.chain(dtype::fp8_e4m3, 1024, 32768);  // q_b
+  b.chain(dtype::fp8_e4m3, 8192, 4096);   // wo_b
+  b.chain(dtype::fp8_e4m3, 16384, 4096);  // split-K (S = 2)
+  b.chain(dtype::mxfp4, 4096, 2048, 256, 6);  // routed experts: ids first, nothing to prefetch
   cudaStreamDestroy(b.s);
 }
 
