@@ -161,7 +161,8 @@ struct builder {
     if (!q) q = act_quant_fp8(ctx, x);
     return q;
   }
-  tensor* norm_w(tensor* x, tensor* w) { return mul(ctx, rms_norm(ctx, x, hp.rms_eps), w); }
+  // rms_norm(x) * w as one node (tensor/ops.h: rms_norm_w, the bits of the two).
+  tensor* norm_w(tensor* x, tensor* w) { return rms_norm_w(ctx, x, w, hp.rms_eps); }
   // Values as the cache stores them (f32 or rounded through bf16), and cache reads as f32.
   tensor* as_cached(tensor* x) {
     return opt.cache_type == dtype::f32 ? x : cast(ctx, cast(ctx, x, opt.cache_type), dtype::f32);
@@ -217,7 +218,7 @@ struct builder {
   // ---- mHC ----------------------------------------------------------------------------------
   struct hc_out {
     tensor* u;  // [D, T] the sublayer input
-    tensor* w;  // [1+HC, HC, T]: row k = (post[k], comb[k][0..HC-1]), hc_post's matmul weight
+    tensor* w;  // [1+HC, HC, T]: row k = (post[k], comb[k][0..HC-1]), hc_post's weights
   };
 
   hc_out hc_pre(tensor* X, tensor* fn, tensor* base, tensor* scl) {
@@ -228,28 +229,23 @@ struct builder {
     // [pre (HC) | (post[k], comb[k][.]) for each k].
     const float s[3] = {host_f32(scl, 0), host_f32(scl, 1), host_f32(scl, 2)};
     tensor* hm = hc_mix(ctx, mix, base, s, int(hp.hc_sinkhorn_iters), hp.hc_eps);
+    if (!hm) return {nullptr, nullptr};  // the context holds the error
     const size_t f = sizeof(float);
     tensor* pre = view_3d(ctx, hm, 1, HC, T, f, hm->nb[1], 0);                        // [1, HC, T]
     tensor* w = view_3d(ctx, hm, 1 + HC, HC, T, (1 + HC) * f, hm->nb[1], HC * f);    // [1+HC, HC, T]
-    tensor* u = sum(ctx, mul(ctx, X, pre), 1);                                         // [D, 1, T]
-    return {reshape(ctx, u, {D, T}), w};
+    return {hc_sum(ctx, X, pre), w};                                                  // u: [D, T]
   }
 
-  // Y[k] = post[k] * f + sum_j comb[j][k] * X[j], as one batched matmul over tokens:
-  //   w = [post ; comb] [1+HC, HC, T],  x = [f ; X^T] [1+HC, D, T]  ->  [HC, D, T].
-  tensor* hc_post(tensor* f, tensor* X, const hc_out& h) {
-    const int64_t HC = hp.hc_mult, D = hp.hidden_size;
-    tensor* x = concat(ctx, reshape(ctx, f, {1, D, T}), cont(ctx, permute(ctx, X, 1, 0, 2, 3)), 0);
-    tensor* y = matmul(ctx, h.w, x);  // [HC, D, T]
-    return cont(ctx, permute(ctx, y, 1, 0, 2, 3));
-  }
+  // Y[k] = post[k] * f + sum_j comb[j][k] * X[j], one fused node (tensor/ops.h: hc_post) reading
+  // w = [post ; comb] [1+HC, HC, T] straight from hc_mix's output.
+  tensor* hc_post(tensor* f, tensor* X, const hc_out& h) { return v4::hc_post(ctx, f, X, h.w); }
 
   tensor* hc_head(tensor* X) {
     const int64_t HC = hp.hc_mult, D = hp.hidden_size;
     tensor* mix = matmul(ctx, m.hc_head_fn, rms_norm(ctx, reshape(ctx, X, {HC * D, T}), hp.rms_eps));
     tensor* pre = scale(ctx, sigmoid(ctx, add(ctx, scale(ctx, mix, host_f32(m.hc_head_scale, 0)), m.hc_head_base)),
                         1.0f, hp.hc_eps);
-    return reshape(ctx, sum(ctx, mul(ctx, X, reshape(ctx, pre, {1, HC, T})), 1), {D, T});
+    return hc_sum(ctx, X, reshape(ctx, pre, {1, HC, T}));  // [D, T]
   }
 
   // ---- compressed-row stores ------------------------------------------------------------------
@@ -486,8 +482,8 @@ struct builder {
     // FP4-rounded with power-of-two scales, so the kernel's bf16 rounding of x changes nothing.
     tensor* keys = written_.q ? weight_rows(written_.q, 0, Rv) : read_rows(written_, Rv);
     tensor* s = relu(ctx, matmul(ctx, keys, reshape(ctx, q, {ID, IH * T})));                    // [Rv, IH*T]
-    s = mul(ctx, reshape(ctx, s, {Rv, IH, T}), reshape(ctx, wts, {1, IH, T}));
-    s = add(ctx, reshape(ctx, sum(ctx, s, 1), {Rv, T}), cmask);
+    // The heads' weighted sum: the same weighted sum over dim 1 as mHC's (hc_sum, one node).
+    s = add(ctx, hc_sum(ctx, reshape(ctx, s, {Rv, IH, T}), reshape(ctx, wts, {1, IH, T})), cmask);
     named(s, "index_score", layer_);
     return top_k(ctx, s, int(hp.index_topk));  // [k, T]
   }
@@ -513,15 +509,12 @@ struct builder {
     tensor* xe = reshape(ctx, x, {D, 1, T});
     tensor* g = linear_id(xe, L.w1, ids);                     // [I, k, T]
     tensor* u = linear_id(xe, L.w3, ids);
-    if (hp.swiglu_limit > 0) {
-      g = clamp(ctx, g, kNegInf, hp.swiglu_limit);
-      u = clamp(ctx, u, -hp.swiglu_limit, hp.swiglu_limit);
-    }
-    tensor* h = mul(ctx, mul(ctx, silu(ctx, g), u), reshape(ctx, wts, {1, k, T}));
+    // silu(min(g, limit)) * clamp(u, -limit, limit) * wts in one node (no clamps for limit <= 0).
+    tensor* h = swiglu(ctx, g, u, hp.swiglu_limit, reshape(ctx, wts, {1, k, T}));
     tensor* y = linear_id(h, L.w2, ids);                      // [D, k, T]
     y = reshape(ctx, sum(ctx, y, 1), {D, T});
     if (L.sw1) {  // shared expert: no clamp (official)
-      tensor* sh = mul(ctx, silu(ctx, linear(x, L.sw1)), linear(x, L.sw3));
+      tensor* sh = swiglu(ctx, linear(x, L.sw1), linear(x, L.sw3), 0.0f);
       y = add(ctx, y, linear(sh, L.sw2));
     }
     return y;

@@ -47,6 +47,12 @@ tensor* softplus(context& ctx, tensor* a);  // log(1 + exp(a)), = a for a > 20 (
 tensor* sqrt(context& ctx, tensor* a);      // sqrt(a)
 tensor* relu(context& ctx, tensor* a);      // max(a, 0)
 tensor* exp(context& ctx, tensor* a);       // exp(a)
+// SwiGLU of the MoE experts, fused: g, u f32 [I, ...] of one shape (any strides), wts f32 [1, ...]
+// broadcast to it (each dim 1 or g's; any strides) or nullptr -> f32 [I, ...]:
+//   y = round(round(silu(min(g, limit)) clamp(u, -limit, limit)) wts)
+// silu as silu() above (silu(-inf) = -0, NaN stays NaN); limit <= 0: no clamps; no wts: no last
+// product. In that order, the bits of clamp, clamp, silu, mul, mul.
+tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts = nullptr);
 
 // ---- reductions and normalisation --------------------------------------------------------------
 // a f32 -> f32 with ne[dim] = 1:  sum / max over dimension dim (0..3).
@@ -54,6 +60,10 @@ tensor* sum(context& ctx, tensor* a, int dim = 0);
 tensor* max(context& ctx, tensor* a, int dim = 0);
 // a f32 [n, ...] -> f32 [n, ...], per row:  a / sqrt(mean(a^2) + eps). No weight (mul after).
 tensor* rms_norm(context& ctx, tensor* a, float eps);
+// rms_norm with its weight, fused: a f32 [n, ...] (any strides), w f32 [n] (any stride) -> f32 [n, ...],
+// per row: y_i = round(a_i s) w_i, s = 1 / sqrt(mean(a^2) + eps), the product by w rounded once
+// more (the bits of rms_norm then mul).
+tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps);
 
 // Softmax over dim 0 of a f32 [n, r1, r2, r3], per row:
 //   z_j = a_j * scale + mask[j, i1]          (mask optional: f32 [n, r1] or [n, r1, r2, r3],
@@ -111,8 +121,23 @@ tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps);
 //   C       = sinkhorn(A, iters, eps),  A[k, j] = mix[2n + j n + k] s2 + base[2n + j n + k]
 // with the operations and roundings of the unfused ops (scale, add, sigmoid, sinkhorn), so the same
 // bits. -> f32 [(2+n)*n, R...] laid out for hc_post: pre (n values), then for each output stream k
-// the row (post[k], C[k, 0], ..., C[k, n-1]) of n + 1 values (hc_post's matmul weight).
+// the row (post[k], C[k, 0], ..., C[k, n-1]) of n + 1 values (hc_post's weights).
 tensor* hc_mix(context& ctx, tensor* mix, tensor* base, const float s[3], int iters, float eps);
+// mHC's sublayer input (DeepSeek-V4 hc_pre's last step), fused: X f32 [D, HC, T] (any strides),
+// pre f32 [1, HC, T] or [1, HC, 1] (any strides: hc_mix's output viewed) ->
+//   y f32 [D, T],  y[d, t] = sum_j pre[0, j, t] X[d, j, t]
+// in this order: y = 0, then for j = 0..HC-1: y = y + round(pre[j] X[d, j]) (each product and sum
+// rounded once: the bits of mul then sum over dim 1).
+tensor* hc_sum(context& ctx, tensor* X, tensor* pre);
+// mHC's stream update after a sublayer (DeepSeek-V4 hc_post), fused: f f32 [D, T] the sublayer's
+// output, X f32 [D, HC, T] the streams, w f32 [1+HC, HC, T] or [1+HC, HC, 1] (any strides: the
+// (post[k], comb[k][.]) rows of hc_mix's output, viewed) ->
+//   Y f32 [D, HC, T],  Y[d, k, t] = w[0, k, t] f[d, t] + sum_j w[1+j, k, t] X[d, j, t]
+// in this order (transformers' post * f + comb^T @ X, the matmul accumulating by FMA):
+//   S = round(w[1, k] X[d, 0]);  S = fma(w[1+j, k], X[d, j], S) for j = 1..HC-1;  Y = round(w[0, k] f[d]) + S
+// (fma: one rounding), so every backend gives the same bits. The order matters beyond the last bit
+// with QAT: a changed bit can move an FP8 activation rounding, or an indexer choice, downstream.
+tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w);
 
 // Attention of H query heads over ONE shared set of key = value rows (DeepSeek-V4's MQA latent),
 // fused: no score matrix or transposed keys are materialised.
@@ -190,6 +215,8 @@ namespace params {
 // TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
 // SINKHORN: i[0] = iters, f[1] = eps.    ATTN_MQA: f[0] = scale; src = q, kv, mask or null, sink or null.
 // HC_MIX: f[0..2] = s, i[3] = iters, f[4] = eps, i[5] = n.
+// HC_SUM: src = X, pre.   HC_POST: src = f, X, w.   RMS_NORM_W: f[0] = eps; src = a, w.
+// SWIGLU: f[0] = limit; src = g, u, wts or null.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);
 rope_params rope_of(const tensor* t);

@@ -242,4 +242,88 @@ tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps) {
   return r;
 }
 
+// ---- fused ops of the decode graph ----------------------------------------------------------------
+tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps) {
+  if (!have({a, w})) return nullptr;
+  if (!need_f32(ctx, "rms_norm_w", a) || !need_f32(ctx, "rms_norm_w weight", w)) return nullptr;
+  if (w->ne[0] != a->ne[0] || w->nelements() != w->ne[0]) {
+    ctx.fail("rms_norm_w: weight %s must be one row of %lld (the rows of %s)", describe(w).c_str(),
+             (long long)a->ne[0], describe(a).c_str());
+    return nullptr;
+  }
+  if (!(eps >= 0.0f)) {
+    ctx.fail("rms_norm_w: eps %g must be >= 0", double(eps));
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::RMS_NORM_W, dtype::f32, a->ne, {a, w});
+  if (r) r->set_param_f(0, eps);
+  return r;
+}
+
+tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts) {
+  if (!have({g, u})) return nullptr;
+  if (!need_f32(ctx, "swiglu gate", g) || !need_f32(ctx, "swiglu up", u)) return nullptr;
+  for (int d = 0; d < kMaxDims; ++d)
+    if (u->ne[d] != g->ne[d]) {
+      ctx.fail("swiglu: up %s and gate %s must have the same shape", describe(u).c_str(), describe(g).c_str());
+      return nullptr;
+    }
+  if (wts && (!need_f32(ctx, "swiglu weights", wts) || wts->ne[0] != 1 || !detail::can_broadcast(wts, g))) {
+    if (ctx.ok())
+      ctx.fail("swiglu: weights %s must be [1, ...] with each other dim 1 or that of gate %s", describe(wts).c_str(),
+               describe(g).c_str());
+    return nullptr;
+  }
+  if (std::isnan(limit)) {
+    ctx.fail("swiglu: limit is NaN (a number > 0 clamps, <= 0 does not)");
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::SWIGLU, dtype::f32, g->ne, {g, u, wts});
+  if (r) r->set_param_f(0, limit);
+  return r;
+}
+
+namespace {
+// The streams X [D, HC, T] of hc_sum / hc_post (op names the caller), or an error.
+bool check_streams(context& ctx, const char* op, const tensor* X) {
+  if (!need_f32(ctx, op, X)) return false;
+  if (X->ne[3] != 1) {
+    ctx.fail("%s: streams %s must be [D, HC, T]", op, describe(X).c_str());
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+tensor* hc_sum(context& ctx, tensor* X, tensor* pre) {
+  if (!have({X, pre})) return nullptr;
+  if (!check_streams(ctx, "hc_sum", X) || !need_f32(ctx, "hc_sum pre", pre)) return nullptr;
+  const int64_t D = X->ne[0], HC = X->ne[1], T = X->ne[2];
+  if (pre->ne[0] != 1 || pre->ne[1] != HC || (pre->ne[2] != T && pre->ne[2] != 1) || pre->ne[3] != 1) {
+    ctx.fail("hc_sum: pre %s must be [1, %lld, %lld] (or [1, %lld, 1]) for streams %s", describe(pre).c_str(),
+             (long long)HC, (long long)T, (long long)HC, describe(X).c_str());
+    return nullptr;
+  }
+  const int64_t ne[kMaxDims] = {D, T, 1, 1};
+  return detail::new_node(ctx, op_kind::HC_SUM, dtype::f32, ne, {X, pre});
+}
+
+tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w) {
+  if (!have({f, X, w})) return nullptr;
+  if (!check_streams(ctx, "hc_post", X) || !need_f32(ctx, "hc_post f", f) || !need_f32(ctx, "hc_post w", w))
+    return nullptr;
+  const int64_t D = X->ne[0], HC = X->ne[1], T = X->ne[2];
+  if (f->ne[0] != D || f->ne[1] != T || f->ne[2] != 1 || f->ne[3] != 1) {
+    ctx.fail("hc_post: sublayer output %s must be [%lld, %lld] for streams %s", describe(f).c_str(), (long long)D,
+             (long long)T, describe(X).c_str());
+    return nullptr;
+  }
+  if (w->ne[0] != 1 + HC || w->ne[1] != HC || (w->ne[2] != T && w->ne[2] != 1) || w->ne[3] != 1) {
+    ctx.fail("hc_post: weights %s must be [%lld, %lld, %lld] (or [.., .., 1]) for streams %s", describe(w).c_str(),
+             (long long)(1 + HC), (long long)HC, (long long)T, describe(X).c_str());
+    return nullptr;
+  }
+  return detail::new_node(ctx, op_kind::HC_POST, dtype::f32, X->ne, {f, X, w});
+}
+
 }  // namespace v4

@@ -53,6 +53,10 @@ launcher launcher_for(op_kind op) {
     case op_kind::HADAMARD: return launch_hadamard;
     case op_kind::SINKHORN: return launch_sinkhorn;
     case op_kind::HC_MIX: return launch_hc_mix;
+    case op_kind::HC_SUM: return launch_hc_sum;
+    case op_kind::HC_POST: return launch_hc_post;
+    case op_kind::RMS_NORM_W: return launch_rms_norm_w;
+    case op_kind::SWIGLU: return launch_swiglu;
     case op_kind::ATTN_MQA: return launch_attn_mqa;
     default: return nullptr;
   }
@@ -556,6 +560,10 @@ class cuda_device_impl final : public device {
       case op_kind::ARGSORT:
       case op_kind::SINKHORN: return true;
       case op_kind::HC_MIX: return t->param_i(5) == 4;  // the 16-lane kernel; other n: the CPU
+      case op_kind::HC_SUM:
+      case op_kind::RMS_NORM_W:
+      case op_kind::SWIGLU: return true;  // f32 in, f32 out (the constructors accept nothing else)
+      case op_kind::HC_POST: return hc_post_supported(t);
       case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
       default: return false;

@@ -46,13 +46,20 @@ bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_hc_mix(cudaStream_t s, tensor* dst, std::string* error);   // HC_MIX (n = 4)
 bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error);
+// Fused ops of the decode graph (ops_fused.cu): RMS_NORM_W, SWIGLU, HC_SUM, HC_POST (HC <= 8:
+// hc_post_supported; more streams stay on the CPU).
+bool launch_rms_norm_w(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_swiglu(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_hc_sum(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_hc_post(cudaStream_t s, tensor* dst, std::string* error);
+bool hc_post_supported(const tensor* dst);
 bool launch_get_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, q8_0, fp8_e4m3, mxfp4
 bool get_rows_block_supported(const tensor* a);  // q8_0, or fp8_e4m3 / mxfp4 with e8m0 scales
 constexpr int64_t kMaxHadamard = 8192;  // hadamard rows longer than this stay on the CPU
 constexpr int64_t kMaxAttnDim = 512;    // attn_mqa head dims above this stay on the CPU
 // Kernel scratch memory (ops_scratch.cu): one zero-initialised allocation per (stream, slot) of at
 // least bytes, kept and grown as needed; nullptr with *error when the GPU is out of memory.
-// Slots in use: 0, 1, 2 (top_k / argsort), 10, 11 (attn_mqa), 20 (matmul_id grouping),
+// Slots in use: 0, 1, 2 (top_k / argsort), 10 (attn_mqa's partials), 20 (matmul_id grouping),
 // 21 (matmul split-K partial sums).
 void* scratch(cudaStream_t s, int slot, size_t bytes, std::string* error);
 // Bumped whenever a scratch block moves: CUDA graphs captured before then hold stale pointers.

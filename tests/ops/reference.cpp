@@ -25,6 +25,9 @@
 //   (n+1)*u*|s|*sum|a| hadamard: each output is a signed sum of n inputs (any algorithm), scaled.
 //   exact              fp8_roundtrip, fp4_roundtrip: deterministic roundings (power-of-two scales
 //                      make every step exact in f32), so every bit must match.
+//   fused ops          rms_norm_w (n+9)u|y|, swiglu (2^-20 + 2u)|y|, hc_sum (HC+2)u sum|terms|,
+//                      hc_post (HC+3)u sum|terms|: the bounds of the chains they replace, derived
+//                      next to each.
 #include "ops/reference.h"
 
 #include <algorithm>
@@ -838,6 +841,94 @@ static void ref_HC_MIX(const ref_in& in, ref_out* o) {
     for (int64_t k = 0; k < n; ++k)
       for (int64_t j = 0; j < n; ++j) put(n + k * (n + 1) + 1 + j, c[size_t(j * n + k)], rel);
   });
+}
+
+// ---- fused ops of the decode graph (tensor/ops.h) ----------------------------------------------------
+// rms_norm_w: rms_norm's value times w[i0]; its bound (n + 8)u|y| plus one more rounding (the
+// product by w: u|y|).
+static void ref_RMS_NORM_W(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &w = in.src[1];
+  const int64_t n = a.ne[0];
+  o->shape(dtype::f32, a.ne);
+  for (int64_t r = 0; r < a.n() / n; ++r) {
+    double ss = 0;
+    for (int64_t j = 0; j < n; ++j) ss += a.v[size_t(r * n + j)] * a.v[size_t(r * n + j)];
+    const double inv = 1.0 / std::sqrt(ss / double(n) + double(in.args.f0));
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t k = size_t(r * n + j);
+      o->v[k] = a.v[k] * inv * w.at(j);
+      o->tol[k] = double(n + 9) * u * std::fabs(o->v[k]) + kTiny;
+    }
+  }
+}
+
+// swiglu: silu(min(g, L)) * clamp(u, -L, L) * wts (L = f0; no clamp for L <= 0), silu(-inf) = -0.
+// The clamps are exact; silu is within 8 ulp (2^-20 relative, as ref_SILU), then two products
+// round once each (u each): (2^-20 + 2u)|y|, with kTiny for results that underflow.
+static void ref_SWIGLU(const ref_in& in, ref_out* o) {
+  const darray &g = in.src[0], &up = in.src[1];
+  const darray* wts = in.args.has_wts ? &in.src[2] : nullptr;
+  const double L = in.args.f0;
+  o->shape(dtype::f32, g.ne);
+  for_each(g.ne, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    double x = g.at(i0, i1, i2, i3), y = up.at(i0, i1, i2, i3);
+    if (L > 0) {
+      if (x > L) x = L;                            // NaN stays NaN
+      if (y > L) y = L;
+      else if (y < -L) y = -L;
+    }
+    const double s = x == -kInf ? -0.0 : x * sigmoid_d(x);
+    double h = s * y;
+    if (wts) h *= wts->at(0, i1 % wts->ne[1], i2 % wts->ne[2], i3 % wts->ne[3]);
+    const size_t k = size_t(o->idx(i0, i1, i2, i3));
+    o->v[k] = h;
+    o->tol[k] = (0x1p-20 + 2 * u) * std::fabs(h) + kTiny;
+  });
+}
+
+// hc_sum: y[d, t] = sum_j pre[0, j, t] X[d, j, t] (pre broadcast over t when its dim 2 is 1). HC
+// rounded products added in order: at most (HC + 2)u sum|terms| (a sum's bound, as matmul's).
+static void ref_HC_SUM(const ref_in& in, ref_out* o) {
+  const darray &X = in.src[0], &pre = in.src[1];
+  const int64_t D = X.ne[0], HC = X.ne[1], T = X.ne[2];
+  const int64_t ne[4] = {D, T, 1, 1};
+  o->shape(dtype::f32, ne);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = 0, mag = 0;
+      for (int64_t j = 0; j < HC; ++j) {
+        const double term = pre.at(0, j, t % pre.ne[2]) * X.at(d, j, t);
+        acc += term;
+        mag += std::fabs(term);
+      }
+      const size_t i = size_t(o->idx(d, t, 0, 0));
+      o->v[i] = acc;
+      o->tol[i] = double(HC + 2) * u * mag + kTiny;
+    }
+}
+
+// hc_post: Y[d, k, t] = w[0, k, t] f[d, t] + sum_j w[1 + j, k, t] X[d, j, t] (w broadcast over t
+// when its dim 2 is 1). A dot product of K = 1 + HC rounded products, the bound of matmul (which
+// it replaces in the model): (K + 2)u sum|terms|.
+static void ref_HC_POST(const ref_in& in, ref_out* o) {
+  const darray &f = in.src[0], &X = in.src[1], &w = in.src[2];
+  const int64_t D = X.ne[0], HC = X.ne[1], T = X.ne[2];
+  const int64_t ne[4] = {D, HC, T, 1};
+  o->shape(dtype::f32, ne);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < HC; ++k)
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t tw = t % w.ne[2];
+        double acc = w.at(0, k, tw) * f.at(d, t), mag = std::fabs(acc);
+        for (int64_t j = 0; j < HC; ++j) {
+          const double term = w.at(1 + j, k, tw) * X.at(d, j, t);
+          acc += term;
+          mag += std::fabs(term);
+        }
+        const size_t i = size_t(o->idx(d, k, t, 0));
+        o->v[i] = acc;
+        o->tol[i] = double(HC + 3) * u * mag + kTiny;
+      }
 }
 
 static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }

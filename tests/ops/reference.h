@@ -76,6 +76,8 @@ struct op_args {
   // HC_MIX: s0 = f0, s1 = f1, s2 = hc_s2, iters = k, eps = hc_eps, n = hc_n.
   float hc_s2 = 0.0f, hc_eps = 0.0f;
   int64_t hc_n = 0;
+  // RMS_NORM_W: eps = f0. SWIGLU: limit = f0, inputs [g, u, wts?] with wts when has_wts.
+  bool has_wts = false;
   // CUSTOM: the op's meaning is the user's; the case supplies its reference.
   std::function<void(const ref_in&, ref_out*)> custom_ref;
 };

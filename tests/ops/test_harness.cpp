@@ -451,6 +451,31 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::HC_MIX, "base size differs", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f32(c, {24, 2}), f32(c, {15}), s, 20, 1e-6f); }},
       {op_kind::HC_MIX, "no iterations", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f32(c, {24, 2}), f32(c, {24}), s, 0, 1e-6f); }},
       {op_kind::HC_MIX, "f16 mix", [](context& c) { const float s[3] = {1, 1, 1}; return hc_mix(c, f16(c, {24, 2}), f32(c, {24}), s, 20, 1e-6f); }},
+      {op_kind::RMS_NORM_W, "weight length differs", [](context& c) { return rms_norm_w(c, f32(c, {8, 2}), f32(c, {7}), 1e-6f); }},
+      {op_kind::RMS_NORM_W, "weight not one row", [](context& c) { return rms_norm_w(c, f32(c, {8, 2}), f32(c, {8, 2}), 1e-6f); }},
+      {op_kind::RMS_NORM_W, "negative eps", [](context& c) { return rms_norm_w(c, f32(c, {8, 2}), f32(c, {8}), -1.0f); }},
+      {op_kind::RMS_NORM_W, "f16 weight", [](context& c) { return rms_norm_w(c, f32(c, {8, 2}), f16(c, {8}), 1e-6f); }},
+      {op_kind::SWIGLU, "up shape differs", [](context& c) { return swiglu(c, f32(c, {8, 6}), f32(c, {8, 5}), 10.0f); }},
+      {op_kind::SWIGLU, "weights not [1, ...]", [](context& c) {
+         return swiglu(c, f32(c, {8, 6}), f32(c, {8, 6}), 10.0f, f32(c, {8, 6})); }},
+      {op_kind::SWIGLU, "weights do not broadcast", [](context& c) {
+         return swiglu(c, f32(c, {8, 6, 2}), f32(c, {8, 6, 2}), 10.0f, f32(c, {1, 5, 2})); }},
+      {op_kind::SWIGLU, "NaN limit", [](context& c) { return swiglu(c, f32(c, {8}), f32(c, {8}), NAN); }},
+      {op_kind::SWIGLU, "f16 gate", [](context& c) { return swiglu(c, f16(c, {8}), f32(c, {8}), 10.0f); }},
+      {op_kind::HC_SUM, "pre of another stream count", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3}), f32(c, {1, 3, 3})); }},
+      {op_kind::HC_SUM, "pre with dim 0 > 1", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3}), f32(c, {4, 4, 3})); }},
+      {op_kind::HC_SUM, "pre of another token count", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3}), f32(c, {1, 4, 2})); }},
+      {op_kind::HC_SUM, "4-d streams", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3, 2}), f32(c, {1, 4, 3})); }},
+      {op_kind::HC_SUM, "f16 streams", [](context& c) { return hc_sum(c, f16(c, {16, 4, 3}), f32(c, {1, 4, 3})); }},
+      {op_kind::HC_POST, "f of another width", [](context& c) {
+         return hc_post(c, f32(c, {15, 3}), f32(c, {16, 4, 3}), f32(c, {5, 4, 3})); }},
+      {op_kind::HC_POST, "f of another token count", [](context& c) {
+         return hc_post(c, f32(c, {16, 2}), f32(c, {16, 4, 3}), f32(c, {5, 4, 3})); }},
+      {op_kind::HC_POST, "w without the post column", [](context& c) {
+         return hc_post(c, f32(c, {16, 3}), f32(c, {16, 4, 3}), f32(c, {4, 4, 3})); }},
+      {op_kind::HC_POST, "w of another token count", [](context& c) {
+         return hc_post(c, f32(c, {16, 3}), f32(c, {16, 4, 3}), f32(c, {5, 4, 2})); }},
+      {op_kind::HC_POST, "f16 w", [](context& c) { return hc_post(c, f32(c, {16, 3}), f32(c, {16, 4, 3}), f16(c, {5, 4, 3})); }},
       {op_kind::ATTN_MQA, "kv width differs from q", [](context& c) {
          return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {32, 9}), nullptr, nullptr, 1.0f); }},
       {op_kind::ATTN_MQA, "mask of the wrong shape", [](context& c) {

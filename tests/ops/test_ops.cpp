@@ -250,6 +250,102 @@ void add_hc_mix(std::vector<op_case>& cs) {
   add("n8_T2", 8, 2, 1, 50, 1e-3f, cont());
 }
 
+// ---- fused ops of the decode graph: rms_norm_w, swiglu, hc_sum, hc_post ------------------------------------
+void add_fused(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  const double inf = kInf;
+  // rms_norm_w: a [n, ...] in every layout, w [n] packed or strided (a padded transposed leaf).
+  auto rmsw = [](context& c, T t, const op_args& a) { return rms_norm_w(c, t[0], t[1], a.f0); };
+  auto add_rmsw = [&](input a, layout wl, float eps, const char* tag = "") {
+    op_args e;
+    e.f0 = eps;
+    const std::string wtag = std::string(wl.name) == "cont" ? "" : std::string("_w_") + wl.name;
+    cs.push_back(mk(op_kind::RMS_NORM_W, tag + shape_name(a) + lay_name(a) + wtag,
+                    {a, in(dtype::f32, {a.ne[0]}, uniform(-2, 2), wl)}, rmsw, e));
+  };
+  add_rmsw(in(dtype::f32, {1}, uniform(-2, 2)), cont(), 1e-6f);
+  add_rmsw(in(dtype::f32, {7, 3}, uniform(-2, 2)), cont(), 1e-6f);
+  add_rmsw(in(dtype::f32, {33, 5, 2}, uniform(-2, 2), transposed()), padded_transposed(), 1e-6f);
+  add_rmsw(in(dtype::f32, {257, 4}, uniform(-2, 2), padded()), padded(1), 1e-6f);
+  add_rmsw(in(dtype::f32, {512, 9}, uniform(-8, 8)), cont(), 1e-6f);          // kv_norm / compressor rows
+  add_rmsw(in(dtype::f32, {4096, 2}, uniform(-8, 8)), cont(), 1e-6f);         // V4-Flash hidden
+  add_rmsw(in(dtype::f32, {4100, 1}, uniform(-8, 8), padded()), cont(), 1e-6f);  // long row, not 16-byte aligned
+  add_rmsw(in(dtype::f32, {64, 3, 2, 2}, uniform(-2, 2), permuted_0213()), cont(), 1e-6f);
+  add_rmsw(in(dtype::f32, {33, 4}, uniform(-0.1, 0.1)), cont(), 1e-2f, "large_eps_");
+  add_rmsw(in(dtype::f32, {16, 2}, values({0.0})), cont(), 1e-2f, "zero_rows_");
+
+  // swiglu: gate values on both sides of the limit, specials (NaN, +-inf) in gate and up.
+  auto sw = [](context& c, T t, const op_args& a) { return swiglu(c, t[0], t[1], a.f0, a.has_wts ? t[2] : nullptr); };
+  auto add_sw = [&](std::string name, float limit, input g, input u, const input* w) {
+    op_args a;
+    a.f0 = limit;
+    a.has_wts = w != nullptr;
+    std::vector<input> ins = {g, u};
+    if (w) ins.push_back(*w);
+    cs.push_back(mk(op_kind::SWIGLU, std::move(name), ins, sw, a));
+  };
+  const filler gate = with_specials(-14, 14, 0.05, {kNaN, inf, -inf});
+  const filler up = with_specials(-14, 14, 0.05, {kNaN, inf, -inf});
+  {
+    const input w62 = in(dtype::f32, {1, 6, 2}, uniform(0, 1));
+    const input w61 = in(dtype::f32, {1, 6, 1}, uniform(0, 1), padded());
+    const input w6 = in(dtype::f32, {1, 6, 1}, uniform(0, 1));
+    const input w2322 = in(dtype::f32, {1, 2, 3, 2}, uniform(-1, 1), padded());
+    const input w1 = in(dtype::f32, {1}, uniform(0, 1));
+    add_sw("7_nolimit", 0.0f, in(dtype::f32, {7}, uniform(-20, 20)), in(dtype::f32, {7}, uniform(-4, 4)), nullptr);
+    add_sw("7_nolimit_-inf_gate", -1.0f, in(dtype::f32, {7}, values({-inf, 3, -2, -inf, 0.5, 1e-3, -30})),
+           in(dtype::f32, {7}, uniform(-4, 4)), nullptr);
+    add_sw("33x6x2_limit7_wts", 7.0f, in(dtype::f32, {33, 6, 2}, gate), in(dtype::f32, {33, 6, 2}, up), &w62);
+    add_sw("33x6x2_transposed_padded_wts_bcast", 7.0f, in(dtype::f32, {33, 6, 2}, gate, transposed()),
+           in(dtype::f32, {33, 6, 2}, up, padded()), &w61);
+    add_sw("257x3_limit2", 2.0f, in(dtype::f32, {257, 3}, uniform(-4, 4)), in(dtype::f32, {257, 3}, uniform(-4, 4)),
+           nullptr);
+    add_sw("2048x6_limit10_wts", 10.0f, in(dtype::f32, {2048, 6}, gate), in(dtype::f32, {2048, 6}, up), &w6);  // V4 decode
+    add_sw("2050x6_padded_limit10_wts", 10.0f, in(dtype::f32, {2050, 6}, gate, padded()),
+           in(dtype::f32, {2050, 6}, up, padded(2)), &w6);
+    add_sw("64x2x3x2_permuted_wts", 10.0f, in(dtype::f32, {64, 2, 3, 2}, gate, permuted_0213()),
+           in(dtype::f32, {64, 2, 3, 2}, up, padded_transposed()), &w2322);
+    add_sw("1_nolimit_wts", -3.0f, in(dtype::f32, {1}, uniform(-4, 4)), in(dtype::f32, {1}, uniform(-4, 4)), &w1);
+  }
+
+  // hc_sum: X [D, HC, T] (packed, streams-major transposed X^T, padded, dim 0 strided), pre
+  // [1, HC, T] packed, padded (a view of a wider row, as hc_mix's output) or broadcast over T.
+  auto hs = [](context& c, T t, const op_args&) { return hc_sum(c, t[0], t[1]); };
+  auto add_hs = [&](int64_t D, int64_t HC, int64_t Tn, layout xl, layout pl, bool bcast) {
+    const input X = in(dtype::f32, {D, HC, Tn}, uniform(-3, 3), xl);
+    const input p = in(dtype::f32, {1, HC, bcast ? 1 : Tn}, uniform(0, 2), pl);
+    cs.push_back(mk(op_kind::HC_SUM, shape_name(X) + lay_name(X) + "_pre_" + shape_name(p) + lay_name(p), {X, p}, hs));
+  };
+  add_hs(64, 4, 3, cont(), cont(), false);
+  add_hs(4096, 4, 2, cont(), padded(), false);  // V4-Flash
+  add_hs(33, 4, 5, padded(), padded(), false);
+  add_hs(33, 4, 5, permuted_0213(), cont(), false);
+  add_hs(17, 3, 4, transposed(), cont(), true);
+  add_hs(130, 4, 4, padded_transposed(), cont(), true);
+  add_hs(7, 1, 2, cont(), cont(), false);
+  add_hs(40, 9, 2, cont(), cont(), false);
+
+  // hc_post: f [D, T], X [D, HC, T], w [1+HC, HC, T] or [1+HC, HC, 1], in the layouts above.
+  auto hp = [](context& c, T t, const op_args&) { return hc_post(c, t[0], t[1], t[2]); };
+  auto add_hp = [&](int64_t D, int64_t HC, int64_t Tn, layout fl, layout xl, layout wl, bool bcast) {
+    const input f = in(dtype::f32, {D, Tn}, uniform(-3, 3), fl);
+    const input X = in(dtype::f32, {D, HC, Tn}, uniform(-3, 3), xl);
+    const input w = in(dtype::f32, {1 + HC, HC, bcast ? 1 : Tn}, uniform(0, 2), wl);
+    cs.push_back(mk(op_kind::HC_POST,
+                    std::string("f") + lay_name(f) + "_" + shape_name(X) + lay_name(X) + "_w_" + shape_name(w) + lay_name(w),
+                    {f, X, w}, hp));
+  };
+  add_hp(64, 4, 3, cont(), cont(), cont(), false);
+  add_hp(4096, 4, 2, cont(), cont(), padded(), false);  // V4-Flash: w a view of hc_mix's rows
+  add_hp(33, 4, 5, padded(), permuted_0213(), padded(), false);
+  add_hp(36, 4, 3, cont(), padded(), transposed(), false);
+  add_hp(17, 3, 4, transposed(), transposed(), cont(), true);
+  add_hp(130, 4, 4, padded_transposed(), padded_transposed(), padded(), true);
+  add_hp(7, 1, 2, cont(), cont(), cont(), false);
+  add_hp(40, 8, 2, cont(), cont(), cont(), false);
+  add_hp(40, 9, 2, cont(), cont(), cont(), false);
+}
+
 // ---- softmax ----------------------------------------------------------------------------------------------
 void add_softmax(std::vector<op_case>& cs) {
   using T = const std::vector<tensor*>&;
@@ -987,6 +1083,27 @@ void add_sweeps(std::vector<op_case>& cs) {
       cs.push_back(mk(u.op, tag(n), ins, u.b, a));
     }
 
+  // The fused ops with rows across the vector widths: packed at misaligned offsets (the CUDA
+  // kernels' float4 paths need 16-byte rows) and padded.
+  for (int64_t n : kSweep) {
+    op_args e;
+    e.f0 = 1e-6f;
+    cs.push_back(mk(op_kind::RMS_NORM_W, tag(n), {in(dtype::f32, {n, 3}, uniform(-2, 2), lay(n)), in(dtype::f32, {n}, uniform(-2, 2), padded(n % 4))},
+                    [](context& c, T t, const op_args& a) { return rms_norm_w(c, t[0], t[1], a.f0); }, e));
+    op_args sw;
+    sw.f0 = 3.0f;
+    sw.has_wts = true;
+    cs.push_back(mk(op_kind::SWIGLU, tag(n),
+                    {in(dtype::f32, {n, 3}, uniform(-5, 5), lay(n)), in(dtype::f32, {n, 3}, uniform(-5, 5), padded(n % 4)),
+                     in(dtype::f32, {1, 3}, uniform(0, 1))},
+                    [](context& c, T t, const op_args& a) { return swiglu(c, t[0], t[1], a.f0, t[2]); }, sw));
+    cs.push_back(mk(op_kind::HC_SUM, tag(n), {in(dtype::f32, {n, 4, 2}, uniform(-3, 3), lay(n)), in(dtype::f32, {1, 4, 2}, uniform(0, 2))},
+                    [](context& c, T t, const op_args&) { return hc_sum(c, t[0], t[1]); }));
+    cs.push_back(mk(op_kind::HC_POST, tag(n),
+                    {in(dtype::f32, {n, 2}, uniform(-3, 3), padded(n % 4)), in(dtype::f32, {n, 4, 2}, uniform(-3, 3), lay(n)),
+                     in(dtype::f32, {5, 4, 2}, uniform(0, 2), padded())},
+                    [](context& c, T t, const op_args&) { return hc_post(c, t[0], t[1], t[2]); }));
+  }
   // softmax with mask and sink; rope with n_rot across the lane widths; hadamard at every n.
   for (int64_t n : kSweep) {
     op_args a;
@@ -1147,6 +1264,7 @@ const std::vector<op_case>& all_cases() {
     add_softmax(cs);
     add_sinkhorn(cs);
     add_hc_mix(cs);
+    add_fused(cs);
     add_attn_mqa(cs);
     add_rope(cs);
     add_matmul(cs);
