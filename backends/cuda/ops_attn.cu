@@ -1,18 +1,23 @@
-// attn_mqa: H query heads over one shared set of K = V rows, with mask and sink (tensor/ops.h),
-// in ONE launch: no score matrix leaves the chip.
+// attn_mqa: H query heads over one shared set of K = V rows, with mask and sink (tensor/ops.h).
+// No score matrix leaves the chip.
 //
-// A block takes kGroup heads of one token and one chunk of the keys. The heads' queries and a
-// tile of key rows sit in shared memory; each warp scores kRows key rows against every head of
-// the group (lanes along D, shuffle reductions), an online softmax (running max, started at the
-// sink, and running sum per head) rescales the accumulated sum of p * row, and the tile's rows
-// are added. Keys are read once per head group, not once per head.
+// attn_kernel: a block takes kGroup heads of one token and one chunk of the keys. The heads'
+// queries and a tile of key rows sit in shared memory (copied with cp.async, the queries and the
+// first tile in flight together); each warp scores kRows key rows against every head of the group
+// (lanes along D, float4 reads; the 32 sums of a warp reduced together, one per lane), an online
+// softmax (running max, started at the sink, and running sum per head) rescales the accumulated
+// sum of p * row, and the tile's rows are added. A thread owns 2 output dims of every head
+// (D <= 512), in registers across the tiles. Keys are read once per head group, not per head.
 //
 // The keys are split into C chunks of whole tiles (about two blocks per SM) so that a decode
-// step (one token: 64 heads = 8 groups, 20 chunks of 32 rows) still fills the GPU: with C > 1 every block writes its partial (max, sum, unnormalised output) to
-// scratch memory, and the last block of a (token, group) to finish (an atomic counter per pair)
-// combines the C partials:  M = max m_c,  L = sum l_c e^(m_c - M) + e^(sink - M),
-// y = sum acc_c e^(m_c - M) / L. It then resets the counter, so the next launch starts at zero.
-// A query whose logits are all -inf and has no sink gets zeros, as the CPU.
+// step (one token: 64 heads = 8 groups, 20 chunks of 32 rows) still fills the GPU. With C > 1
+// every block writes its partial (max m_c, sum l_c, unnormalised output acc_c) to scratch memory
+// and a second launch, attn_combine_kernel (one block per (head, token), a thread per 4 dims; PDL
+// makes the launch nearly free), combines them:
+//   M = max m_c,  L = sum l_c e^(m_c - M) + e^(sink - M),  y = sum acc_c e^(m_c - M) / L.
+// (The first version combined in the last block of each (token, group) to finish, found by a
+// fence and an atomic counter, scalar reads and one warp_sum per score: 36 us at decode; see
+// docs/CUDA.md.) A query whose logits are all -inf and has no sink gets zeros, as the CPU.
 //
 // Numerics: f32 throughout, expf (within 2 ulp); the per-tile rescaling and the combine add a
 // few roundings per chunk, inside the harness's bound (reference.cpp: ref_ATTN_MQA).
@@ -26,9 +31,11 @@ namespace v4::cuda {
 namespace {
 
 constexpr int kGroup = 8;        // heads per block
-constexpr int kThreads = 256;    // 8 warps
-constexpr int kMaxChunks = 64;   // chunks per (token, group): bounds the combine's table
+constexpr int kThreads = 256;    // 8 warps; a thread owns 2 output dims: D <= 2 * kThreads
+constexpr int kMaxChunks = 64;   // chunks per (token, group): more would only lengthen the combine
 constexpr int kRows = 4;         // key rows a warp scores at once
+constexpr int kCombineThreads = 128;
+static_assert(2 * kThreads >= kMaxAttnDim, "a thread owns two output dims");
 
 struct attn_args {
   tview q, kv, mask, sink, y;
@@ -39,8 +46,7 @@ struct attn_args {
   int chunks;     // C
   int per_chunk;  // keys per chunk
   int tile;       // key rows per tile in shared memory (<= 32: one lane per row in the softmax)
-  float* part;    // [C, groups, T] x (kGroup*D acc, kGroup m, kGroup l), when chunks > 1
-  unsigned* counters;  // [groups, T]
+  float* part;    // [T, groups, C] x (kGroup*D acc, kGroup m, kGroup l), when chunks > 1
 };
 
 __device__ inline float ld_f(const tview& v, int64_t i0, int64_t i1, int64_t i2) {
@@ -48,30 +54,10 @@ __device__ inline float ld_f(const tview& v, int64_t i0, int64_t i1, int64_t i2)
 }
 
 // Copies nr rows of D floats (row r at base + r * row_stride bytes, elements elem_stride apart)
-// into dst [nr][D] in shared memory with kBatch loads in flight per thread (16-byte loads when
-// vec4: rows packed and 16-byte aligned, D % 4 == 0). Loads one after another would each wait
-// for memory: that latency, not bandwidth, bounds a decode step.
+// into dst [nr][D] in shared memory with kBatch loads in flight per thread (any strides; the
+// packed case goes through load_rows_async). Loads one after another would each wait for memory.
 constexpr int kBatch = 8;
-__device__ inline void load_rows(float* dst, const char* base, int64_t row_stride, int64_t elem_stride, int nr, int D,
-                                 bool vec4) {
-  if (vec4) {
-    const int per_row = D / 4, total = nr * per_row;
-    for (int i0 = threadIdx.x; i0 < total; i0 += kBatch * blockDim.x) {
-      float4 v[kBatch];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int i = i0 + b * blockDim.x;
-        if (i < total)
-          v[b] = *reinterpret_cast<const float4*>(base + int64_t(i / per_row) * row_stride + int64_t(i % per_row) * 16);
-      }
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int i = i0 + b * blockDim.x;
-        if (i < total) reinterpret_cast<float4*>(dst)[i] = v[b];
-      }
-    }
-    return;
-  }
+__device__ inline void load_rows(float* dst, const char* base, int64_t row_stride, int64_t elem_stride, int nr, int D) {
   const int total = nr * D;
   for (int i0 = threadIdx.x; i0 < total; i0 += kBatch * blockDim.x) {
     float v[kBatch];
@@ -88,32 +74,78 @@ __device__ inline void load_rows(float* dst, const char* base, int64_t row_strid
   }
 }
 
-__device__ inline bool packed16(const tview& v, int stride_dim, int D) {
+// The packed copy (rows 16-byte aligned, D % 4 == 0) through cp.async (sm_80+): every 16-byte
+// piece in flight at once, without registers (row and column advance by additions, not a
+// division per piece); wait_rows() waits for all copies this thread started.
+__device__ inline void load_rows_async(float* dst, const char* base, int64_t row_stride, int nr, int D) {
+  const int per_row = D / 4, total = nr * per_row;
+  const int dr = blockDim.x / per_row, dc = blockDim.x % per_row;
+  int r = threadIdx.x / per_row, c = threadIdx.x % per_row;
+  for (int i = threadIdx.x; i < total; i += blockDim.x) {
+    const char* src = base + int64_t(r) * row_stride + int64_t(c) * 16;
+    const unsigned to = unsigned(__cvta_generic_to_shared(dst + 4 * i));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to), "l"(src) : "memory");
+    r += dr;
+    c += dc;
+    if (c >= per_row) {
+      c -= per_row;
+      ++r;
+    }
+  }
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+__device__ inline void wait_rows() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+__host__ __device__ inline bool packed16(const tview& v, int stride_dim, int D) {
   return D % 4 == 0 && v.nb[0] == 4 && reinterpret_cast<uintptr_t>(v.data) % 16 == 0 && v.nb[stride_dim] % 16 == 0;
 }
 
-__global__ void __launch_bounds__(kThreads) attn_kernel(attn_args p) {
+// Sums each of the 32 values v[0..31] over the warp; lane l returns the sum of v[l]. Each step
+// halves the values a lane holds (it keeps one half, sends the other to its partner): 31 shuffles
+// in all instead of 32 x 5 for 32 separate warp_sums.
+template <int kOff>
+__device__ inline void fold_half(float (&v)[32], int lane) {
+  const bool upper = lane & kOff;
+#pragma unroll
+  for (int i = 0; i < kOff; ++i) {
+    const float send = upper ? v[i] : v[i + kOff];
+    const float keep = upper ? v[i + kOff] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kOff);
+  }
+}
+__device__ inline float warp_sum_32(float (&v)[32]) {
+  const int lane = threadIdx.x % 32;
+  fold_half<16>(v, lane);
+  fold_half<8>(v, lane);
+  fold_half<4>(v, lane);
+  fold_half<2>(v, lane);
+  fold_half<1>(v, lane);
+  return v[0];
+}
+static_assert(kRows * kGroup == 32, "a warp's scores are reduced 32 at a time, one per lane");
+
+// kVec: q and the K=V rows packed and 16-byte aligned, D % 4 == 0, tile % 4 == 0 (V4 always):
+// copies by cp.async, the dot products over float4 columns, and a thread owns the adjacent dims
+// 2i and 2i + 1 (float2 reads of the rows). Otherwise scalar reads, dims i and i + kThreads.
+template <bool kVec>
+__global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   pdl_wait();
-  extern __shared__ float sm[];
+  extern __shared__ __align__(16) float sm[];
   const int D = p.D, TL = p.tile;
   float* qs = sm;               // [kGroup][D]
   float* ks = qs + kGroup * D;  // [TL][D]
-  float* acc = ks + TL * D;     // [kGroup][D]
-  float* ps = acc + kGroup * D; // [kGroup][TL]
+  float* ps = ks + TL * D;      // [kGroup][TL]
   __shared__ float s_m[kGroup], s_l[kGroup], s_alpha[kGroup];
-  __shared__ float s_f[kMaxChunks * kGroup];
   __shared__ float s_mask[32];
-  __shared__ bool s_last;
 
   const int t = blockIdx.x / p.chunks, c = blockIdx.x % p.chunks, grp = blockIdx.y;
   const int h0 = grp * kGroup, gn = min(kGroup, p.H - h0);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const int j_begin = c * p.per_chunk, j_end = min(p.NK, j_begin + p.per_chunk);
 
-  const bool q_vec = packed16(p.q, 2, D), kv_vec = packed16(p.kv, 1, D);
-  load_rows(qs, at(p.q, 0, t, h0, 0), p.q.nb[2], p.q.nb[0], gn, D, q_vec);
+  if (kVec) load_rows_async(qs, at(p.q, 0, t, h0, 0), p.q.nb[2], gn, D);
+  else load_rows(qs, at(p.q, 0, t, h0, 0), p.q.nb[2], p.q.nb[0], gn, D);
   for (int i = gn * D + threadIdx.x; i < kGroup * D; i += blockDim.x) qs[i] = 0.0f;  // absent heads
-  for (int i = threadIdx.x; i < kGroup * D; i += blockDim.x) acc[i] = 0.0f;
   for (int i = threadIdx.x; i < kGroup * TL; i += blockDim.x) ps[i] = 0.0f;  // heads >= gn stay 0
   if (threadIdx.x < kGroup) {
     const int g = threadIdx.x;
@@ -121,42 +153,68 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(attn_args p) {
     s_l[g] = 0.0f;
     s_alpha[g] = 1.0f;
   }
-  __syncthreads();
+  // This thread's output dims d0 and d1 of the kGroup heads: acc = acc * alpha + sum_j p_j row_j.
+  const int d0 = kVec ? 2 * threadIdx.x : threadIdx.x, d1 = kVec ? d0 + 1 : threadIdx.x + kThreads;
+  const bool own0 = d0 < D, own1 = d1 < D;
+  float v0[kGroup], v1[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) v0[g] = v1[g] = 0.0f;
 
   for (int j0 = j_begin; j0 < j_end; j0 += TL) {
     const int n = min(TL, j_end - j0);
-    load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D, kv_vec);
+    if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
+    else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
     if (threadIdx.x < n) s_mask[threadIdx.x] = p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
+    // kVec reads rows in fours without bounds checks (branches cost more than the reads): the
+    // rows of a short last tile up to the next multiple of 4 become zeros.
+    if (kVec)
+      for (int i = n * D + threadIdx.x; i < ((n + 3) & ~3) * D; i += blockDim.x) ks[i] = 0.0f;
+    if (kVec) wait_rows();
     __syncthreads();
     // Scores: a warp per kRows key rows, against every head of the group at once (each query
-    // value read from shared memory serves kRows rows, each row value kGroup heads).
+    // value read from shared memory serves kRows rows, each row value kGroup heads); a[u * kGroup
+    // + g] is row jb + u against head g.
     for (int jb = warp * kRows; jb < n; jb += n_warps * kRows) {
-      float a[kRows][kGroup];
+      float a[kRows * kGroup];
 #pragma unroll
-      for (int u = 0; u < kRows; ++u)
+      for (int i = 0; i < kRows * kGroup; ++i) a[i] = 0.0f;
+      if (kVec) {
+        for (int c4 = lane; c4 < D / 4; c4 += 32) {
+          float4 qv[kGroup];
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) a[u][g] = 0.0f;
-      for (int d = lane; d < D; d += 32) {
-        float qv[kGroup];
+          for (int g = 0; g < kGroup; ++g) qv[g] = reinterpret_cast<const float4*>(qs + g * D)[c4];
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) qv[g] = qs[g * D + d];
+          for (int u = 0; u < kRows; ++u) {  // rows >= n: zeros, their scores are not kept
+            const float4 kd = reinterpret_cast<const float4*>(ks + (jb + u) * D)[c4];
 #pragma unroll
-        for (int u = 0; u < kRows; ++u) {
-          const float kd = jb + u < n ? ks[(jb + u) * D + d] : 0.0f;
+            for (int g = 0; g < kGroup; ++g) {
+              float& x = a[u * kGroup + g];
+              x += qv[g].x * kd.x;
+              x += qv[g].y * kd.y;
+              x += qv[g].z * kd.z;
+              x += qv[g].w * kd.w;
+            }
+          }
+        }
+      } else {
+        for (int d = lane; d < D; d += 32) {
+          float qv[kGroup];
 #pragma unroll
-          for (int g = 0; g < kGroup; ++g) a[u][g] += qv[g] * kd;
+          for (int g = 0; g < kGroup; ++g) qv[g] = qs[g * D + d];
+#pragma unroll
+          for (int u = 0; u < kRows; ++u) {
+            const float kd = jb + u < n ? ks[(jb + u) * D + d] : 0.0f;
+#pragma unroll
+            for (int g = 0; g < kGroup; ++g) a[u * kGroup + g] += qv[g] * kd;
+          }
         }
       }
-#pragma unroll
-      for (int u = 0; u < kRows; ++u)
-#pragma unroll
-        for (int g = 0; g < kGroup; ++g) a[u][g] = warp_sum(a[u][g]);
-      if (lane == 0)
-        for (int u = 0; u < kRows && jb + u < n; ++u)
-          for (int g = 0; g < gn; ++g) ps[g * TL + jb + u] = a[u][g] * p.scale + s_mask[jb + u];
+      const float dot = warp_sum_32(a);  // row jb + lane / kGroup, head lane % kGroup
+      const int u = lane / kGroup, g = lane % kGroup;
+      if (jb + u < n && g < gn) ps[g * TL + jb + u] = dot * p.scale + s_mask[jb + u];
     }
     __syncthreads();
-    // Online softmax: a warp per head, a lane per key row of the tile.
+    // Online softmax: a warp per head, a lane per key row of the tile (rows >= n get e = 0).
     for (int g = warp; g < gn; g += n_warps) {
       const float s = lane < n ? ps[g * TL + lane] : -INFINITY;
       const float m_old = s_m[g], m_new = fmaxf(m_old, warp_max(s));
@@ -175,19 +233,35 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(attn_args p) {
       }
     }
     __syncthreads();
-    // acc = acc * alpha + sum_j p_j * row_j; a thread owns dims d0 and d0 + blockDim (no races),
-    // each p_j read from shared memory serving both.
-    for (int d0 = threadIdx.x; d0 < D; d0 += 2 * blockDim.x) {
-      const int d1 = d0 + blockDim.x;
-      const bool two = d1 < D;
-      float v0[kGroup], v1[kGroup];
 #pragma unroll
-      for (int g = 0; g < kGroup; ++g) {
-        v0[g] = acc[g * D + d0] * s_alpha[g];
-        v1[g] = two ? acc[g * D + d1] * s_alpha[g] : 0.0f;
-      }
+    for (int g = 0; g < kGroup; ++g) {
+      v0[g] *= s_alpha[g];
+      v1[g] *= s_alpha[g];
+    }
+    if (kVec) {  // four p_j per float4 read, both dims per float2 read
+      if (own0)
+        for (int j = 0; j < n; j += 4) {
+          float4 pg[kGroup];
+#pragma unroll
+          for (int g = 0; g < kGroup; ++g) pg[g] = *reinterpret_cast<const float4*>(ps + g * TL + j);
+          float2 k[4];  // rows >= n: zeros (and their p_j = 0)
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) k[jj] = *reinterpret_cast<const float2*>(ks + (j + jj) * D + d0);
+#pragma unroll
+          for (int g = 0; g < kGroup; ++g) {
+            v0[g] += pg[g].x * k[0].x;
+            v1[g] += pg[g].x * k[0].y;
+            v0[g] += pg[g].y * k[1].x;
+            v1[g] += pg[g].y * k[1].y;
+            v0[g] += pg[g].z * k[2].x;
+            v1[g] += pg[g].z * k[2].y;
+            v0[g] += pg[g].w * k[3].x;
+            v1[g] += pg[g].w * k[3].y;
+          }
+        }
+    } else {  // each p_j read from shared memory serves both dims
       for (int j = 0; j < n; ++j) {
-        const float k0 = ks[j * D + d0], k1 = two ? ks[j * D + d1] : 0.0f;
+        const float k0 = own0 ? ks[j * D + d0] : 0.0f, k1 = own1 ? ks[j * D + d1] : 0.0f;
 #pragma unroll
         for (int g = 0; g < kGroup; ++g) {
           const float pj = ps[g * TL + j];
@@ -195,116 +269,102 @@ __global__ void __launch_bounds__(kThreads) attn_kernel(attn_args p) {
           v1[g] += pj * k1;
         }
       }
-#pragma unroll
-      for (int g = 0; g < kGroup; ++g) {
-        acc[g * D + d0] = v0[g];
-        if (two) acc[g * D + d1] = v1[g];
-      }
     }
-    __syncthreads();
+    __syncthreads();  // ks, ps and s_alpha are rewritten by the next tile
   }
+  if (kVec) wait_rows();  // the queries' copy, when there was no tile
 
   if (p.chunks == 1) {  // the whole row in this block: normalise and write
-    for (int i = threadIdx.x; i < gn * D; i += blockDim.x) {
-      const int g = i / D, d = i % D;
+    __shared__ float s_inv[kGroup];
+    if (threadIdx.x < gn) {
+      const int g = threadIdx.x;
       const float M = s_m[g];
-      float y = 0.0f;
-      if (M != -INFINITY) {
-        const float L = s_l[g] + (p.has_sink ? expf(ld_f(p.sink, h0 + g, 0, 0) - M) : 0.0f);
-        y = acc[i] * (1.0f / L);
-      }
-      *reinterpret_cast<float*>(at(p.y, d, t, h0 + g, 0)) = y;
+      float inv = 0.0f;
+      if (M != -INFINITY) inv = 1.0f / (s_l[g] + (p.has_sink ? expf(ld_f(p.sink, h0 + g, 0, 0) - M) : 0.0f));
+      s_inv[g] = inv;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      if (g >= gn) break;
+      if (own0) *reinterpret_cast<float*>(at(p.y, d0, t, h0 + g, 0)) = v0[g] * s_inv[g];
+      if (own1) *reinterpret_cast<float*>(at(p.y, d1, t, h0 + g, 0)) = v1[g] * s_inv[g];
     }
     return;
   }
 
-  // Partial result of this chunk, then the last block of (t, grp) combines.
+  // The partial result of this chunk, for attn_combine_kernel.
   const int64_t stride = int64_t(kGroup) * D + 2 * kGroup;
-  auto part_of = [&](int cc) { return p.part + ((int64_t(t) * p.groups + grp) * p.chunks + cc) * stride; };
-  float* mine = part_of(c);
-  for (int i = threadIdx.x; i < kGroup * D; i += blockDim.x) mine[i] = acc[i];
+  float* mine = p.part + ((int64_t(t) * p.groups + grp) * p.chunks + c) * stride;
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    if (own0) mine[g * D + d0] = v0[g];
+    if (own1) mine[g * D + d1] = v1[g];
+  }
   if (threadIdx.x < kGroup) {
     mine[kGroup * D + threadIdx.x] = s_m[threadIdx.x];
     mine[kGroup * D + kGroup + threadIdx.x] = s_l[threadIdx.x];
   }
-  __threadfence();
-  __syncthreads();
-  unsigned* counter = p.counters + int64_t(t) * p.groups + grp;
-  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1u) == unsigned(p.chunks - 1);
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  // Per head (a warp each, a lane per chunk: chunks <= 64): M, the chunks' factors e^(m_c - M)
-  // and 1 / L.
-  for (int g = warp; g < gn; g += n_warps) {
-    float m[2], l[2];
-    for (int u = 0; u < 2; ++u) {
-      const int cc = lane + 32 * u;
-      m[u] = cc < p.chunks ? __ldcg(part_of(cc) + kGroup * D + g) : -INFINITY;
-      l[u] = cc < p.chunks ? __ldcg(part_of(cc) + kGroup * D + kGroup + g) : 0.0f;
-    }
-    const float M = warp_max(fmaxf(m[0], m[1]));
+}
+
+// One block per (head, token); a thread per 4 output dims (D % 4 == 0) or per dim. Each thread
+// starts the loads of its first kFirst chunks' partial outputs, then reads every chunk's max and
+// sum (the same few addresses for the whole block: L1), finds M, e^(m_c - M) and L itself, and
+// sums. L = sum_c l_c e^(m_c - M) in chunk order, then + e^(sink - M).
+constexpr int kFirst = 16;
+__global__ void __launch_bounds__(kCombineThreads) attn_combine_kernel(attn_args p) {
+  pdl_wait();
+  const int h = blockIdx.x, t = blockIdx.y, grp = h / kGroup, g = h % kGroup, D = p.D, C = p.chunks;
+  const int64_t stride = int64_t(kGroup) * D + 2 * kGroup;
+  const float* base = p.part + (int64_t(t) * p.groups + grp) * C * stride;
+  const float* ml = base + kGroup * D + g;  // m_c at ml[c * stride], l_c at ml[c * stride + kGroup]
+  const float* src = base + int64_t(g) * D;
+  const bool vec = D % 4 == 0;  // 16-byte loads: stride and g * D are multiples of 4 floats
+  const int per = vec ? D / 4 : D;
+  for (int i = threadIdx.x; i < per; i += blockDim.x) {
+    auto load = [&](int cc) {
+      if (vec) return reinterpret_cast<const float4*>(src + cc * stride)[i];
+      return make_float4(src[cc * stride + i], 0.0f, 0.0f, 0.0f);
+    };
+    float4 v[kFirst];
+#pragma unroll
+    for (int b = 0; b < kFirst; ++b) v[b] = b < C ? load(b) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float M = -INFINITY;
+    for (int cc = 0; cc < C; ++cc) M = fmaxf(M, ml[cc * stride]);
     float L = 0.0f;
-    for (int u = 0; u < 2; ++u) {
-      const int cc = lane + 32 * u;
-      const float f = (M == -INFINITY || m[u] == -INFINITY) ? 0.0f : expf(m[u] - M);
-      if (cc < p.chunks) s_f[cc * kGroup + g] = f;
-      L += l[u] * f;
+    float4 y = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    auto add = [&](int cc, const float4& x) {
+      const float m = ml[cc * stride];
+      const float f = (M == -INFINITY || m == -INFINITY) ? 0.0f : expf(m - M);
+      L += ml[cc * stride + kGroup] * f;
+      y.x += x.x * f;
+      y.y += x.y * f;
+      y.z += x.z * f;
+      y.w += x.w * f;
+    };
+#pragma unroll
+    for (int b = 0; b < kFirst; ++b)
+      if (b < C) add(b, v[b]);
+    for (int c0 = kFirst; c0 < C; c0 += kBatch) {
+      float4 w[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) w[b] = c0 + b < C ? load(c0 + b) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (c0 + b < C) add(c0 + b, w[b]);
     }
-    L = warp_sum(L);
-    if (lane == 0) {
-      if (M != -INFINITY && p.has_sink) L += expf(ld_f(p.sink, h0 + g, 0, 0) - M);
-      s_l[g] = M == -INFINITY ? 0.0f : 1.0f / L;
-    }
-  }
-  __syncthreads();
-  if (D % 4 == 0) {  // 16-byte loads, 4 outputs x 4 chunks in flight (the combine is latency-bound)
-    constexpr int kOut = 4;
-    const int total4 = gn * D / 4;
-    for (int o0 = threadIdx.x; o0 < total4; o0 += kOut * blockDim.x) {
-      float4 y[kOut];
-#pragma unroll
-      for (int u = 0; u < kOut; ++u) y[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-      for (int cc = 0; cc < p.chunks; ++cc) {
-        const float4* src = reinterpret_cast<const float4*>(part_of(cc));
-        float4 v[kOut];
-#pragma unroll
-        for (int u = 0; u < kOut; ++u) {
-          const int o = o0 + u * blockDim.x;
-          v[u] = o < total4 ? __ldcg(src + o) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-#pragma unroll
-        for (int u = 0; u < kOut; ++u) {
-          const int o = o0 + u * blockDim.x;
-          const float f = o < total4 ? s_f[cc * kGroup + 4 * o / D] : 0.0f;
-          y[u].x += v[u].x * f;
-          y[u].y += v[u].y * f;
-          y[u].z += v[u].z * f;
-          y[u].w += v[u].w * f;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kOut; ++u) {
-        const int o = o0 + u * blockDim.x;
-        if (o >= total4) continue;
-        const int g = 4 * o / D, d = 4 * o % D;
-        const float inv = s_l[g];
-        *reinterpret_cast<float*>(at(p.y, d, t, h0 + g, 0)) = y[u].x * inv;
-        *reinterpret_cast<float*>(at(p.y, d + 1, t, h0 + g, 0)) = y[u].y * inv;
-        *reinterpret_cast<float*>(at(p.y, d + 2, t, h0 + g, 0)) = y[u].z * inv;
-        *reinterpret_cast<float*>(at(p.y, d + 3, t, h0 + g, 0)) = y[u].w * inv;
-      }
-    }
-  } else {
-    for (int i = threadIdx.x; i < gn * D; i += blockDim.x) {
-      const int g = i / D, d = i % D;
-      float y = 0.0f;
-      for (int cc = 0; cc < p.chunks; ++cc) y += __ldcg(part_of(cc) + i) * s_f[cc * kGroup + g];
-      *reinterpret_cast<float*>(at(p.y, d, t, h0 + g, 0)) = y * s_l[g];
+    float inv = 0.0f;
+    if (M != -INFINITY) inv = 1.0f / (L + (p.has_sink ? expf(ld_f(p.sink, h, 0, 0) - M) : 0.0f));
+    if (vec) {
+      const int d = 4 * i;
+      *reinterpret_cast<float*>(at(p.y, d, t, h, 0)) = y.x * inv;
+      *reinterpret_cast<float*>(at(p.y, d + 1, t, h, 0)) = y.y * inv;
+      *reinterpret_cast<float*>(at(p.y, d + 2, t, h, 0)) = y.z * inv;
+      *reinterpret_cast<float*>(at(p.y, d + 3, t, h, 0)) = y.w * inv;
+    } else {
+      *reinterpret_cast<float*>(at(p.y, i, t, h, 0)) = y.x * inv;
     }
   }
-  if (threadIdx.x == 0) *counter = 0;
 }
 
 struct device_info {
@@ -320,7 +380,8 @@ const device_info& info() {
     if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) optin = 48 << 10;
     cudaGetLastError();
     r.smem_limit = std::min(optin - (4 << 10), 160 << 10);  // room for the static shared arrays
-    cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
+    cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
+    cudaFuncSetAttribute(attn_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
     return r;
   }();
   return i;
@@ -348,10 +409,15 @@ bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
   p.NK = int(kv->ne[1]);
   p.groups = (p.H + kGroup - 1) / kGroup;
   if (p.D == 0 || p.T == 0 || p.H == 0) return true;
+  if (p.D > 2 * kThreads) {
+    *error = "CUDA: attn_mqa with head dim " + std::to_string(p.D) + ": the kernel takes at most " +
+             std::to_string(2 * kThreads) + " (run the op on the CPU)";
+    return false;
+  }
   const device_info& di = info();
 
   // Tile: the most key rows (<= 32) whose shared memory fits.
-  auto smem_for = [&](int tl) { return size_t(2 * kGroup * p.D + tl * p.D + kGroup * tl) * sizeof(float); };
+  auto smem_for = [&](int tl) { return size_t(kGroup * p.D + tl * p.D + kGroup * tl) * sizeof(float); };
   p.tile = 32;
   while (p.tile > 1 && smem_for(p.tile) > size_t(di.smem_limit)) p.tile /= 2;
   if (smem_for(p.tile) > size_t(di.smem_limit)) {
@@ -368,12 +434,16 @@ bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
   if (p.chunks > 1) {
     const size_t part_bytes = size_t(pairs) * p.chunks * (size_t(kGroup) * p.D + 2 * kGroup) * sizeof(float);
     p.part = static_cast<float*>(scratch(s, 10, part_bytes, error));
-    p.counters = static_cast<unsigned*>(scratch(s, 11, size_t(pairs) * sizeof(unsigned), error));
-    if (!p.part || !p.counters) return false;
+    if (!p.part) return false;
   }
   const dim3 grid(unsigned(int64_t(p.T) * p.chunks), unsigned(p.groups));
-  launch(attn_kernel, grid, kThreads, smem_for(p.tile), s, p);
-  return launched("attn_mqa", error);
+  const bool vec = packed16(p.q, 2, p.D) && packed16(p.kv, 1, p.D) && p.tile % 4 == 0;
+  launch(vec ? attn_kernel<true> : attn_kernel<false>, grid, kThreads, smem_for(p.tile), s, p);
+  if (!launched("attn_mqa", error)) return false;
+  if (p.chunks == 1) return true;
+  // chunks > 1 only when groups * T < 2 * SMs: T is small, the grid's y fits.
+  launch(attn_combine_kernel, dim3(unsigned(p.H), unsigned(p.T)), kCombineThreads, 0, s, p);
+  return launched("attn_mqa (combine)", error);
 }
 
 }  // namespace v4::cuda

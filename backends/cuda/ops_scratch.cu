@@ -1,8 +1,7 @@
 // Scratch device memory for kernels that need room outside the graph (top_k's candidate lists,
 // attn_mqa's per-chunk partial results): one growing allocation per (stream, slot), kept for the
 // life of the process. Growing waits for the stream first, so a kernel still reading the old
-// allocation is never pulled from under it. New memory is zeroed (attn_mqa's chunk counters rely
-// on starting at zero; its kernel leaves them at zero again). Inside a CUDA graph capture the
+// allocation is never pulled from under it. New memory is zeroed. Inside a CUDA graph capture the
 // zeroing becomes a node of the graph and an outgrown block is freed later (no waiting is allowed
 // there); every growth bumps scratch_generation() so captured graphs know their pointers changed.
 #include <atomic>

@@ -1,10 +1,11 @@
 // CUDA kernels of the "other ops" (docs/CUDA.md) at the model's real sizes, which the op harness
 // (tests/ops, small shapes with float64 bounds) does not reach: top_k over the indexer's up to
 // 128K scores per query (the segmented path), argsort / top_k falling back to the global sort,
-// attn_mqa at V4-Flash's decode and prefill shapes (the chunked, combined path), and get_rows
-// of the stored fp8_e4m3 / mxfp4 / q8_0 rows. Each result is compared with the CPU backend's
-// (exact for the integer and decoded results, a small bound for attention), and the time per call
-// is printed (not asserted). Without a usable GPU every test skips.
+// attn_mqa at V4-Flash's decode and prefill shapes (the chunked, combined path), rope of q and of
+// the attention output (permuted) at decode and prefill shapes, and get_rows of the stored
+// fp8_e4m3 / mxfp4 / q8_0 rows. Each result is compared with the CPU backend's (exact for the
+// integer and decoded results, a small bound for attention and rope), and the time per call is
+// printed (not asserted). Without a usable GPU every test skips.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -175,7 +176,8 @@ TEST(CudaOps, ArgsortLargeRows) {
 }
 
 // attn_mqa at V4-Flash's shapes: 64 heads of 512, window 128 + top-512 selected rows at decode;
-// a 128-token prefill chunk over window + chunk + 1024 compressed rows. Mask: some -inf.
+// an HCA layer at 512K context (4096 compressed rows); a 128-token prefill chunk over window +
+// chunk + 1024 compressed rows. Mask: some -inf.
 TEST(CudaOps, AttnMqaModelShapes) {
   REQUIRE_GPU(gpu);
   device* cpu = cpu::cpu_device();
@@ -183,7 +185,10 @@ TEST(CudaOps, AttnMqaModelShapes) {
     int64_t D, T, H, NK;
     const char* what;
   };
-  for (const shape& sh : {shape{512, 1, 64, 640, "decode"}, shape{512, 128, 64, 128 + 128 + 1024, "prefill"}}) {
+  // Decode: a CSA layer (128 window + 512 selected rows), an HCA layer at 512K context (128 +
+  // 4096 rows: more tiles per chunk), 2 tokens (MTP-like); prefill: one chunk (chunks == 1).
+  for (const shape& sh : {shape{512, 1, 64, 640, "decode"}, shape{512, 1, 64, 128 + 4096, "decode HCA 512K"},
+                          shape{512, 2, 64, 640, "decode 2 tokens"}, shape{512, 128, 64, 128 + 128 + 1024, "prefill"}}) {
     SCOPED_TRACE(sh.what);
     std::mt19937 rng(uint32_t(sh.NK));
     std::uniform_real_distribution<float> d(-2, 2);
@@ -210,6 +215,61 @@ TEST(CudaOps, AttnMqaModelShapes) {
     }
     std::printf("attn_mqa %s D=%lld T=%lld H=%lld NK=%lld: %.1f us per call (max |gpu - cpu| %.2g)\n", sh.what,
                 (long long)sh.D, (long long)sh.T, (long long)sh.H, (long long)sh.NK, got.seconds * 1e6, worst);
+  }
+}
+
+// rope at V4-Flash's shapes: q [512, 64 heads, T] with the last 64 dims rotated (interleaved,
+// YaRN as the CSA/HCA layers: base 160000, factor 16, original context 65536), at positions past
+// 64K; and the inverse rotation of the attention output through a permuted view ([512, T, 64]
+// read as [512, 64, T]: the strided path). Compared with the CPU within 1e-5 absolute (|x| <= 2:
+// a few f32 ulps; both compute the angles in double). An FNV-1a hash of the GPU's bytes is
+// printed so that two builds of the kernel can be checked for identical bits.
+TEST(CudaOps, RopeModelShapes) {
+  REQUIRE_GPU(gpu);
+  device* cpu = cpu::cpu_device();
+  struct shape {
+    int64_t T;
+    bool inverse;
+    const char* what;
+  };
+  for (const shape& sh : {shape{1, false, "q decode"}, shape{128, false, "q prefill"}, shape{1, true, "inverse, permuted, decode"},
+                          shape{128, true, "inverse, permuted, prefill"}}) {
+    SCOPED_TRACE(sh.what);
+    const int64_t D = 512, H = 64;
+    std::mt19937 rng(uint32_t(sh.T + sh.inverse));
+    std::uniform_real_distribution<float> d(-2, 2);
+    std::vector<float> x(size_t(D * H * sh.T));
+    for (float& v : x) v = d(rng);
+    std::vector<int32_t> positions(size_t(sh.T));
+    for (int64_t t = 0; t < sh.T; ++t) positions[size_t(t)] = int32_t(70001 + 37 * t);
+    rope_params rp;
+    rp.n_rot = 64;
+    rp.interleaved = true;
+    rp.inverse = sh.inverse;
+    rp.base = 160000.0f;
+    rp.yarn_factor = 16.0f;
+    rp.yarn_orig_ctx = 65536.0f;
+    rp.yarn_beta_fast = 32.0f;
+    rp.yarn_beta_slow = 1.0f;
+    const bool permuted = sh.inverse;
+    const std::vector<leaf_spec> in{f32_leaf(permuted ? std::vector<int64_t>{D, sh.T, H} : std::vector<int64_t>{D, H, sh.T}, x),
+                                    i32_leaf({sh.T}, positions)};
+    auto b = [rp, permuted](context& c, const std::vector<tensor*>& l) {
+      return rope(c, permuted ? permute(c, l[0], 0, 2, 1, 3) : l[0], l[1], rp);
+    };
+    const std::vector<float> want = as<float>(run_op(cpu, in, b).out);
+    const op_run got = run_op(gpu, in, b, 10, 21);
+    const std::vector<float> g = as<float>(got.out);
+    ASSERT_EQ(g.size(), want.size());
+    double worst = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      worst = std::max(worst, std::fabs(double(g[i]) - want[i]));
+      ASSERT_NEAR(g[i], want[i], 1e-5) << "element " << i;
+    }
+    uint64_t hash = 1469598103934665603ull;
+    for (uint8_t byte : got.out) hash = (hash ^ byte) * 1099511628211ull;
+    std::printf("rope %s D=%lld H=%lld T=%lld: %.1f us per call (max |gpu - cpu| %.2g, bits %016llx)\n", sh.what,
+                (long long)D, (long long)H, (long long)sh.T, got.seconds * 1e6, worst, (unsigned long long)hash);
   }
 }
 
