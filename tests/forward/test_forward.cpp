@@ -75,11 +75,17 @@ compare_result compare(const std::vector<float>& a, const std::vector<float>& re
   return r;
 }
 
+// On the CPU, also where a GPU is present: these goldens and tolerances are the CPU backend's
+// (on the H200 the native FP8 model's split-vs-one-pass check fails: the GPU's tensor-core
+// prefill rounds x to bf16 where its decode does not, and FP8 QAT amplifies that; the GPU is held
+// to the CPU by Offload.CudaMatchesCpu instead, with its own bound).
 std::unique_ptr<model> load(const std::string& name) {
   const std::string path = converted(name);
   if (path.empty()) return nullptr;
   std::string err;
-  auto m = model::load(path, {}, &err);
+  load_options lo;
+  lo.place.n_gpu_layers = 0;
+  auto m = model::load(path, lo, &err);
   EXPECT_TRUE(m) << err;
   return m;
 }
