@@ -149,21 +149,40 @@ __device__ __forceinline__ void prefetch_l2_line(const void* p) {
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 
-// kernel<<<grid, block, smem, s>>>(args...) with the PDL attribute when pdl_enabled(). Errors are
-// left for launched() (cudaGetLastError) as with <<<>>>.
+// kernel<<<grid, block, smem, s>>>(args...) in thread-block clusters of cluster_x blocks along x
+// (sm_90; 1: no clusters), with the PDL attribute when pdl_enabled(). Errors are left for
+// launched() (cudaGetLastError) as with <<<>>>.
 template <typename... KArgs, typename... Args>
-inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+inline void launch_clustered(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                             unsigned cluster_x, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  if (pdl_enabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = n;
   (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+// The same without clusters: every kernel launch of the backend.
+template <typename... KArgs, typename... Args>
+inline void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  launch_clustered(kernel, grid, block, smem, s, 1u, std::forward<Args>(args)...);
 }
 
 // Records a launch error (if any) in *error with the op's name; true when the launch was fine.

@@ -961,27 +961,6 @@ bool launch_split(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& 
 // When it pays is measured (docs/CUDA.md "Cluster split-K and weight prefetch"): cluster_slices.
 std::atomic<int> g_cluster_force{0};  // set_matmul_cluster (a test hook): 0 automatic, 1 never, n forced
 
-// kernel<<<grid, block, smem, s>>> in clusters of cluster_x blocks along x, with PDL as launch().
-template <typename... KArgs, typename... Args>
-void launch_clustered(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, unsigned cluster_x,
-                      Args&&... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster_x;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
-}
-
 // Whether the current GPU launches thread-block clusters (sm_90 and newer).
 bool clusters_available() {
   int dev = 0, on = 0;

@@ -384,7 +384,9 @@ static void reduce(const ref_in& in, ref_out* o) {
 static void ref_SUM(const ref_in& in, ref_out* o) { reduce<false>(in, o); }
 static void ref_MAX(const ref_in& in, ref_out* o) { reduce<true>(in, o); }
 
-static void ref_RMS_NORM(const ref_in& in, ref_out* o) {
+// Rows normalised by their RMS, times w[i0] when w is given (rms_norm_w: one more rounding, the
+// product by w: (n + 9)u|y| instead of rms_norm's (n + 8)u|y|).
+static void rms_rows(const ref_in& in, ref_out* o, const darray* w) {
   const darray& a = in.src[0];
   const int64_t n = a.ne[0];
   o->shape(dtype::f32, a.ne);
@@ -394,11 +396,13 @@ static void ref_RMS_NORM(const ref_in& in, ref_out* o) {
     const double inv = 1.0 / std::sqrt(ss / double(n) + double(in.args.f0));
     for (int64_t j = 0; j < n; ++j) {
       const size_t k = size_t(r * n + j);
-      o->v[k] = a.v[k] * inv;
-      o->tol[k] = double(n + 8) * u * std::fabs(o->v[k]);
+      o->v[k] = w ? a.v[k] * inv * w->at(j) : a.v[k] * inv;
+      o->tol[k] = double(w ? n + 9 : n + 8) * u * std::fabs(o->v[k]) + (w ? kTiny : 0.0);
     }
   }
 }
+
+static void ref_RMS_NORM(const ref_in& in, ref_out* o) { rms_rows(in, o, nullptr); }
 
 // Softmax error bound for p_j = e_j / S, e_j = exp(z_j - M), S = sum_k e_k (+ e_sink):
 //   z_k = a_k*s + m_k rounds twice: |dz_k| <= 2u(|a_k s| + |m_k|); z_k - M rounds: u|z_k - M|;
@@ -846,21 +850,7 @@ static void ref_HC_MIX(const ref_in& in, ref_out* o) {
 // ---- fused ops of the decode graph (tensor/ops.h) ----------------------------------------------------
 // rms_norm_w: rms_norm's value times w[i0]; its bound (n + 8)u|y| plus one more rounding (the
 // product by w: u|y|).
-static void ref_RMS_NORM_W(const ref_in& in, ref_out* o) {
-  const darray &a = in.src[0], &w = in.src[1];
-  const int64_t n = a.ne[0];
-  o->shape(dtype::f32, a.ne);
-  for (int64_t r = 0; r < a.n() / n; ++r) {
-    double ss = 0;
-    for (int64_t j = 0; j < n; ++j) ss += a.v[size_t(r * n + j)] * a.v[size_t(r * n + j)];
-    const double inv = 1.0 / std::sqrt(ss / double(n) + double(in.args.f0));
-    for (int64_t j = 0; j < n; ++j) {
-      const size_t k = size_t(r * n + j);
-      o->v[k] = a.v[k] * inv * w.at(j);
-      o->tol[k] = double(n + 9) * u * std::fabs(o->v[k]) + kTiny;
-    }
-  }
-}
+static void ref_RMS_NORM_W(const ref_in& in, ref_out* o) { rms_rows(in, o, &in.src[1]); }
 
 // swiglu: silu(min(g, L)) * clamp(u, -L, L) * wts (L = f0; no clamp for L <= 0), silu(-inf) = -0.
 // The clamps are exact; silu is within 8 ulp (2^-20 relative, as ref_SILU), then two products
