@@ -87,6 +87,8 @@ enum class data_kind {
   x_constant,  // random weights; x row n constant (n + 1) / 3 (every 32-block: q = 127 or 0)
   x_outliers,  // random; one element per 32-block of x is 2^20 times larger: it sets amax
   x_nonfinite, // random; x row 0 has a NaN, row 1 (when N > 1) an infinity, the others finite
+  special_d,   // random; K-quant super-scales (d, dmin) cycle through +-0, f16 subnormals, the
+               // smallest and the largest normal f16 (kernels that convert f16 by integer ops)
 };
 
 struct scale_block {
@@ -318,6 +320,24 @@ class test_case {
           }
           break;
         default: break;
+      }
+      if (kind == data_kind::special_d) {
+        // (0, subnormals: 2^-24, the largest, one in between; 2^-14; 65504 and 2^10: products and
+        // outputs stay normal f32 with the x magnitudes below. Negative only for q3_k: the |w|
+        // terms of the asymmetric types assume d, dmin >= 0.)
+        static const uint16_t special[] = {0x0000, 0x0001, 0x03FF, 0x0155, 0x0400, 0x7BFF, 0x6400, 0x0200};
+        const size_t bs = wt_ == dtype::q4_k ? sizeof(quant::block_q4_k)
+                          : wt_ == dtype::q3_k ? sizeof(quant::block_q3_k)
+                          : wt_ == dtype::q2_k ? sizeof(quant::block_q2_k)
+                                               : 0;
+        for (int64_t b = 0; bs && b < K_ / 256; ++b) {
+          uint16_t h[2];  // d, then dmin (q4_k, q2_k): both at the start of the block
+          std::memcpy(h, row + b * bs, 4);
+          if ((m + b) % 3 != 2) h[0] = special[size_t(m + 3 * b) % 8];  // some blocks keep a random d
+          if (wt_ == dtype::q3_k && (m + b) % 4 == 1) h[0] ^= 0x8000;
+          if (wt_ != dtype::q3_k && (m + b) % 2 == 0) h[1] = special[size_t(5 * m + b) % 8];
+          std::memcpy(row + b * bs, h, wt_ == dtype::q3_k ? 2 : 4);
+        }
       }
     }
     if (kind == data_kind::nan_scale && is_scaled(wt_)) sptr(qlo_.scale_rows / 2)[qlo_.s_stride / 2] = 0xff;
@@ -688,6 +708,26 @@ TEST_P(QmatmulVariant, Int8XShapesAndSpecialInputs) {
             for (int64_t m = 0; m < M; ++m) ASSERT_TRUE(std::isnan(tc.y(0, m))) << describe(*v_, tc, what);
           }
         }
+  }
+}
+
+// K-quant super-scales outside the usual range (zero, subnormal, extreme normal f16: the int8
+// decode converts them by integer ops, with a fallback for zeros and subnormals), through the
+// one-x-row decode (two weight rows per pass and an odd one: M = 37; K = 16384: several K
+// segments, whose prefetch follows the read order), a few x rows, and the panels.
+TEST_P(QmatmulVariant, KQuantSpecialSuperScales) {
+  uint32_t seed = 9000;
+  const shape shapes[] = {{37, 1, 512}, {37, 1, 16384}, {33, 3, 768}, {40, 20, 512}};
+  for (dtype t : {dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    for (const shape& s : shapes)
+      for (data_kind kind : {data_kind::special_d, data_kind::random}) {
+        test_case tc(t, s.M, s.N, s.K, {}, (seed & 1) ? strided(t) : kPacked, kind, seed);
+        ++seed;
+        const check_result r = run_and_check(*v_, tc, 2);
+        ASSERT_TRUE(r.ok()) << describe(*v_, tc, kind == data_kind::special_d ? "special d" : "random") << ": " << r.bad
+                            << " bad, first " << r.first;
+      }
   }
 }
 

@@ -1,5 +1,6 @@
 // AVX-512 helpers shared by the K-quant decoders of qmatmul_avx512.cpp and
-// qmatmul_vnni_avx512.cpp (both compiled with AVX-512 flags; include nowhere else).
+// qmatmul_vnni_avx512.cpp (both compiled with AVX-512 flags; include nowhere else), and the
+// read-order prefetch position of their decode paths.
 #pragma once
 
 #include <immintrin.h>
@@ -21,5 +22,34 @@ inline __m512i unpack6_epi32(const uint8_t* in) {
                                       _mm512_set1_epi32(3));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4));
 }
+
+// The decode paths read a tile of `rows` weight rows segment by segment (segment-major: segment 0
+// of every row, then segment 1, ...; nseg segments), then the next tile, assumed `tile_rows` rows
+// further. read_ahead tracks the row segment `ahead` segments after the one being read, stepped
+// once per row read (integer divisions only at the start: two per row measured as a visible share
+// of a K = 4096 row). Byte offset from segment s of row r: offset(r, s, ...).
+struct read_ahead {
+  int64_t rows, nseg, r2, s3, tiles;
+  read_ahead(int64_t rows_, int64_t nseg_, int64_t ahead) : rows(rows_), nseg(nseg_) {
+    const int64_t s2 = ahead / rows;
+    r2 = ahead % rows;
+    tiles = s2 / nseg;
+    s3 = s2 % nseg;
+  }
+  void next() {
+    if (++r2 == rows) {
+      r2 = 0;
+      if (++s3 == nseg) {
+        s3 = 0;
+        ++tiles;
+      }
+    }
+  }
+  // seg_start(j): the row byte offset where segment j starts.
+  template <class F>
+  int64_t offset(int64_t r, int64_t s, int64_t tile_rows, int64_t stride, F seg_start) const {
+    return (tiles * tile_rows + r2 - r) * stride + (seg_start(s3) - seg_start(s));
+  }
+};
 
 }  // namespace v4::cpu::qmm_arch

@@ -20,14 +20,20 @@
 //    scales before the spread (one multiply per super-block instead of one per vector). Mins
 //    (q4_k, q2_k): - dmin m_j * (x scale * sum of the x codes of sub-block j), one FMA per
 //    super-block on vectors of 16 sub-blocks. q2_k/q3_k with one x row (the decode that is
-//    compute-bound on one core): the 4 vectors' int32 sums are first added per 16-element
-//    sub-block (exact; a 4x4 transpose-add), then one convert and one FMA per super-block by
-//    (d sc_j dx), the per-sub-block values kept in that "sigma" lane order; their 2-bit planes
-//    come out by one GF2P8AFFINEQB each (GFNI; shift + mask without it), q3_k's 6-bit scales
-//    are unpacked in general-purpose registers (pdep). Structure of qmatmul_avx512.cpp's
-//    decode path: 16-row tiles handed out dynamically, x kept in L1 by K segments, prefetcht2
-//    of the weight stream a few row segments ahead in the order they are read, the 16 rows'
-//    sums reduced together.
+//    compute-bound on one core; dot_reduce): the 4 vectors' int32 sums are first reduced to one
+//    exact int32 per 16-element sub-block (a 4x4 transpose-add), kept in a "sigma" lane order,
+//    then one convert and one FMA per super-block by (d sc_j dx_j); q3_k: two weight rows per
+//    pass sharing the x loads, the code offset taken out as one add of -4 (sum of the x codes)
+//    per sub-block, the 3-bit codes by two bit-blends and five GF2P8AFFINEQB for the 4 vectors
+//    (GFNI; shift, vptestmb and masked add without it), the 6-bit scales unpacked and the f16
+//    super-scale converted in general-purpose registers (pdep; the broadcast by a load); q2_k:
+//    one row per pass, 2-bit planes by one GF2P8AFFINEQB each (shift + mask without GFNI, and
+//    with several x rows). On Zen 4 vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32
+//    multiplies share one pipe (one zmm instruction of them per cycle), and every zmm
+//    instruction takes two of the four vector pipes: instruction count and that pipe bound the
+//    loop. Structure of qmatmul_avx512.cpp's decode path: 16-row tiles handed out dynamically,
+//    x kept in L1 by K segments, prefetcht2 of the weight stream a few row segments ahead in
+//    the order they are read, the 16 rows' sums reduced together.
 //  * panel path (prefill, the other N): 16 weight rows decoded into a panel [k/4][16][4] of int8
 //    values w' (q8_0 codes, q4_k codes, q2_k sc*q, q3_k -(sc-32)(q-4): the 16-element sub-block
 //    scales of q2_k/q3_k folded in, exact and inside int8), with per 32-block and row: -128 * sum
@@ -38,6 +44,9 @@
 // Threads never split K: results do not depend on the thread count.
 #include "backends/cpu/arch/kquant_avx512.h"
 #include "backends/cpu/arch/qmatmul_arch.h"  // also <immintrin.h>
+
+#include <initializer_list>
+#include <utility>
 
 namespace v4::cpu::qmm_arch {
 
@@ -92,8 +101,10 @@ inline __m512 hsum16(const __m512* a) {
 // byte work in xmm/ymm and widening once measured the same.)
 inline __m512 unpack6_ps(const uint8_t* in) { return _mm512_cvtepi32_ps(unpack6_epi32(in)); }
 
-// Bits 2t, 2t + 1 of every byte of w moved to bits 0, 1 (others 0): with GFNI one GF(2) affine
-// map instead of a shift and a mask (q2_k decode 15.0 -> 15.9 GB/s from cache).
+// Bits 2t, 2t + 1 of every byte of w moved to bits 0, 1 (others 0): a shift and a mask, or with
+// GFNI one GF(2) affine map (q2_k decode, one x row, 15.0 -> 15.9 GB/s from cache). The affine
+// map runs on the Zen 4 pipe of vpdpbusd and the FMAs, the busy one with several x rows (q2_k
+// N = 8: slower than shift + mask).
 template <bool kGfni>
 inline __m512i plane2(__m512i w, int t) {
   if constexpr (kGfni) {
@@ -103,6 +114,14 @@ inline __m512i plane2(__m512i w, int t) {
   } else {
     return _mm512_and_si512(_mm512_srli_epi16(w, 2 * t), _mm512_set1_epi8(3));
   }
+}
+// A GF(2) affine matrix (the qword of _mm512_gf2p8affine_epi64_epi8) that moves input bit in[i]
+// of every byte to output bit out[i] (the other output bits 0): output bit o is the parity of the
+// input bits selected by byte 7 - o of the matrix.
+constexpr uint64_t bit_moves(std::initializer_list<std::pair<int, int>> out_in) {
+  uint64_t m = 0;
+  for (const auto& [o, i] : out_in) m |= uint64_t(1u << i) << (8 * (7 - o));
+  return m;
 }
 // GFNI (Ice Lake, Zen 4 and later; not Cascade Lake, which has VNNI)
 bool has_gfni() {
@@ -120,10 +139,25 @@ inline __m128 f16_pair(const void* p) {
 inline __m512 f16_bcast(const uint16_t* p) {
   return _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(*p)));
 }
+// The same from the general-purpose registers: the f32 bits of a normal f16 built by integer
+// ops, stored and broadcast by a load (the broadcast from memory runs on a load port; the vector
+// pipes bound the one-row decode: q3_k 18.6 -> 19.0 GB/s from cache, 1 thread). Zero,
+// subnormal, infinite and NaN halves (rare: a branch the predictor learns) take the F16C
+// conversion, out of line (inline, the compiler computed it before the branch every time).
+[[gnu::noinline, gnu::cold]] __m512 f16_bcast_rare(const uint16_t* p) { return f16_bcast(p); }
+inline __m512 f16_bcast_gpr(const uint16_t* p) {
+  const uint32_t h = *p;
+  if (((h & 0x7C00u) - 0x0400u) >= 0x7800u) [[unlikely]]  // exponent 0 or 31
+    return f16_bcast_rare(p);
+  const uint32_t bits = ((h & 0x8000u) << 16) | (((h & 0x7FFFu) << 13) + (112u << 23));
+  __m512 r;
+  asm("vbroadcastss %1, %0" : "=v"(r) : "m"(bits));  // (a memory operand: see above)
+  return r;
+}
 
 // The 16 six-bit fields of a K-quant scales[12] minus 32, as int8 in natural order, built in
 // general-purpose registers (their ALUs are idle in these kernels; the vector ports are the
-// bottleneck; q3_k decode 14.0 -> 17.6 GB/s from cache with plane2): low nibbles are bytes 0-7
+// bottleneck; q3_k decode 14.0 -> 17.6 GB/s from cache): low nibbles are bytes 0-7
 // (fields 0-7) and their high nibbles (8-15), and the high 2 bits of field i are bits 2i, 2i + 1
 // of bytes 8-11 read as one 32-bit word.
 inline __m128i scales6_minus32(const uint8_t* in) {
@@ -213,13 +247,20 @@ template <bool kGfni>
 struct q2_k_dec {
   static constexpr int kChunk = 256, kVecs = 4, kSub = 16, kOff = 0;
   static constexpr bool kHasMin = true;
+  static constexpr bool kPairs = false;  // dot_reduce one row at a time (see decode_tile)
   static constexpr size_t kBlock = sizeof(quant::block_q2_k);
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * h + 32 * v; }
   static int64_t bytes(int64_t k) { return int64_t(uint64_t(k) / 256 * kBlock + 20); }
+  // Several x rows: shift + mask (the multiply pipe is the busy one there: M = K = 4096, N = 8,
+  // 1 thread from cache 537 -> 526 us, the 19:52 state 513-534).
   inline void decode(const uint8_t* blk, int64_t k, int64_t, __m512i* v) const {
-    const auto* b = reinterpret_cast<const quant::block_q2_k*>(blk);
-    const __m512i w = _mm512_loadu_si512(b->qs);
+    const __m512i w = _mm512_loadu_si512(reinterpret_cast<const quant::block_q2_k*>(blk)->qs);
+    for (int t = 0; t < 4; ++t) v[t] = plane2<false>(w, t);
+  }
+  // One x row (dot_reduce): GF2P8AFFINEQB where there is GFNI.
+  inline void decode_one(const uint8_t* blk, __m512i* v) const {
+    const __m512i w = _mm512_loadu_si512(reinterpret_cast<const quant::block_q2_k*>(blk)->qs);
     for (int t = 0; t < 4; ++t) v[t] = plane2<kGfni>(w, t);
   }
   inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512* mn) const {
@@ -234,6 +275,7 @@ template <bool kGfni>
 struct q3_k_dec {
   static constexpr int kChunk = 256, kVecs = 4, kSub = 16, kOff = 4;
   static constexpr bool kHasMin = false;
+  static constexpr bool kPairs = true;  // dot_reduce two rows at a time (see decode_tile)
   static constexpr size_t kBlock = sizeof(quant::block_q3_k);
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * h + 32 * v; }
@@ -242,6 +284,27 @@ struct q3_k_dec {
     const auto* b = reinterpret_cast<const quant::block_q3_k*>(blk);
     const __m512i w = _mm512_loadu_si512(b->qs);
     const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->hmask)));
+    if constexpr (kGfni) {
+      // 7 instructions instead of 12 (affine, vptestmb, masked add per vector): one affine map
+      // (its matrix differs per 256-bit half) moves the hmask bits of vectors 0, 1 (bits t, or
+      // 4 + t in the upper half) to bits 4, 5 and those of vectors 2, 3 to bits 0, 1; two
+      // bit-blends make c = [planes 0, 1 | their hmask bits] and d = [hmask bits of 2, 3 | planes
+      // 2, 3]; then one affine per vector gathers its 3 bits (in bits 6, 7 of c and 2, 3 of d:
+      // the other pair's bits, which the matrix ignores).
+      constexpr uint64_t h_lo = bit_moves({{4, 0}, {5, 1}, {0, 2}, {1, 3}}), h_hi = bit_moves({{4, 4}, {5, 5}, {0, 6}, {1, 7}});
+      constexpr uint64_t g0 = bit_moves({{0, 0}, {1, 1}, {2, 4}}), g1 = bit_moves({{0, 2}, {1, 3}, {2, 5}});
+      constexpr uint64_t g2 = bit_moves({{0, 4}, {1, 5}, {2, 0}}), g3 = bit_moves({{0, 6}, {1, 7}, {2, 1}});
+      const __m512i hsel = _mm512_inserti64x4(_mm512_set1_epi64(int64_t(h_lo)), _mm256_set1_epi64x(int64_t(h_hi)), 1);
+      const __m512i hh = _mm512_gf2p8affine_epi64_epi8(h, hsel, 0);
+      const __m512i lo4 = _mm512_set1_epi8(0x0F);
+      const __m512i c = _mm512_ternarylogic_epi32(w, hh, lo4, 0xE4);  // (w & lo4) | (hh & ~lo4)
+      const __m512i d = _mm512_ternarylogic_epi32(w, hh, lo4, 0xD8);  // (hh & lo4) | (w & ~lo4)
+      v[0] = _mm512_gf2p8affine_epi64_epi8(c, _mm512_set1_epi64(int64_t(g0)), 0);
+      v[1] = _mm512_gf2p8affine_epi64_epi8(c, _mm512_set1_epi64(int64_t(g1)), 0);
+      v[2] = _mm512_gf2p8affine_epi64_epi8(d, _mm512_set1_epi64(int64_t(g2)), 0);
+      v[3] = _mm512_gf2p8affine_epi64_epi8(d, _mm512_set1_epi64(int64_t(g3)), 0);
+      return;
+    }
     const __m512i four = _mm512_set1_epi8(4);
     for (int t = 0; t < 4; ++t) {
       // bit t of hmask for bytes 0-31, bit 4 + t for bytes 32-63
@@ -250,9 +313,10 @@ struct q3_k_dec {
       v[t] = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(h, bit), lo, four);
     }
   }
+  inline void decode_one(const uint8_t* blk, __m512i* v) const { decode(blk, 0, 0, v); }
   inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512*) const {
     const auto* b = reinterpret_cast<const quant::block_q3_k*>(blk);
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(to_sigma(scales6_minus32(b->scales)))), f16_bcast(&b->d));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(to_sigma(scales6_minus32(b->scales)))), f16_bcast_gpr(&b->d));
   }
 };
 
@@ -270,15 +334,27 @@ template <class D>
 constexpr bool has_sub() {
   return D::kChunk == 256;
 }
+// q2_k / q3_k: one x row goes through dot_reduce (int32 sums reduced per sub-block).
+template <class D>
+constexpr bool reduces() {
+  return has_sub<D>() && D::kSub == 16 && D::kVecs == 4;
+}
+// q3_k: dot_reduce takes the code offset out once per sub-block, after the reduction: the record
+// holds -kOff * (sum of the sub-block's x codes) as int32 in sigma order (in the slot of the x
+// sums of the decoders with mins).
+template <class D>
+constexpr bool has_corr() {
+  return reduces<D>() && D::kOff != 0;
+}
 template <class D>
 constexpr int64_t chunk_bytes() {
-  return D::kVecs * vec_bytes<D>() + (has_sub<D>() ? 64 : 0) + (D::kHasMin ? 64 : 0);
+  return D::kVecs * vec_bytes<D>() + (has_sub<D>() ? 64 : 0) + (D::kHasMin || has_corr<D>() ? 64 : 0);
 }
 // x bytes per chunk a pass over nn x rows reads (one x row with folded scales skips the spread
-// x scales).
+// x scales; dot_reduce also the per-lane offsets).
 template <class D>
 int64_t x_bytes_per_chunk(int64_t nn) {
-  const int64_t folded = D::kVecs * (D::kOff ? 128 : 64) + 64 + (D::kHasMin ? 64 : 0);
+  const int64_t folded = D::kVecs * (D::kOff && !reduces<D>() ? 128 : 64) + 64 + (D::kHasMin || has_corr<D>() ? 64 : 0);
   return nn == 1 && has_sub<D>() ? folded : chunk_bytes<D>();
 }
 
@@ -320,6 +396,7 @@ void prepare_x(const mm_problem& p, const plan& pl, char* xr, int8_t* tmp, float
       }
       if constexpr (has_sub<D>()) {
         alignas(64) float dsub[16], xsum[16];
+        alignas(64) int32_t corr[16];
         for (int L = 0; L < 16; ++L) {
           const int j = D::kSub == 16 ? sub_of_lane(L) : L;  // lane L holds sub-block j
           const bool sub = j < D::kChunk / D::kSub;  // q4_k: lanes 8-15 pair with the mins
@@ -331,10 +408,12 @@ void prepare_x(const mm_problem& p, const plan& pl, char* xr, int8_t* tmp, float
             for (int i = 0; i < D::kSub; ++i) s += tmp[k + (j - 8) * D::kSub + i];
           const float xs = dxt[(k + (sub ? j : j - 8) * D::kSub) / 32] * float(s);
           xsum[L] = D::kSub == 32 ? (sub ? 0.0f : xs) : xs;
+          corr[L] = -D::kOff * s;
         }
         char* e = rec + D::kVecs * vec_bytes<D>();
         _mm512_store_ps(e, _mm512_load_ps(dsub));
         if (D::kHasMin) _mm512_store_ps(e + 64, _mm512_load_ps(xsum));
+        if (has_corr<D>()) _mm512_store_si512(e + 64, _mm512_load_si512(corr));
       }
     }
   }
@@ -351,13 +430,64 @@ inline __m512i spread_index(int v) {
   return _mm512_load_si512(idx);
 }
 
+// One x row, q2_k / q3_k: acc[r] (+)= row r . x over [k0, k1) for R weight rows read together
+// (they share the x loads; from cache, 1 thread, K = 4096: q3_k 17.6 -> 18.6 GB/s with the
+// cheaper 3-bit decode; 4 rows measured slower, 17.9; q2_k: the same from cache, and from DRAM
+// below one row at a time in 3 of 4 interleaved runs, so it stays at one). The 4 vectors' int32 sums are added per
+// 16-element sub-block (exact) before the convert: 1 convert + 1 FMA by (d sc_j dx_j) per
+// super-block instead of 4 + 4 and 4 spreads of the scales (from cache q3_k 17.3 -> 17.6, q2_k
+// 16.2 -> 16.6 GB/s), the per-sub-block values kept in that "sigma" lane order.
+template <class D, int R>
+inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf, const char* xr, int64_t k0, int64_t k1,
+                       int64_t K, __m512* accm) {
+  static_assert(reduces<D>(), "16-element sub-blocks, 4 vectors per chunk");
+  constexpr int64_t kE = 4 * vec_bytes<D>();  // the chunk record's sub-block values
+  __m512 acc[R], accmin[R];
+  const uint8_t* blk[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = accm[r];
+    accmin[r] = _mm512_setzero_ps();
+    blk[r] = w[r] + k0 / D::kChunk * D::kWBytes;
+  }
+  const char* rec = xr + k0 / D::kChunk * chunk_bytes<D>();
+  for (int64_t k = k0; k < k1; k += D::kChunk, rec += chunk_bytes<D>()) {
+    __m512i x[4];
+    for (int v = 0; v < 4; ++v) x[v] = _mm512_load_si512(rec + v * vec_bytes<D>());
+    const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(rec + kE));
+    for (int r = 0; r < R; ++r) {
+      const char* wb = reinterpret_cast<const char*>(blk[r]) + D::bytes(0) + pf[r];
+      for (int64_t b = 0; b < D::kWBytes; b += 64) prefetch_w(wb + b);  // a few row segments ahead
+      __m512i cv[4];
+      dec.decode_one(blk[r], cv);
+      __m512 mn = _mm512_setzero_ps();
+      const __m512 sv = _mm512_mul_ps(dec.scales(blk[r], k, K, &mn), dx);
+      __m512i pr[4];
+      for (int v = 0; v < 4; ++v) pr[v] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv[v], x[v]);
+      // per 128-bit lane: [p0 0+2, p1 0+2, p0 1+3, p1 1+3], the same for p2, p3
+      const __m512i a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(pr[0], pr[1]), _mm512_unpackhi_epi32(pr[0], pr[1]));
+      const __m512i a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(pr[2], pr[3]), _mm512_unpackhi_epi32(pr[2], pr[3]));
+      __m512i sum = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
+      if constexpr (has_corr<D>()) sum = _mm512_add_epi32(sum, _mm512_load_si512(rec + kE + 64));  // - kOff sum x
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, acc[r]);
+      if constexpr (D::kHasMin) {  // - sum_j dmin m_j (dx sum of the codes of sub-block j)
+        accmin[r] = _mm512_fnmadd_ps(mn, _mm512_load_ps(reinterpret_cast<const float*>(rec + kE + 64)), accmin[r]);
+      }
+      blk[r] += D::kWBytes;
+    }
+  }
+  for (int r = 0; r < R; ++r) accm[r] = _mm512_add_ps(acc[r], accmin[r]);
+}
+
 // acc[c * kTile] (+)= row . x row c over [k0, k1) (multiples of the chunk).
 template <class D, int C>
 inline void dot_part(const D& dec, const uint8_t* w, int64_t pf, const char* xr, int64_t xs, int64_t k0, int64_t k1,
                      int64_t K, __m512* accm) {
+  if constexpr (C == 1 && reduces<D>()) {
+    dot_reduce<D, 1>(dec, &w, &pf, xr, k0, k1, K, accm);
+    return;
+  }
   constexpr int V = D::kVecs;
   constexpr bool kFold = C == 1 && has_sub<D>();  // x's scales folded into the weight scales
-  constexpr bool kReduce = kFold && D::kSub == 16 && V == 4;
   // A accumulators per x row (vector v into acc[c][v % A]): with few x rows one chain of V
   // dependent FMAs per chunk would bound the speed by the FMA latency.
   constexpr int A = C == 1 ? V : C == 2 && V >= 2 ? 2 : 1;
@@ -381,28 +511,6 @@ inline void dot_part(const D& dec, const uint8_t* w, int64_t pf, const char* xr,
     __m512 sv = dec.scales(blk, k, K, &mn);
     const __m512 sv_raw = sv;
     if (kFold) sv = _mm512_mul_ps(sv, _mm512_load_ps(reinterpret_cast<const float*>(rec + V * vec_bytes<D>())));
-    if constexpr (kReduce) {
-      // The 4 vectors' int32 sums reduced to one per 16-element sub-block (sigma order) before
-      // the convert: 1 convert + 1 FMA per super-block instead of 4 + 4 and 4 spreads of the
-      // scales, exchanged for 6 unpacks + 3 adds (cheaper ports; from cache q3_k 17.3 -> 17.6,
-      // q2_k 16.2 -> 16.6 GB/s).
-      __m512i pr[4];
-      for (int v = 0; v < 4; ++v) {
-        const char* r = rec + v * vec_bytes<D>();
-        const __m512i init = D::kOff ? _mm512_load_si512(r + 128) : _mm512_setzero_si512();
-        pr[v] = _mm512_dpbusd_epi32(init, cv[v], _mm512_load_si512(r));
-      }
-      // per 128-bit lane: [p0 0+2, p1 0+2, p0 1+3, p1 1+3], the same for p2, p3
-      const __m512i a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(pr[0], pr[1]), _mm512_unpackhi_epi32(pr[0], pr[1]));
-      const __m512i a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(pr[2], pr[3]), _mm512_unpackhi_epi32(pr[2], pr[3]));
-      const __m512i sum = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
-      acc[0][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, acc[0][0]);
-      if constexpr (D::kHasMin) {
-        const __m512 xsum = _mm512_load_ps(reinterpret_cast<const float*>(rec + V * vec_bytes<D>() + 64));
-        acc[0][1] = _mm512_fnmadd_ps(mn, xsum, acc[0][1]);
-      }
-      continue;
-    }
     __m512 s[V];
     for (int v = 0; v < V; ++v) s[v] = has_sub<D>() ? _mm512_permutexvar_ps(sidx[v], sv) : sv;
     for (int c = 0; c < C; ++c) {
@@ -448,13 +556,29 @@ void decode_tile(const mm_problem& p, const plan& pl, const D& dec, const char* 
   const int64_t stride = int64_t(p.w_stride), nseg = div_up(p.K, kseg);
   const int64_t seg_bytes = max64(1, D::bytes(min64(kseg, p.K)) - D::bytes(0));
   const int64_t dv = max64(1, div_up(kPrefetchBytes1, seg_bytes));
+  read_ahead ahead(rows, nseg, dv);
+  const auto seg_start = [&](int64_t j) { return D::bytes(j * kseg); };
   for (int64_t ks0 = 0, s = 0; ks0 < p.K; ks0 += kseg, ++s) {
     const int64_t ks1 = min64(p.K, ks0 + kseg);
+    const auto prefetch_offset = [&](int64_t r) {  // (called once per row, in order)
+      const int64_t pf = nn > 1 ? pl.pf : ahead.offset(r, s, kTile, stride, seg_start);
+      ahead.next();
+      return pf;
+    };
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* w = reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m0 + r));
-      const int64_t v = s * rows + r + dv, s2 = v / rows, r2 = v % rows;  // segment s2 of row r2
-      const int64_t tiles = s2 / nseg, s3 = s2 % nseg;                     // ... of a tile ahead
-      const int64_t pf = nn > 1 ? pl.pf : (tiles * kTile + r2 - r) * stride + (D::bytes(s3 * kseg) - D::bytes(ks0));
+      if constexpr (reduces<D>()) {
+        if (D::kPairs && nn == 1 && r + 1 < rows) {  // two rows per pass
+          const uint8_t* w2[2] = {w, reinterpret_cast<const uint8_t*>(row_ptr(p.w, p.w_stride, m0 + r + 1))};
+          int64_t pf2[2];
+          pf2[0] = prefetch_offset(r);
+          pf2[1] = prefetch_offset(r + 1);
+          dot_reduce<D, 2>(dec, w2, pf2, xr + n0 * pl.xs, ks0, ks1, p.K, acc + r);
+          ++r;
+          continue;
+        }
+      }
+      const int64_t pf = prefetch_offset(r);
       for (int64_t n = 0; n < nn; n += kMaxC) {
         const char* x = xr + (n0 + n) * pl.xs;
         __m512* a = acc + n * kTile + r;
