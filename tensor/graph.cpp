@@ -110,21 +110,28 @@ uint64_t graph::fingerprint() const {
   position_table id(leafs.size() + nodes.size());
   for (size_t i = 0; i < leafs.size(); ++i) id.put(leafs[i], 1 + i);
   for (size_t i = 0; i < nodes.size(); ++i) id.put(nodes[i], 1 + leafs.size() + i);
-  // Each tensor's words are hashed on their own (the chains of different tensors do not depend
-  // on each other, so the CPU overlaps them), then folded in graph order.
+  // Each tensor's words are hashed on their own, in four independent lanes (word i into lane
+  // i % 4: short dependency chains the CPU runs side by side, also across tensors), then folded
+  // in graph order.
   auto hash_tensor = [&](const tensor* t) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    h = mix(h, uint64_t(t->op) | uint64_t(t->type) << 16 | uint64_t(t->flags) << 32);
-    if (t->op == op_kind::NONE) h = mix(h, t->data != nullptr);  // weight vs input leaf
+    uint64_t lane[4] = {0xcbf29ce484222325ull, 0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull};
+    int w = 0;
+    auto put = [&](uint64_t v) {
+      lane[w & 3] = mix(lane[w & 3], v);
+      ++w;
+    };
+    put(uint64_t(t->op) | uint64_t(t->type) << 16 | uint64_t(t->flags) << 32);
+    put(t->op == op_kind::NONE && t->data != nullptr);  // weight vs input leaf
     for (int d = 0; d < kMaxDims; ++d) {
-      h = mix(h, uint64_t(t->ne[d]));
-      h = mix(h, uint64_t(t->nb[d]));
+      put(uint64_t(t->ne[d]));
+      put(uint64_t(t->nb[d]));
     }
     for (int i = 0; i < kMaxOpParams; i += 2)
-      h = mix(h, uint64_t(uint32_t(t->op_params[i])) | uint64_t(uint32_t(t->op_params[i + 1])) << 32);
-    for (const tensor* s : t->src) h = mix(h, s ? id.get(s) : 0);
-    h = mix(h, t->view_src ? id.get(t->view_src) : 0);
-    return mix(h, t->view_offs);
+      put(uint64_t(uint32_t(t->op_params[i])) | uint64_t(uint32_t(t->op_params[i + 1])) << 32);
+    for (const tensor* s : t->src) put(s ? id.get(s) : 0);
+    put(t->view_src ? id.get(t->view_src) : 0);
+    put(t->view_offs);
+    return mix(mix(lane[0], lane[1]), mix(lane[2], lane[3]));
   };
   uint64_t h = 0x84222325cbf29ce4ull;
   for (const tensor* t : leafs) h = (h ^ hash_tensor(t)) * 0x100000001b3ull;
