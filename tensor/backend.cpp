@@ -1,11 +1,24 @@
-// Backend interface helpers: tensor binding, the device registry, the default copy.
+// Backend interface helpers: tensor binding, host memory buffers, the device registry, the
+// default copy.
 #include "tensor/backend.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
 
 namespace v4 {
+
+memory_buffer::~memory_buffer() {
+  if (owned_) std::free(p_);
+}
+void memory_buffer::set(tensor* t, const void* src, size_t off, size_t n) {
+  std::memcpy(static_cast<char*>(t->data) + off, src, n);
+}
+void memory_buffer::get(const tensor* t, void* dst, size_t off, size_t n) {
+  std::memcpy(dst, static_cast<const char*>(t->data) + off, n);
+}
+void memory_buffer::clear(uint8_t v) { std::memset(p_, v, n_); }
 
 void bind_tensor(tensor* t, buffer* b, size_t offset) {
   t->buf = b;

@@ -45,6 +45,27 @@ class buffer {
   bool is_host() const { return type()->is_host(); }
 };
 
+// A buffer over memory this process addresses directly (the CPU backend's RAM, or a test device's
+// memory in disguise): transfers are memcpy. Owned memory (from malloc / aligned_alloc) is freed
+// with the buffer; memory owned elsewhere (a file mapping) is not.
+class memory_buffer final : public buffer {
+ public:
+  memory_buffer(buffer_type* t, void* p, size_t n, bool owned) : type_(t), p_(p), n_(n), owned_(owned) {}
+  ~memory_buffer() override;
+  buffer_type* type() const override { return type_; }
+  void* base() const override { return p_; }
+  size_t size() const override { return n_; }
+  void set(tensor* t, const void* src, size_t off, size_t n) override;
+  void get(const tensor* t, void* dst, size_t off, size_t n) override;
+  void clear(uint8_t v) override;
+
+ private:
+  buffer_type* type_;
+  void* p_;
+  size_t n_;
+  bool owned_;
+};
+
 // Places t at byte offset `offset` of b (sets t->buf and t->data). Alignment is the caller's job.
 void bind_tensor(tensor* t, buffer* b, size_t offset);
 

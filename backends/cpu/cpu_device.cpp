@@ -17,30 +17,6 @@ namespace {
 
 constexpr size_t kAlign = 64;
 
-class host_buffer final : public buffer {
- public:
-  host_buffer(buffer_type* t, void* p, size_t n, bool owned = true) : type_(t), p_(p), n_(n), owned_(owned) {}
-  ~host_buffer() override {
-    if (owned_) std::free(p_);
-  }
-  buffer_type* type() const override { return type_; }
-  void* base() const override { return p_; }
-  size_t size() const override { return n_; }
-  void set(tensor* t, const void* src, size_t off, size_t n) override {
-    std::memcpy(static_cast<char*>(t->data) + off, src, n);
-  }
-  void get(const tensor* t, void* dst, size_t off, size_t n) override {
-    std::memcpy(dst, static_cast<const char*>(t->data) + off, n);
-  }
-  void clear(uint8_t v) override { std::memset(p_, v, n_); }
-
- private:
-  buffer_type* type_;
-  void* p_;
-  size_t n_;
-  bool owned_;
-};
-
 class host_buffer_type final : public buffer_type {
  public:
   explicit host_buffer_type(device* d) : dev_(d) {}
@@ -53,7 +29,7 @@ class host_buffer_type final : public buffer_type {
       if (error) *error = "CPU: out of memory allocating " + std::to_string(size >> 20) + " MiB";
       return nullptr;
     }
-    return std::make_unique<host_buffer>(this, p, size);
+    return std::make_unique<memory_buffer>(this, p, size, /*owned=*/true);
   }
   size_t alignment() const override { return kAlign; }
   bool is_host() const override { return true; }
@@ -142,7 +118,7 @@ device* cpu_device() {
 }
 
 std::unique_ptr<buffer> wrap_host_memory(void* p, size_t n) {
-  return std::make_unique<host_buffer>(cpu_device()->default_buffer_type(), p, n, /*owned=*/false);
+  return std::make_unique<memory_buffer>(cpu_device()->default_buffer_type(), p, n, /*owned=*/false);
 }
 
 }  // namespace v4::cpu

@@ -16,27 +16,6 @@
 
 namespace v4::test {
 
-class mock_buffer final : public buffer {
- public:
-  mock_buffer(buffer_type* t, size_t n) : type_(t), p_(std::aligned_alloc(256, (n + 255) / 256 * 256)), n_(n) {}
-  ~mock_buffer() override { std::free(p_); }
-  buffer_type* type() const override { return type_; }
-  void* base() const override { return p_; }
-  size_t size() const override { return n_; }
-  void set(tensor* t, const void* src, size_t off, size_t n) override {
-    std::memcpy(static_cast<char*>(t->data) + off, src, n);
-  }
-  void get(const tensor* t, void* dst, size_t off, size_t n) override {
-    std::memcpy(dst, static_cast<const char*>(t->data) + off, n);
-  }
-  void clear(uint8_t v) override { std::memset(p_, v, n_); }
-
- private:
-  buffer_type* type_;
-  void* p_;
-  size_t n_;
-};
-
 class mock_device final : public device {
  public:
   using supports_fn = bool (*)(const tensor*);
@@ -59,7 +38,8 @@ class mock_device final : public device {
     const char* name() const override { return d_->name(); }
     device* dev() const override { return d_; }
     std::unique_ptr<buffer> alloc(size_t size, std::string*) override {
-      return std::make_unique<mock_buffer>(this, size);
+      return std::make_unique<memory_buffer>(this, std::aligned_alloc(256, (size + 255) / 256 * 256), size,
+                                             /*owned=*/true);
     }
     size_t alignment() const override { return 256; }
     bool is_host() const override { return false; }  // the CPU may not read it
