@@ -4,57 +4,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "tensor/tensor_map.h"
+
 namespace v4 {
 
 namespace {
 
-// Tensor -> a value (its position in the graph for fingerprint(); 1 = seen for build_graph): an
-// open-addressing table (a decode step builds and fingerprints ~1,000 tensors per step;
-// std::unordered_map/set's node allocations were most of that cost). Unknown tensors map to 0.
-class position_table {
- public:
-  explicit position_table(size_t n) { reserve(n); }
-  void put(const tensor* t, uint64_t v) {
-    if (2 * (used_ + 1) > keys_.size()) grow();
-    size_t i = slot(t);
-    while (keys_[i] && keys_[i] != t) i = (i + 1) & mask_;
-    if (!keys_[i]) ++used_;
-    keys_[i] = t;
-    vals_[i] = v;
-  }
-  uint64_t get(const tensor* t) const {
-    for (size_t i = slot(t); keys_[i]; i = (i + 1) & mask_)
-      if (keys_[i] == t) return vals_[i];
-    return 0;
-  }
-
- private:
-  void reserve(size_t n) {
-    size_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
-    keys_.assign(cap, nullptr);
-    vals_.assign(cap, 0);
-    mask_ = cap - 1;
-    used_ = 0;
-  }
-  void grow() {
-    std::vector<const tensor*> keys = std::move(keys_);
-    std::vector<uint64_t> vals = std::move(vals_);
-    reserve(keys.size());  // twice the entries' room
-    for (size_t i = 0; i < keys.size(); ++i)
-      if (keys[i]) put(keys[i], vals[i]);
-  }
-  size_t slot(const tensor* t) const {
-    return size_t((reinterpret_cast<uintptr_t>(t) >> 4) * 0x9E3779B97F4A7C15ull >> 20) & mask_;
-  }
-  std::vector<const tensor*> keys_;
-  std::vector<uint64_t> vals_;
-  size_t mask_ = 0, used_ = 0;
-};
-
 struct builder {
   graph* g;
-  position_table seen{1024};
+  tensor_map<uint8_t> seen{1024};  // 1: visited
 
   void visit(tensor* t) {
     if (!t || seen.get(t)) return;
@@ -107,7 +65,7 @@ void resolve_views(const graph& g) {
 }
 
 uint64_t graph::fingerprint() const {
-  position_table id(leafs.size() + nodes.size());
+  tensor_map<uint64_t> id(leafs.size() + nodes.size());  // position + 1
   for (size_t i = 0; i < leafs.size(); ++i) id.put(leafs[i], 1 + i);
   for (size_t i = 0; i < nodes.size(); ++i) id.put(nodes[i], 1 + leafs.size() + i);
   // Each tensor's words are hashed on their own, in four independent lanes (word i into lane

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <unordered_map>
 
+#include "tensor/tensor_map.h"
+
 namespace v4 {
 
 namespace {
@@ -40,8 +42,7 @@ struct scheduler::impl {
   graph exec;                                       // planning order: copies, then each split's nodes
   std::vector<int> exec_dev;                        // device index per exec node (-1: alias of other memory)
   std::vector<graph> split_graphs;
-  std::vector<const tensor*> remap_keys;  // remap()'s table, kept to reuse its memory
-  std::vector<tensor*> remap_vals;
+  tensor_map<tensor*> remap_to;  // remap()'s old -> new pointers, kept to reuse its memory
 
   // Plans of other graph structures, most recent first: decode alternates between a few (a
   // compressed row is written every few tokens), and each keeps its split graphs, so a device
@@ -360,31 +361,15 @@ bool scheduler::plan(graph& g, std::string* error) {
 // again. Copies and their views (owned by the plan) stay as they are.
 void scheduler::remap(graph& g) {
   impl& p = *p_;
-  // Old pointer -> new pointer in an open-addressing table (kept between calls: a decode step
-  // remaps ~600 pointers, and a std::unordered_map built anew each step cost more than the rest).
-  const size_t n = g.nodes.size() + g.leafs.size();
-  size_t cap = 16;
-  while (cap < 2 * n) cap <<= 1;
-  auto& keys = p.remap_keys;
-  auto& vals = p.remap_vals;
-  keys.assign(cap, nullptr);
-  vals.resize(cap);
-  const size_t mask = cap - 1;
-  auto slot = [&](const tensor* t) {
-    size_t h = (reinterpret_cast<uintptr_t>(t) >> 4) * 0x9e3779b97f4a7c15ull >> 20;
-    while (keys[h & mask] && keys[h & mask] != t) ++h;
-    return h & mask;
-  };
-  auto put = [&](const tensor* from, tensor* to) {
-    const size_t i = slot(from);
-    keys[i] = from;
-    vals[i] = to;
-  };
-  for (size_t i = 0; i < g.nodes.size(); ++i) put(p.planned_nodes[i], g.nodes[i]);
-  for (size_t j = 0; j < g.leafs.size(); ++j) put(p.planned_leafs[j], g.leafs[j]);
+  // Old pointer -> new pointer (tensor_map: a decode step remaps ~600 pointers; a
+  // std::unordered_map built anew each step cost more than the rest).
+  tensor_map<tensor*>& to = p.remap_to;
+  to.reset(g.nodes.size() + g.leafs.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) to.put(p.planned_nodes[i], g.nodes[i]);
+  for (size_t j = 0; j < g.leafs.size(); ++j) to.put(p.planned_leafs[j], g.leafs[j]);
   auto m = [&](const tensor* t) -> tensor* {
-    const size_t i = slot(t);
-    return keys[i] ? vals[i] : const_cast<tensor*>(t);
+    tensor* n = to.get(t);
+    return n ? n : const_cast<tensor*>(t);
   };
   // (assign is only read while planning anew, and by device_of through exec: not remapped.)
   for (auto& rs : p.rewires)

@@ -75,6 +75,30 @@ inline void parallel(int n_threads, F&& body) {
   body(omp_get_thread_num(), omp_get_num_threads());
 }
 
+// Weight rows [0, M) handed out in chunks from a shared counter (decode): chunks of whole tiles,
+// at least chunk_bytes of weights, at least 4 per thread, so a thread the OS deschedules (a shared
+// host) leaves its share to the others instead of holding the whole call up. Each output is still
+// computed by one thread in a fixed order: results do not depend on the thread count.
+class row_chunks {
+ public:
+  row_chunks(int64_t M, size_t w_stride, int nth, int64_t tile, int64_t chunk_bytes) : M_(M) {
+    const int64_t by_bytes = round_up(div_up(chunk_bytes, max64(1, int64_t(w_stride))), tile);
+    chunk_ = max64(tile, min64(by_bytes, round_up(div_up(M, int64_t(nth) * 4), tile)));
+  }
+  // The next chunk [*m0, *m1), or false when all are taken (any thread, any time).
+  bool take(int64_t* m0, int64_t* m1) {
+    int64_t c;
+#pragma omp atomic capture
+    c = next_++;
+    *m0 = c * chunk_;
+    *m1 = min64(M_, *m0 + chunk_);
+    return *m0 < M_;
+  }
+
+ private:
+  int64_t M_, chunk_ = 0, next_ = 0;
+};
+
 // Thread tid's share [*b, *e) of [0, n), in whole units of `align` (the last share takes the
 // remainder). Shares differ by at most one unit.
 inline void split(int64_t n, int64_t align, int tid, int nth, int64_t* b, int64_t* e) {

@@ -666,14 +666,8 @@ bool decode(const mm_problem& p, int n_threads) {
   float* xsum = D::kHasMin ? reinterpret_cast<float*>(shared + xbytes) : nullptr;
   prepare_x<D>(p, xb, xs, xsum, ss);
   bool ok = true;
-  // Rows go out in chunks of >= kChunkBytes of weights (whole tiles, at least 4 chunks per
-  // thread), taken from a shared counter: a thread that the OS deschedules (the host is shared)
-  // leaves its share to the others instead of holding the whole call up. Each output is still
-  // computed by one thread in a fixed order, so the results do not depend on the thread count.
   const int nth_use = useful_threads(p, n_threads);
-  const int64_t by_bytes = round_up(div_up(kChunkBytes, max64(1, int64_t(p.w_stride))), kTile);
-  const int64_t chunk = max64(kTile, min64(by_bytes, round_up(div_up(p.M, int64_t(nth_use) * 4), kTile)));
-  int64_t next_chunk = 0;
+  row_chunks chunks(p.M, p.w_stride, nth_use, kTile, kChunkBytes);
   parallel(nth_use, [&](int, int) {
     float* sf = static_cast<float*>(mm_scratch(kPrivate, size_t(4 * ss) * 4));
     if (!sf) {
@@ -682,12 +676,7 @@ bool decode(const mm_problem& p, int n_threads) {
       return;
     }
     float* mf = sf + 2 * ss;  // two rows of scales, then two of mins
-    for (;;) {
-      int64_t c;
-#pragma omp atomic capture
-      c = next_chunk++;
-      const int64_t m0 = c * chunk, m1 = min64(p.M, m0 + chunk);
-      if (m0 >= p.M) break;
+    for (int64_t m0, m1; chunks.take(&m0, &m1);) {
       if constexpr (!D::kFp8) {
         decode_rows<D, 0>(p, pl, xb, xs, xsum, m0, m1, sf, mf);  // per sub-block scales
       } else {

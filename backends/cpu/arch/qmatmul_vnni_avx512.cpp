@@ -614,19 +614,10 @@ bool decode(const mm_problem& p, int n_threads) {
   float* dxt = reinterpret_cast<float*>(shared + xbytes + size_t(round_up(p.K, 64)));
   prepare_x<D>(p, pl, xr, tmp, dxt);
   const int nth_use = useful_threads(p, n_threads);
-  // Rows go out in chunks of >= kChunkBytes of weights (whole tiles, at least 4 per thread) from
-  // a shared counter, so a thread the OS deschedules leaves its share to the others.
-  const int64_t by_bytes = round_up(div_up(kChunkBytes, max64(1, int64_t(p.w_stride))), kTile);
-  const int64_t chunk = max64(kTile, min64(by_bytes, round_up(div_up(p.M, int64_t(nth_use) * 4), kTile)));
-  int64_t next_chunk = 0;
+  row_chunks chunks(p.M, p.w_stride, nth_use, kTile, kChunkBytes);
   parallel(nth_use, [&](int, int) {
     const D dec;
-    for (;;) {
-      int64_t c;
-#pragma omp atomic capture
-      c = next_chunk++;
-      const int64_t m0 = c * chunk, m1 = min64(p.M, m0 + chunk);
-      if (m0 >= p.M) break;
+    for (int64_t m0, m1; chunks.take(&m0, &m1);) {
       for (int64_t m = m0; m < m1; m += kTile)
         for (int64_t n = 0; n < p.N; n += kNBlock)
           decode_tile<D>(p, pl, dec, xr, m, min64(kTile, m1 - m), n, min64(p.N, n + kNBlock));

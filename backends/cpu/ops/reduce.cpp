@@ -159,22 +159,18 @@ void sinkhorn_matrix(const float* a, int64_t n, int iters, float eps, float* c) 
     for (int64_t k = 0; k < n; ++k) s += c[j * n + k] = std::exp(a[j * n + k] - mx);
     for (int64_t k = 0; k < n; ++k) c[j * n + k] = c[j * n + k] / s + eps;
   }
-  auto col_norm = [&] {  // over j, for each k
-    for (int64_t k = 0; k < n; ++k) {
+  // Divides each line a of c (element b at c[a * outer + b * inner]) by its sum + eps, summing
+  // in order of b: columns (over j, for each k) with outer 1, inner n; rows with outer n, inner 1.
+  auto normalize = [&](int64_t outer, int64_t inner) {
+    for (int64_t a = 0; a < n; ++a) {
       float s = 0;
-      for (int64_t j = 0; j < n; ++j) s += c[j * n + k];
+      for (int64_t b = 0; b < n; ++b) s += c[a * outer + b * inner];
       s += eps;
-      for (int64_t j = 0; j < n; ++j) c[j * n + k] /= s;
+      for (int64_t b = 0; b < n; ++b) c[a * outer + b * inner] /= s;
     }
   };
-  auto row_norm = [&] {  // over k, for each j
-    for (int64_t j = 0; j < n; ++j) {
-      float s = 0;
-      for (int64_t k = 0; k < n; ++k) s += c[j * n + k];
-      s += eps;
-      for (int64_t k = 0; k < n; ++k) c[j * n + k] /= s;
-    }
-  };
+  auto col_norm = [&] { normalize(1, n); };
+  auto row_norm = [&] { normalize(n, 1); };
   col_norm();
   for (int it = 1; it < iters; ++it) {
     row_norm();
