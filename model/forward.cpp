@@ -20,6 +20,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <tuple>
 #include <unordered_map>
 
 #include "backends/cpu/cpu.h"
@@ -145,13 +147,30 @@ struct builder {
 
   // y = x @ w.T; with QAT the activation is rounded to FP8 (block 128) first, as the official
   // linear() does in front of every FP8/FP4 GEMM.
+  // A weight laid out inside a combined one (model.h: fused_weight; on an accelerator) is one
+  // view of the combined matmul, made once per input and shared by its members: its rows of
+  // y, a strided view when T > 1 (every consumer of a projection takes strided rows).
   tensor* linear(tensor* x, tensor* w) {
     if (opt.qat && scaled_weight(w)) x = act_quant(x);
+    if (const model::fused_rows f = m.fused_of(w); f.w) return member_rows(fused_product(f.w, x, nullptr), w, f.row0);
     return matmul(ctx, w, x);
   }
   tensor* linear_id(tensor* x, tensor* w, tensor* ids) {
     if (opt.qat && scaled_weight(w)) x = act_quant(x);
+    if (const model::fused_rows f = m.fused_of(w); f.w) return member_rows(fused_product(f.w, x, ids), w, f.row0);
     return matmul_id(ctx, w, x, ids);
+  }
+  // The combined weight's product with x (matmul_id with ids), one node per (weight, x, ids).
+  std::map<std::tuple<const tensor*, const tensor*, const tensor*>, tensor*> fused_products;
+  tensor* fused_product(tensor* w, tensor* x, tensor* ids) {
+    tensor*& y = fused_products[{w, x, ids}];
+    if (!y) y = ids ? matmul_id(ctx, w, x, ids) : matmul(ctx, w, x);
+    return y;
+  }
+  // Rows [row0, row0 + M) of y [sum M, ...] (up to 3 dims), M = w's output rows.
+  tensor* member_rows(tensor* y, const tensor* w, int64_t row0) {
+    if (!y) return nullptr;
+    return view_3d(ctx, y, w->ne[1], y->ne[1], y->ne[2], y->nb[1], y->nb[2], size_t(row0) * sizeof(float));
   }
   // The FP8 activation quantization of x, made once per tensor: several projections read the
   // same input (the attention's x feeds up to seven), and one node serves them all.

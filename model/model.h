@@ -30,6 +30,18 @@ struct compressor_weights {
   tensor* norm = nullptr;    // f32 [width]
 };
 
+// Projections that read the same input, laid out as one weight when the placement copies them to
+// an accelerator (model_load.cpp: place_weights), so that one matmul computes them all:
+// w [K, sum of M_i] (routed experts: [K, sum of M_i, E], each expert's member rows one after
+// another), scales likewise; member i is rows [row0[i], row0[i] + M_i) of it (of each expert).
+// The members stay valid tensors: they alias their rows of w (routed experts: strided over E).
+// Never on the CPU: the file mapping keeps weights apart there.
+struct fused_weight {
+  tensor* w = nullptr;
+  std::vector<const tensor*> members;  // in row order
+  std::vector<int64_t> row0;           // first row of each member
+};
+
 struct layer_weights {
   int32_t ratio = 0;  // 0 sliding window only, 4 CSA, 128 HCA
   bool hash = false;  // routes by tid2eid
@@ -62,6 +74,13 @@ struct layer_weights {
   tensor* w2 = nullptr;                 // [I, D, E]
   tensor* sw1 = nullptr, *sw3 = nullptr;  // shared expert [D, I*n_shared]
   tensor* sw2 = nullptr;                  // [I*n_shared, D]
+
+  // Combined weights (fused_weight), made by place_weights from each set of projections reading
+  // one input, grouped by device, type, K and scale block (a member whose first row would cut a
+  // scale block stays alone): attention's x feeds wq_a, wkv, the compressor's wkv / wgate and the
+  // indexer's compressor wkv / wgate and weights_proj; the FFN's x feeds sw1, sw3 and w1, w3.
+  // Empty when nothing is combined (every weight on the CPU, or no two members compatible).
+  std::vector<fused_weight> fused;
 };
 
 struct load_options {
@@ -100,6 +119,13 @@ class model {
   device* accelerator() const { return accel_; }
   // The device holding the weight of this canonical name (nullptr: no such weight).
   const device* weight_device(const std::string& name) const;
+  // The combined weight that holds this weight's rows (layer_weights::fused) and the first of
+  // them, or {nullptr, 0} when w is not combined.
+  struct fused_rows {
+    tensor* w = nullptr;
+    int64_t row0 = 0;
+  };
+  fused_rows fused_of(const tensor* w) const;
 
   tensor* embed = nullptr;      // [D, V] (any type get_rows reads)
   tensor* head = nullptr;       // [D, V]
@@ -121,6 +147,7 @@ class model {
   std::vector<std::unique_ptr<buffer>> device_bufs_;  // weights copied to accelerators
   std::vector<placed_bytes> placed_;
   std::vector<std::pair<std::string, const device*>> weight_dev_;  // sorted by name
+  std::vector<std::pair<const tensor*, fused_rows>> fused_index_;  // member -> combined, sorted
   device* accel_ = nullptr;
 };
 

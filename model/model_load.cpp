@@ -2,6 +2,9 @@
 // its shape checked against the hparams (docs/FORMAT.md, "Canonical tensor names").
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "backends/backends.h"
 #include "backends/cpu/cpu.h"
@@ -247,25 +250,129 @@ bool model::bind(const load_options& opt, std::string* error) {
   return place_weights(pl, opt, units, error);
 }
 
+namespace {
+
+size_t span(const tensor* t) { return (t->nbytes() + 255) / 256 * 256; }
+
+// The projections of a layer that read one input, in the order their rows are laid out when
+// combined (layer_weights::fused).
+std::vector<std::vector<tensor*>> input_sets(const layer_weights& L) {
+  return {{L.wq_a, L.wkv, L.comp.wkv, L.comp.wgate, L.idx_comp.wkv, L.idx_comp.wgate, L.idx_weights},
+          {L.sw1, L.sw3},
+          {L.w1, L.w3}};
+}
+
+// Whether t can follow `rows` rows of weights like `first` in one combined weight: the same type,
+// K and expert count, the same scale layout, and t's first row starting a scale block (a block
+// straddling two members would need scales of both).
+bool can_follow(const tensor* first, int64_t rows, const tensor* t) {
+  if (t->type != first->type || t->ne[0] != first->ne[0] || t->ne[2] != first->ne[2] || t->ne[3] != 1 ||
+      first->ne[3] != 1 || !t->is_contiguous())
+    return false;
+  if (!t->scales != !first->scales) return false;
+  if (!t->scales) return true;
+  return t->scales->type == first->scales->type && t->scales->is_contiguous() &&
+         t->scale_block[0] == first->scale_block[0] && t->scale_block[1] == first->scale_block[1] &&
+         rows % first->scale_block[1] == 0;
+}
+
+// Bytes of a combined weight of these members (with its scales), each part 256-aligned.
+size_t fused_bytes(const std::vector<tensor*>& ms) {
+  int64_t rows = 0, srows = 0;
+  for (const tensor* t : ms) rows += t->ne[1], srows += t->scales ? t->scales->ne[1] : 0;
+  const tensor* a = ms[0];
+  const auto round = [](size_t n) { return (n + 255) / 256 * 256; };
+  size_t bytes = round(a->nb[1] * size_t(rows) * size_t(a->ne[2]));
+  if (a->scales) bytes += round(a->scales->nb[1] * size_t(srows) * size_t(a->ne[2]));
+  return bytes;
+}
+
+// Copies parts [K, M_i, E] (contiguous, in host memory) into c [K, sum M_i, E], each expert's
+// parts one after another, and rebinds every part to its rows of c: the parts become aliases of c
+// (strided over experts when E > 1).
+void lay_out(tensor* c, const std::vector<tensor*>& parts) {
+  const size_t rb = c->nb[1];
+  const int64_t E = c->ne[2];
+  int64_t r0 = 0;
+  for (tensor* p : parts) {
+    const char* src = static_cast<const char*>(p->data);
+    const size_t bytes = size_t(p->ne[1]) * rb;  // one expert's rows of p
+    for (int64_t e = 0; e < E; ++e) c->buf->set(c, src + size_t(e) * bytes, size_t(e) * c->nb[2] + size_t(r0) * rb, bytes);
+    p->buf = c->buf;
+    p->data = static_cast<char*>(c->data) + size_t(r0) * rb;
+    if (E > 1) p->nb[2] = c->nb[2], p->nb[3] = c->nb[3];
+    r0 += p->ne[1];
+  }
+}
+
+}  // namespace
+
 // Copies the weights the placement sends to other devices into one buffer per device and
 // rebinds them there (scales with their weight). The CPU keeps reading the rest from the mapping.
+// On an accelerator the projections of a layer that read one input are laid out as one weight
+// (layer_weights::fused), so the forward pass computes them with one matmul.
 bool model::place_weights(const placement& pl, const load_options& opt, uint64_t units, std::string* error) {
+  std::unordered_map<const tensor*, device*> dev_of;
+  for (tensor* t : weights_) {
+    device* d = pl.device_for(t->name);
+    dev_of[t] = d->kind() == device_kind::cpu ? cpu::cpu_device() : d;
+  }
+  // Combined weights: per input set, members grouped by device and layout (can_follow), in order.
+  struct fused_plan {
+    size_t layer;
+    std::vector<tensor*> members;
+  };
+  std::vector<fused_plan> plans;
+  std::unordered_map<const tensor*, size_t> plan_of;  // first member -> its plan
+  std::unordered_set<const tensor*> combined;         // every member of a plan
+  for (size_t il = 0; il < layers.size(); ++il) {
+    for (const std::vector<tensor*>& set : input_sets(layers[il])) {
+      std::vector<fused_plan> open;
+      for (tensor* t : set) {
+        if (!t || dev_of[t] == cpu::cpu_device()) continue;
+        fused_plan* into = nullptr;
+        for (fused_plan& f : open) {
+          int64_t rows = 0;
+          for (const tensor* m : f.members) rows += m->ne[1];
+          if (dev_of[f.members[0]] == dev_of[t] && can_follow(f.members[0], rows, t)) into = &f;
+          if (into) break;
+        }
+        if (into) into->members.push_back(t);
+        else if (can_follow(t, 0, t)) open.push_back({il, {t}});
+      }
+      for (fused_plan& f : open) {
+        if (f.members.size() < 2) continue;
+        plan_of[f.members[0]] = plans.size();
+        combined.insert(f.members.begin(), f.members.end());
+        plans.push_back(std::move(f));
+      }
+    }
+  }
+
+  // Per device: what goes there, as units (one weight, or the members of one combined weight).
   struct group {
     device* dev;
-    std::vector<tensor*> ts;
+    std::vector<std::vector<tensor*>> units;
+    std::vector<const tensor*> ts;  // the file's tensors
     size_t bytes = 0;
   };
   std::vector<group> groups;  // [0] is the CPU
-  groups.push_back({cpu::cpu_device(), {}, 0});
-  auto span = [](const tensor* t) { return (t->nbytes() + 255) / 256 * 256; };
+  groups.push_back({cpu::cpu_device(), {}, {}, 0});
   for (tensor* t : weights_) {
-    device* d = pl.device_for(t->name);
-    if (d->kind() == device_kind::cpu) d = cpu::cpu_device();
+    device* d = dev_of[t];
     size_t gi = 0;
     while (gi < groups.size() && groups[gi].dev != d) ++gi;
-    if (gi == groups.size()) groups.push_back({d, {}, 0});
-    groups[gi].ts.push_back(t);
-    groups[gi].bytes += span(t) + (t->scales ? span(t->scales) : 0);
+    if (gi == groups.size()) groups.push_back({d, {}, {}, 0});
+    group& g = groups[gi];
+    g.ts.push_back(t);
+    if (!combined.count(t)) {
+      g.units.push_back({t});
+      g.bytes += span(t) + (t->scales ? span(t->scales) : 0);
+    } else if (plan_of.count(t)) {
+      const fused_plan& f = plans[plan_of[t]];
+      g.units.push_back(f.members);
+      g.bytes += fused_bytes(f.members);
+    }
   }
   size_t upload = 0, done = 0;
   for (size_t gi = 1; gi < groups.size(); ++gi) upload += groups[gi].bytes;
@@ -288,9 +395,45 @@ bool model::place_weights(const placement& pl, const load_options& opt, uint64_t
       off += span(t);
       done += span(t);
     };
-    for (tensor* t : g.ts) {
-      move(t);
-      if (t->scales) move(t->scales);
+    // A new weight tensor [K, rows, E] of parts' type at off, holding the parts (lay_out).
+    auto move_combined = [&](const std::vector<tensor*>& parts, const char* name) {
+      int64_t rows = 0;
+      for (const tensor* p : parts) rows += p->ne[1];
+      const int64_t ne[3] = {parts[0]->ne[0], rows, parts[0]->ne[2]};
+      tensor* c = ctx_.new_tensor(parts[0]->type, 3, ne);
+      c->set_name("%s", name);
+      c->flags |= kFlagWeight;
+      bind_tensor(c, buf.get(), off);
+      lay_out(c, parts);
+      off += span(c);
+      done += span(c);
+      return c;
+    };
+    for (const std::vector<tensor*>& u : g.units) {
+      if (u.size() == 1) {
+        move(u[0]);
+        if (u[0]->scales) move(u[0]->scales);
+      } else {
+        const fused_plan& f = plans[plan_of[u[0]]];
+        // Named after its first member and how many follow (the whole list is in ->fused).
+        const std::string name = std::string(u[0]->name) + "+" + std::to_string(u.size() - 1);
+        fused_weight fw;
+        fw.w = move_combined(u, name.c_str());
+        if (u[0]->scales) {
+          std::vector<tensor*> scales;
+          for (tensor* t : u) scales.push_back(t->scales);
+          fw.w->scales = move_combined(scales, (name + ".scales").c_str());
+          fw.w->scale_block[0] = u[0]->scale_block[0];
+          fw.w->scale_block[1] = u[0]->scale_block[1];
+        }
+        int64_t r0 = 0;
+        for (const tensor* t : u) {
+          fw.members.push_back(t);
+          fw.row0.push_back(r0);
+          r0 += t->ne[1];
+        }
+        layers[f.layer].fused.push_back(std::move(fw));
+      }
       if (opt.progress && upload && !opt.progress(half + uint64_t(double(half) * double(done) / double(upload)), units)) {
         *error = "load cancelled";
         return false;
@@ -300,16 +443,30 @@ bool model::place_weights(const placement& pl, const load_options& opt, uint64_t
   }
   placed_.clear();
   weight_dev_.clear();
+  fused_index_.clear();
   for (const group& g : groups) {
     placed_.push_back({g.dev, g.bytes, int(g.ts.size())});
     for (const tensor* t : g.ts) weight_dev_.emplace_back(t->name, g.dev);
   }
   std::sort(weight_dev_.begin(), weight_dev_.end());
+  for (const layer_weights& L : layers)
+    for (const fused_weight& f : L.fused)
+      for (size_t i = 0; i < f.members.size(); ++i) fused_index_.push_back({f.members[i], {f.w, f.row0[i]}});
+  std::sort(fused_index_.begin(), fused_index_.end(),
+            [](const auto& a, const auto& b) { return std::less<const tensor*>()(a.first, b.first); });
   if (opt.progress && units > half && !opt.progress(units, units)) {
     *error = "load cancelled";
     return false;
   }
   return true;
+}
+
+model::fused_rows model::fused_of(const tensor* w) const {
+  auto it = std::lower_bound(fused_index_.begin(), fused_index_.end(), w,
+                             [](const std::pair<const tensor*, fused_rows>& e, const tensor* k) {
+                               return std::less<const tensor*>()(e.first, k);
+                             });
+  return it != fused_index_.end() && it->first == w ? it->second : fused_rows{};
 }
 
 const device* model::weight_device(const std::string& name) const {
