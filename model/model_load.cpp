@@ -1,6 +1,7 @@
 // Loading a model: hparams from the metadata, then every canonical tensor bound by name with
 // its shape checked against the hparams (docs/FORMAT.md, "Canonical tensor names").
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <unordered_map>
@@ -321,24 +322,25 @@ bool model::place_weights(const placement& pl, const load_options& opt, uint64_t
   struct fused_plan {
     size_t layer;
     std::vector<tensor*> members;
+    int64_t rows;  // the members' rows so far
   };
   std::vector<fused_plan> plans;
   std::unordered_map<const tensor*, size_t> plan_of;  // first member -> its plan
   std::unordered_set<const tensor*> combined;         // every member of a plan
-  for (size_t il = 0; il < layers.size(); ++il) {
+  // V4_FUSED_WEIGHTS=0 keeps every weight apart (to measure what combining buys).
+  const char* env = std::getenv("V4_FUSED_WEIGHTS");
+  const bool combine = !(env && std::strcmp(env, "0") == 0);
+  for (size_t il = 0; combine && il < layers.size(); ++il) {
     for (const std::vector<tensor*>& set : input_sets(layers[il])) {
       std::vector<fused_plan> open;
       for (tensor* t : set) {
         if (!t || dev_of[t] == cpu::cpu_device()) continue;
-        fused_plan* into = nullptr;
-        for (fused_plan& f : open) {
-          int64_t rows = 0;
-          for (const tensor* m : f.members) rows += m->ne[1];
-          if (dev_of[f.members[0]] == dev_of[t] && can_follow(f.members[0], rows, t)) into = &f;
-          if (into) break;
-        }
-        if (into) into->members.push_back(t);
-        else if (can_follow(t, 0, t)) open.push_back({il, {t}});
+        auto joins = [&](const fused_plan& f) {
+          return dev_of[f.members[0]] == dev_of[t] && can_follow(f.members[0], f.rows, t);
+        };
+        auto into = std::find_if(open.begin(), open.end(), joins);
+        if (into != open.end()) into->members.push_back(t), into->rows += t->ne[1];
+        else if (can_follow(t, 0, t)) open.push_back({il, {t}, t->ne[1]});
       }
       for (fused_plan& f : open) {
         if (f.members.size() < 2) continue;
