@@ -511,7 +511,7 @@ struct builder {
   tensor* moe(tensor* x, const layer_weights& L, const int32_t* tokens) {
     const int64_t D = hp.hidden_size, k = hp.n_experts_used;
     tensor* logits = linear(x, L.gate);                       // [E, T]
-    tensor* s = sqrt(ctx, softplus(ctx, logits));             // sqrtsoftplus
+    // The router, s = sqrt(softplus(logits)) ("sqrtsoftplus"), as two fused ops (tensor/ops.h).
     tensor* ids;
     if (L.hash) {
       std::vector<int32_t> v(static_cast<size_t>(k * T));
@@ -519,11 +519,10 @@ struct builder {
         for (int64_t j = 0; j < k; ++j) v[size_t(t * k + j)] = L.tid2eid[size_t(tokens[t]) * size_t(k) + size_t(j)];
       ids = in.i32(v, {k, T}, "hash_ids");
     } else {
-      ids = top_k(ctx, add(ctx, s, L.gate_bias), int(k));  // bias only for the choice
+      ids = route_topk(ctx, logits, L.gate_bias, int(k));  // top k of s + bias: bias only for the choice
     }
-    tensor* wts = gather(ctx, s, ids);                        // [k, T]
-    if (hp.norm_topk_prob) wts = div(ctx, wts, sum(ctx, wts, 0));
-    wts = scale(ctx, wts, hp.routed_scale);
+    // s[ids] (/ its sum with norm_topk_prob) * routed_scale
+    tensor* wts = route_weights(ctx, logits, ids, hp.norm_topk_prob, hp.routed_scale);  // [k, T]
 
     tensor* xe = reshape(ctx, x, {D, 1, T});
     tensor* g = linear_id(xe, L.w1, ids);                     // [I, k, T]

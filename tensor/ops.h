@@ -182,6 +182,18 @@ tensor* gather(context& ctx, tensor* a, tensor* idx);
 tensor* top_k(context& ctx, tensor* a, int k);
 // Per row of a f32 [n, R...] -> i32 [n, R...]: a stable sort permutation (ties keep index order).
 tensor* argsort(context& ctx, tensor* a, bool descending = false);
+// The MoE router (DeepSeek-V4's "sqrtsoftplus" gate), as two fused ops. logits f32 [E, R...]
+// (any strides), one row of expert logits per token; s_e = sqrt(softplus(logits_e)).
+//  * route_topk: bias f32 [E] (any stride) or nullptr -> i32 [k, R...]: the experts of the k largest
+//    s_e + bias_e (the bias enters the choice only), in top_k's order and tie rule (above). The
+//    bits of top_k(add(sqrt(softplus(logits)), bias), k). 1 <= k <= E.
+//  * route_weights: ids i32 [k, R...] (any strides; experts in [0, E), from route_topk or given, as
+//    hash routing does) -> f32 [k, R...]:  w_j = s_{ids_j};  if normalize: w_j = w_j / sum_j w_j;
+//    then w_j = w_j * scale. The bits of scale(div(w, sum(w, 0)), scale) on w = gather(s, ids)
+//    (without the div when !normalize). A row whose chosen s are all 0 (logits -inf) gives NaN
+//    when normalized, as the chain does.
+tensor* route_topk(context& ctx, tensor* logits, tensor* bias, int k);
+tensor* route_weights(context& ctx, tensor* logits, tensor* ids, bool normalize, float scale);
 // a, b of the same type and equal shapes except along dim -> shape with ne[dim] = a.ne + b.ne.
 tensor* concat(context& ctx, tensor* a, tensor* b, int dim);
 
@@ -217,6 +229,7 @@ namespace params {
 // HC_MIX: f[0..2] = s, i[3] = iters, f[4] = eps, i[5] = n.
 // HC_SUM: src = X, pre.   HC_POST: src = f, X, w.   RMS_NORM_W: f[0] = eps; src = a, w.
 // SWIGLU: f[0] = limit; src = g, u, wts or null.
+// ROUTE_TOPK: i[0] = k; src = logits, bias or null.   ROUTE_WEIGHTS: i[0] = normalize, f[1] = scale.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);
 rope_params rope_of(const tensor* t);

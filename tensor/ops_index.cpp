@@ -1,4 +1,5 @@
-// Indexing and copying ops: get_rows, set_rows, gather, top_k, argsort, concat, cpy, cast, custom.
+// Indexing and copying ops: get_rows, set_rows, gather, top_k, argsort, route_topk, route_weights,
+// concat, cpy, cast, custom.
 #include <cstring>
 
 #include "tensor/ops_common.h"
@@ -82,6 +83,43 @@ tensor* argsort(context& ctx, tensor* a, bool descending) {
   }
   tensor* r = detail::new_node(ctx, op_kind::ARGSORT, dtype::i32, a->ne, {a});
   if (r) r->set_param_i(0, descending);
+  return r;
+}
+
+tensor* route_topk(context& ctx, tensor* logits, tensor* bias, int k) {
+  if (!have({logits})) return nullptr;
+  const int64_t E = logits->ne[0];
+  if (logits->type != dtype::f32 || k < 1 || k > E) {
+    ctx.fail("route_topk: k = %d must be in [1, %lld] and logits %s f32", k, (long long)E, describe(logits).c_str());
+    return nullptr;
+  }
+  if (bias && (bias->type != dtype::f32 || bias->ne[0] != E || bias->nelements() != E)) {
+    ctx.fail("route_topk: bias %s must be f32 [%lld], one per expert of logits %s", describe(bias).c_str(),
+             (long long)E, describe(logits).c_str());
+    return nullptr;
+  }
+  const int64_t ne[kMaxDims] = {k, logits->ne[1], logits->ne[2], logits->ne[3]};
+  tensor* r = detail::new_node(ctx, op_kind::ROUTE_TOPK, dtype::i32, ne, {logits, bias});
+  if (r) r->set_param_i(0, k);
+  return r;
+}
+
+tensor* route_weights(context& ctx, tensor* logits, tensor* ids, bool normalize, float scale) {
+  if (!have({logits, ids})) return nullptr;
+  if (logits->type != dtype::f32 || ids->type != dtype::i32) {
+    ctx.fail("route_weights: logits %s must be f32 and ids %s i32", describe(logits).c_str(), describe(ids).c_str());
+    return nullptr;
+  }
+  if (ids->ne[1] != logits->ne[1] || ids->ne[2] != logits->ne[2] || ids->ne[3] != logits->ne[3]) {
+    ctx.fail("route_weights: ids %s must have the rows (tokens) of logits %s", describe(ids).c_str(),
+             describe(logits).c_str());
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::ROUTE_WEIGHTS, dtype::f32, ids->ne, {logits, ids});
+  if (r) {
+    r->set_param_i(0, normalize);
+    r->set_param_f(1, scale);
+  }
   return r;
 }
 

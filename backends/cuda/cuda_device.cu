@@ -58,6 +58,8 @@ launcher launcher_for(op_kind op) {
     case op_kind::RMS_NORM_W: return launch_rms_norm_w;
     case op_kind::SWIGLU: return launch_swiglu;
     case op_kind::ATTN_MQA: return launch_attn_mqa;
+    case op_kind::ROUTE_TOPK: return launch_route_topk;
+    case op_kind::ROUTE_WEIGHTS: return launch_route_weights;
     default: return nullptr;
   }
 }
@@ -566,6 +568,8 @@ class cuda_device_impl final : public device {
       case op_kind::HC_POST: return hc_post_supported(t);
       case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
+      case op_kind::ROUTE_TOPK: return a->ne[0] <= kMaxRouteExperts;
+      case op_kind::ROUTE_WEIGHTS: return true;
       default: return false;
     }
   }

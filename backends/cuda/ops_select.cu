@@ -1,10 +1,8 @@
 // Selection and reordering: gather, top_k, argsort.
 //
-// Ranking. Every element becomes one 64-bit key whose descending order is the order tensor/ops.h
-// asks for: the high 32 bits rank the value (larger first; NaN below every number; +0 and -0
-// equal), the low 32 bits are ~index (the lower index first among equal values). Ascending argsort
-// ranks -x the same way (NaN still last). The keys of one row are all distinct, so every result
-// is the unique sorted order, whatever the algorithm.
+// Ranking: every element becomes one 64-bit key (rank.cuh) whose descending order is the order
+// tensor/ops.h asks for; ascending argsort ranks -x the same way (NaN still last). The keys of one
+// row are all distinct, so every result is the unique sorted order, whatever the algorithm.
 //
 // Kernels (one block per row or row segment, the keys in shared memory):
 //   * n <= cap (cap = 8192 keys, 64 KiB, where the GPU gives a block that much shared memory,
@@ -25,6 +23,7 @@
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/rank.cuh"
 
 namespace v4::cuda {
 namespace {
@@ -32,18 +31,6 @@ namespace {
 // Threads per block: many for the big segments (loads in flight), few for short rows (every
 // pass of the select and every step of the sort ends in a barrier of all the block's warps).
 inline int threads_for(int64_t m) { return m > 2048 ? 1024 : 256; }
-
-// Rank of a value, larger ranks first; real values get keys >= 2, so key 0 is free as padding.
-__device__ inline uint32_t value_rank(float x) {
-  if (x != x) return 1u;  // NaN: below every number
-  if (x == 0.0f) x = 0.0f;  // -0 ties with +0
-  const uint32_t u = __float_as_uint(x);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ inline uint64_t make_key(float x, int64_t index, bool descending) {
-  return (uint64_t(value_rank(descending ? x : -x)) << 32) | uint64_t(~uint32_t(index));
-}
-__device__ inline int32_t key_index(uint64_t key) { return int32_t(~uint32_t(key)); }
 
 __device__ inline void row_coords(const tview& a, int64_t r, int64_t* i1, int64_t* i2, int64_t* i3) {
   *i1 = r % a.ne[1];

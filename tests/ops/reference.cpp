@@ -28,6 +28,9 @@
 //   fused ops          rms_norm_w (n+9)u|y|, swiglu (2^-20 + 2u)|y|, hc_sum (HC+2)u sum|terms|,
 //                      hc_post (HC+3)u sum|terms|: the bounds of the chains they replace, derived
 //                      next to each.
+//   router             route_weights: sqrt(softplus) within softplus's bound, a k-term sum, a
+//                      division and a scale; route_topk: exact, except where experts' scores lie
+//                      within their error bounds of each other (ref_ROUTE_TOPK says how).
 #include "ops/reference.h"
 
 #include <algorithm>
@@ -922,6 +925,133 @@ static void ref_HC_POST(const ref_in& in, ref_out* o) {
 }
 
 static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }
+
+// ---- the MoE router (route_topk, route_weights) -------------------------------------------------------------
+namespace {
+
+// s = sqrt(softplus(x)) and a bound on |computed s - s|: softplus within t = 2^-20 sp + 2^-23 (as
+// ref_SOFTPLUS), so sqrt(sp') lies in [sqrt(max(sp - t, 0)), sqrt(sp + t)]; then the sqrt rounds
+// once (u). softplus(-inf) = log(1 + 0) = 0 exactly, and +inf stays +inf: both exact.
+struct sqrtsoftplus {
+  double s, err;
+};
+sqrtsoftplus sqrt_softplus(double x) {
+  if (x == -kInf) return {0.0, 0.0};
+  if (std::isnan(x) || x == kInf) return {x, 0.0};
+  const double sp = x > 20.0 ? x : std::log1p(std::exp(x));
+  const double t = 0x1p-20 * sp + 0x1p-23;
+  const double s = std::sqrt(sp);
+  const double d = std::max(std::sqrt(sp + t) - s, s - std::sqrt(std::max(sp - t, 0.0)));
+  return {s, d + u * (s + d)};
+}
+
+}  // namespace
+
+// route_topk: the top_k ranking (ref_TOP_K's order and tie rule) of c_e = s_e + bias_e per row.
+// The kernels rank their f32 scores, each within err_e = err(s_e) + u(|c_e| + err(s_e)) (the add
+// rounds once) of c_e, so two experts whose intervals [c - err, c + err] overlap may come out in
+// either order (or trade places at the k-th). The check is exact except there: experts are split
+// into the connected components of overlapping intervals (sorted by their lower ends, merged while
+// they overlap); components occupy consecutive ranks, and their order is certain. A component whose
+// members are not all the same input (logit and bias equal: then their computed scores are equal
+// too, and the tie rule decides) or all exact (err 0: equal values) is ambiguous: its ranks below k
+// accept any expert index within the spread of the component's indices around the expected one
+// (tol = max |index_m - index_expected| over its members m); every other rank must match exactly.
+// Inputs of the cases keep such components rare (grid-valued or well-spread logits).
+static void ref_ROUTE_TOPK(const ref_in& in, ref_out* o) {
+  const darray& a = in.src[0];
+  const darray* bias = in.args.has_bias ? &in.src[1] : nullptr;
+  const int64_t E = a.ne[0], k = in.args.k;
+  const int64_t ne[4] = {k, a.ne[1], a.ne[2], a.ne[3]};
+  o->shape(dtype::i32, ne);
+  std::vector<double> c(static_cast<size_t>(E)), err(static_cast<size_t>(E));
+  std::vector<int64_t> ix(static_cast<size_t>(E)), by_low(static_cast<size_t>(E)), comp(static_cast<size_t>(E));
+  for (int64_t r = 0; r < a.n() / E; ++r) {
+    for (int64_t e = 0; e < E; ++e) {
+      const sqrtsoftplus s = sqrt_softplus(a.v[size_t(r * E + e)]);
+      const double b = bias ? bias->v[size_t(e)] : 0.0;
+      c[size_t(e)] = s.s + b;
+      err[size_t(e)] = std::isfinite(c[size_t(e)]) ? s.err + u * (std::fabs(c[size_t(e)]) + s.err) : 0.0;
+    }
+    std::iota(ix.begin(), ix.end(), 0);
+    std::sort(ix.begin(), ix.end(), [&](int64_t x, int64_t y) {
+      const bool nx = std::isnan(c[size_t(x)]), ny = std::isnan(c[size_t(y)]);
+      if (nx != ny) return ny;
+      if (!nx && c[size_t(x)] != c[size_t(y)]) return c[size_t(x)] > c[size_t(y)];
+      return x < y;
+    });
+    // Components of overlapping intervals (NaN scores: each its own, exact).
+    std::iota(by_low.begin(), by_low.end(), 0);
+    auto low = [&](int64_t e) { return std::isnan(c[size_t(e)]) ? -kInf : c[size_t(e)] - err[size_t(e)]; };
+    std::sort(by_low.begin(), by_low.end(), [&](int64_t x, int64_t y) { return low(x) < low(y) || (low(x) == low(y) && x < y); });
+    int64_t n_comp = 0;
+    double reach = -kInf;  // the highest upper end of the current component (-inf: none open)
+    for (const int64_t e : by_low) {
+      const double hi = c[size_t(e)] + err[size_t(e)];
+      if (std::isnan(c[size_t(e)])) {
+        ++n_comp;
+        reach = -kInf;
+      } else if (reach == -kInf || low(e) > reach) {
+        ++n_comp;
+        reach = hi;
+      } else {
+        reach = std::max(reach, hi);
+      }
+      comp[size_t(e)] = n_comp;
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t want = ix[size_t(j)];
+      double spread = 0;
+      bool same_input = true, all_exact = true;
+      for (int64_t m = 0; m < E; ++m) {
+        if (comp[size_t(m)] != comp[size_t(want)]) continue;
+        spread = std::max(spread, std::fabs(double(m - want)));
+        same_input = same_input && a.v[size_t(r * E + m)] == a.v[size_t(r * E + want)] &&
+                     (!bias || bias->v[size_t(m)] == bias->v[size_t(want)]);
+        all_exact = all_exact && err[size_t(m)] == 0.0;
+      }
+      o->v[size_t(r * k + j)] = double(want);
+      o->tol[size_t(r * k + j)] = same_input || all_exact ? 0.0 : spread;
+    }
+  }
+}
+
+// route_weights: w_j = s(logits[ids_j]) within err_j (above); with normalize, q_j = w_j / S, S the
+// sum of the k weights, computed within ES = sum err_j + k u (S + sum err_j) (a k-term sum of
+// perturbed terms, any order), so |q' - q| <= (err_j + q ES) / (S - ES) before the division's
+// rounding (u); then y = q * scale, one more rounding (u|y|). S = 0 (every chosen logit -inf) gives
+// 0/0: NaN. When S <= ES the quotient is not bounded: the cases avoid it.
+static void ref_ROUTE_WEIGHTS(const ref_in& in, ref_out* o) {
+  const darray &a = in.src[0], &ids = in.src[1];
+  const bool normalize = in.args.normalize;
+  const double scale = in.args.f0;
+  const int64_t E = a.ne[0], k = ids.ne[0];
+  o->shape(dtype::f32, ids.ne);
+  std::vector<sqrtsoftplus> w(static_cast<size_t>(k));
+  for (int64_t r = 0; r < ids.n() / k; ++r) {
+    double S = 0, ES = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      w[size_t(j)] = sqrt_softplus(a.v[size_t(r * E + int64_t(ids.v[size_t(r * k + j)]))]);
+      S += w[size_t(j)].s;
+      ES += w[size_t(j)].err;
+    }
+    ES += double(k) * u * (S + ES);
+    for (int64_t j = 0; j < k; ++j) {
+      const size_t i = size_t(r * k + j);
+      const double wj = w[size_t(j)].s, ej = w[size_t(j)].err;
+      if (!normalize) {
+        o->v[i] = wj * scale;
+        o->tol[i] = std::fabs(scale) * ej + u * (std::fabs(o->v[i]) + std::fabs(scale) * ej) + kTiny;
+        continue;
+      }
+      const double q = wj / S;  // NaN for 0/0, inf/inf
+      const double eq = S > ES ? (ej + q * ES) / (S - ES) : kInf;
+      o->v[i] = q * scale;
+      o->tol[i] = std::fabs(scale) * (eq + u * (q + eq)) * (1 + u) + u * std::fabs(o->v[i]) + kTiny;
+    }
+  }
+}
+
 
 // ---- quantization round-trips ------------------------------------------------------------------------------
 // The formats are defined here from their bit fields (never from quant/): every non-negative finite

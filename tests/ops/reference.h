@@ -57,7 +57,7 @@ struct op_args {
   // SCALE: y = a*f0 + f1. CLAMP: [f0, f1]. RMS_NORM: eps = f0. HADAMARD: scale = f0.
   float f0 = 0.0f, f1 = 0.0f;
   int dim = 0;                // SUM, MAX, CONCAT
-  int k = 0;                  // TOP_K
+  int k = 0;                  // TOP_K, ROUTE_TOPK
   bool descending = false;    // ARGSORT
   // SOFTMAX: inputs are [a, mask?, sink?] in that order, as flagged here.
   float softmax_scale = 1.0f;
@@ -78,6 +78,9 @@ struct op_args {
   int64_t hc_n = 0;
   // RMS_NORM_W: eps = f0. SWIGLU: limit = f0, inputs [g, u, wts?] with wts when has_wts.
   bool has_wts = false;
+  // ROUTE_TOPK: k, inputs [logits, bias?] with bias when has_bias. ROUTE_WEIGHTS: inputs [logits,
+  // ids], normalize, scale = f0.
+  bool has_bias = false, normalize = false;
   // CUSTOM: the op's meaning is the user's; the case supplies its reference.
   std::function<void(const ref_in&, ref_out*)> custom_ref;
 };

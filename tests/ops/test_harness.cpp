@@ -484,6 +484,16 @@ const std::vector<bad_input>& bad_inputs() {
          return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {64, 9}), nullptr, f32(c, {3}), 1.0f); }},
       {op_kind::ATTN_MQA, "strided q rows", [](context& c) {
          return attn_mqa(c, permute(c, f32(c, {2, 64, 4}), 1, 0, 2, 3), f32(c, {64, 9}), nullptr, nullptr, 1.0f); }},
+      {op_kind::ROUTE_TOPK, "k = 0", [](context& c) { return route_topk(c, f32(c, {16, 4}), f32(c, {16}), 0); }},
+      {op_kind::ROUTE_TOPK, "k > experts", [](context& c) { return route_topk(c, f32(c, {16, 4}), nullptr, 17); }},
+      {op_kind::ROUTE_TOPK, "f16 logits", [](context& c) { return route_topk(c, f16(c, {16, 4}), nullptr, 3); }},
+      {op_kind::ROUTE_TOPK, "bias one expert short", [](context& c) { return route_topk(c, f32(c, {16, 4}), f32(c, {15}), 3); }},
+      {op_kind::ROUTE_TOPK, "bias not one row", [](context& c) { return route_topk(c, f32(c, {16, 4}), f32(c, {16, 4}), 3); }},
+      {op_kind::ROUTE_TOPK, "f16 bias", [](context& c) { return route_topk(c, f32(c, {16, 4}), f16(c, {16}), 3); }},
+      {op_kind::ROUTE_WEIGHTS, "f32 ids", [](context& c) { return route_weights(c, f32(c, {16, 4}), f32(c, {3, 4}), true, 1.5f); }},
+      {op_kind::ROUTE_WEIGHTS, "ids of another token count", [](context& c) {
+         return route_weights(c, f32(c, {16, 4}), i32(c, {3, 5}), true, 1.5f); }},
+      {op_kind::ROUTE_WEIGHTS, "f16 logits", [](context& c) { return route_weights(c, f16(c, {16, 4}), i32(c, {3, 4}), true, 1.5f); }},
       {op_kind::CPY, "cast to an unregistered type", [](context& c) { return cast(c, f32(c, {4}), dtype::count); }},
       {op_kind::FP8_ROUNDTRIP, "f16 input", [](context& c) { return fp8_roundtrip(c, f16(c, {64}), 64); }},
       {op_kind::FP8_ROUNDTRIP, "block 0", [](context& c) { return fp8_roundtrip(c, f32(c, {64}), 0); }},

@@ -1189,6 +1189,77 @@ void add_sweeps(std::vector<op_case>& cs) {
   }
 }
 
+// ---- the MoE router: route_topk, route_weights ---------------------------------------------------------------
+// The model's shapes (256 or 384 experts, top 6; decode and prefill rows), k up to E, exact ties
+// (integer logits, equal biases: the lower expert first), specials (NaN ranks last, +inf first,
+// -inf scores 0), values past softplus's threshold, strided logits, ids and bias.
+void add_router(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto tk = [](context& c, T t, const op_args& a) { return route_topk(c, t[0], a.has_bias ? t[1] : nullptr, a.k); };
+  auto add_tk = [&](std::string name, input logits, int k, const input* bias) {
+    op_args a;
+    a.k = k;
+    a.has_bias = bias != nullptr;
+    std::vector<input> ins = {logits};
+    if (bias) ins.push_back(*bias);
+    cs.push_back(mk(op_kind::ROUTE_TOPK, std::move(name), ins, tk, a));
+  };
+  const filler logit = uniform(-6, 6);
+  const input b256 = in(dtype::f32, {256}, uniform(-0.3, 0.3));
+  const input b384 = in(dtype::f32, {384}, uniform(-0.3, 0.3));
+  add_tk("flash_256x1_k6_bias", in(dtype::f32, {256, 1}, logit), 6, &b256);
+  add_tk("flash_256x7_k6_bias", in(dtype::f32, {256, 7}, logit), 6, &b256);
+  add_tk("prefill_256x130_k6_bias", in(dtype::f32, {256, 130}, logit), 6, &b256);
+  add_tk("pro_384x3_k6_bias", in(dtype::f32, {384, 3}, logit), 6, &b384);
+  add_tk("256x4_k8_nobias", in(dtype::f32, {256, 4}, logit), 8, nullptr);
+  add_tk("64x5_k64_all", in(dtype::f32, {64, 5}, logit), 64, nullptr);
+  add_tk("1x3_k1", in(dtype::f32, {1, 3}, logit), 1, nullptr);
+  const input b33 = in(dtype::f32, {33}, uniform(-1, 1), padded(2));
+  add_tk("33x6x2_k5_transposed_bias_padded", in(dtype::f32, {33, 6, 2}, logit, transposed()), 5, &b33);
+  add_tk("70x4_k9_padded", in(dtype::f32, {70, 4}, logit, padded()), 9, nullptr);
+  const input b_equal = in(dtype::f32, {64}, values({0.25}));
+  add_tk("ties_64x4_k10_equal_bias", in(dtype::f32, {64, 4}, ties(8)), 10, &b_equal);
+  const input b_ties = in(dtype::f32, {64}, ties(2));
+  add_tk("ties_64x4_k20_tied_bias", in(dtype::f32, {64, 4}, ties(6)), 20, &b_ties);
+  const input b96 = in(dtype::f32, {96}, uniform(-0.5, 0.5));
+  add_tk("specials_96x4_k12_bias", in(dtype::f32, {96, 4}, with_specials(-30, 30, 0.15, {kNaN, kInf, -kInf})), 12, &b96);
+  add_tk("all_nan_16x2_k4", in(dtype::f32, {16, 2}, values({kNaN})), 4, nullptr);
+  // Around softplus's threshold (20), far past it, signed zeros, tiny and hugely negative logits.
+  // k = 40 reaches the near-ties the reference marks ambiguous (ref_ROUTE_TOPK): +-1e-30 and +-0
+  // (scores sqrt(ln 2) apart by 1e-31), and -20, -100, -1e30 (scores within softplus's absolute
+  // bound of 0).
+  add_tk("adversarial_48x2_k40", in(dtype::f32, {48, 2}, values({-1e30, 1e30, -100, 100, 25, 19.99, 20.01, -20, 1e-30, -1e-30, 0.0, -0.0})),
+         40, nullptr);
+  add_tk("large_4096x2_k32", in(dtype::f32, {4096, 2}, logit), 32, nullptr);
+  add_tk("past_cuda_cap_5000x1_k6", in(dtype::f32, {5000, 1}, logit), 6, nullptr);  // CUDA: stays on the CPU
+
+  auto rw = [](context& c, T t, const op_args& a) { return route_weights(c, t[0], t[1], a.normalize, a.f0); };
+  auto add_rw = [&](std::string name, input logits, input ids, bool normalize, float scale) {
+    op_args a;
+    a.normalize = normalize;
+    a.f0 = scale;
+    cs.push_back(mk(op_kind::ROUTE_WEIGHTS, std::move(name), {logits, ids}, rw, a));
+  };
+  add_rw("flash_256x1_k6_norm", in(dtype::f32, {256, 1}, logit), in(dtype::i32, {6, 1}, ints(0, 255)), true, 1.5f);
+  add_rw("flash_256x9_k6_norm", in(dtype::f32, {256, 9}, logit), in(dtype::i32, {6, 9}, ints(0, 255)), true, 1.5f);
+  add_rw("pro_384x130_k6_norm", in(dtype::f32, {384, 130}, logit), in(dtype::i32, {6, 130}, ints(0, 383)), true, 2.5f);
+  add_rw("256x4_k8_plain", in(dtype::f32, {256, 4}, logit), in(dtype::i32, {8, 4}, ints(0, 255)), false, 2.5f);
+  add_rw("64x3_k1_norm", in(dtype::f32, {64, 3}, logit), in(dtype::i32, {1, 3}, ints(0, 63)), true, 1.0f);
+  add_rw("64x3_k40_norm", in(dtype::f32, {64, 3}, logit), in(dtype::i32, {40, 3}, ints(0, 63)), true, -0.75f);
+  add_rw("33x5_k4_transposed_ids_padded", in(dtype::f32, {33, 5}, logit, transposed()),
+         in(dtype::i32, {4, 5}, ints(0, 32), padded()), true, 1.5f);
+  add_rw("33x3x2_k4_ids_transposed", in(dtype::f32, {33, 3, 2}, logit, padded()),
+         in(dtype::i32, {4, 3, 2}, ints(0, 32), transposed()), true, 1.5f);
+  add_rw("specials_64x4_k6_plain", in(dtype::f32, {64, 4}, with_specials(-30, 30, 0.2, {kNaN, kInf, -kInf})),
+         in(dtype::i32, {6, 4}, ints(0, 63)), false, 1.5f);
+  // Row 1 all -inf: every weight 0, normalized 0/0 = NaN (as the unfused chain); rows 0 and 2 mix
+  // -inf (weight exactly 0) with values past the threshold.
+  add_rw("neg_inf_row_8x3_k3_norm",
+         in(dtype::f32, {8, 3}, values({-kInf, 3, -2, -kInf, 25, 0.5, -30, 1, -kInf, -kInf, -kInf, -kInf, -kInf, -kInf, -kInf, -kInf,
+                                        2, -kInf, 4, -1, 21, -kInf, 0, 7})),
+         in(dtype::i32, {3, 3}, values({0, 1, 3, 0, 5, 7, 1, 2, 4})), true, 1.5f);
+}
+
 // ---- quantization round-trips (exact): KV and activation shapes, partial runs, ties, specials -----------
 // Integers in [lo, hi] divided by denom: dyadic values, many of them exact ties once scaled.
 filler dyadic(int64_t lo, int64_t hi, double denom) {
@@ -1265,6 +1336,7 @@ const std::vector<op_case>& all_cases() {
     add_sinkhorn(cs);
     add_hc_mix(cs);
     add_fused(cs);
+    add_router(cs);
     add_attn_mqa(cs);
     add_rope(cs);
     add_matmul(cs);

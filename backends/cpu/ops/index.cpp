@@ -6,6 +6,7 @@
 
 #include "backends/cpu/ops/common.h"
 #include "backends/cpu/ops/convert.h"
+#include "backends/cpu/ops/rank.h"
 #include "quant/quant.h"
 
 namespace v4::cpu {
@@ -15,17 +16,6 @@ int64_t read_index(const tensor* ids, int64_t i0, int64_t i1) {
   const char* p = at(ids, i0, i1, 0, 0);
   return ids->type == dtype::i64 ? *reinterpret_cast<const int64_t*>(p) : *reinterpret_cast<const int32_t*>(p);
 }
-
-// Ranking for top_k / argsort: NaN below every number; equal values keep index order.
-struct greater_first {
-  const float* v;
-  bool operator()(int32_t i, int32_t j) const {
-    const float a = v[i], b = v[j];
-    const bool na = std::isnan(a), nb = std::isnan(b);
-    if (na || nb) return !na && nb ? true : (na && nb ? i < j : false);
-    return a > b || (a == b && i < j);
-  }
-};
 }  // namespace
 
 void kernel_GET_ROWS(const exec& ex, tensor* dst) {
@@ -114,12 +104,7 @@ void rank_rows(const exec& ex, tensor* dst, Rank&& rank) {
 
 void kernel_TOP_K(const exec& ex, tensor* dst) {
   const int k = dst->param_i(0);
-  rank_rows(ex, dst, [k](const float* v, std::vector<int32_t>& order) {
-    // Selection then a sort of the k winners: O(n + k log k). The comparator is a strict total
-    // order (ties broken by index), so the result does not depend on the algorithm.
-    std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), greater_first{v});
-    std::sort(order.begin(), order.begin() + k, greater_first{v});
-  });
+  rank_rows(ex, dst, [k](const float* v, std::vector<int32_t>& order) { top_k_order(v, int64_t(order.size()), k, order); });
 }
 
 void kernel_ARGSORT(const exec& ex, tensor* dst) {
