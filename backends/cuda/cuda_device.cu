@@ -58,6 +58,7 @@ launcher launcher_for(op_kind op) {
     case op_kind::RMS_NORM_W: return launch_rms_norm_w;
     case op_kind::SWIGLU: return launch_swiglu;
     case op_kind::ATTN_MQA: return launch_attn_mqa;
+    case op_kind::ATTN_SPARSE: return launch_attn_sparse;
     default: return nullptr;
   }
 }
@@ -566,6 +567,7 @@ class cuda_device_impl final : public device {
       case op_kind::HC_POST: return hc_post_supported(t);
       case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
+      case op_kind::ATTN_SPARSE: return attn_sparse_supported(t);
       default: return false;
     }
   }
