@@ -30,6 +30,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <cuda_fp8.h>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -59,6 +61,7 @@ struct attn_args {
   int W, Rv;
   int nq;              // store dims read from `store` (fp8 when compact); the rest from `rest`
   int sb_k, sb_rows;   // compact: the scale block
+  int sb_shift;        // log2(sb_k) when a power of two, else -1
   bool compact, has_ids;
 };
 
@@ -153,65 +156,102 @@ __device__ inline float e4m3_f(uint32_t c) {
   return __uint_as_float(sign | ((e + 120) << 23) | (m << 20));
 }
 
-// Key j of token t: its row (a ring slot when j < W, a store row otherwise, -1 when the id is
-// outside [0, Rv): masked and never read) and its mask value.
-__device__ inline void sparse_key(const attn_args& p, int t, int j, int* row, float* m) {
+// Where one key row of a tile is and how to read it, found once per tile (sparse_key) so that
+// the element loads need no index arithmetic beyond the column.
+struct key_row {
+  const char* a;      // the ring slot's row, or the store row (plain values or fp8 codes); nullptr:
+                      // an id outside [0, Rv) (masked; reads as zeros)
+  const char* rest;   // compact store rows: dims nq.. (rest's row)
+  const uint8_t* sc;  // compact store rows: the row's e8m0 scales
+  int type;           // a's type (kFp8: compact)
+  int nq;             // dims read from a (D, or the store's nq)
+};
+constexpr int kFp8 = int(dtype::fp8_e4m3);
+
+// Key j of token t: its row and its mask value.
+__device__ inline void sparse_key(const attn_args& p, int t, int j, key_row* k, float* m) {
+  k->rest = nullptr;
+  k->sc = nullptr;
+  k->nq = p.D;
   if (j < p.W) {
-    *row = j;
+    k->a = p.ring.data + int64_t(j) * p.ring.nb[1];
+    k->type = p.ring.type;
     *m = ld_f(p.mask, j, t, 0);
     return;
   }
   int i = j - p.W;
   if (p.has_ids) i = *reinterpret_cast<const int32_t*>(at(p.ids, i, t, 0, 0));
-  const bool ok = i >= 0 && i < p.Rv;
-  *row = ok ? i : -1;
-  *m = ok ? ld_f(p.mask, p.W + i, t, 0) : -INFINITY;
+  if (i < 0 || i >= p.Rv) {
+    k->a = nullptr;
+    *m = -INFINITY;
+    return;
+  }
+  k->a = p.store.data + int64_t(i) * p.store.nb[1];
+  k->type = p.store.type;
+  k->nq = p.nq;
+  if (p.rest.data) k->rest = p.rest.data + int64_t(i) * p.rest.nb[1];
+  if (p.compact) k->sc = reinterpret_cast<const uint8_t*>(p.scales.data + int64_t(i / p.sb_rows) * p.scales.nb[1]);
+  *m = ld_f(p.mask, p.W + i, t, 0);
 }
 
+__device__ inline int elem_bytes(int type) { return type == kF32 ? 4 : 2; }
+__device__ inline int scale_col(const attn_args& p, int d) { return p.sb_shift >= 0 ? d >> p.sb_shift : d / p.sb_k; }
+
 // Element d of a key row as f32 (exact conversions: the values get_rows / cast produce).
-__device__ inline float sparse_elem(const attn_args& p, bool ring, int row, int d) {
-  if (row < 0) return 0.0f;
-  if (ring) return load_f(at(p.ring, d, row, 0, 0), p.ring.type);
-  if (d >= p.nq) return load_f(at(p.rest, d - p.nq, row, 0, 0), p.rest.type);
-  if (!p.compact) return load_f(at(p.store, d, row, 0, 0), p.store.type);
-  const uint8_t e = *reinterpret_cast<const uint8_t*>(at(p.scales, d / p.sb_k, row / p.sb_rows, 0, 0));
-  return e4m3_f(*reinterpret_cast<const uint8_t*>(at(p.store, d, row, 0, 0))) * e8m0_f(e);
+__device__ inline float key_elem(const attn_args& p, const key_row& k, int d) {
+  if (!k.a) return 0.0f;
+  if (d >= k.nq) return load_f(k.rest + int64_t(d - k.nq) * elem_bytes(p.rest.type), p.rest.type);
+  if (k.type == kFp8) return e4m3_f(uint8_t(k.a[d])) * e8m0_f(k.sc[scale_col(p, d)]);
+  return load_f(k.a + int64_t(d) * elem_bytes(k.type), k.type);
 }
-// Elements d .. d+3 of a plain row (aligned: sparse_quads_ok).
-__device__ inline float4 quad_f(const tview& v, int row, int d) {
-  const char* r = v.data + int64_t(row) * v.nb[1];
-  if (v.type == kF32) return *reinterpret_cast<const float4*>(r + int64_t(d) * 4);
-  const uint2 w = *reinterpret_cast<const uint2*>(r + int64_t(d) * 2);
-  if (v.type == kBF16)  // bf16 -> f32: the 16 bits on top
+// Four f32 / f16 / bf16 values at r (aligned for one load: attn_sparse's launcher checks).
+__device__ inline float4 quad_f(const char* r, int type) {
+  if (type == kF32) return *reinterpret_cast<const float4*>(r);
+  const uint2 w = *reinterpret_cast<const uint2*>(r);
+  if (type == kBF16)  // bf16 -> f32: the 16 bits on top
     return make_float4(__uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u), __uint_as_float(w.y << 16),
                        __uint_as_float(w.y & 0xffff0000u));
   const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&w.x));
   const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&w.y));
   return make_float4(a.x, a.y, b.x, b.y);
 }
-// Elements d .. d+3 of a key row (d % 4 == 0; nq and the scale block are multiples of 4).
-__device__ inline float4 sparse_quad(const attn_args& p, bool ring, int row, int d) {
-  if (row < 0) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (ring) return quad_f(p.ring, row, d);
-  if (d >= p.nq) return quad_f(p.rest, row, d - p.nq);
-  if (!p.compact) return quad_f(p.store, row, d);
-  const uint32_t c = *reinterpret_cast<const uint32_t*>(p.store.data + int64_t(row) * p.store.nb[1] + d);
-  const float s = e8m0_f(*reinterpret_cast<const uint8_t*>(at(p.scales, d / p.sb_k, row / p.sb_rows, 0, 0)));
-  return make_float4(e4m3_f(c & 0xFF) * s, e4m3_f((c >> 8) & 0xFF) * s, e4m3_f((c >> 16) & 0xFF) * s, e4m3_f(c >> 24) * s);
+// Two e4m3 codes (low byte first) as f32: the hardware conversion to f16 (exact: every e4m3 value
+// is an f16 value, NaN stays NaN), then f16 -> f32 (exact).
+__device__ inline float2 e4m3x2_f(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
-// Keys j0 .. j0+nr-1 (rows[r] from sparse_key) into dst [nr][D], kBatch loads in flight per thread.
+// Elements d .. d+3 of a key row (d % 4 == 0; nq and the scale block are multiples of 4).
+__device__ inline float4 key_quad(const attn_args& p, const key_row& k, int d) {
+  if (!k.a) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (d >= k.nq) return quad_f(k.rest + int64_t(d - k.nq) * elem_bytes(p.rest.type), p.rest.type);
+  if (k.type != kFp8) return quad_f(k.a + int64_t(d) * elem_bytes(k.type), k.type);
+  const uint32_t c = *reinterpret_cast<const uint32_t*>(k.a + d);
+  const float s = e8m0_f(k.sc[scale_col(p, d)]);
+  const float2 lo = e4m3x2_f(c & 0xFFFFu), hi = e4m3x2_f(c >> 16);
+  return make_float4(lo.x * s, lo.y * s, hi.x * s, hi.y * s);  // one product each, as get_rows
+}
+// The nr rows of keys (rows[r] from sparse_key) into dst [nr][D], kBatch loads in flight per
+// thread; row and column advance by additions (no division per element).
 template <bool kVec>
-__device__ inline void load_sparse_rows(float* dst, const attn_args& p, int j0, int nr, const int* rows) {
+__device__ inline void load_sparse_rows(float* dst, const attn_args& p, int nr, const key_row* rows) {
   const int per_row = kVec ? p.D / 4 : p.D, total = nr * per_row;
+  const int dr = blockDim.x / per_row, dc = blockDim.x % per_row;
+  int r = threadIdx.x / per_row, c = threadIdx.x % per_row;
   for (int i0 = threadIdx.x; i0 < total; i0 += kBatch * blockDim.x) {
     float4 v[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
-      const int i = i0 + b * blockDim.x;
-      if (i >= total) continue;
-      const int r = i / per_row, c = i % per_row;
-      if (kVec) v[b] = sparse_quad(p, j0 + r < p.W, rows[r], 4 * c);
-      else v[b].x = sparse_elem(p, j0 + r < p.W, rows[r], c);
+      if (i0 + b * int(blockDim.x) < total) {
+        if (kVec) v[b] = key_quad(p, rows[r], 4 * c);
+        else v[b].x = key_elem(p, rows[r], c);
+      }
+      r += dr;
+      c += dc;
+      if (c >= per_row) {
+        c -= per_row;
+        ++r;
+      }
     }
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
@@ -237,7 +277,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   float* ps = ks + TL * D;      // [kGroup][TL]
   __shared__ float s_m[kGroup], s_l[kGroup], s_alpha[kGroup];
   __shared__ float s_mask[32];
-  __shared__ int s_row[32];  // kSparse: the tile's key rows
+  __shared__ key_row s_keys[32];  // kSparse: the tile's key rows
 
   const int t = blockIdx.x / p.chunks, c = blockIdx.x % p.chunks, grp = blockIdx.y;
   const int h0 = grp * kGroup, gn = min(kGroup, p.H - h0);
@@ -264,9 +304,9 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   for (int j0 = j_begin; j0 < j_end; j0 += TL) {
     const int n = min(TL, j_end - j0);
     if (kSparse) {
-      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_row[threadIdx.x], &s_mask[threadIdx.x]);
+      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &s_mask[threadIdx.x]);
       __syncthreads();
-      load_sparse_rows<kVec>(ks, p, j0, n, s_row);
+      load_sparse_rows<kVec>(ks, p, n, s_keys);
     } else {
       if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
       else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
@@ -620,6 +660,9 @@ bool launch_attn_sparse(cudaStream_t s, tensor* dst, std::string* error) {
       p.scales = view_of(store->scales);
       p.sb_k = store->scale_block[0];
       p.sb_rows = store->scale_block[1];
+      p.sb_shift = -1;
+      for (int b = 0; b < 31; ++b)
+        if (p.sb_k == 1 << b) p.sb_shift = b;
     }
   }
   if (rest) {
