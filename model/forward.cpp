@@ -455,7 +455,8 @@ struct builder {
     // q and o are read through permuted views (attn_mqa and rope take strided rows): no copies.
     tensor* qt = permute(ctx, q, 0, 2, 1, 3);  // [HD, T, H]
     const float sm_scale = 1.0f / std::sqrt(float(HD));
-    tensor* o = ring_first ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale) : attn_mqa(ctx, qt, keys, mask, L.sink, sm_scale);
+    tensor* o = ring_first ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale)
+                           : attn_mqa(ctx, qt, keys, mask, L.sink, sm_scale);
     o = rope(ctx, permute(ctx, o, 0, 2, 1, 3), pos, rope_for(L.ratio, /*inverse=*/true));  // [HD, H, T]
     o = reshape(ctx, o, {HD * H, T});
 

@@ -215,8 +215,8 @@ tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask,
   }
   const int64_t Rv = mask->ne[0] - W;
   if (mask->ne[1] != T || mask->ne[2] != 1 || mask->ne[3] != 1 || Rv < 0 || (!k.store && Rv != 0)) {
-    ctx.fail("attn_sparse: mask %s must be [W + Rv, %lld] with W = %lld (Rv = 0 without a store)", describe(mask).c_str(),
-             (long long)T, (long long)W);
+    ctx.fail("attn_sparse: mask %s must be [W + Rv, %lld] with W = %lld (Rv = 0 without a store)",
+             describe(mask).c_str(), (long long)T, (long long)W);
     return nullptr;
   }
   if (sink && (!need_f32(ctx, "attn_sparse sink", sink) || sink->nelements() != H || sink->ne[0] != H)) {
@@ -232,12 +232,13 @@ tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask,
     const bool rest_ok = compact && nq < D ? k.rest && plain_rows(k.rest) && k.rest->ne[0] == D - nq &&
                                                  k.rest->ne[1] == s->ne[1] && k.rest->ne[2] == 1 && k.rest->ne[3] == 1
                                            : !k.rest;
-    const bool store_ok = (compact ? s->nb[0] == 1 && nq <= D : plain_rows(s) && nq == D) && s->ne[2] == 1 && s->ne[3] == 1;
+    const bool store_ok =
+        (compact ? s->nb[0] == 1 && nq <= D : plain_rows(s) && nq == D) && s->ne[2] == 1 && s->ne[3] == 1;
     if (!store_ok || !rest_ok || Rv > s->ne[1]) {
       ctx.fail("attn_sparse: store %s (rest %s) must be [%lld, R >= %lld] f32/f16/bf16, or fp8_e4m3 [nq, R] with "
                "scales and a rest [%lld - nq, R] f32/f16/bf16 when nq < %lld, all with contiguous rows",
-               describe(s).c_str(), k.rest ? describe(k.rest).c_str() : "none", (long long)D, (long long)Rv, (long long)D,
-               (long long)D);
+               describe(s).c_str(), k.rest ? describe(k.rest).c_str() : "none", (long long)D, (long long)Rv,
+               (long long)D, (long long)D);
       return nullptr;
     }
   } else if (k.rest || k.ids) {
@@ -255,7 +256,8 @@ tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask,
     ctx.fail("attn_sparse: %lld keys per token (at most %d)", (long long)NK, INT32_MAX);
     return nullptr;
   }
-  tensor* r = detail::new_node(ctx, op_kind::ATTN_SPARSE, dtype::f32, q->ne, {q, k.ring, mask, sink, k.store, k.rest, k.ids});
+  tensor* r =
+      detail::new_node(ctx, op_kind::ATTN_SPARSE, dtype::f32, q->ne, {q, k.ring, mask, sink, k.store, k.rest, k.ids});
   if (r) r->set_param_f(0, scale);
   return r;
 }

@@ -1,7 +1,8 @@
 // CUDA kernels of the "other ops" (docs/CUDA.md) at the model's real sizes, which the op harness
 // (tests/ops, small shapes with float64 bounds) does not reach: top_k over the indexer's up to
 // 128K scores per query (the segmented path), argsort / top_k falling back to the global sort,
-// attn_mqa at V4-Flash's decode and prefill shapes (the chunked, combined path), rope of q and of
+// attn_mqa at V4-Flash's decode and prefill shapes (the chunked, combined path), attn_sparse at
+// its decode shapes over compact rows (and the unfused chain it replaces), rope of q and of
 // the attention output (permuted) at decode and prefill shapes, and get_rows of the stored
 // fp8_e4m3 / mxfp4 / q8_0 rows. Each result is compared with the CPU backend's (exact for the
 // integer and decoded results, a small bound for attention and rope), and the time per call is
@@ -271,13 +272,13 @@ TEST(CudaOps, AttnSparseModelShapes) {
     store.scale_block[1] = 1;
     std::vector<int32_t> ids(static_cast<size_t>(K));
     for (int32_t& i : ids) i = int32_t(rng() % uint32_t(sh.Rv));
-    std::vector<leaf_spec> in{f32_leaf({D, 1, H}, q), bf16_leaf({D, W}), f32_leaf({W + sh.Rv, 1}, mask), f32_leaf({H}, sink),
-                              store, bf16_leaf({D - NQ, sh.Rv})};
+    std::vector<leaf_spec> in{f32_leaf({D, 1, H}, q),    bf16_leaf({D, W}), f32_leaf({W + sh.Rv, 1}, mask),
+                              f32_leaf({H}, sink), store,            bf16_leaf({D - NQ, sh.Rv})};
     if (sh.ids) in.push_back(i32_leaf({K, 1}, ids));
     const float scale = 1.0f / std::sqrt(float(D));
     auto fused = [&](context& c, const std::vector<tensor*>& l) {
-      return attn_sparse(c, l[0], {.ring = l[1], .store = l[4], .rest = l[5], .ids = sh.ids ? l[6] : nullptr}, l[2], l[3],
-                         scale);
+      const sparse_keys k{.ring = l[1], .store = l[4], .rest = l[5], .ids = sh.ids ? l[6] : nullptr};
+      return attn_sparse(c, l[0], k, l[2], l[3], scale);
     };
     // The chain, as the model built it: leaves 7 and 8 are the window and row masks.
     auto chain = [&](context& c, const std::vector<tensor*>& l) {
@@ -302,8 +303,8 @@ TEST(CudaOps, AttnSparseModelShapes) {
       const std::vector<float> o = as<float>(old.out);
       double diff = 0;
       for (size_t i = 0; i < o.size(); ++i) diff = std::max(diff, std::fabs(double(o[i]) - g[i]));
-      std::printf("  unfused chain (cast, get_rows x2, concat x3, gather, attn_mqa): %.1f us per call (max |chain - fused| %.2g)\n",
-                  old.seconds * 1e6, diff);
+      std::printf("  unfused chain (cast, get_rows x2, concat x3, gather, attn_mqa): %.1f us per call "
+                  "(max |chain - fused| %.2g)\n", old.seconds * 1e6, diff);
     }
   }
 }

@@ -87,9 +87,11 @@ void attend(const exec& ex, tensor* dst, int64_t t0, int64_t t1, int64_t NK, Key
 void kernel_ATTN_MQA(const exec& ex, tensor* dst) {
   const tensor* kv = dst->src[1];
   const tensor* mask = dst->src[2];
-  attend(
-      ex, dst, 0, dst->ne[1], kv->ne[1], [&](int64_t, int64_t j) { return reinterpret_cast<const float*>(at(kv, 0, j, 0, 0)); },
-      [&](int64_t t, int64_t j) { return mask ? *reinterpret_cast<const float*>(at(mask, j, t, 0, 0)) : 0.0f; });
+  auto key = [&](int64_t, int64_t j) { return reinterpret_cast<const float*>(at(kv, 0, j, 0, 0)); };
+  auto mask_at = [&](int64_t t, int64_t j) {
+    return mask ? *reinterpret_cast<const float*>(at(mask, j, t, 0, 0)) : 0.0f;
+  };
+  attend(ex, dst, 0, dst->ne[1], kv->ne[1], key, mask_at);
 }
 
 // Token by token: the token's keys are converted into one f32 buffer [D, NK] exactly as the
