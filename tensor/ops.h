@@ -175,7 +175,8 @@ struct sparse_keys {
 //                the row is not read)
 //   y[:, t, :] = attn_mqa(q[:, t, :], key(:, t), m(:, t), sink, scale)
 // The CPU gives the bits of the unfused chain (cast / get_rows / concat of the keys, gather /
-// concat of the mask, attn_mqa).
+// concat of the mask, attn_mqa). Node sources: q, ring, mask, sink, store, rest, ids (the first
+// four in attn_mqa's slots 0, 2, 3); the store's scales travel in store->scales, as for get_rows.
 tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& keys, tensor* mask, tensor* sink, float scale);
 
 // ---- linear algebra -----------------------------------------------------------------------------
