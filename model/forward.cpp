@@ -12,7 +12,8 @@
 // Attention keys of one chunk: [ring (window slots) | the chunk's own K=V rows | compressed rows].
 // Which of them a query sees is a mask built on the host from positions (window, causality);
 // the CSA indexer's top-k selection is scattered into that mask inside the graph (prefill), or
-// the selected rows are gathered (decode: one query).
+// decode (one query) attends over [window | the selected rows] as the caches store them
+// (attn_sparse: no dequantized copy of the keys, no gathered mask).
 // State is read before it is written: cache writes are extra graph outputs listed after the
 // logits, so they come last in the node order (tensor/graph.h builds depth-first, in order).
 #include <algorithm>
@@ -119,6 +120,7 @@ struct builder {
   int64_t p0 = 0, T = 0;        // first position, tokens in the chunk
   tensor* pos = nullptr;        // i32 [T]
   tensor* win_mask = nullptr;   // f32 [W + T, T], or [W, 1] when ring_first
+  std::vector<float> win_mask_host;  // ring_first: win_mask's values (attention() extends them)
   // Decode without dumps: the token's K=V row is written into the ring first and the attention
   // reads the W ring slots alone (the slot it replaces holds position p0 - W, outside the window),
   // instead of rounding the row to the cache type, reading the ring and concatenating the two.
@@ -393,11 +395,11 @@ struct builder {
     std::vector<int32_t> slot(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) slot[size_t(t)] = int32_t((p0 + t) % W);
     tensor* ring_ids = in.i32(slot, {T}, "ring_slot");
-    tensor* keys = nullptr;  // [HD, W + T], or [HD, W] (ring_first)
+    tensor* keys = nullptr;  // [HD, W + T] (not ring_first)
+    sparse_keys sk;          // ring_first: the keys read as the caches store them (attn_sparse)
     if (ring_first) {
-      tensor* ring = set_rows(ctx, S.ring, kv, ring_ids);  // stored in the cache type
-      writes.push_back(ring);
-      keys = read_cache(ring);
+      sk.ring = set_rows(ctx, S.ring, kv, ring_ids);  // stored in the cache type
+      writes.push_back(sk.ring);
     } else {
       kv = named(as_cached(kv), "kv", layer_);
       keys = concat(ctx, read_cache(S.ring), kv, 1);
@@ -423,12 +425,28 @@ struct builder {
         for (int64_t t = 0; t < T; ++t)
           for (int64_t i = 0; i < Rv; ++i)
             causal[size_t(t * Rv + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
-        tensor* cmask = in.f32(causal, {Rv, T}, "comp_mask");
+        tensor* cmask = nullptr;  // [Rv, T]
+        if (ring_first) {
+          // One host mask [window slots | rows 0 .. Rv-1] for attn_sparse; the indexer reads its
+          // row part through a view.
+          std::vector<float> both = win_mask_host;
+          both.insert(both.end(), causal.begin(), causal.end());
+          mask = in.f32(std::move(both), {W + Rv, 1}, "attn_mask");
+          cmask = view_2d(ctx, mask, Rv, 1, mask->nb[1], size_t(W) * sizeof(float));
+        } else {
+          cmask = in.f32(causal, {Rv, T}, "comp_mask");
+        }
         tensor* comp = nullptr;  // [HD, R] or [HD, k]
         tensor* top = L.ratio == 4 ? indexer_top(x, qr, L, S, cmask) : nullptr;
-        if (top && T == 1) {
-          // Decode: gather the selected rows (cost independent of the context length) and
-          // their causal mask (picks past the visible rows, when fewer exist, stay -inf).
+        if (ring_first) {
+          // Decode: attn_sparse reads the selected rows (cost independent of the context
+          // length), or all Rv (HCA, or no more rows than the selection), where they are stored;
+          // their mask by row id (picks past the visible rows, when fewer exist, stay -inf).
+          sk.store = stored.plain ? stored.plain : stored.q;
+          sk.rest = stored.plain ? nullptr : stored.rest;
+          sk.ids = top;
+        } else if (top && T == 1) {
+          // Decode with dumps: gather the selected rows and their causal mask.
           comp = gather_rows(stored, top);
           cmask = gather(ctx, cmask, top);
         } else if (top) {
@@ -438,9 +456,11 @@ struct builder {
           tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
           cmask = add(ctx, reshape(ctx, set_rows(ctx, base, zeros, top), {R, T}), cmask);
         }
-        if (!comp) comp = read_rows(stored, Rv);
-        keys = concat(ctx, keys, comp, 1);
-        mask = concat(ctx, mask, cmask, 0);
+        if (!ring_first) {
+          if (!comp) comp = read_rows(stored, Rv);
+          keys = concat(ctx, keys, comp, 1);
+          mask = concat(ctx, mask, cmask, 0);
+        }
       } else if (L.ratio == 4) {
         indexer_top(x, qr, L, S, nullptr);  // keeps the indexer's compressor state current
       }
@@ -449,10 +469,13 @@ struct builder {
     if (!ring_first) writes.push_back(set_rows(ctx, S.ring, kv, ring_ids));
 
     // One fused op: scores against [window | chunk | compressed rows], softmax with the sink,
-    // and the weighted sum of the same rows (K = V).
+    // and the weighted sum of the same rows (K = V); at decode (ring_first) over the rows as
+    // stored, without a dequantized copy of the keys (attn_sparse: the same bits on the CPU).
     // q and o are read through permuted views (attn_mqa and rope take strided rows): no copies.
     tensor* qt = permute(ctx, q, 0, 2, 1, 3);  // [HD, T, H]
-    tensor* o = attn_mqa(ctx, qt, keys, mask, L.sink, 1.0f / std::sqrt(float(HD)));
+    const float sm_scale = 1.0f / std::sqrt(float(HD));
+    tensor* o = ring_first ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale)
+                           : attn_mqa(ctx, qt, keys, mask, L.sink, sm_scale);
     o = rope(ctx, permute(ctx, o, 0, 2, 1, 3), pos, rope_for(L.ratio, /*inverse=*/true));  // [HD, H, T]
     o = reshape(ctx, o, {HD * H, T});
 
@@ -773,6 +796,7 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
       const int64_t kp = s == p0 % W ? p0 : ring_pos_[size_t(s)];
       if (kp >= 0 && kp <= p0 && kp > p0 - W) wm[size_t(s)] = 0.0f;
     }
+    b.win_mask_host = wm;
     b.win_mask = in.f32(std::move(wm), {W, 1}, "win_mask");
   } else {
     std::vector<float> wm(static_cast<size_t>((W + T) * T), kNegInf);

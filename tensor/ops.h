@@ -149,6 +149,36 @@ tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w);
 // A query with every logit -inf and no sink gets zeros.
 tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale);
 
+// The keys of attn_sparse, read where and as they are stored (DeepSeek-V4's KV caches):
+//   ring   [D, W] f32 / f16 / bf16: the window slots;
+//   store  the compressed rows (optional: nullptr = the window alone), either plain [D, R] f32 /
+//          f16 / bf16, or compact fp8_e4m3 [nq, R] with ->scales (e8m0, per-row blocks as
+//          get_rows reads them) whose dims nq..D-1 are the rows of
+//   rest   [D - nq, R] f32 / f16 / bf16 (compact stores with nq < D only);
+//   ids    i32 [k, T]: the store rows each token reads (optional: nullptr = rows 0 .. Rv-1).
+// Every tensor has contiguous rows (nb[0] = the element size).
+struct sparse_keys {
+  tensor* ring = nullptr;
+  tensor* store = nullptr;
+  tensor* rest = nullptr;
+  tensor* ids = nullptr;
+};
+// Sparse attention (CSA / HCA decode) over [window | store rows], fused: attn_mqa over keys that
+// are never assembled in memory. q f32 [D, T, H] (rows contiguous), mask f32 [W + Rv, T] (the
+// window slots', then one value per store row 0 .. Rv-1, Rv <= R; may hold -inf), sink f32 [H]
+// (optional) ->  f32 [D, T, H]:
+//   NK = W + k (with ids) or W + Rv (without; W without a store)
+//   key(j, t)  = ring[:, j]                      for j < W
+//              = row(i) = store[:, i] as get_rows reads it (fp8: code * scale), then rest[:, i],
+//                with i = ids[j - W, t] (or j - W)              for j >= W
+//   m(j, t)    = mask[j, t] for j < W,  mask[W + i, t] for j >= W (an id outside [0, Rv): -inf,
+//                the row is not read)
+//   y[:, t, :] = attn_mqa(q[:, t, :], key(:, t), m(:, t), sink, scale)
+// The CPU gives the bits of the unfused chain (cast / get_rows / concat of the keys, gather /
+// concat of the mask, attn_mqa). Node sources: q, ring, mask, sink, store, rest, ids (the first
+// four in attn_mqa's slots 0, 2, 3); the store's scales travel in store->scales, as for get_rows.
+tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& keys, tensor* mask, tensor* sink, float scale);
+
 // ---- linear algebra -----------------------------------------------------------------------------
 // w [K, M, Bw2, Bw3] (f32, f16, bf16, or a registered block type), x f32 [K, N, B2, B3] with rows
 // contiguous, B2 % Bw2 == 0 and B3 % Bw3 == 0 (w is broadcast over batches):

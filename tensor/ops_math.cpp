@@ -199,6 +199,69 @@ tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink
   return r;
 }
 
+namespace {
+bool plain_rows(const tensor* t) { return traits(t->type).is_float && t->nb[0] == traits(t->type).block_bytes; }
+}  // namespace
+
+tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask, tensor* sink, float scale) {
+  if (!have({q, k.ring, mask})) return nullptr;
+  if (!need_f32(ctx, "attn_sparse q", q) || !need_f32(ctx, "attn_sparse mask", mask)) return nullptr;
+  const int64_t D = q->ne[0], T = q->ne[1], H = q->ne[2], W = k.ring->ne[1];
+  if (q->ne[3] != 1 || !q->rows_contiguous() || !plain_rows(k.ring) || k.ring->ne[0] != D || k.ring->ne[2] != 1 ||
+      k.ring->ne[3] != 1) {
+    ctx.fail("attn_sparse: q %s must be [D, T, H] f32 and ring %s [D, W] f32/f16/bf16, both with contiguous rows",
+             describe(q).c_str(), describe(k.ring).c_str());
+    return nullptr;
+  }
+  const int64_t Rv = mask->ne[0] - W;
+  if (mask->ne[1] != T || mask->ne[2] != 1 || mask->ne[3] != 1 || Rv < 0 || (!k.store && Rv != 0)) {
+    ctx.fail("attn_sparse: mask %s must be [W + Rv, %lld] with W = %lld (Rv = 0 without a store)",
+             describe(mask).c_str(), (long long)T, (long long)W);
+    return nullptr;
+  }
+  if (sink && (!need_f32(ctx, "attn_sparse sink", sink) || sink->nelements() != H || sink->ne[0] != H)) {
+    if (ctx.ok()) ctx.fail("attn_sparse: sink %s must be [%lld]", describe(sink).c_str(), (long long)H);
+    return nullptr;
+  }
+  int64_t NK = W + Rv;
+  if (k.store) {
+    const tensor* s = k.store;
+    const bool compact = s->type == dtype::fp8_e4m3;
+    if (compact && !detail::check_scales(ctx, "attn_sparse store", s)) return nullptr;
+    const int64_t nq = s->ne[0];
+    const bool rest_ok = compact && nq < D ? k.rest && plain_rows(k.rest) && k.rest->ne[0] == D - nq &&
+                                                 k.rest->ne[1] == s->ne[1] && k.rest->ne[2] == 1 && k.rest->ne[3] == 1
+                                           : !k.rest;
+    const bool store_ok =
+        (compact ? s->nb[0] == 1 && nq <= D : plain_rows(s) && nq == D) && s->ne[2] == 1 && s->ne[3] == 1;
+    if (!store_ok || !rest_ok || Rv > s->ne[1]) {
+      ctx.fail("attn_sparse: store %s (rest %s) must be [%lld, R >= %lld] f32/f16/bf16, or fp8_e4m3 [nq, R] with "
+               "scales and a rest [%lld - nq, R] f32/f16/bf16 when nq < %lld, all with contiguous rows",
+               describe(s).c_str(), k.rest ? describe(k.rest).c_str() : "none", (long long)D, (long long)Rv,
+               (long long)D, (long long)D);
+      return nullptr;
+    }
+  } else if (k.rest || k.ids) {
+    ctx.fail("attn_sparse: rest or ids without a store");
+    return nullptr;
+  }
+  if (k.ids) {
+    if (k.ids->type != dtype::i32 || k.ids->ne[1] != T || k.ids->ne[2] != 1 || k.ids->ne[3] != 1) {
+      ctx.fail("attn_sparse: ids %s must be i32 [k, %lld]", describe(k.ids).c_str(), (long long)T);
+      return nullptr;
+    }
+    NK = W + k.ids->ne[0];
+  }
+  if (NK > int64_t(INT32_MAX)) {
+    ctx.fail("attn_sparse: %lld keys per token (at most %d)", (long long)NK, INT32_MAX);
+    return nullptr;
+  }
+  tensor* r =
+      detail::new_node(ctx, op_kind::ATTN_SPARSE, dtype::f32, q->ne, {q, k.ring, mask, sink, k.store, k.rest, k.ids});
+  if (r) r->set_param_f(0, scale);
+  return r;
+}
+
 tensor* hc_mix(context& ctx, tensor* mix, tensor* base, const float s[3], int iters, float eps) {
   if (!have({mix, base})) return nullptr;
   if (!need_f32(ctx, "hc_mix", mix) || !need_f32(ctx, "hc_mix", base)) return nullptr;

@@ -31,7 +31,7 @@
 namespace v4 {
 
 constexpr int kMaxDims = 4;
-constexpr int kMaxSrc = 6;
+constexpr int kMaxSrc = 8;
 constexpr int kMaxOpParams = 16;  // 32-bit words of op parameters per node
 constexpr int kMaxName = 64;
 

@@ -60,6 +60,7 @@ launcher launcher_for(op_kind op) {
     case op_kind::ATTN_MQA: return launch_attn_mqa;
     case op_kind::ROUTE_TOPK: return launch_route_topk;
     case op_kind::ROUTE_WEIGHTS: return launch_route_weights;
+    case op_kind::ATTN_SPARSE: return launch_attn_sparse;
     default: return nullptr;
   }
 }
@@ -570,6 +571,7 @@ class cuda_device_impl final : public device {
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
       case op_kind::ROUTE_TOPK: return a->ne[0] <= kMaxRouteExperts;
       case op_kind::ROUTE_WEIGHTS: return true;
+      case op_kind::ATTN_SPARSE: return attn_sparse_supported(t);
       default: return false;
     }
   }

@@ -46,6 +46,8 @@ bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_hc_mix(cudaStream_t s, tensor* dst, std::string* error);   // HC_MIX (n = 4)
 bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_attn_sparse(cudaStream_t s, tensor* dst, std::string* error);
+bool attn_sparse_supported(const tensor* dst);  // head dim <= kMaxAttnDim; float / fp8_e4m3+e8m0 keys
 // Fused ops of the decode graph (ops_fused.cu): RMS_NORM_W, SWIGLU, HC_SUM, HC_POST (HC <= 8:
 // hc_post_supported; more streams stay on the CPU).
 bool launch_rms_norm_w(cudaStream_t s, tensor* dst, std::string* error);

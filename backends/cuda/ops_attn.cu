@@ -1,5 +1,6 @@
 // attn_mqa: H query heads over one shared set of K = V rows, with mask and sink (tensor/ops.h).
-// No score matrix leaves the chip.
+// attn_sparse: the same over keys read from the caches as stored (window ring | store rows by
+// id, fp8 rows dequantized in the tile loader). No score matrix leaves the chip.
 //
 // attn_kernel: a block takes kGroup heads of one token and one chunk of the keys. The heads'
 // queries and a tile of key rows sit in shared memory (copied with cp.async, the queries and the
@@ -19,10 +20,17 @@
 // fence and an atomic counter, scalar reads and one warp_sum per score: 36 us at decode; see
 // docs/CUDA.md.) A query whose logits are all -inf and has no sink gets zeros, as the CPU.
 //
+// attn_sparse (kSparse): the tile loader finds each key's row (a ring slot, or the store row its
+// id names) and mask value, then converts the rows into the same shared-memory tile: f32 / f16 /
+// bf16 exactly, fp8_e4m3 as code value times its e8m0 scale (one f32 product, as get_rows), four
+// elements per load where rows are aligned. Everything after the tile is attn_mqa's code.
+//
 // Numerics: f32 throughout, expf (within 2 ulp); the per-tile rescaling and the combine add a
 // few roundings per chunk, inside the harness's bound (reference.cpp: ref_ATTN_MQA).
 #include <algorithm>
 #include <cmath>
+
+#include <cuda_fp8.h>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
@@ -47,6 +55,14 @@ struct attn_args {
   int per_chunk;  // keys per chunk
   int tile;       // key rows per tile in shared memory (<= 32: one lane per row in the softmax)
   float* part;    // [T, groups, C] x (kGroup*D acc, kGroup m, kGroup l), when chunks > 1
+  // attn_sparse (tensor/ops.h: sparse_keys): key j < W is ring slot j, key j >= W store row
+  // ids[j - W, t] (or j - W); mask [W + Rv, T] indexed by slot, then by row.
+  tview ring, store, scales, rest, ids;
+  int W, Rv;
+  int nq;              // store dims read from `store` (fp8 when compact); the rest from `rest`
+  int sb_k, sb_rows;   // compact: the scale block
+  int sb_shift;        // log2(sb_k) when a power of two, else -1
+  bool compact, has_ids;
 };
 
 __device__ inline float ld_f(const tview& v, int64_t i0, int64_t i1, int64_t i2) {
@@ -124,10 +140,134 @@ __device__ inline float warp_sum_32(float (&v)[32]) {
 }
 static_assert(kRows * kGroup == 32, "a warp's scores are reduced 32 at a time, one per lane");
 
+// ---- attn_sparse's key rows ----
+// quant/e8m0.h: 2^(e-127); 0 -> 2^-127 (subnormal); 0xFF -> NaN.
+__device__ inline float e8m0_f(uint32_t e) {
+  if (e == 0xFF) return __uint_as_float(0x7fc00000u);
+  return __uint_as_float(e == 0 ? 0x00400000u : e << 23);
+}
+// quant/fp8.h's e4m3 (S.EEEE.MMM, bias 7, subnormals, 0x7F / 0xFF NaN), by its bits: a normal
+// 2^(E-7) (1 + M/8) is the f32 with exponent field E + 120 and mantissa M << 20; a subnormal
+// M 2^-9 is exact in f32.
+__device__ inline float e4m3_f(uint32_t c) {
+  const uint32_t e = (c >> 3) & 15, m = c & 7, sign = (c & 0x80) << 24;
+  if (e == 0) return __uint_as_float(__float_as_uint(float(m) * 0x1p-9f) | sign);
+  if (e == 15 && m == 7) return __uint_as_float(0x7fc00000u);
+  return __uint_as_float(sign | ((e + 120) << 23) | (m << 20));
+}
+
+// Where one key row of a tile is and how to read it, found once per tile (sparse_key) so that
+// the element loads need no index arithmetic beyond the column.
+struct key_row {
+  const char* a;      // the ring slot's row, or the store row (plain values or fp8 codes); nullptr:
+                      // an id outside [0, Rv) (masked; reads as zeros)
+  const char* rest;   // compact store rows: dims nq.. (rest's row)
+  const uint8_t* sc;  // compact store rows: the row's e8m0 scales
+  int type;           // a's type (kFp8: compact)
+  int nq;             // dims read from a (D, or the store's nq)
+};
+constexpr int kFp8 = int(dtype::fp8_e4m3);
+
+// Key j of token t: its row and its mask value.
+__device__ inline void sparse_key(const attn_args& p, int t, int j, key_row* k, float* m) {
+  k->rest = nullptr;
+  k->sc = nullptr;
+  k->nq = p.D;
+  if (j < p.W) {
+    k->a = p.ring.data + int64_t(j) * p.ring.nb[1];
+    k->type = p.ring.type;
+    *m = ld_f(p.mask, j, t, 0);
+    return;
+  }
+  int i = j - p.W;
+  if (p.has_ids) i = *reinterpret_cast<const int32_t*>(at(p.ids, i, t, 0, 0));
+  if (i < 0 || i >= p.Rv) {
+    k->a = nullptr;
+    *m = -INFINITY;
+    return;
+  }
+  k->a = p.store.data + int64_t(i) * p.store.nb[1];
+  k->type = p.store.type;
+  k->nq = p.nq;
+  if (p.rest.data) k->rest = p.rest.data + int64_t(i) * p.rest.nb[1];
+  if (p.compact) k->sc = reinterpret_cast<const uint8_t*>(p.scales.data + int64_t(i / p.sb_rows) * p.scales.nb[1]);
+  *m = ld_f(p.mask, p.W + i, t, 0);
+}
+
+__device__ inline int elem_bytes(int type) { return type == kF32 ? 4 : 2; }
+__device__ inline int scale_col(const attn_args& p, int d) { return p.sb_shift >= 0 ? d >> p.sb_shift : d / p.sb_k; }
+
+// Element d of a key row as f32 (exact conversions: the values get_rows / cast produce).
+__device__ inline float key_elem(const attn_args& p, const key_row& k, int d) {
+  if (!k.a) return 0.0f;
+  if (d >= k.nq) return load_f(k.rest + int64_t(d - k.nq) * elem_bytes(p.rest.type), p.rest.type);
+  if (k.type == kFp8) return e4m3_f(uint8_t(k.a[d])) * e8m0_f(k.sc[scale_col(p, d)]);
+  return load_f(k.a + int64_t(d) * elem_bytes(k.type), k.type);
+}
+// Four f32 / f16 / bf16 values at r (aligned for one load: attn_sparse's launcher checks).
+__device__ inline float4 quad_f(const char* r, int type) {
+  if (type == kF32) return *reinterpret_cast<const float4*>(r);
+  const uint2 w = *reinterpret_cast<const uint2*>(r);
+  if (type == kBF16)  // bf16 -> f32: the 16 bits on top
+    return make_float4(__uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u), __uint_as_float(w.y << 16),
+                       __uint_as_float(w.y & 0xffff0000u));
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&w.x));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&w.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+// Two e4m3 codes (low byte first) as f32: the hardware conversion to f16 (exact: every e4m3 value
+// is an f16 value, NaN stays NaN), then f16 -> f32 (exact).
+__device__ inline float2 e4m3x2_f(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
+}
+// Elements d .. d+3 of a key row (d % 4 == 0; nq and the scale block are multiples of 4).
+__device__ inline float4 key_quad(const attn_args& p, const key_row& k, int d) {
+  if (!k.a) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (d >= k.nq) return quad_f(k.rest + int64_t(d - k.nq) * elem_bytes(p.rest.type), p.rest.type);
+  if (k.type != kFp8) return quad_f(k.a + int64_t(d) * elem_bytes(k.type), k.type);
+  const uint32_t c = *reinterpret_cast<const uint32_t*>(k.a + d);
+  const float s = e8m0_f(k.sc[scale_col(p, d)]);
+  const float2 lo = e4m3x2_f(c & 0xFFFFu), hi = e4m3x2_f(c >> 16);
+  return make_float4(lo.x * s, lo.y * s, hi.x * s, hi.y * s);  // one product each, as get_rows
+}
+// The nr rows of keys (rows[r] from sparse_key) into dst [nr][D], kBatch loads in flight per
+// thread; row and column advance by additions (no division per element).
+template <bool kVec>
+__device__ inline void load_sparse_rows(float* dst, const attn_args& p, int nr, const key_row* rows) {
+  const int per_row = kVec ? p.D / 4 : p.D, total = nr * per_row;
+  const int dr = blockDim.x / per_row, dc = blockDim.x % per_row;
+  int r = threadIdx.x / per_row, c = threadIdx.x % per_row;
+  for (int i0 = threadIdx.x; i0 < total; i0 += kBatch * blockDim.x) {
+    float4 v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (i0 + b * int(blockDim.x) < total) {
+        if (kVec) v[b] = key_quad(p, rows[r], 4 * c);
+        else v[b].x = key_elem(p, rows[r], c);
+      }
+      r += dr;
+      c += dc;
+      if (c >= per_row) {
+        c -= per_row;
+        ++r;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * blockDim.x;
+      if (i >= total) continue;
+      if (kVec) reinterpret_cast<float4*>(dst)[i] = v[b];
+      else dst[i] = v[b].x;
+    }
+  }
+}
+
 // kVec: q and the K=V rows packed and 16-byte aligned, D % 4 == 0, tile % 4 == 0 (V4 always):
 // copies by cp.async, the dot products over float4 columns, and a thread owns the adjacent dims
 // 2i and 2i + 1 (float2 reads of the rows). Otherwise scalar reads, dims i and i + kThreads.
-template <bool kVec>
+// kSparse: attn_sparse's keys (the loader above), else attn_mqa's kv.
+template <bool kVec, bool kSparse>
 __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   pdl_wait();
   extern __shared__ __align__(16) float sm[];
@@ -137,6 +277,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   float* ps = ks + TL * D;      // [kGroup][TL]
   __shared__ float s_m[kGroup], s_l[kGroup], s_alpha[kGroup];
   __shared__ float s_mask[32];
+  __shared__ key_row s_keys[32];  // kSparse: the tile's key rows
 
   const int t = blockIdx.x / p.chunks, c = blockIdx.x % p.chunks, grp = blockIdx.y;
   const int h0 = grp * kGroup, gn = min(kGroup, p.H - h0);
@@ -162,9 +303,15 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
 
   for (int j0 = j_begin; j0 < j_end; j0 += TL) {
     const int n = min(TL, j_end - j0);
-    if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
-    else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
-    if (threadIdx.x < n) s_mask[threadIdx.x] = p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
+    if (kSparse) {
+      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &s_mask[threadIdx.x]);
+      __syncthreads();
+      load_sparse_rows<kVec>(ks, p, n, s_keys);
+    } else {
+      if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
+      else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
+      if (threadIdx.x < n) s_mask[threadIdx.x] = p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
+    }
     // kVec reads rows in fours without bounds checks (branches cost more than the reads): the
     // rows of a short last tile up to the next multiple of 4 become zeros.
     if (kVec)
@@ -380,8 +527,10 @@ const device_info& info() {
     if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) optin = 48 << 10;
     cudaGetLastError();
     r.smem_limit = std::min(optin - (4 << 10), 160 << 10);  // room for the static shared arrays
-    cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
-    cudaFuncSetAttribute(attn_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
+    cudaFuncSetAttribute(attn_kernel<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
+    cudaFuncSetAttribute(attn_kernel<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
+    cudaFuncSetAttribute(attn_kernel<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
+    cudaFuncSetAttribute(attn_kernel<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, r.smem_limit);
     return r;
   }();
   return i;
@@ -389,14 +538,15 @@ const device_info& info() {
 
 }  // namespace
 
-bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
+namespace {
+
+// q, sink, y, scale and the shape of attn_mqa / attn_sparse (same source slots 0, 2, 3).
+attn_args common_args(const tensor* dst, int64_t NK) {
   const tensor* q = dst->src[0];
-  const tensor* kv = dst->src[1];
   const tensor* mask = dst->src[2];
   const tensor* sink = dst->src[3];
   attn_args p{};
   p.q = view_of(q);
-  p.kv = view_of(kv);
   p.mask = mask ? view_of(mask) : tview{};
   p.sink = sink ? view_of(sink) : tview{};
   p.y = view_of(dst);
@@ -406,11 +556,17 @@ bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
   p.D = int(q->ne[0]);
   p.T = int(q->ne[1]);
   p.H = int(q->ne[2]);
-  p.NK = int(kv->ne[1]);
+  p.NK = int(NK);
   p.groups = (p.H + kGroup - 1) / kGroup;
+  return p;
+}
+
+// Tiles, chunks and scratch for p, then the kernel (and the combine when there are chunks).
+// vec: the kVec variant's conditions on the keys (attn_kernel); q's are checked here.
+bool launch_attn(cudaStream_t s, attn_args& p, bool sparse, bool vec, const char* what, std::string* error) {
   if (p.D == 0 || p.T == 0 || p.H == 0) return true;
   if (p.D > 2 * kThreads) {
-    *error = "CUDA: attn_mqa with head dim " + std::to_string(p.D) + ": the kernel takes at most " +
+    *error = std::string("CUDA: ") + what + " with head dim " + std::to_string(p.D) + ": the kernel takes at most " +
              std::to_string(2 * kThreads) + " (run the op on the CPU)";
     return false;
   }
@@ -421,7 +577,8 @@ bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
   p.tile = 32;
   while (p.tile > 1 && smem_for(p.tile) > size_t(di.smem_limit)) p.tile /= 2;
   if (smem_for(p.tile) > size_t(di.smem_limit)) {
-    *error = "CUDA: attn_mqa with head dim " + std::to_string(p.D) + " needs more shared memory than this GPU gives a block";
+    *error = std::string("CUDA: ") + what + " with head dim " + std::to_string(p.D) +
+             " needs more shared memory than this GPU gives a block";
     return false;
   }
   // Chunks: whole tiles each, about two blocks per SM (two fit at V4's sizes); more chunks would
@@ -437,13 +594,86 @@ bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
     if (!p.part) return false;
   }
   const dim3 grid(unsigned(int64_t(p.T) * p.chunks), unsigned(p.groups));
-  const bool vec = packed16(p.q, 2, p.D) && packed16(p.kv, 1, p.D) && p.tile % 4 == 0;
-  launch(vec ? attn_kernel<true> : attn_kernel<false>, grid, kThreads, smem_for(p.tile), s, p);
-  if (!launched("attn_mqa", error)) return false;
+  vec = vec && packed16(p.q, 2, p.D) && p.tile % 4 == 0;
+  auto kernel = sparse ? (vec ? attn_kernel<true, true> : attn_kernel<false, true>)
+                       : (vec ? attn_kernel<true, false> : attn_kernel<false, false>);
+  launch(kernel, grid, kThreads, smem_for(p.tile), s, p);
+  if (!launched(what, error)) return false;
   if (p.chunks == 1) return true;
   // chunks > 1 only when groups * T < 2 * SMs: T is small, the grid's y fits.
   launch(attn_combine_kernel, dim3(unsigned(p.H), unsigned(p.T)), kCombineThreads, 0, s, p);
-  return launched("attn_mqa (combine)", error);
+  return launched(sparse ? "attn_sparse (combine)" : "attn_mqa (combine)", error);
+}
+
+// Rows of v readable four elements at a time (float4 / 8-byte loads) at every multiple of 4.
+bool quads_ok(const tensor* v) {
+  const size_t q = 4 * v->nb[0];
+  return reinterpret_cast<uintptr_t>(v->data) % q == 0 && v->nb[1] % q == 0;
+}
+bool plain_type(const tensor* t) { return t->type == dtype::f32 || t->type == dtype::f16 || t->type == dtype::bf16; }
+
+}  // namespace
+
+bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
+  const tensor* kv = dst->src[1];
+  attn_args p = common_args(dst, kv->ne[1]);
+  p.kv = view_of(kv);
+  return launch_attn(s, p, false, packed16(p.kv, 1, p.D), "attn_mqa", error);
+}
+
+bool attn_sparse_supported(const tensor* dst) {
+  const tensor* store = dst->src[4];
+  const tensor* rest = dst->src[5];
+  if (dst->ne[0] > kMaxAttnDim || !plain_type(dst->src[1]) || (rest && !plain_type(rest))) return false;
+  if (!store || plain_type(store)) return true;
+  return store->type == dtype::fp8_e4m3 && store->scales && store->scales->type == dtype::e8m0;
+}
+
+bool launch_attn_sparse(cudaStream_t s, tensor* dst, std::string* error) {
+  const tensor* ring = dst->src[1];
+  const tensor* mask = dst->src[2];
+  const tensor* store = dst->src[4];
+  const tensor* rest = dst->src[5];
+  const tensor* ids = dst->src[6];
+  const int64_t W = ring->ne[1], Rv = mask->ne[0] - W;
+  attn_args p = common_args(dst, W + (ids ? ids->ne[0] : Rv));
+  p.ring = view_of(ring);
+  p.W = int(W);
+  p.Rv = int(Rv);
+  p.nq = p.D;
+  bool vec = p.D % 4 == 0 && quads_ok(ring);
+  if (store) {
+    p.store = view_of(store);
+    p.compact = store->type == dtype::fp8_e4m3;
+    p.nq = int(store->ne[0]);
+    vec = vec && p.nq % 4 == 0 && quads_ok(store);
+    if (p.compact) {
+      // The scales are not a source of the node: check here that this GPU can read them.
+      cudaPointerAttributes attr{};
+      if (!store->scales->data || cudaPointerGetAttributes(&attr, store->scales->data) != cudaSuccess ||
+          attr.type == cudaMemoryTypeUnregistered) {
+        cudaGetLastError();
+        *error = std::string("CUDA: attn_sparse: the scales of '") + store->name +
+                 "' are not in memory this GPU can read: keep a scaled tensor and its scales in the same buffer";
+        return false;
+      }
+      p.scales = view_of(store->scales);
+      p.sb_k = store->scale_block[0];
+      p.sb_rows = store->scale_block[1];
+      p.sb_shift = -1;
+      for (int b = 0; b < 31; ++b)
+        if (p.sb_k == 1 << b) p.sb_shift = b;
+    }
+  }
+  if (rest) {
+    p.rest = view_of(rest);
+    vec = vec && quads_ok(rest);
+  }
+  if (ids) {
+    p.ids = view_of(ids);
+    p.has_ids = true;
+  }
+  return launch_attn(s, p, true, vec, "attn_sparse", error);
 }
 
 }  // namespace v4::cuda

@@ -1,7 +1,8 @@
 // CUDA kernels of the "other ops" (docs/CUDA.md) at the model's real sizes, which the op harness
 // (tests/ops, small shapes with float64 bounds) does not reach: top_k over the indexer's up to
 // 128K scores per query (the segmented path), argsort / top_k falling back to the global sort,
-// attn_mqa at V4-Flash's decode and prefill shapes (the chunked, combined path), rope of q and of
+// attn_mqa at V4-Flash's decode and prefill shapes (the chunked, combined path), attn_sparse at
+// its decode shapes over compact rows (and the unfused chain it replaces), rope of q and of
 // the attention output (permuted) at decode and prefill shapes, and get_rows of the stored
 // fp8_e4m3 / mxfp4 / q8_0 rows. Each result is compared with the CPU backend's (exact for the
 // integer and decoded results, a small bound for attention and rope), and the time per call is
@@ -26,6 +27,7 @@
 #include "quant/fp8.h"
 #include "quant/mxfp4.h"
 #include "quant/q8_0.h"
+#include "tensor/alloc.h"
 #include "tensor/ops.h"
 
 namespace v4 {
@@ -107,6 +109,8 @@ op_run run_op(device* d, const std::vector<leaf_spec>& specs, const op_builder& 
   }
   graph g;
   EXPECT_TRUE(build_graph(ctx, outs, &g));
+  graph_allocator alloc(bt);  // intermediates of a chain of ops (one op: nothing to place)
+  EXPECT_TRUE(alloc.allocate(g, &err)) << err;
   std::unique_ptr<stream> s = d->new_stream();
   std::vector<double> secs;
   for (int rep = 0; rep < reps; ++rep) {
@@ -215,6 +219,93 @@ TEST(CudaOps, AttnMqaModelShapes) {
     }
     std::printf("attn_mqa %s D=%lld T=%lld H=%lld NK=%lld: %.1f us per call (max |gpu - cpu| %.2g)\n", sh.what,
                 (long long)sh.D, (long long)sh.T, (long long)sh.H, (long long)sh.NK, got.seconds * 1e6, worst);
+  }
+}
+
+// attn_sparse at V4-Flash's decode shapes, keys as the model stores them with QAT: a bf16 ring of
+// 128 slots, compact rows (448 fp8_e4m3 dims with e8m0 scales per 64 + 64 bf16 dims); a CSA layer
+// at 64K context (top 512 of 16384 rows) and an HCA layer at 64K (all 512 rows). Compared with the
+// CPU (the bound of AttnMqaModelShapes: the same rows, in [-3.75, 3.75]); timed against the
+// unfused chain it replaces (cast, 2 get_rows, 2 concats of the keys, gather + concat of the
+// mask, attn_mqa).
+TEST(CudaOps, AttnSparseModelShapes) {
+  REQUIRE_GPU(gpu);
+  device* cpu = cpu::cpu_device();
+  constexpr int64_t D = 512, H = 64, W = 128, NQ = 448, K = 512;
+  struct shape {
+    int64_t Rv;
+    bool ids;
+    const char* what;
+  };
+  for (const shape& sh : {shape{16384, true, "CSA 64K (top 512 of 16384)"}, shape{512, false, "HCA 64K (512 rows)"}}) {
+    SCOPED_TRACE(sh.what);
+    std::mt19937 rng(uint32_t(sh.Rv));
+    std::uniform_real_distribution<float> d(-2, 2);
+    auto bf16_leaf = [&](std::vector<int64_t> ne) {
+      leaf_spec l;
+      l.type = dtype::bf16;
+      l.ne = std::move(ne);
+      l.bytes.resize(size_t(l.ne[0] * l.ne[1]) * 2);
+      for (size_t i = 0; i < l.bytes.size(); i += 2) {
+        uint32_t u;
+        const float x = d(rng);
+        std::memcpy(&u, &x, 4);
+        l.bytes[i] = uint8_t(u >> 16);
+        l.bytes[i + 1] = uint8_t(u >> 24);
+      }
+      return l;
+    };
+    std::vector<float> q(size_t(D * H)), mask(size_t(W + sh.Rv), 0.0f), sink(static_cast<size_t>(H));
+    for (float& x : q) x = d(rng);
+    for (float& x : sink) x = d(rng);
+    for (int64_t j = 0; j < W; j += 7) mask[size_t(j)] = -std::numeric_limits<float>::infinity();
+    // fp8 codes of magnitude 2^-6 .. 3.75 (exponent fields 1..8), scales 2^-1 or 1.
+    leaf_spec store;
+    store.type = dtype::fp8_e4m3;
+    store.ne = {NQ, sh.Rv};
+    store.bytes.resize(size_t(NQ * sh.Rv));
+    for (uint8_t& c : store.bytes) c = uint8_t((rng() & 0x80) | ((1 + rng() % 8) << 3) | (rng() & 7));
+    store.scale_ne = {NQ / 64, sh.Rv};
+    store.scale_bytes.resize(size_t(NQ / 64 * sh.Rv));
+    for (uint8_t& e : store.scale_bytes) e = uint8_t(126 + rng() % 2);
+    store.scale_block[0] = 64;
+    store.scale_block[1] = 1;
+    std::vector<int32_t> ids(static_cast<size_t>(K));
+    for (int32_t& i : ids) i = int32_t(rng() % uint32_t(sh.Rv));
+    std::vector<leaf_spec> in{f32_leaf({D, 1, H}, q),    bf16_leaf({D, W}), f32_leaf({W + sh.Rv, 1}, mask),
+                              f32_leaf({H}, sink), store,            bf16_leaf({D - NQ, sh.Rv})};
+    if (sh.ids) in.push_back(i32_leaf({K, 1}, ids));
+    const float scale = 1.0f / std::sqrt(float(D));
+    auto fused = [&](context& c, const std::vector<tensor*>& l) {
+      const sparse_keys k{.ring = l[1], .store = l[4], .rest = l[5], .ids = sh.ids ? l[6] : nullptr};
+      return attn_sparse(c, l[0], k, l[2], l[3], scale);
+    };
+    // The chain, as the model built it: leaves 7 and 8 are the window and row masks.
+    auto chain = [&](context& c, const std::vector<tensor*>& l) {
+      tensor* comp = concat(c, get_rows(c, l[4], l[6]), get_rows(c, l[5], l[6]), 0);
+      tensor* keys = concat(c, cast(c, l[1], dtype::f32), comp, 1);
+      return attn_mqa(c, l[0], keys, concat(c, l[7], gather(c, l[8], l[6]), 0), l[3], scale);
+    };
+    const std::vector<float> want = as<float>(run_op(cpu, in, fused).out);
+    const op_run got = run_op(gpu, in, fused, 10, 11);
+    const std::vector<float> g = as<float>(got.out);
+    ASSERT_EQ(g.size(), want.size());
+    double worst = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      worst = std::max(worst, std::fabs(double(g[i]) - want[i]));
+      ASSERT_NEAR(g[i], want[i], 2e-5) << "element " << i;
+    }
+    std::printf("attn_sparse %s: %.1f us per call (max |gpu - cpu| %.2g)\n", sh.what, got.seconds * 1e6, worst);
+    if (sh.ids) {  // the chain it replaces (the HCA chain reads all rows through an iota: not built here)
+      in.push_back(f32_leaf({W, 1}, std::vector<float>(mask.begin(), mask.begin() + W)));
+      in.push_back(f32_leaf({sh.Rv, 1}, std::vector<float>(mask.begin() + W, mask.end())));
+      const op_run old = run_op(gpu, in, chain, 10, 11);
+      const std::vector<float> o = as<float>(old.out);
+      double diff = 0;
+      for (size_t i = 0; i < o.size(); ++i) diff = std::max(diff, std::fabs(double(o[i]) - g[i]));
+      std::printf("  unfused chain (cast, get_rows x2, concat x3, gather, attn_mqa): %.1f us per call "
+                  "(max |chain - fused| %.2g)\n", old.seconds * 1e6, diff);
+    }
   }
 }
 

@@ -26,8 +26,8 @@
 //   exact              fp8_roundtrip, fp4_roundtrip: deterministic roundings (power-of-two scales
 //                      make every step exact in f32), so every bit must match.
 //   fused ops          rms_norm_w (n+9)u|y|, swiglu (2^-20 + 2u)|y|, hc_sum (HC+2)u sum|terms|,
-//                      hc_post (HC+3)u sum|terms|: the bounds of the chains they replace, derived
-//                      next to each.
+//                      hc_post (HC+3)u sum|terms|, attn_sparse (attn_mqa's on the assembled keys):
+//                      the bounds of the chains they replace, derived next to each.
 //   router             route_weights: sqrt(softplus) within softplus's bound, a k-term sum, a
 //                      division and a scale; route_topk: exact, except where experts' scores lie
 //                      within their error bounds of each other (ref_ROUTE_TOPK says how).
@@ -750,6 +750,56 @@ static void ref_ATTN_MQA(const ref_in& in, ref_out* o) {
         o->tol[k] = rel * mag + kTiny;
       }
     }
+}
+
+// attn_sparse: the keys and mask of each token assembled as tensor/ops.h defines them (the
+// store's values are the scaled ones), then attn_mqa's reference and bound on them: the fused
+// op makes the same computation on the same values.
+static void ref_ATTN_SPARSE(const ref_in& in, ref_out* o) {
+  const op_args& p = in.args;
+  const darray& q = in.src[0];
+  const darray& ring = in.src[1];
+  const darray& mask = in.src[2];
+  size_t k = 3;
+  const darray* sink = p.has_sink ? &in.src[k++] : nullptr;
+  const darray* store = p.has_store ? &in.src[k++] : nullptr;
+  const darray* rest = p.has_rest ? &in.src[k++] : nullptr;
+  const darray* ids = p.has_ids ? &in.src[k++] : nullptr;
+  const int64_t D = q.ne[0], T = q.ne[1], H = q.ne[2], W = ring.ne[1], Rv = mask.ne[0] - W;
+  const int64_t NK = W + (ids ? ids->ne[0] : Rv), nq = store ? store->ne[0] : 0;
+  o->shape(dtype::f32, q.ne);
+  op_args a = p;
+  a.has_mask = true;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t qne[4] = {D, 1, H, 1}, kne[4] = {D, NK, 1, 1}, mne[4] = {NK, 1, 1, 1};
+    darray qt(dtype::f32, qne), kv(dtype::f32, kne), m(dtype::f32, mne);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d) qt.at(d, 0, h) = q.at(d, t, h);
+    for (int64_t j = 0; j < NK; ++j) {
+      if (j < W) {
+        for (int64_t d = 0; d < D; ++d) kv.at(d, j) = ring.at(d, j);
+        m.at(j) = mask.at(j, t);
+        continue;
+      }
+      const int64_t i = ids ? int64_t(ids->at(j - W, t)) : j - W;
+      if (i < 0 || i >= Rv) {  // not a row: masked, zeros
+        m.at(j) = -kInf;
+        continue;
+      }
+      for (int64_t d = 0; d < D; ++d) kv.at(d, j) = rest && d >= nq ? rest->at(d - nq, i) : store->at(d, i);
+      m.at(j) = mask.at(W + i, t);
+    }
+    std::vector<darray> src{qt, kv, m};
+    if (sink) src.push_back(*sink);
+    const ref_in one{a, std::move(src), in.mm_x_rounding};
+    ref_out y;
+    ref_ATTN_MQA(one, &y);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d) {
+        o->v[size_t(o->idx(d, t, h, 0))] = y.v[size_t(y.idx(d, 0, h, 0))];
+        o->tol[size_t(o->idx(d, t, h, 0))] = y.tol[size_t(y.idx(d, 0, h, 0))];
+      }
+  }
 }
 
 // Sinkhorn bound, relative to each output: the softmax as ref_SOFTMAX (2u|a_k - M| + exp ulps +

@@ -62,6 +62,8 @@ struct op_args {
   // SOFTMAX: inputs are [a, mask?, sink?] in that order, as flagged here.
   float softmax_scale = 1.0f;
   bool has_mask = false, has_sink = false;
+  // ATTN_SPARSE: inputs [q, ring, mask, sink?, store?, rest?, ids?] in that order, as flagged here.
+  bool has_store = false, has_rest = false, has_ids = false;
   rope_params rope;           // ROPE (inputs [a, pos])
   dtype cast_type = dtype::f32;  // CAST
   // VIEW (byte strides and offset into a contiguous source), RESHAPE (view_ne), PERMUTE (axes)

@@ -494,6 +494,31 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::ROUTE_WEIGHTS, "ids of another token count", [](context& c) {
          return route_weights(c, f32(c, {16, 4}), i32(c, {3, 5}), true, 1.5f); }},
       {op_kind::ROUTE_WEIGHTS, "f16 logits", [](context& c) { return route_weights(c, f16(c, {16, 4}), i32(c, {3, 4}), true, 1.5f); }},
+      {op_kind::ATTN_SPARSE, "ring width differs from q", [](context& c) {
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {32, 8})}, f32(c, {8, 1}), nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "mask rows without a store", [](context& c) {
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {64, 8})}, f32(c, {9, 1}), nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "more mask rows than the store has", [](context& c) {
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {64, 8}), .store = f32(c, {64, 3})}, f32(c, {12, 1}),
+                            nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "fp8 store without scales", [](context& c) {
+         tensor* s = c.new_tensor(dtype::fp8_e4m3, {48, 5});
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {64, 8}), .store = s, .rest = f32(c, {16, 5})},
+                            f32(c, {13, 1}), nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "compact store without its rest", [](context& c) {
+         tensor* s = c.new_tensor(dtype::fp8_e4m3, {48, 5});
+         s->scales = c.new_tensor(dtype::e8m0, {2, 5});
+         s->scale_block[0] = 32;
+         s->scale_block[1] = 1;
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {64, 8}), .store = s}, f32(c, {13, 1}), nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "f32 ids", [](context& c) {
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {64, 8}), .store = f32(c, {64, 5}), .ids = f32(c, {3, 1})},
+                            f32(c, {13, 1}), nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "ids for another token count", [](context& c) {
+         return attn_sparse(c, f32(c, {64, 2, 4}), {.ring = f32(c, {64, 8}), .store = f32(c, {64, 5}),
+                            .ids = c.new_tensor(dtype::i32, {3, 1})}, f32(c, {13, 2}), nullptr, 1.0f); }},
+      {op_kind::ATTN_SPARSE, "one sink short", [](context& c) {
+         return attn_sparse(c, f32(c, {64, 1, 4}), {.ring = f32(c, {64, 8})}, f32(c, {8, 1}), f32(c, {3}), 1.0f); }},
       {op_kind::CPY, "cast to an unregistered type", [](context& c) { return cast(c, f32(c, {4}), dtype::count); }},
       {op_kind::FP8_ROUNDTRIP, "f16 input", [](context& c) { return fp8_roundtrip(c, f16(c, {64}), 64); }},
       {op_kind::FP8_ROUNDTRIP, "block 0", [](context& c) { return fp8_roundtrip(c, f32(c, {64}), 0); }},
@@ -503,11 +528,11 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::FP4_ROUNDTRIP, "negative block", [](context& c) { return fp4_roundtrip(c, f32(c, {64}), -32); }},
       {op_kind::FP4_ROUNDTRIP, "n past the row", [](context& c) { return fp4_roundtrip(c, f32(c, {32}), 32, 33); }},
       {op_kind::CUSTOM, "no function", [](context& c) { return custom(c, dtype::f32, {4}, {f32(c, {4})}, custom_params{}); }},
-      {op_kind::CUSTOM, "7 sources", [](context& c) {
+      {op_kind::CUSTOM, "9 sources (kMaxSrc + 1)", [](context& c) {
          tensor* a = f32(c, {4});
          custom_params p;
          p.fn = noop_fn;
-         return custom(c, dtype::f32, {4}, {a, a, a, a, a, a, a}, p);
+         return custom(c, dtype::f32, {4}, {a, a, a, a, a, a, a, a, a}, p);
        }},
   };
   return table;

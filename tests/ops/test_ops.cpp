@@ -1324,6 +1324,86 @@ void add_quant(std::vector<op_case>& cs) {
           op == op_kind::FP8_ROUNDTRIP ? 64 : 32);
 }
 
+// ---- attn_sparse -----------------------------------------------------------------------------------------
+// Keys read from caches as the model stores them: a window ring (f32 / f16 / bf16) and a store of
+// compressed rows, plain or compact (fp8_e4m3 dims with e8m0 scales per 64 + a bf16 rest), all
+// rows or the rows ids select (duplicates and, in one case, ids outside [0, Rv): masked). V4-Flash
+// decode shapes (D 512, 64 heads, window 128, top 512 of the CSA rows; all HCA rows) and small odd
+// ones (D % 4 != 0, a partial head group, several tokens, permuted q).
+void add_attn_sparse(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  // Visible with probability 1 - p, logits offsets in (-1, 1); never a whole column masked by
+  // construction (the sink keeps such a column defined anyway).
+  auto vis_mask = [](double p) -> filler {
+    return [p](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+      std::uniform_real_distribution<double> d(-1, 1), coin(0, 1);
+      for (double& x : v) x = coin(rng) < p ? -kInf : d(rng);
+    };
+  };
+  struct shape {
+    const char* name;
+    int64_t D, Tq, H, W, R, Rv, k;  // k = 0: no ids (rows 0 .. Rv-1)
+    dtype ring, store;              // store f32 / f16 / bf16 plain, fp8_e4m3 compact, NONE: no store
+    int64_t nq = 0;                 // compact: fp8 dims (the rest bf16)
+    bool sink = true;
+    layout ql = cont();
+    filler ids = nullptr;           // default: uniform in [0, Rv)
+  };
+  const dtype none = dtype::count;
+  const std::vector<shape> shapes = {
+      {"v4_csa_decode_D512_H64_W128_k512_fp8", 512, 1, 64, 128, 1088, 1024, 512, dtype::bf16, dtype::fp8_e4m3, 448},
+      {"v4_hca_decode_D512_H64_W128_Rv192_fp8", 512, 1, 64, 128, 256, 192, 0, dtype::bf16, dtype::fp8_e4m3, 448},
+      {"v4_csa_decode_D512_H64_W128_k512_bf16", 512, 1, 64, 128, 1024, 1024, 512, dtype::bf16, dtype::bf16},
+      {"v4_window_only_D512_H64_W128_bf16", 512, 1, 64, 128, 0, 0, 0, dtype::bf16, none},
+      {"D100_T2_H9_W7_k13_fp8_nq72_perm", 100, 2, 9, 7, 40, 33, 13, dtype::f32, dtype::fp8_e4m3, 72, true,
+       permuted_0213()},
+      {"D64_T1_H8_W5_Rv70_fp8_whole", 64, 1, 8, 5, 70, 70, 0, dtype::f16, dtype::fp8_e4m3, 64},
+      {"D37_T3_H5_W7_k6_f16_bad_ids", 37, 3, 5, 7, 12, 11, 6, dtype::f32, dtype::f16, 0, false, cont(),
+       values({3, -1, 10, 11, 3, 0, 5, 7, 100, 2, 9, 4, 1, 1, 1, 8, 6, 10})},
+      {"D48_T2_H3_W9_Rv10_f32", 48, 2, 3, 9, 16, 10, 0, dtype::bf16, dtype::f32},
+      {"D36_T1_H4_W3_window_only_nosink", 36, 1, 4, 3, 0, 0, 0, dtype::f32, none, 0, false},
+  };
+  for (const shape& s : shapes) {
+    op_args a;
+    a.softmax_scale = 1.0f / std::sqrt(float(s.D));
+    a.has_mask = true;
+    a.has_sink = s.sink;
+    a.has_store = s.store != none;
+    a.has_rest = s.store == dtype::fp8_e4m3 && s.nq < s.D;
+    a.has_ids = s.k > 0;
+    std::vector<input> ins{in(dtype::f32, {s.D, s.Tq, s.H}, uniform(-2, 2), s.ql), in(s.ring, {s.D, s.W}, uniform(-2, 2)),
+                           in(dtype::f32, {s.W + s.Rv, s.Tq}, vis_mask(0.3))};
+    if (s.sink) ins.push_back(in(dtype::f32, {s.H}, uniform(-3, 3)));
+    const int store_at = int(ins.size());
+    if (s.store == dtype::fp8_e4m3) {
+      ins.push_back(input{});  // set below, once the scales' index is known
+      if (a.has_rest) ins.push_back(in(dtype::bf16, {s.D - s.nq, s.R}, uniform(-2, 2)));
+    } else if (a.has_store) {
+      ins.push_back(in(s.store, {s.D, s.R}, uniform(-2, 2)));
+    }
+    if (a.has_ids) ins.push_back(in(dtype::i32, {s.k, s.Tq}, s.ids ? s.ids : ints(0, s.Rv - 1)));
+    if (s.store == dtype::fp8_e4m3) {
+      // e4m3 values of magnitude up to 2 times scales 2^-2 .. 2^1: logits of order 1 to 10.
+      const int si = int(ins.size());
+      ins[size_t(store_at)] = qin(dtype::fp8_e4m3, {s.nq, s.R}, uniform(-2, 2), si, 64, 1);
+      ins.push_back(in(dtype::e8m0, {(s.nq + 63) / 64, s.R}, [](std::vector<double>& v, const int64_t*, std::mt19937_64& rng) {
+        std::uniform_int_distribution<int> e(-2, 1);
+        for (double& x : v) x = std::ldexp(1.0, e(rng));
+      }));
+    }
+    auto b = [](context& c, T t, const op_args& p) {
+      size_t i = 3;
+      tensor* sink = p.has_sink ? t[i++] : nullptr;
+      sparse_keys k{.ring = t[1]};
+      if (p.has_store) k.store = t[i++];
+      if (p.has_rest) k.rest = t[i++];
+      if (p.has_ids) k.ids = t[i++];
+      return attn_sparse(c, t[0], k, t[2], sink, p.softmax_scale);
+    };
+    cs.push_back(mk(op_kind::ATTN_SPARSE, s.name, std::move(ins), b, a));
+  }
+}
+
 }  // namespace
 
 const std::vector<op_case>& all_cases() {
@@ -1338,6 +1418,7 @@ const std::vector<op_case>& all_cases() {
     add_fused(cs);
     add_router(cs);
     add_attn_mqa(cs);
+    add_attn_sparse(cs);
     add_rope(cs);
     add_matmul(cs);
     add_qmatmul(cs);
