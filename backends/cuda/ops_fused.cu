@@ -41,8 +41,8 @@ __device__ inline float4 ld4(const tview& v, int64_t i0, int64_t i1, int64_t i2,
 // ---- rms_norm_w: one block per row (grid-stride over rows) ----------------------------------------
 // The block's threads stride the row (float4 groups when kVec), each warp's partial sum of squares
 // goes to shared memory and every thread adds the warps' sums in the same order (the same scale).
-// With an fp8 block, the block's warps then take the row's runs: each recomputes its run's values
-// (the same two products) for the amax and the rounding.
+// With an fp8 block, the block's warps then take the row's runs (quant_round.cuh fp8_run), each
+// computing its run's values from the source (the same two products).
 constexpr int kMaxNormThreads = 1024;
 
 template <bool kVec>
@@ -129,8 +129,7 @@ __global__ void swiglu_kernel(tview y, tview g, tview u, tview wts, bool has_wts
   }
 }
 
-// With an fp8 block: one warp per (row, run of the block), the run's values computed twice (amax,
-// then rounding).
+// With an fp8 block: one warp per (row, run of the block), quant_round.cuh fp8_run.
 __global__ void swiglu_fp8_kernel(tview y, tview g, tview u, tview wts, bool has_wts, float limit, int block,
                                   int64_t n_runs, int64_t items) {
   pdl_wait();

@@ -66,10 +66,28 @@ __device__ inline float fp4_rt(float v, float inv, float s) {
 
 // The FP8 round trip (amax floor 1e-4) of one run of elements held by a warp, value(k) giving
 // element k of the run [k0, k1) and store(k, y) taking its result: every lane of the warp calls
-// it (lanes stride the run; the amax is a warp reduction). value is called twice per element
-// (once for the amax, once to round), so it must be deterministic.
+// it (lanes stride the run; the amax is a warp reduction). A run of up to 128 elements (the
+// activation quantization's) is computed once, each lane keeping its values in registers; a
+// longer one calls value twice per element (amax, then rounding), so value must be deterministic.
 template <typename Value, typename Store>
 __device__ inline void fp8_run(int64_t k0, int64_t k1, int lane, Value value, Store store) {
+  constexpr int kHeld = 4;  // values per lane kept in registers
+  if (k1 - k0 <= 32 * kHeld) {
+    float v[kHeld];
+    float m = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) {
+      const int64_t k = k0 + lane + 32 * j;
+      v[j] = k < k1 ? value(k) : 0.0f;  // 0 leaves the amax unchanged
+      m = fmaxf(m, finite_abs(v[j]));
+    }
+    const int e = fp8_exp(warp_max(m), kFp8Floor);
+    const float s = pow2(e), inv = pow2(-e);
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j)
+      if (k0 + lane + 32 * j < k1) store(k0 + lane + 32 * j, fp8_rt(v[j], inv, s));
+    return;
+  }
   float m = 0.0f;
   for (int64_t k = k0 + lane; k < k1; k += 32) m = fmaxf(m, finite_abs(value(k)));
   const int e = fp8_exp(warp_max(m), kFp8Floor);
