@@ -175,15 +175,37 @@ struct builder {
     return view_3d(ctx, y, w->ne[1], y->ne[1], y->ne[2], y->nb[1], y->nb[2], size_t(row0) * sizeof(float));
   }
   // The FP8 activation quantization of x, made once per tensor: several projections read the
-  // same input (the attention's x feeds up to seven), and one node serves them all.
+  // same input (the attention's x feeds up to seven), and one node serves them all. A tensor
+  // whose producer already wrote the rounded values (rounded_by_producer) maps to itself.
   std::unordered_map<const tensor*, tensor*> act_quantized;
   tensor* act_quant(tensor* x) {
     tensor*& q = act_quantized[x];
     if (!q) q = act_quant_fp8(ctx, x);
     return q;
   }
-  // rms_norm(x) * w as one node (tensor/ops.h: rms_norm_w, the bits of the two).
-  tensor* norm_w(tensor* x, tensor* w) { return rms_norm_w(ctx, x, w, hp.rms_eps); }
+  // The activation quantization's block (official linear(): act_quant(x, 128, "ue8m0")).
+  static constexpr int kActBlock = 128;
+  // The FP8 block a producer should round its output with when every matmul that reads it is
+  // one of `weights` and each of those quantizes its input (QAT and an fp8 / mxfp4 weight): the
+  // activation quantization then happens inside the producer (one node fewer). 0 otherwise: the
+  // producer writes plain values (some reader needs them, or there is no QAT).
+  int act_block_for(std::initializer_list<const tensor*> weights) const {
+    if (!opt.qat) return 0;
+    for (const tensor* w : weights)
+      if (!w || !scaled_weight(w)) return 0;
+    return kActBlock;
+  }
+  // Records y as already holding its activation quantization (its producer rounded it with block
+  // act_block_for(...), when that was not 0), so linear() adds no round trip for it.
+  tensor* rounded_by_producer(tensor* y, int block) {
+    if (y && block) act_quantized[y] = y;
+    return y;
+  }
+  // rms_norm(x) * w as one node (tensor/ops.h: rms_norm_w, the bits of the two); fp8_block > 0:
+  // with the activation quantization of its readers folded in (rounded_by_producer).
+  tensor* norm_w(tensor* x, tensor* w, int fp8_block = 0) {
+    return rounded_by_producer(rms_norm_w(ctx, x, w, hp.rms_eps, fp8_block), fp8_block);
+  }
   // Values as the cache stores them (f32 or rounded through bf16), and cache reads as f32.
   tensor* as_cached(tensor* x) {
     return opt.cache_type == dtype::f32 ? x : cast(ctx, cast(ctx, x, opt.cache_type), dtype::f32);
@@ -385,13 +407,17 @@ struct builder {
     const int64_t H = hp.n_heads, HD = hp.head_dim, W = hp.window, G = hp.o_groups;
     const rope_params rp = rope_for(L.ratio);
 
-    tensor* qr = norm_w(linear(x, L.wq_a), L.q_norm);                         // [q_lora, T]
-    tensor* q = reshape(ctx, linear(qr, L.wq_b), {HD, H, T});
-    q = rope(ctx, rms_norm(ctx, q, hp.rms_eps), pos, rp);                      // per-head unweighted norm
-    tensor* kv = norm_w(linear(x, L.wkv), L.kv_norm);                          // [HD, T]
-    kv = rope(ctx, reshape(ctx, kv, {HD, 1, T}), pos, rp);
+    // qr feeds wq_b and (CSA layers) the indexer's idx_wq_b only: with QAT the norm writes their
+    // FP8 activation quantization itself.
+    const int qr_block = L.ratio == 4 ? act_block_for({L.wq_b, L.idx_wq_b}) : act_block_for({L.wq_b});
+    tensor* qr = norm_w(linear(x, L.wq_a), L.q_norm, qr_block);               // [q_lora, T]
+    // Per-head unweighted norm then rope, one node (tensor/ops.h: norm_rope).
+    tensor* q = norm_rope(ctx, reshape(ctx, linear(qr, L.wq_b), {HD, H, T}), nullptr, pos, rp, hp.rms_eps);
+    // kv_norm, rope and (QAT) the FP8 round trip of the non-RoPE dims (official: act_quant(kv[...,
+    // :-rd], 64, "ue8m0")), one node.
+    tensor* kv = reshape(ctx, linear(x, L.wkv), {HD, 1, T});
+    kv = norm_rope(ctx, kv, L.kv_norm, pos, rp, hp.rms_eps, opt.qat ? 64 : 0, opt.qat ? HD - hp.rope_dims : 0);
     kv = reshape(ctx, kv, {HD, T});
-    if (opt.qat) kv = fp8_roundtrip(ctx, kv, 64, HD - hp.rope_dims);
     std::vector<int32_t> slot(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) slot[size_t(t)] = int32_t((p0 + t) % W);
     tensor* ring_ids = in.i32(slot, {T}, "ring_slot");
@@ -547,15 +573,21 @@ struct builder {
     // s[ids] (/ its sum with norm_topk_prob) * routed_scale
     tensor* wts = route_weights(ctx, logits, ids, hp.norm_topk_prob, hp.routed_scale);  // [k, T]
 
-    tensor* xe = reshape(ctx, x, {D, 1, T});
+    // The experts' input: with QAT, x's one activation quantization (shared with the shared
+    // expert's), reshaped (the same rows, so the same blocks of 128).
+    const int xe_block = act_block_for({L.w1, L.w3});
+    tensor* xe = rounded_by_producer(reshape(ctx, xe_block ? act_quant(x) : x, {D, 1, T}), xe_block);
     tensor* g = linear_id(xe, L.w1, ids);                     // [I, k, T]
     tensor* u = linear_id(xe, L.w3, ids);
-    // silu(min(g, limit)) * clamp(u, -limit, limit) * wts in one node (no clamps for limit <= 0).
-    tensor* h = swiglu(ctx, g, u, hp.swiglu_limit, reshape(ctx, wts, {1, k, T}));
+    // silu(min(g, limit)) * clamp(u, -limit, limit) * wts in one node (no clamps for limit <= 0),
+    // with w2's activation quantization (QAT) written by it.
+    const int h_block = act_block_for({L.w2});
+    tensor* h = rounded_by_producer(swiglu(ctx, g, u, hp.swiglu_limit, reshape(ctx, wts, {1, k, T}), h_block), h_block);
     tensor* y = linear_id(h, L.w2, ids);                      // [D, k, T]
     y = reshape(ctx, sum(ctx, y, 1), {D, T});
     if (L.sw1) {  // shared expert: no clamp (official)
-      tensor* sh = swiglu(ctx, linear(x, L.sw1), linear(x, L.sw3), 0.0f);
+      const int sh_block = act_block_for({L.sw2});
+      tensor* sh = rounded_by_producer(swiglu(ctx, linear(x, L.sw1), linear(x, L.sw3), 0.0f, nullptr, sh_block), sh_block);
       y = add(ctx, y, linear(sh, L.sw2));
     }
     return y;

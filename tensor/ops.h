@@ -52,7 +52,10 @@ tensor* exp(context& ctx, tensor* a);       // exp(a)
 //   y = round(round(silu(min(g, limit)) clamp(u, -limit, limit)) wts)
 // silu as silu() above (silu(-inf) = -0, NaN stays NaN); limit <= 0: no clamps; no wts: no last
 // product. In that order, the bits of clamp, clamp, silu, mul, mul.
-tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts = nullptr);
+// fp8_block > 0: y is then rounded as fp8_roundtrip(y, fp8_block) (below) does, in the same node
+// (the activation quantization of the matmul y feeds, written by its producer): the bits of
+// swiglu then fp8_roundtrip. 0: no rounding.
+tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts = nullptr, int fp8_block = 0);
 
 // ---- reductions and normalisation --------------------------------------------------------------
 // a f32 -> f32 with ne[dim] = 1:  sum / max over dimension dim (0..3).
@@ -62,8 +65,9 @@ tensor* max(context& ctx, tensor* a, int dim = 0);
 tensor* rms_norm(context& ctx, tensor* a, float eps);
 // rms_norm with its weight, fused: a f32 [n, ...] (any strides), w f32 [n] (any stride) -> f32 [n, ...],
 // per row: y_i = round(a_i s) w_i, s = 1 / sqrt(mean(a^2) + eps), the product by w rounded once
-// more (the bits of rms_norm then mul).
-tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps);
+// more (the bits of rms_norm then mul). fp8_block > 0: each row then rounded as
+// fp8_roundtrip(y, fp8_block) does (the bits of rms_norm, mul, fp8_roundtrip); 0: no rounding.
+tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps, int fp8_block = 0);
 
 // Softmax over dim 0 of a f32 [n, r1, r2, r3], per row:
 //   z_j = a_j * scale + mask[j, i1]          (mask optional: f32 [n, r1] or [n, r1, r2, r3],
@@ -102,6 +106,14 @@ struct rope_params {
   float yarn_beta_slow = 1.0f;
 };
 tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p);
+// Per-head RMSNorm then RoPE (then, optionally, the FP8 round trip), fused: a f32 [D, H, T, B] (any
+// strides), w f32 [D] (any stride) or nullptr, pos i32 [T] -> f32 [D, H, T, B] contiguous:
+//   y = rope(rms_norm_w(a, w, eps), pos, p)       (w = nullptr: rms_norm(a, eps), no weight)
+//   then, fp8_block > 0:  y = fp8_roundtrip(y, fp8_block, fp8_n)   (fp8_n = 0: the whole row)
+// with the operations and roundings of those ops, so the bits of the chain; rope's parameters,
+// checks and conventions as rope() (inverse and YaRN included).
+tensor* norm_rope(context& ctx, tensor* a, tensor* w, tensor* pos, const rope_params& p, float eps,
+                  int fp8_block = 0, int64_t fp8_n = 0);
 
 // Walsh-Hadamard transform over dim 0 (n a power of two), Sylvester ordering:
 //   y = scale * H_n a,  H_1 = [1],  H_2n = [[H_n, H_n], [H_n, -H_n]].  a f32 -> f32.
@@ -257,8 +269,10 @@ namespace params {
 // TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
 // SINKHORN: i[0] = iters, f[1] = eps.    ATTN_MQA: f[0] = scale; src = q, kv, mask or null, sink or null.
 // HC_MIX: f[0..2] = s, i[3] = iters, f[4] = eps, i[5] = n.
-// HC_SUM: src = X, pre.   HC_POST: src = f, X, w.   RMS_NORM_W: f[0] = eps; src = a, w.
-// SWIGLU: f[0] = limit; src = g, u, wts or null.
+// HC_SUM: src = X, pre.   HC_POST: src = f, X, w.   RMS_NORM_W: f[0] = eps, i[1] = fp8 block (0: off); src = a, w.
+// SWIGLU: f[0] = limit, i[1] = fp8 block (0: off); src = g, u, wts or null.
+// NORM_ROPE: words 0..7 as ROPE (rope_of reads them), f[8] = eps, i[9] = fp8 block (0: off),
+//            i[10] = fp8 n (resolved: 0 < n <= ne0 when the block is on); src = a, pos, w or null.
 // ROUTE_TOPK: i[0] = k; src = logits, bias or null.   ROUTE_WEIGHTS: i[0] = normalize, f[1] = scale.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);

@@ -1,5 +1,6 @@
 // Elementwise, reduction and normalisation ops; softmax, rope, hadamard.
 #include <cmath>
+#include <cstdint>
 
 #include "tensor/ops_common.h"
 
@@ -120,24 +121,27 @@ tensor* softmax(context& ctx, tensor* a, const softmax_params& p) {
   return r;
 }
 
-tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p) {
-  if (!have({a, pos})) return nullptr;
-  if (!need_f32(ctx, "rope", a)) return nullptr;
+namespace {
+// rope()'s checks of a, pos and p (op names the caller in messages).
+bool check_rope(context& ctx, const char* op, const tensor* a, const tensor* pos, const rope_params& p) {
+  if (!need_f32(ctx, op, a)) return false;
   if (pos->type != dtype::i32 || pos->nelements() != a->ne[2] || pos->ne[0] != a->ne[2]) {
-    ctx.fail("rope: positions %s must be i32 [%lld] (one per index of dim 2 of %s)", describe(pos).c_str(),
+    ctx.fail("%s: positions %s must be i32 [%lld] (one per index of dim 2 of %s)", op, describe(pos).c_str(),
              (long long)a->ne[2], describe(a).c_str());
-    return nullptr;
+    return false;
   }
   if (p.n_rot <= 0 || p.n_rot % 2 != 0 || p.n_rot > a->ne[0]) {
-    ctx.fail("rope: n_rot %d must be even, > 0 and <= dim 0 of %s", p.n_rot, describe(a).c_str());
-    return nullptr;
+    ctx.fail("%s: n_rot %d must be even, > 0 and <= dim 0 of %s", op, p.n_rot, describe(a).c_str());
+    return false;
   }
   if (!(p.base > 1.0f) || (p.yarn_factor > 1.0f && !(p.yarn_orig_ctx > 0.0f))) {
-    ctx.fail("rope: base %g must be > 1, and YaRN (factor %g) needs yarn_orig_ctx > 0", p.base, p.yarn_factor);
-    return nullptr;
+    ctx.fail("%s: base %g must be > 1, and YaRN (factor %g) needs yarn_orig_ctx > 0", op, p.base, p.yarn_factor);
+    return false;
   }
-  tensor* r = detail::new_node(ctx, op_kind::ROPE, dtype::f32, a->ne, {a, pos});
-  if (!r) return nullptr;
+  return true;
+}
+// Words 0..7 of a ROPE or NORM_ROPE node (params::rope_of reads them back).
+void set_rope_params(tensor* r, const rope_params& p) {
   r->set_param_i(0, p.n_rot);
   r->set_param_i(1, p.interleaved);
   r->set_param_i(2, p.inverse);
@@ -146,6 +150,49 @@ tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p) {
   r->set_param_f(5, p.yarn_orig_ctx);
   r->set_param_f(6, p.yarn_beta_fast);
   r->set_param_f(7, p.yarn_beta_slow);
+}
+// An fp8 output rounding option (rms_norm_w, swiglu, norm_rope): block >= 0 (0: off).
+bool check_fp8_block(context& ctx, const char* op, int block) {
+  if (block >= 0) return true;
+  ctx.fail("%s: fp8 block %d must be >= 0 (0: no rounding)", op, block);
+  return false;
+}
+}  // namespace
+
+tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p) {
+  if (!have({a, pos})) return nullptr;
+  if (!check_rope(ctx, "rope", a, pos, p)) return nullptr;
+  tensor* r = detail::new_node(ctx, op_kind::ROPE, dtype::f32, a->ne, {a, pos});
+  if (r) set_rope_params(r, p);
+  return r;
+}
+
+tensor* norm_rope(context& ctx, tensor* a, tensor* w, tensor* pos, const rope_params& p, float eps, int fp8_block,
+                  int64_t fp8_n) {
+  if (!have({a, pos})) return nullptr;
+  if (!check_rope(ctx, "norm_rope", a, pos, p)) return nullptr;
+  if (w && (!need_f32(ctx, "norm_rope weight", w) || w->ne[0] != a->ne[0] || w->nelements() != w->ne[0])) {
+    if (ctx.ok())
+      ctx.fail("norm_rope: weight %s must be one row of %lld (the rows of %s)", describe(w).c_str(),
+               (long long)a->ne[0], describe(a).c_str());
+    return nullptr;
+  }
+  if (!(eps >= 0.0f)) {
+    ctx.fail("norm_rope: eps %g must be >= 0", double(eps));
+    return nullptr;
+  }
+  if (!check_fp8_block(ctx, "norm_rope", fp8_block)) return nullptr;
+  if (fp8_n < 0 || fp8_n > a->ne[0] || (fp8_block == 0 && fp8_n != 0) || a->ne[0] > INT32_MAX) {
+    ctx.fail("norm_rope: fp8 n = %lld must be in [0, %lld] (dim 0 of %s; 0 = all), and 0 without an fp8 block",
+             (long long)fp8_n, (long long)a->ne[0], describe(a).c_str());
+    return nullptr;
+  }
+  tensor* r = detail::new_node(ctx, op_kind::NORM_ROPE, dtype::f32, a->ne, {a, pos, w});
+  if (!r) return nullptr;
+  set_rope_params(r, p);
+  r->set_param_f(8, eps);
+  r->set_param_i(9, fp8_block);
+  r->set_param_i(10, int32_t(fp8_block == 0 ? 0 : fp8_n == 0 ? a->ne[0] : fp8_n));
   return r;
 }
 
@@ -306,7 +353,7 @@ tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps) {
 }
 
 // ---- fused ops of the decode graph ----------------------------------------------------------------
-tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps) {
+tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps, int fp8_block) {
   if (!have({a, w})) return nullptr;
   if (!need_f32(ctx, "rms_norm_w", a) || !need_f32(ctx, "rms_norm_w weight", w)) return nullptr;
   if (w->ne[0] != a->ne[0] || w->nelements() != w->ne[0]) {
@@ -318,12 +365,16 @@ tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps) {
     ctx.fail("rms_norm_w: eps %g must be >= 0", double(eps));
     return nullptr;
   }
+  if (!check_fp8_block(ctx, "rms_norm_w", fp8_block)) return nullptr;
   tensor* r = detail::new_node(ctx, op_kind::RMS_NORM_W, dtype::f32, a->ne, {a, w});
-  if (r) r->set_param_f(0, eps);
+  if (r) {
+    r->set_param_f(0, eps);
+    r->set_param_i(1, fp8_block);
+  }
   return r;
 }
 
-tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts) {
+tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts, int fp8_block) {
   if (!have({g, u})) return nullptr;
   if (!need_f32(ctx, "swiglu gate", g) || !need_f32(ctx, "swiglu up", u)) return nullptr;
   for (int d = 0; d < kMaxDims; ++d)
@@ -341,8 +392,12 @@ tensor* swiglu(context& ctx, tensor* g, tensor* u, float limit, tensor* wts) {
     ctx.fail("swiglu: limit is NaN (a number > 0 clamps, <= 0 does not)");
     return nullptr;
   }
+  if (!check_fp8_block(ctx, "swiglu", fp8_block)) return nullptr;
   tensor* r = detail::new_node(ctx, op_kind::SWIGLU, dtype::f32, g->ne, {g, u, wts});
-  if (r) r->set_param_f(0, limit);
+  if (r) {
+    r->set_param_f(0, limit);
+    r->set_param_i(1, fp8_block);
+  }
   return r;
 }
 

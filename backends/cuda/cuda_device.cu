@@ -57,6 +57,7 @@ launcher launcher_for(op_kind op) {
     case op_kind::HC_POST: return launch_hc_post;
     case op_kind::RMS_NORM_W: return launch_rms_norm_w;
     case op_kind::SWIGLU: return launch_swiglu;
+    case op_kind::NORM_ROPE: return launch_norm_rope;
     case op_kind::ATTN_MQA: return launch_attn_mqa;
     case op_kind::ROUTE_TOPK: return launch_route_topk;
     case op_kind::ROUTE_WEIGHTS: return launch_route_weights;
@@ -565,7 +566,8 @@ class cuda_device_impl final : public device {
       case op_kind::HC_MIX: return t->param_i(5) == 4;  // the 16-lane kernel; other n: the CPU
       case op_kind::HC_SUM:
       case op_kind::RMS_NORM_W:
-      case op_kind::SWIGLU: return true;  // f32 in, f32 out (the constructors accept nothing else)
+      case op_kind::SWIGLU:
+      case op_kind::NORM_ROPE: return true;  // f32 in, f32 out (the constructors accept nothing else)
       case op_kind::HC_POST: return hc_post_supported(t);
       case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;

@@ -59,6 +59,7 @@ bool hc_post_supported(const tensor* dst);
 bool launch_route_topk(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_route_weights(cudaStream_t s, tensor* dst, std::string* error);
 constexpr int64_t kMaxRouteExperts = 4096;  // route_topk rows longer than this stay on the CPU
+bool launch_norm_rope(cudaStream_t s, tensor* dst, std::string* error);  // NORM_ROPE (ops_norm_rope.cu)
 bool launch_get_rows_any(cudaStream_t s, tensor* dst, std::string* error);  // plain, q8_0, fp8_e4m3, mxfp4
 bool get_rows_block_supported(const tensor* a);  // q8_0, or fp8_e4m3 / mxfp4 with e8m0 scales
 constexpr int64_t kMaxHadamard = 8192;  // hadamard rows longer than this stay on the CPU

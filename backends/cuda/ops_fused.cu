@@ -4,6 +4,8 @@
 // arithmetic is the order tensor/ops.h states, written with explicit roundings (__fmul_rn,
 // __fadd_rn, __fmaf_rn: nvcc contracts nothing), so hc_sum, hc_post and swiglu give the CPU's bits;
 // rms_norm_w's sum of squares is added in its own order (within the reference's bound).
+// rms_norm_w's and swiglu's optional FP8 rounding of their output (fp8 block > 0): one warp per
+// run of the block, its amax a warp reduction, the rounding quant_round.cuh's (fp8_roundtrip's bits).
 // Every kernel calls pdl_wait() first (common.cuh: programmatic dependent launch).
 #include <cmath>
 #include <cstdint>
@@ -11,6 +13,7 @@
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/quant_round.cuh"
 
 namespace v4::cuda {
 namespace {
@@ -38,10 +41,12 @@ __device__ inline float4 ld4(const tview& v, int64_t i0, int64_t i1, int64_t i2,
 // ---- rms_norm_w: one block per row (grid-stride over rows) ----------------------------------------
 // The block's threads stride the row (float4 groups when kVec), each warp's partial sum of squares
 // goes to shared memory and every thread adds the warps' sums in the same order (the same scale).
+// With an fp8 block, the block's warps then take the row's runs (quant_round.cuh fp8_run), each
+// computing its run's values from the source (the same two products).
 constexpr int kMaxNormThreads = 1024;
 
 template <bool kVec>
-__global__ void rms_norm_w_kernel(tview y, tview a, tview w, float eps, int64_t rows) {
+__global__ void rms_norm_w_kernel(tview y, tview a, tview w, float eps, int fp8_block, int64_t rows) {
   pdl_wait();
   __shared__ float part[kMaxNormThreads / 32];
   const int64_t n = a.ne[0];
@@ -67,7 +72,14 @@ __global__ void rms_norm_w_kernel(tview y, tview a, tview w, float eps, int64_t 
     for (int i = 0; i < warps; ++i) total += part[i];
     __syncthreads();  // part is written again by the next row
     const float s = 1.0f / sqrtf(total / float(n) + eps);  // IEEE sqrt and division (nvcc defaults)
-    if constexpr (kVec) {
+    if (fp8_block > 0) {
+      const int lane = threadIdx.x % 32;
+      for (int64_t k0 = int64_t(threadIdx.x / 32) * fp8_block; k0 < n; k0 += int64_t(warps) * fp8_block)
+        qround::fp8_run(
+            k0, k0 + fp8_block < n ? k0 + fp8_block : n, lane,
+            [&](int64_t k) { return __fmul_rn(__fmul_rn(ld(a, k, i1, i2, i3), s), ld(w, k, 0, 0, 0)); },
+            [&](int64_t k, float v) { *reinterpret_cast<float*>(at(y, k, i1, i2, i3)) = v; });
+    } else if constexpr (kVec) {
       for (int64_t k = threadIdx.x; k < n / 4; k += blockDim.x) {
         const float4 v = ld4(a, 4 * k, i1, i2, i3), g = ld4(w, 4 * k, 0, 0, 0);
         *reinterpret_cast<float4*>(at(y, 4 * k, i1, i2, i3)) =
@@ -114,6 +126,27 @@ __global__ void swiglu_kernel(tview y, tview g, tview u, tview wts, bool has_wts
       if (has_wts) h = __fmul_rn(h, s);
       *reinterpret_cast<float*>(at(y, i0, i1, i2, i3)) = h;
     }
+  }
+}
+
+// With an fp8 block: one warp per (row, run of the block), quant_round.cuh fp8_run.
+__global__ void swiglu_fp8_kernel(tview y, tview g, tview u, tview wts, bool has_wts, float limit, int block,
+                                  int64_t n_runs, int64_t items) {
+  pdl_wait();
+  const bool clamped = limit > 0.0f;
+  const int lane = threadIdx.x % 32;
+  const int64_t n = y.ne[0], warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t it = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; it < items; it += warps) {
+    const int64_t r = it / n_runs, k0 = (it % n_runs) * block;
+    const int64_t i1 = r % y.ne[1], i2 = (r / y.ne[1]) % y.ne[2], i3 = r / (y.ne[1] * y.ne[2]);
+    const float s = has_wts ? ld(wts, 0, i1, i2, i3) : 1.0f;
+    qround::fp8_run(
+        k0, k0 + block < n ? k0 + block : n, lane,
+        [&](int64_t k) {
+          const float h = swiglu1(ld(g, k, i1, i2, i3), ld(u, k, i1, i2, i3), limit, clamped);
+          return has_wts ? __fmul_rn(h, s) : h;
+        },
+        [&](int64_t k, float v) { *reinterpret_cast<float*>(at(y, k, i1, i2, i3)) = v; });
   }
 }
 
@@ -199,8 +232,9 @@ bool launch_rms_norm_w(cudaStream_t s, tensor* dst, std::string* error) {
   const int64_t per_thread = vec ? 4 : 1, want = (n / per_thread + 31) / 32 * 32;
   const int threads = int(want < 32 ? 32 : want > kMaxNormThreads ? kMaxNormThreads : want);
   const unsigned blocks = unsigned(rows < (int64_t(1) << 20) ? rows : (int64_t(1) << 20));
-  if (vec) launch(rms_norm_w_kernel<true>, blocks, threads, 0, s, y, a, w, dst->param_f(0), rows);
-  else launch(rms_norm_w_kernel<false>, blocks, threads, 0, s, y, a, w, dst->param_f(0), rows);
+  const int fp8_block = dst->param_i(1);
+  if (vec) launch(rms_norm_w_kernel<true>, blocks, threads, 0, s, y, a, w, dst->param_f(0), fp8_block, rows);
+  else launch(rms_norm_w_kernel<false>, blocks, threads, 0, s, y, a, w, dst->param_f(0), fp8_block, rows);
   return launched("rms_norm_w", error);
 }
 
@@ -211,7 +245,10 @@ bool launch_swiglu(cudaStream_t s, tensor* dst, std::string* error) {
   const int64_t n = n_elements(y);
   if (n == 0) return true;
   const float limit = dst->param_f(0);
-  if (rows_vec4(y) && rows_vec4(g) && rows_vec4(u))
+  if (const int block = dst->param_i(1); block > 0) {
+    const int64_t n_runs = (y.ne[0] + block - 1) / block, items = (n / y.ne[0]) * n_runs;
+    launch(swiglu_fp8_kernel, grid_for(items * 32), kBlock, 0, s, y, g, u, wts, has_wts, limit, block, n_runs, items);
+  } else if (rows_vec4(y) && rows_vec4(g) && rows_vec4(u))
     launch(swiglu_kernel<4>, grid_for(n / 4), kBlock, 0, s, y, g, u, wts, has_wts, limit, n / 4);
   else launch(swiglu_kernel<1>, grid_for(n), kBlock, 0, s, y, g, u, wts, has_wts, limit, n);
   return launched("swiglu", error);

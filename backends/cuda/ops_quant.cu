@@ -1,60 +1,15 @@
 // FP8_ROUNDTRIP, FP4_ROUNDTRIP (tensor/ops.h) and SET_ROWS into scaled destinations (fp8_e4m3 with
 // scale_block {b, 1}, mxfp4 {32, 1}): quantize-on-write. Bit-exact to quant/fp8.cpp and
-// quant/mxfp4.cpp: the same integer scale arithmetic, and the e4m3 / e2m1 rounding done the same
-// way (an add and subtract of a power of two, round-to-nearest-even in f32; the __f*_rn
-// intrinsics keep nvcc from contracting or reordering them).
+// quant/mxfp4.cpp: the rounding helpers of quant_round.cuh, and codes made the same way.
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.cuh"
+#include "backends/cuda/quant_round.cuh"
 #include "tensor/backend.h"
 
 namespace v4::cuda {
 namespace {
 
-constexpr float kFltMax = 3.402823466e38f;
-constexpr float kE4m3Max = 448.0f, kE2m1Max = 6.0f;
-constexpr float kFp4Floor = 6.0f * 0x1p-126f;  // quant/mxfp4.h kFp4AmaxFloor
-constexpr float kFp8Floor = 1e-4f;             // quant/fp8.h kFp8AmaxFloor
-
-__device__ inline int ceil_log2(float x) {  // quant/e8m0.h ceil_log2_f32
-  const uint32_t b = __float_as_uint(x);
-  return int((b >> 23) & 0xff) - 127 + ((b & 0x7fffffu) != 0 ? 1 : 0);
-}
-__device__ inline float pow2(int k) { return __uint_as_float(uint32_t(k + 127) << 23); }
-
-// quant/minifloat.h round_minifloat<mbits, emin>: a >= 0 finite, below the format's overflow.
-template <int MBITS, int EMIN>
-__device__ inline float round_minifloat(float a) {
-  constexpr uint32_t kMinNormalBits = uint32_t(EMIN + 127) << 23;
-  uint32_t e = __float_as_uint(a) & 0x7f800000u;
-  e = e > kMinNormalBits ? e : kMinNormalBits;
-  const float m = __uint_as_float(e + (uint32_t(23 - MBITS) << 23));
-  return __fsub_rn(__fadd_rn(a, m), m);
-}
-
-__device__ inline bool finite(float x) { return fabsf(x) <= kFltMax; }
-
-// The scale exponents (quant/fp8.cpp fp8_scale_exp, quant/mxfp4.cpp fp4_scale_exp).
-__device__ inline int fp8_exp(float amax, float floor) {
-  const float a = amax > floor ? amax : floor;
-  return ceil_log2(__fmul_rn(a, 1.0f / kE4m3Max));
-}
-__device__ inline int fp4_exp(float amax, float floor) {
-  const float lo = floor > kFp4Floor ? floor : kFp4Floor;
-  const float a = amax > lo ? amax : lo;
-  return ceil_log2(__fmul_rn(a, 1.0f / kE2m1Max));
-}
-
-// Round trips of one element given the block's scale (quant/*.cpp *_roundtrip_row).
-__device__ inline float fp8_rt(float v, float inv, float s) {
-  const float q = fminf(fmaxf(__fmul_rn(v, inv), -kE4m3Max), kE4m3Max);
-  const float r = __fmul_rn(copysignf(round_minifloat<3, -6>(fabsf(q)), q), s);
-  return finite(v) ? r : v;
-}
-__device__ inline float fp4_rt(float v, float inv, float s) {
-  const float q = fminf(fmaxf(__fmul_rn(v, inv), -kE2m1Max), kE2m1Max);
-  const float r = __fmul_rn(copysignf(round_minifloat<1, 0>(fabsf(q)), q), s);
-  return finite(v) ? r : v;
-}
+using namespace qround;
 
 // Codes (quant/fp8.cpp e4m3_from_f32, quant/mxfp4.cpp e2m1_from_f32).
 __device__ inline uint8_t e4m3_code(float x) {
@@ -78,10 +33,6 @@ __device__ inline uint8_t e2m1_code(float x) {
 
 // Largest finite |v| over a warp (0 if none; NaN never wins a comparison).
 __device__ inline float warp_amax(float local) { return warp_max(local); }
-__device__ inline float finite_abs(float v) {
-  const float a = fabsf(v);
-  return a <= kFltMax ? a : 0.0f;
-}
 
 // ---- round trips ---------------------------------------------------------------------------------------
 // One warp per (row, run); run == n_runs copies the unquantized tail [nq, ne0).

@@ -1,25 +1,17 @@
 // Rotary embedding (tensor/ops.h ROPE): the last n_rot dims of each row rotate in pairs,
 // interleaved or as halves, with the YaRN frequency ramp, possibly inverted. One thread per
 // (pair or pass-through element, row). Frequencies, angles, sin and cos are computed in double
-// (as the CPU does), the rotation itself in f32.
+// (rope.cuh, as the CPU does), the rotation itself in f32.
 #include <algorithm>
 #include <cmath>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/rope.cuh"
 #include "tensor/ops.h"
 
 namespace v4::cuda {
 namespace {
-
-struct rope_args {
-  int n_rot;
-  bool interleaved;
-  double sign;     // -1 for the inverse rotation
-  double base;
-  bool yarn;
-  double factor, lo, hi;  // YaRN ramp over pair index i: (i - lo) / (hi - lo), clamped to [0, 1]
-};
 
 __global__ void rope_kernel(tview y, tview a, tview pos, rope_args p, int64_t n) {
   pdl_wait();
@@ -36,14 +28,9 @@ __global__ void rope_kernel(tview y, tview a, tview pos, rope_args p, int64_t n)
       continue;
     }
     const int i = int(k - r0);
-    double f = ::pow(p.base, -2.0 * i / p.n_rot);
-    if (p.yarn) {
-      const double ramp = fmin(fmax((i - p.lo) / (p.hi - p.lo), 0.0), 1.0);
-      f = f / p.factor * ramp + f * (1.0 - ramp);
-    }
     const int32_t position = *reinterpret_cast<const int32_t*>(pos.data + t * pos.nb[0]);
-    const double angle = p.sign * double(position) * f;
-    const float c = float(::cos(angle)), sn = float(::sin(angle));
+    float c, sn;
+    rope_cos_sin(p, i, position, &c, &sn);
     const int64_t k0 = r0 + (p.interleaved ? 2 * i : i);
     const int64_t k1 = p.interleaved ? k0 + 1 : k0 + half;
     const float x0 = *reinterpret_cast<const float*>(x + k0 * a.nb[0]);
@@ -57,22 +44,7 @@ __global__ void rope_kernel(tview y, tview a, tview pos, rope_args p, int64_t n)
 
 bool launch_rope(cudaStream_t s, tensor* dst, std::string* error) {
   const rope_params rp = params::rope_of(dst);
-  rope_args p{};
-  p.n_rot = rp.n_rot;
-  p.interleaved = rp.interleaved;
-  p.sign = rp.inverse ? -1.0 : 1.0;
-  p.base = double(rp.base);
-  p.yarn = rp.yarn_factor > 1.0f;
-  p.factor = double(rp.yarn_factor);
-  if (p.yarn) {  // the ramp's ends, as tensor/ops.h (and the CPU) compute them
-    const double two_pi = 2.0 * M_PI;
-    auto corr = [&](double c) {
-      return rp.n_rot * std::log(double(rp.yarn_orig_ctx) / (c * two_pi)) / (2.0 * std::log(double(rp.base)));
-    };
-    p.lo = std::max(std::floor(corr(rp.yarn_beta_fast)), 0.0);
-    p.hi = std::min(std::ceil(corr(rp.yarn_beta_slow)), double(rp.n_rot - 1));
-    if (p.lo == p.hi) p.hi += 0.001;
-  }
+  const rope_args p = rope_args_of(rp);
   const tview y = view_of(dst), a = view_of(dst->src[0]), pos = view_of(dst->src[1]);
   const int64_t n = (a.ne[0] - rp.n_rot + rp.n_rot / 2) * dst->nrows();
   if (n == 0) return true;

@@ -26,11 +26,15 @@
 //   exact              fp8_roundtrip, fp4_roundtrip: deterministic roundings (power-of-two scales
 //                      make every step exact in f32), so every bit must match.
 //   fused ops          rms_norm_w (n+9)u|y|, swiglu (2^-20 + 2u)|y|, hc_sum (HC+2)u sum|terms|,
-//                      hc_post (HC+3)u sum|terms|, attn_sparse (attn_mqa's on the assembled keys):
-//                      the bounds of the chains they replace, derived next to each.
+//                      hc_post (HC+3)u sum|terms|, norm_rope (rms_norm's bound carried through
+//                      rope's), attn_sparse (attn_mqa's on the assembled keys): the bounds of the
+//                      chains they replace, derived next to each.
 //   router             route_weights: sqrt(softplus) within softplus's bound, a k-term sum, a
 //                      division and a scale; route_topk: exact, except where experts' scores lie
 //                      within their error bounds of each other (ref_ROUTE_TOPK says how).
+//   fp8 output option  (rms_norm_w, swiglu, norm_rope with an fp8 block) the round trip of a value
+//                      known within its bound: the interval of results fp8_roundtrip can give for
+//                      any value in that bound (round_fp8_bounds, with the quantization section).
 #include "ops/reference.h"
 
 #include <algorithm>
@@ -901,9 +905,16 @@ static void ref_HC_MIX(const ref_in& in, ref_out* o) {
 }
 
 // ---- fused ops of the decode graph (tensor/ops.h) ----------------------------------------------------
+// The FP8 round trip (block runs over the first n of each row; 0 = all) of a result o known within
+// its bounds: defined with the round trips below.
+static void round_fp8_bounds(ref_out* o, int block, int64_t n);
+
 // rms_norm_w: rms_norm's value times w[i0]; its bound (n + 8)u|y| plus one more rounding (the
-// product by w: u|y|).
-static void ref_RMS_NORM_W(const ref_in& in, ref_out* o) { rms_rows(in, o, &in.src[1]); }
+// product by w: u|y|). With an fp8 block (args.block): then rounded, round_fp8_bounds.
+static void ref_RMS_NORM_W(const ref_in& in, ref_out* o) {
+  rms_rows(in, o, &in.src[1]);
+  if (in.args.block > 0) round_fp8_bounds(o, in.args.block, 0);
+}
 
 // swiglu: silu(min(g, L)) * clamp(u, -L, L) * wts (L = f0; no clamp for L <= 0), silu(-inf) = -0.
 // The clamps are exact; silu is within 8 ulp (2^-20 relative, as ref_SILU), then two products
@@ -927,6 +938,32 @@ static void ref_SWIGLU(const ref_in& in, ref_out* o) {
     o->v[k] = h;
     o->tol[k] = (0x1p-20 + 2 * u) * std::fabs(h) + kTiny;
   });
+  if (in.args.block > 0) round_fp8_bounds(o, in.args.block, 0);
+}
+
+// norm_rope: rms_norm (times w when args.has_wts) with its bound e_k ((n + 8)u|y|, or (n + 9)u|y|
+// with w: rms_rows), then rope of the normalised row: a rotated pair (x, y) gets rope's own bound
+// (|x| + |y|)(angle error + 16u) plus the inputs' errors carried through the rotation, at most
+// |cos| e_x + |sin| e_y <= e_x + e_y. Then, with an fp8 block, the round trip of [0, n_quant).
+static void ref_NORM_ROPE(const ref_in& in, ref_out* o) {
+  const darray& pos = in.src[1];
+  rms_rows(in, o, in.args.has_wts ? &in.src[2] : nullptr);
+  const rope_params& p = in.args.rope;
+  const int64_t D = o->ne[0], r = D - p.n_rot, half = p.n_rot / 2;
+  for (int64_t i3 = 0; i3 < o->ne[3]; ++i3)
+    for (int64_t t = 0; t < o->ne[2]; ++t)
+      for (int64_t h = 0; h < o->ne[1]; ++h)
+        for (int64_t i = 0; i < half; ++i) {
+          const double theta = pos.at(t) * rope_freq(int(i), p) * (p.inverse ? -1.0 : 1.0);
+          const size_t k0 = size_t(o->idx(p.interleaved ? r + 2 * i : r + i, h, t, i3));
+          const size_t k1 = size_t(o->idx(p.interleaved ? r + 2 * i + 1 : r + i + half, h, t, i3));
+          const double x = o->v[k0], y = o->v[k1];
+          const double carried = o->tol[k0] + o->tol[k1];
+          o->v[k0] = x * std::cos(theta) - y * std::sin(theta);
+          o->v[k1] = x * std::sin(theta) + y * std::cos(theta);
+          o->tol[k0] = o->tol[k1] = (std::fabs(x) + std::fabs(y)) * (rope_angle_bound(theta, int(i), p) + 16 * u) + carried;
+        }
+  if (in.args.block > 0) round_fp8_bounds(o, in.args.block, in.args.n_quant);
 }
 
 // hc_sum: y[d, t] = sum_j pre[0, j, t] X[d, j, t] (pre broadcast over t when its dim 2 is 1). HC
@@ -1176,6 +1213,56 @@ void ref_roundtrip(const ref_in& in, ref_out* o, const minifloat& fmt, double am
 static void ref_FP8_ROUNDTRIP(const ref_in& in, ref_out* o) {
   static const minifloat e4m3 = make_minifloat(4, 3, 7, true);
   ref_roundtrip(in, o, e4m3, double(1e-4f));
+}
+
+// A fused op's FP8 output rounding, y = fp8_roundtrip(z, block, n), where z is the op's value,
+// known only within its bound: every element of the kernel's z lies in [v - tol, v + tol]. The
+// round trip is monotone in each of its inputs given the scale, and the scale exponent
+// ceil(log2(f32(max(amax, floor) / 448))) is monotone in amax; a run's amax lies between
+// max(|v| - tol) and max(|v| + tol) over its finite elements, so its scale is one of the (one or
+// two) powers of two between those amaxes' scales. The element's result is then one of the values
+// between its lowest rounding (of v - tol, at any of those scales) and its highest (of v + tol):
+// that interval becomes the expected value (its middle) and bound (its half width). A bound of 0
+// leaves the exact round trip. Non-finite elements pass through unchanged and enter no amax.
+static void round_fp8_bounds(ref_out* o, int block, int64_t n_quant) {
+  static const minifloat e4m3 = make_minifloat(4, 3, 7, true);
+  const double inv = double(float(1.0 / e4m3.max)), floor = double(1e-4f);
+  auto scale_exp = [&](double amax) {  // as ref_roundtrip
+    const double ratio = round_to(dtype::f32, std::max(amax, floor) * inv);
+    int e;
+    const double m = std::frexp(ratio, &e);
+    return m == 0.5 ? e - 1 : e;
+  };
+  auto round = [&](double x, double s) {
+    const double v = std::clamp(x / s, -e4m3.max, e4m3.max);
+    return std::copysign(nearest(e4m3, std::fabs(v)), v) * s;
+  };
+  const int64_t ne0 = o->ne[0], n = n_quant ? n_quant : ne0;
+  for (int64_t row = 0; row < o->n() / ne0; ++row) {
+    double* v = &o->v[size_t(row * ne0)];
+    double* tol = &o->tol[size_t(row * ne0)];
+    for (int64_t c0 = 0; c0 < n; c0 += block) {
+      const int64_t c1 = std::min(n, c0 + block);
+      double amax_lo = 0, amax_hi = 0;
+      for (int64_t i = c0; i < c1; ++i)
+        if (std::isfinite(v[i])) {
+          amax_lo = std::max(amax_lo, std::max(std::fabs(v[i]) - tol[i], 0.0));
+          amax_hi = std::max(amax_hi, std::fabs(v[i]) + tol[i]);
+        }
+      const int e_lo = scale_exp(amax_lo), e_hi = scale_exp(amax_hi);
+      for (int64_t i = c0; i < c1; ++i) {
+        if (!std::isfinite(v[i])) continue;
+        double lo = kInf, hi = -kInf;
+        for (int e = e_lo; e <= e_hi; ++e) {
+          const double s = std::ldexp(1.0, e);
+          lo = std::min(lo, round(v[i] - tol[i], s));
+          hi = std::max(hi, round(v[i] + tol[i], s));
+        }
+        v[i] = (lo + hi) / 2;
+        tol[i] = (hi - lo) / 2;
+      }
+    }
+  }
 }
 
 // E2M1 (bias 1, no NaN, max 6); amax floor 6 * 2^-126.

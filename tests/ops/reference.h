@@ -79,6 +79,9 @@ struct op_args {
   float hc_s2 = 0.0f, hc_eps = 0.0f;
   int64_t hc_n = 0;
   // RMS_NORM_W: eps = f0. SWIGLU: limit = f0, inputs [g, u, wts?] with wts when has_wts.
+  // Both: block > 0 = the fp8 output rounding's block (0: none).
+  // NORM_ROPE: eps = f0, rope, inputs [a, pos, w?] with w when has_wts, fp8 block = block (0: none)
+  // over the first n_quant of each row (0: all).
   bool has_wts = false;
   // ROUTE_TOPK: k, inputs [logits, bias?] with bias when has_bias. ROUTE_WEIGHTS: inputs [logits,
   // ids], normalize, scale = f0.

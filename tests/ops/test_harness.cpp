@@ -462,6 +462,25 @@ const std::vector<bad_input>& bad_inputs() {
          return swiglu(c, f32(c, {8, 6, 2}), f32(c, {8, 6, 2}), 10.0f, f32(c, {1, 5, 2})); }},
       {op_kind::SWIGLU, "NaN limit", [](context& c) { return swiglu(c, f32(c, {8}), f32(c, {8}), NAN); }},
       {op_kind::SWIGLU, "f16 gate", [](context& c) { return swiglu(c, f16(c, {8}), f32(c, {8}), 10.0f); }},
+      {op_kind::SWIGLU, "negative fp8 block", [](context& c) { return swiglu(c, f32(c, {8}), f32(c, {8}), 10.0f, nullptr, -128); }},
+      {op_kind::RMS_NORM_W, "negative fp8 block", [](context& c) { return rms_norm_w(c, f32(c, {8, 2}), f32(c, {8}), 1e-6f, -1); }},
+      {op_kind::NORM_ROPE, "positions length differs from T", [](context& c) {
+         return norm_rope(c, f32(c, {64, 2, 5}), nullptr, i32(c, {4}), rp(16), 1e-6f); }},
+      {op_kind::NORM_ROPE, "odd n_rot", [](context& c) { return norm_rope(c, f32(c, {64, 2, 5}), nullptr, i32(c, {5}), rp(15), 1e-6f); }},
+      {op_kind::NORM_ROPE, "n_rot > D", [](context& c) { return norm_rope(c, f32(c, {32, 2, 5}), nullptr, i32(c, {5}), rp(64), 1e-6f); }},
+      {op_kind::NORM_ROPE, "weight length differs", [](context& c) {
+         return norm_rope(c, f32(c, {64, 2, 5}), f32(c, {63}), i32(c, {5}), rp(16), 1e-6f); }},
+      {op_kind::NORM_ROPE, "weight not one row", [](context& c) {
+         return norm_rope(c, f32(c, {64, 2, 5}), f32(c, {64, 2}), i32(c, {5}), rp(16), 1e-6f); }},
+      {op_kind::NORM_ROPE, "f16 weight", [](context& c) { return norm_rope(c, f32(c, {64, 2, 5}), f16(c, {64}), i32(c, {5}), rp(16), 1e-6f); }},
+      {op_kind::NORM_ROPE, "f16 input", [](context& c) { return norm_rope(c, f16(c, {64, 2, 5}), nullptr, i32(c, {5}), rp(16), 1e-6f); }},
+      {op_kind::NORM_ROPE, "negative eps", [](context& c) { return norm_rope(c, f32(c, {64, 2, 5}), nullptr, i32(c, {5}), rp(16), -1.0f); }},
+      {op_kind::NORM_ROPE, "negative fp8 block", [](context& c) {
+         return norm_rope(c, f32(c, {64, 2, 5}), nullptr, i32(c, {5}), rp(16), 1e-6f, -64, 48); }},
+      {op_kind::NORM_ROPE, "fp8 n past the row", [](context& c) {
+         return norm_rope(c, f32(c, {64, 2, 5}), nullptr, i32(c, {5}), rp(16), 1e-6f, 64, 65); }},
+      {op_kind::NORM_ROPE, "fp8 n without a block", [](context& c) {
+         return norm_rope(c, f32(c, {64, 2, 5}), nullptr, i32(c, {5}), rp(16), 1e-6f, 0, 48); }},
       {op_kind::HC_SUM, "pre of another stream count", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3}), f32(c, {1, 3, 3})); }},
       {op_kind::HC_SUM, "pre with dim 0 > 1", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3}), f32(c, {4, 4, 3})); }},
       {op_kind::HC_SUM, "pre of another token count", [](context& c) { return hc_sum(c, f32(c, {16, 4, 3}), f32(c, {1, 4, 2})); }},

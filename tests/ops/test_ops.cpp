@@ -273,6 +273,30 @@ void add_fused(std::vector<op_case>& cs) {
   add_rmsw(in(dtype::f32, {64, 3, 2, 2}, uniform(-2, 2), permuted_0213()), cont(), 1e-6f);
   add_rmsw(in(dtype::f32, {33, 4}, uniform(-0.1, 0.1)), cont(), 1e-2f, "large_eps_");
   add_rmsw(in(dtype::f32, {16, 2}, values({0.0})), cont(), 1e-2f, "zero_rows_");
+  // With the fp8 output rounding (block 128: the activation quantization of the matmul it feeds):
+  // q_lora rows (1024) at T = 1 and T > 1, rows that are no multiple of the block (the goldens' 32
+  // and 96, 300 strided), huge outliers (one run's scale, the others' elements to fp8 subnormals or
+  // zero), zero rows (the amax floor), other blocks.
+  auto rmsw8 = [](context& c, T t, const op_args& a) { return rms_norm_w(c, t[0], t[1], a.f0, a.block); };
+  auto add_rmsw8 = [&](input a, layout wl, int block, const char* tag = "") {
+    op_args e;
+    e.f0 = 1e-6f;
+    e.block = block;
+    const std::string wtag = std::string(wl.name) == "cont" ? "" : std::string("_w_") + wl.name;
+    cs.push_back(mk(op_kind::RMS_NORM_W, std::string("fp8_") + std::to_string(block) + "_" + tag + shape_name(a) +
+                                             lay_name(a) + wtag,
+                    {a, in(dtype::f32, {a.ne[0]}, uniform(-2, 2), wl)}, rmsw8, e));
+  };
+  add_rmsw8(in(dtype::f32, {1024, 1}, uniform(-8, 8)), cont(), 128);
+  add_rmsw8(in(dtype::f32, {1024, 5}, uniform(-8, 8)), cont(), 128);
+  add_rmsw8(in(dtype::f32, {96, 3}, uniform(-2, 2)), cont(), 128);
+  add_rmsw8(in(dtype::f32, {32, 4}, uniform(-2, 2)), cont(), 128);
+  add_rmsw8(in(dtype::f32, {300, 2}, uniform(-2, 2), padded()), padded(1), 128);
+  add_rmsw8(in(dtype::f32, {33, 5, 2}, uniform(-2, 2), transposed()), padded_transposed(), 16);
+  add_rmsw8(in(dtype::f32, {64, 3, 2, 2}, uniform(-2, 2), permuted_0213()), cont(), 64);
+  add_rmsw8(in(dtype::f32, {1024, 2}, with_specials(-1, 1, 0.01, {3e4, -5e5})), cont(), 128, "outliers_");
+  add_rmsw8(in(dtype::f32, {200, 2}, values({0.0})), cont(), 128, "zero_rows_");
+  add_rmsw8(in(dtype::f32, {7, 3}, uniform(-2, 2)), cont(), 1);
 
   // swiglu: gate values on both sides of the limit, specials (NaN, +-inf) in gate and up.
   auto sw = [](context& c, T t, const op_args& a) { return swiglu(c, t[0], t[1], a.f0, a.has_wts ? t[2] : nullptr); };
@@ -306,6 +330,44 @@ void add_fused(std::vector<op_case>& cs) {
     add_sw("64x2x3x2_permuted_wts", 10.0f, in(dtype::f32, {64, 2, 3, 2}, gate, permuted_0213()),
            in(dtype::f32, {64, 2, 3, 2}, up, padded_transposed()), &w2322);
     add_sw("1_nolimit_wts", -3.0f, in(dtype::f32, {1}, uniform(-4, 4)), in(dtype::f32, {1}, uniform(-4, 4)), &w1);
+  }
+  // swiglu with the fp8 output rounding (block 128: the activation quantization of w2 / sw2): the
+  // routed experts' [I, k, T] with weights at T = 1 and T > 1, the shared expert's [I, T] without
+  // (no clamp), rows that are no multiple of the block (the goldens' 32, the tiny model's 64),
+  // strided gate and up, specials (NaN, +-inf pass through and stay out of the amax), huge
+  // outliers (no clamp: 1e6-scale products beside small ones), zeros.
+  {
+    auto sw8 = [](context& c, T t, const op_args& a) {
+      return swiglu(c, t[0], t[1], a.f0, a.has_wts ? t[2] : nullptr, a.block);
+    };
+    auto add_sw8 = [&](std::string name, float limit, int block, input g, input u, const input* w) {
+      op_args a;
+      a.f0 = limit;
+      a.block = block;
+      a.has_wts = w != nullptr;
+      std::vector<input> ins = {g, u};
+      if (w) ins.push_back(*w);
+      cs.push_back(mk(op_kind::SWIGLU, "fp8_" + std::to_string(block) + "_" + name, ins, sw8, a));
+    };
+    const input w6 = in(dtype::f32, {1, 6, 1}, uniform(0, 1));
+    const input w63 = in(dtype::f32, {1, 6, 3}, uniform(0, 1), padded());
+    const input w22 = in(dtype::f32, {1, 2, 2}, uniform(0, 1));
+    add_sw8("2048x6_limit10_wts", 10.0f, 128, in(dtype::f32, {2048, 6}, uniform(-14, 14)),
+            in(dtype::f32, {2048, 6}, uniform(-14, 14)), &w6);
+    add_sw8("256x6x3_limit10_wts", 10.0f, 128, in(dtype::f32, {256, 6, 3}, uniform(-14, 14)),
+            in(dtype::f32, {256, 6, 3}, uniform(-14, 14)), &w63);
+    add_sw8("2048x3_shared", 0.0f, 128, in(dtype::f32, {2048, 3}, uniform(-6, 6)), in(dtype::f32, {2048, 3}, uniform(-6, 6)),
+            nullptr);
+    add_sw8("64x2x2_limit7_wts", 7.0f, 128, in(dtype::f32, {64, 2, 2}, uniform(-9, 9)),
+            in(dtype::f32, {64, 2, 2}, uniform(-9, 9)), &w22);
+    add_sw8("32x5_shared", 0.0f, 128, in(dtype::f32, {32, 5}, uniform(-4, 4)), in(dtype::f32, {32, 5}, uniform(-4, 4)), nullptr);
+    add_sw8("300x6_padded_transposed_limit10_wts", 10.0f, 128, in(dtype::f32, {300, 6}, uniform(-14, 14), padded()),
+            in(dtype::f32, {300, 6}, uniform(-14, 14), transposed()), &w6);
+    add_sw8("33x6x2_specials_limit7", 7.0f, 16, in(dtype::f32, {33, 6, 2}, gate), in(dtype::f32, {33, 6, 2}, up), nullptr);
+    add_sw8("512x2_outliers_shared", 0.0f, 128, in(dtype::f32, {512, 2}, with_specials(-2, 2, 0.01, {2e3, -3e3})),
+            in(dtype::f32, {512, 2}, with_specials(-2, 2, 0.01, {1e3, -4e3})), nullptr);
+    add_sw8("256x2_zeros", 10.0f, 128, in(dtype::f32, {256, 2}, values({0.0})), in(dtype::f32, {256, 2}, uniform(-2, 2)),
+            nullptr);
   }
 
   // hc_sum: X [D, HC, T] (packed, streams-major transposed X^T, padded, dim 0 strided), pre
@@ -465,6 +527,55 @@ void add_rope(std::vector<op_case>& cs) {
     c.ref_override = ref_rope_roundtrip;
     cs.push_back(std::move(c));
   }
+}
+
+// ---- norm_rope: per-head rms_norm (weighted or not), rope, optional fp8 round trip ----------------------------
+void add_norm_rope(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) {
+    return norm_rope(c, t[0], a.has_wts ? t[2] : nullptr, t[1], a.rope, a.f0, a.block, a.n_quant);
+  };
+  // a [D, H, Tn, B] in layout l, positions up to max_pos, weight (layout wl) when has_w.
+  auto add = [&](std::string name, rope_params p, int64_t D, int64_t H, int64_t Tn, int64_t B, int64_t max_pos, bool has_w,
+                 int block, int64_t n_quant, layout l = cont(), filler f = uniform(-3, 3), layout wl = cont()) {
+    op_args a;
+    a.rope = p;
+    a.f0 = 1e-6f;
+    a.has_wts = has_w;
+    a.block = block;
+    a.n_quant = n_quant;
+    std::vector<input> ins = {in(dtype::f32, {D, H, Tn, B}, f, l), in(dtype::i32, {Tn}, ints(0, max_pos))};
+    if (has_w) ins.push_back(in(dtype::f32, {D}, uniform(-2, 2), wl));
+    cs.push_back(mk(op_kind::NORM_ROPE, std::move(name), std::move(ins), b, a));
+  };
+  // V4's q (no weight, 64 heads of 512, 64 rope dims) and kv (kv_norm, YaRN, fp8 block 64 over
+  // the 448 non-rope dims) at T = 1 and T > 1.
+  add("q_D512x64_T1", rp(64, true), 512, 64, 1, 1, 5000, false, 0, 0);
+  add("q_D512x8_T3", rp(64, true), 512, 8, 3, 1, 5000, false, 0, 0);
+  add("kv_yarn_D512_T1_w_fp8_64_448", yarn(true), 512, 1, 1, 1, 65535, true, 64, 448);
+  add("kv_yarn_D512_T5_w_fp8_64_448", yarn(true), 512, 1, 5, 1, 65535, true, 64, 448);
+  add("kv_D512_T2_w_fp8_64_448", rp(64, true), 512, 1, 2, 1, 300, true, 64, 448);
+  // The tiny and golden models' heads (64, rope 16; the run past n a partial one).
+  add("q_D64x4_T3_rot16", rp(16, true), 64, 4, 3, 1, 100, false, 0, 0);
+  add("kv_D64_T3_w_fp8_64_48", rp(16, true), 64, 1, 3, 1, 100, true, 64, 48);
+  add("kv_D64_T1_w_fp8_32_48", yarn(true), 64, 1, 1, 1, 60000, true, 32, 48);
+  // Halves, inverse, the rotated dims inside the rounded runs (n = 0: the whole row), blocks that
+  // do not divide the row, 4-d.
+  add("halves_D48x3_T4_rot32_fp8_16_all", rp(32, false), 48, 3, 4, 1, 500, true, 16, 0);
+  add("interleaved_inverse_D40x7_T3x2_rot16_fp8_12_all", rp(16, true, true), 40, 7, 3, 2, 1000, false, 12, 0);
+  add("yarn_halves_D192x2_T9_fp8_128_150", yarn(false), 192, 2, 9, 1, 65535, true, 128, 150);
+  add("interleaved_D2_fp8_1_all", rp(2, true), 2, 1, 1, 1, 7, true, 1, 0);
+  // Strided sources (the model passes reshaped matmul outputs; views must work too).
+  add("padded_D64x3_T5_w_padded", rp(64, true), 64, 3, 5, 1, 300, true, 0, 0, padded(), uniform(-3, 3), padded(1));
+  add("perm0213_D64x3_T5x2_fp8_32_all", rp(64, false), 64, 3, 5, 2, 300, false, 32, 0, permuted_0213());
+  add("transposed_D33x4_T1_rot16_w_transposed_fp8_16_17", rp(16, true), 33, 4, 1, 1, 50, true, 16, 17, transposed(),
+      uniform(-3, 3), padded_transposed());
+  add("padded_transposed_yarn_D128x4_T3_fp8_64_64", yarn(true), 128, 4, 3, 1, 30000, true, 64, 64, padded_transposed());
+  // Zero rows (the amax floor), huge outliers (one run holds the scale, others go to fp8 subnormals
+  // or zero after the normalisation).
+  add("zeros_D64x2_T2_fp8_64_48", rp(16, true), 64, 2, 2, 1, 10, true, 64, 48, cont(), values({0.0}));
+  add("outliers_D512x2_T2_fp8_64_448", yarn(true), 512, 2, 2, 1, 65535, true, 64, 448, cont(),
+      with_specials(-1, 1, 0.01, {4e4, -7e5}));
 }
 
 // ---- matmul ------------------------------------------------------------------------------------------------
@@ -1420,6 +1531,7 @@ const std::vector<op_case>& all_cases() {
     add_attn_mqa(cs);
     add_attn_sparse(cs);
     add_rope(cs);
+    add_norm_rope(cs);
     add_matmul(cs);
     add_qmatmul(cs);
     add_indexing(cs);

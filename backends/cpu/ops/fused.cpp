@@ -3,11 +3,14 @@
 // the same order, so a fused node gives the bits of the chain it replaces (rms_norm then mul;
 // clamp, clamp, silu, mul, mul; mul then sum over the streams). hc_post replaces a matmul whose
 // summation order was the ISA kernel's own: it follows the order tensor/ops.h states instead.
+// rms_norm_w's and swiglu's optional FP8 rounding is the FP8_ROUNDTRIP kernel's row function
+// (quant/fp8.h) applied in place to the finished row: the bits of the op then fp8_roundtrip.
 // Sources may be strided: a strided row is gathered into a thread-local buffer first.
 #include <cmath>
 #include <vector>
 
 #include "backends/cpu/ops/common.h"
+#include "quant/fp8.h"
 
 namespace v4::cpu {
 
@@ -49,11 +52,13 @@ void fma_row(const float* x, float s, float* y, int64_t n) {
 
 }  // namespace
 
-// rms_norm's row kernel (reduce.cpp: the same sum_sq, scale) followed by mul's v.mul by w.
+// rms_norm's row kernel (reduce.cpp: the same sum_sq, scale) followed by mul's v.mul by w, then
+// (fp8 block > 0) the FP8 round trip of the row.
 void kernel_RMS_NORM_W(const exec& ex, tensor* dst) {
   const tensor* a = dst->src[0];
   const tensor* w = dst->src[1];
   const float eps = dst->param_f(0);
+  const int fp8_block = dst->param_i(1);
   const vec::table& v = vec::best();
   const int64_t n = a->ne[0];
   std::vector<float> w_packed;
@@ -67,16 +72,19 @@ void kernel_RMS_NORM_W(const exec& ex, tensor* dst) {
     float* y = frow(dst, r);
     v.scale(x, s, 0.0f, y, n);
     v.mul(y, wr, y, n);
+    if (fp8_block > 0) quant::fp8_roundtrip_row(y, y, n, fp8_block, quant::kFp8AmaxFloor);
   });
 }
 
 // Per row: clamp g from above and u on both sides (the clamp kernel's comparisons: NaN passes),
-// silu of the whole row (v.silu over the same n as the silu kernel), times u, times the row's weight.
+// silu of the whole row (v.silu over the same n as the silu kernel), times u, times the row's
+// weight, then (fp8 block > 0) the FP8 round trip of the row.
 void kernel_SWIGLU(const exec& ex, tensor* dst) {
   const tensor* g = dst->src[0];
   const tensor* u = dst->src[1];
   const tensor* wts = dst->src[2];
   const float limit = dst->param_f(0);
+  const int fp8_block = dst->param_i(1);
   const bool clamped = limit > 0.0f;
   const vec::table& v = vec::best();
   const int64_t n = dst->ne[0];
@@ -103,6 +111,7 @@ void kernel_SWIGLU(const exec& ex, tensor* dst) {
       const float s = bcast_at(wts, 0, i.i1, i.i2, i.i3);
       for (int64_t k = 0; k < n; ++k) y[k] = y[k] * s;  // mul by the broadcast weight: one rounding
     }
+    if (fp8_block > 0) quant::fp8_roundtrip_row(y, y, n, fp8_block, quant::kFp8AmaxFloor);
   });
 }
 

@@ -1,0 +1,55 @@
+// Rotary-embedding pieces shared by the ROPE kernel (ops_rope.cu) and the fused NORM_ROPE kernel
+// (ops_norm_rope.cu): the parameters as kernels take them, and one pair's angle. Frequencies,
+// angles, sin and cos are computed in double (as the CPU does).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "backends/cuda/common.cuh"
+#include "tensor/ops.h"
+
+namespace v4::cuda {
+
+struct rope_args {
+  int n_rot;
+  bool interleaved;
+  double sign;     // -1 for the inverse rotation
+  double base;
+  bool yarn;
+  double factor, lo, hi;  // YaRN ramp over pair index i: (i - lo) / (hi - lo), clamped to [0, 1]
+};
+
+inline rope_args rope_args_of(const rope_params& rp) {
+  rope_args p{};
+  p.n_rot = rp.n_rot;
+  p.interleaved = rp.interleaved;
+  p.sign = rp.inverse ? -1.0 : 1.0;
+  p.base = double(rp.base);
+  p.yarn = rp.yarn_factor > 1.0f;
+  p.factor = double(rp.yarn_factor);
+  if (p.yarn) {  // the ramp's ends, as tensor/ops.h (and the CPU) compute them
+    const double two_pi = 2.0 * M_PI;
+    auto corr = [&](double c) {
+      return rp.n_rot * std::log(double(rp.yarn_orig_ctx) / (c * two_pi)) / (2.0 * std::log(double(rp.base)));
+    };
+    p.lo = std::max(std::floor(corr(rp.yarn_beta_fast)), 0.0);
+    p.hi = std::min(std::ceil(corr(rp.yarn_beta_slow)), double(rp.n_rot - 1));
+    if (p.lo == p.hi) p.hi += 0.001;
+  }
+  return p;
+}
+
+// cos and sin (as f32) of pair i's angle at position.
+__device__ inline void rope_cos_sin(const rope_args& p, int i, int32_t position, float* c, float* s) {
+  double f = ::pow(p.base, -2.0 * i / p.n_rot);
+  if (p.yarn) {
+    const double ramp = fmin(fmax((i - p.lo) / (p.hi - p.lo), 0.0), 1.0);
+    f = f / p.factor * ramp + f * (1.0 - ramp);
+  }
+  const double angle = p.sign * double(position) * f;
+  *c = float(::cos(angle));
+  *s = float(::sin(angle));
+}
+
+}  // namespace v4::cuda

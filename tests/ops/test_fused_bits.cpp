@@ -1,0 +1,230 @@
+// The fused ops that fold an FP8 round trip or a RoPE into their producer give, on the CPU, the
+// bits of the unfused chains they replace (the model's goldens run on the CPU and must not move):
+//   rms_norm_w(a, w, eps, 128)                 == fp8_roundtrip(rms_norm_w(a, w, eps), 128)
+//   swiglu(g, u, limit, wts, 128)              == fp8_roundtrip(swiglu(g, u, limit, wts), 128)
+//   norm_rope(a, w, pos, p, eps, block, n)     == fp8_roundtrip(rope(rms_norm_w(a, w, eps), pos, p), block, n)
+//   norm_rope(a, nullptr, pos, p, eps)         == rope(rms_norm(a, eps), pos, p)
+// on random rows, zeros, huge outliers, specials (NaN, +-inf), rows that are no multiple of the
+// block, strided sources, T = 1 and T > 1. Both graphs run in one CPU computation; the results
+// are compared bit for bit (NaN payloads included).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/backends.h"
+#include "backends/cpu/cpu.h"
+#include "tensor/alloc.h"
+#include "tensor/graph.h"
+#include "tensor/ops.h"
+
+namespace v4 {
+namespace {
+
+const float kInf = std::numeric_limits<float>::infinity();
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Host data of the leaves (kept alive while the graph runs).
+struct leaves {
+  std::vector<std::vector<float>> f;
+  std::vector<std::vector<int32_t>> i;
+};
+
+enum class fill { random, zeros, outliers, specials };
+
+// A leaf f32 [ne] on the host, values by kind (scale sets the random range).
+tensor* leaf_f32(context& ctx, leaves& L, std::initializer_list<int64_t> ne, fill kind, std::mt19937& rng,
+                 float scale = 3.0f) {
+  tensor* t = ctx.new_tensor(dtype::f32, ne);
+  std::vector<float> v(size_t(t->nelements()));
+  std::uniform_real_distribution<float> d(-scale, scale), coin(0.0f, 1.0f);
+  for (float& x : v) {
+    x = kind == fill::zeros ? 0.0f : d(rng);
+    if (kind == fill::outliers && coin(rng) < 0.01f) x = (coin(rng) < 0.5f ? -1 : 1) * 3e5f * (1 + coin(rng));
+    if (kind == fill::specials && coin(rng) < 0.03f) x = coin(rng) < 0.3f ? kNaN : coin(rng) < 0.5f ? kInf : -kInf;
+  }
+  L.f.push_back(std::move(v));
+  t->data = L.f.back().data();
+  return t;
+}
+tensor* positions(context& ctx, leaves& L, int64_t T, int32_t max_pos, std::mt19937& rng) {
+  tensor* t = ctx.new_tensor(dtype::i32, {T});
+  std::vector<int32_t> v(static_cast<size_t>(T));
+  for (int32_t& p : v) p = int32_t(rng() % uint32_t(max_pos + 1));
+  L.i.push_back(std::move(v));
+  t->data = L.i.back().data();
+  return t;
+}
+
+// Computes both results in one CPU graph and compares their bits.
+void expect_same_bits(context& ctx, tensor* chain, tensor* fused, const std::string& what) {
+  ASSERT_TRUE(ctx.ok()) << what << ": " << ctx.error();
+  ASSERT_NE(chain, nullptr);
+  ASSERT_NE(fused, nullptr);
+  ASSERT_EQ(chain->nelements(), fused->nelements()) << what;
+  chain->flags |= kFlagOutput;
+  fused->flags |= kFlagOutput;
+  graph g;
+  ASSERT_TRUE(build_graph(ctx, {chain, fused}, &g)) << what << ": " << ctx.error();
+  graph_allocator alloc(cpu::cpu_device()->default_buffer_type());
+  std::string err;
+  ASSERT_TRUE(alloc.allocate(g, &err)) << what << ": " << err;
+  ASSERT_TRUE(cpu::cpu_device()->new_stream()->compute(g, &err)) << what << ": " << err;
+  const size_t n = size_t(fused->nelements());
+  std::vector<uint32_t> a(n), b(n);
+  chain->buf->get(chain, a.data(), 0, n * 4);  // both contiguous f32
+  fused->buf->get(fused, b.data(), 0, n * 4);
+  size_t bad = 0, first = n;
+  for (size_t k = 0; k < n; ++k)
+    if (a[k] != b[k] && ++bad == 1) first = k;
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << n << " elements differ; first at " << first;
+}
+
+// The test must be able to fail: the chain without its round trip differs from the fused result.
+TEST(FusedBits, DetectsAMissingRoundTrip) {
+  backends::init();
+  std::mt19937 rng(7);
+  context ctx;
+  leaves L;
+  tensor* a = leaf_f32(ctx, L, {1024, 2}, fill::random, rng);
+  tensor* w = leaf_f32(ctx, L, {1024}, fill::random, rng, 2.0f);
+  tensor* chain = rms_norm_w(ctx, a, w, 1e-6f);  // no rounding
+  tensor* fused = rms_norm_w(ctx, a, w, 1e-6f, 128);
+  chain->flags |= kFlagOutput;
+  fused->flags |= kFlagOutput;
+  graph g;
+  ASSERT_TRUE(build_graph(ctx, {chain, fused}, &g));
+  graph_allocator alloc(cpu::cpu_device()->default_buffer_type());
+  std::string err;
+  ASSERT_TRUE(alloc.allocate(g, &err)) << err;
+  ASSERT_TRUE(cpu::cpu_device()->new_stream()->compute(g, &err)) << err;
+  std::vector<float> x(2048), y(2048);
+  chain->buf->get(chain, x.data(), 0, x.size() * 4);
+  fused->buf->get(fused, y.data(), 0, y.size() * 4);
+  EXPECT_NE(std::memcmp(x.data(), y.data(), x.size() * 4), 0);
+}
+
+TEST(FusedBits, RmsNormWeightedThenFp8) {
+  backends::init();
+  std::mt19937 rng(11);
+  struct cfg {
+    int64_t n, rows;
+    fill kind;
+    bool strided;  // the source seen through a transposed view
+    int block;
+  };
+  for (const cfg& c : {cfg{1024, 1, fill::random, false, 128}, cfg{1024, 7, fill::random, false, 128},
+                       cfg{96, 3, fill::random, false, 128}, cfg{32, 2, fill::random, false, 128},
+                       cfg{300, 4, fill::outliers, false, 128}, cfg{256, 2, fill::zeros, false, 128},
+                       cfg{200, 3, fill::specials, false, 128}, cfg{130, 5, fill::random, true, 128},
+                       cfg{33, 6, fill::random, true, 16}}) {
+    context ctx;
+    leaves L;
+    tensor* a = c.strided ? transpose(ctx, leaf_f32(ctx, L, {c.rows, c.n}, c.kind, rng))
+                          : leaf_f32(ctx, L, {c.n, c.rows}, c.kind, rng);
+    tensor* w = leaf_f32(ctx, L, {c.n}, fill::random, rng, 2.0f);
+    tensor* chain = fp8_roundtrip(ctx, rms_norm_w(ctx, a, w, 1e-6f), c.block);
+    tensor* fused = rms_norm_w(ctx, a, w, 1e-6f, c.block);
+    expect_same_bits(ctx, chain, fused,
+                     "rms_norm_w " + std::to_string(c.n) + "x" + std::to_string(c.rows) + " fill " +
+                         std::to_string(int(c.kind)) + (c.strided ? " strided" : ""));
+  }
+}
+
+TEST(FusedBits, SwigluThenFp8) {
+  backends::init();
+  std::mt19937 rng(13);
+  struct cfg {
+    int64_t I, k, T;
+    float limit;
+    bool wts;
+    fill kind;
+    bool strided;
+  };
+  for (const cfg& c : {cfg{2048, 6, 1, 10.0f, true, fill::random, false}, cfg{2048, 6, 3, 10.0f, true, fill::random, false},
+                       cfg{2048, 1, 2, 0.0f, false, fill::random, false}, cfg{64, 2, 3, 10.0f, true, fill::random, false},
+                       cfg{32, 1, 4, 0.0f, false, fill::random, false}, cfg{512, 2, 1, 0.0f, false, fill::outliers, false},
+                       cfg{256, 2, 2, 10.0f, true, fill::zeros, false}, cfg{300, 3, 2, 7.0f, true, fill::specials, false},
+                       cfg{130, 2, 2, 10.0f, true, fill::random, true}}) {
+    context ctx;
+    leaves L;
+    auto src = [&](float scale) {
+      return c.strided ? permute(ctx, leaf_f32(ctx, L, {c.k, c.I, c.T}, c.kind, rng, scale), 1, 0, 2, 3)
+                       : leaf_f32(ctx, L, {c.I, c.k, c.T}, c.kind, rng, scale);
+    };
+    tensor* g = src(14.0f);
+    tensor* u = src(14.0f);
+    tensor* w = c.wts ? leaf_f32(ctx, L, {1, c.k, c.T}, fill::random, rng, 1.0f) : nullptr;
+    tensor* chain = fp8_roundtrip(ctx, swiglu(ctx, g, u, c.limit, w), 128);
+    tensor* fused = swiglu(ctx, g, u, c.limit, w, 128);
+    expect_same_bits(ctx, chain, fused,
+                     "swiglu " + std::to_string(c.I) + "x" + std::to_string(c.k) + "x" + std::to_string(c.T) + " fill " +
+                         std::to_string(int(c.kind)) + (c.strided ? " strided" : ""));
+  }
+}
+
+rope_params rope_p(int n_rot, bool interleaved, bool inverse, bool yarn) {
+  rope_params p;
+  p.n_rot = n_rot;
+  p.interleaved = interleaved;
+  p.inverse = inverse;
+  if (yarn) {  // V4's compressed layers
+    p.base = 160000.0f;
+    p.yarn_factor = 16.0f;
+    p.yarn_orig_ctx = 65536.0f;
+    p.yarn_beta_fast = 32.0f;
+    p.yarn_beta_slow = 1.0f;
+  }
+  return p;
+}
+
+TEST(FusedBits, NormRopeMatchesTheChain) {
+  backends::init();
+  std::mt19937 rng(17);
+  struct cfg {
+    int64_t D, H, T, B;
+    int n_rot;
+    bool interleaved, inverse, yarn, weight;
+    int block;
+    int64_t n;  // fp8 n (0: the whole row)
+    fill kind;
+    bool strided;  // the source seen with dims 1 and 2 swapped in memory
+  };
+  const cfg cases[] = {
+      {512, 64, 1, 1, 64, true, false, false, false, 0, 0, fill::random, false},   // V4 q, decode
+      {512, 16, 3, 1, 64, true, false, true, false, 0, 0, fill::random, false},    // q, prefill, YaRN
+      {512, 1, 1, 1, 64, true, false, true, true, 64, 448, fill::random, false},   // V4 kv, decode
+      {512, 1, 6, 1, 64, true, false, false, true, 64, 448, fill::random, false},  // kv, prefill
+      {512, 1, 4, 1, 64, true, false, true, true, 64, 448, fill::outliers, false},
+      {512, 2, 2, 1, 64, true, false, false, true, 64, 448, fill::zeros, false},
+      {512, 2, 2, 1, 64, true, false, false, true, 64, 448, fill::specials, false},
+      {64, 4, 3, 1, 16, true, false, false, false, 0, 0, fill::random, false},     // the tiny / golden heads
+      {64, 1, 3, 1, 16, true, false, false, true, 64, 48, fill::random, false},
+      {48, 3, 4, 2, 32, false, true, false, true, 16, 0, fill::random, true},      // halves, inverse, 4-d, strided
+      {40, 7, 3, 1, 16, true, true, true, false, 12, 0, fill::random, true},
+      {192, 2, 5, 1, 64, false, false, true, true, 128, 150, fill::outliers, true},
+  };
+  for (const cfg& c : cases) {
+    context ctx;
+    leaves L;
+    tensor* a = c.strided ? permute(ctx, leaf_f32(ctx, L, {c.D, c.T, c.H, c.B}, c.kind, rng), 0, 2, 1, 3)
+                          : leaf_f32(ctx, L, {c.D, c.H, c.T, c.B}, c.kind, rng);
+    tensor* w = c.weight ? leaf_f32(ctx, L, {c.D}, fill::random, rng, 2.0f) : nullptr;
+    tensor* pos = positions(ctx, L, c.T, c.yarn ? 65535 : 4000, rng);
+    const rope_params p = rope_p(c.n_rot, c.interleaved, c.inverse, c.yarn);
+    tensor* chain = rope(ctx, w ? rms_norm_w(ctx, a, w, 1e-6f) : rms_norm(ctx, a, 1e-6f), pos, p);
+    if (c.block > 0) chain = fp8_roundtrip(ctx, chain, c.block, c.n);
+    tensor* fused = norm_rope(ctx, a, w, pos, p, 1e-6f, c.block, c.n);
+    expect_same_bits(ctx, chain, fused,
+                     "norm_rope D" + std::to_string(c.D) + " H" + std::to_string(c.H) + " T" + std::to_string(c.T) +
+                         " fill " + std::to_string(int(c.kind)) + (c.strided ? " strided" : ""));
+  }
+}
+
+}  // namespace
+}  // namespace v4
