@@ -45,7 +45,11 @@ struct ring_plan {
   int stage_bytes;    // weights (+ codes, mxfp4) of one stage
   int x_pieces;       // 16-byte pieces of x staged (K / 4 padded to the swizzle's groups of 8)
   int64_t gpt;        // row groups (kRingR rows) per team
+  int variant;        // kRing* flags (set_matmul_ring_variant, a test hook; 0 in normal use)
 };
+constexpr int kRingStreamOnly = 1;  // (timing only) wait for the tiles, skip the arithmetic
+constexpr int kRingMerge = 2;       // one bulk copy per tile when its rows are contiguous whole rows
+constexpr int kRingLocal = 4;       // the teams of a block take adjacent row ranges
 
 // ---- sm_90 bulk copies and mbarriers -----------------------------------------------------------------
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -106,7 +110,10 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
   const int team = warp / wg, kw = warp % wg;
   const int nchunks = int(W.K / E);
   const int64_t ng = (W.M + R - 1) / R;
-  const int64_t q = int64_t(team) * gridDim.x + blockIdx.x;
+  const int64_t q = (pl.variant & kRingLocal) ? int64_t(blockIdx.x) * (kRingWarps / wg) + team
+                                               : int64_t(team) * gridDim.x + blockIdx.x;
+  const bool merge = (pl.variant & kRingMerge) && nchunks == TC && W.nb1 == int64_t(nchunks) * 16 &&
+                     (!kCodesInStage || W.s_nb1 == nchunks);
   const int64_t g_begin = q * pl.gpt < ng ? q * pl.gpt : ng;
   const int64_t g_end = g_begin + pl.gpt < ng ? g_begin + pl.gpt : ng;
   const int n_groups = int(g_end - g_begin);
@@ -125,6 +132,11 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
     unsigned char* st = stages + (i % S) * pl.stage_bytes;
     const uint32_t bar = smem_u32(bars + i % S);
     mbar_expect_tx(bar, uint32_t(R * nc * (16 + (kCodesInStage ? 1 : 0))));
+    if (merge && g * R + R <= W.M) {  // rows g R .. g R + R - 1 are R * nc * 16 contiguous bytes
+      bulk_g2s(smem_u32(st), jb.w + g * R * W.nb1, uint32_t(R * nc * 16), bar);
+      if constexpr (kCodesInStage) bulk_g2s(smem_u32(st + R * TC * 16), jb.s + g * R * W.s_nb1, uint32_t(R * nc), bar);
+      return;
+    }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int64_t m = g * R + r < W.M ? g * R + r : W.M - 1;
@@ -181,7 +193,7 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
 #pragma unroll
       for (int p = 0; p < P; ++p) {
         const int c = c0 + lane + 32 * p;
-        if (c >= nchunks) break;
+        if (c >= nchunks || (pl.variant & kRingStreamOnly)) break;
         uint4 w[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) w[r] = reinterpret_cast<const uint4*>(st + r * TC * 16)[lane + 32 * p];
@@ -237,6 +249,7 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
 std::atomic<int> g_ring_mode{0};    // set_matmul_ring: 0 automatic, 1 off
 std::atomic<int> g_ring_wg{0};      // set_matmul_ring_shape: forced team size (0 automatic)
 std::atomic<int> g_ring_stages{0};  // forced stages (0 automatic)
+std::atomic<int> g_ring_variant{0};  // set_matmul_ring_variant (kRing* flags)
 
 struct device_info {
   int dev = -1, sms = 0, optin = 0, major = 0;
@@ -334,6 +347,7 @@ bool ring_plan_for(dtype wt, const mm_weights& W, unsigned jobs, const device_in
   const int64_t teams = warps / best;
   pl->gpt = (ng + teams - 1) / teams;
   if (pl->gpt * pl->tpr >= (int64_t(1) << 30)) return false;  // the kernel's int tile counter
+  pl->variant = g_ring_variant.load(std::memory_order_relaxed);
   *blocks_per_job = unsigned(per_job);
   return true;
 }
@@ -381,6 +395,7 @@ bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& r
 // backend's API): the ring for one-row calls (0 automatic, 1 off: the kernels before it), and its
 // team size and stage count (0: automatic; a forced team size applies even past the tiles per row).
 void set_matmul_ring(int mode) { g_ring_mode.store(mode, std::memory_order_relaxed); }
+void set_matmul_ring_variant(int flags) { g_ring_variant.store(flags, std::memory_order_relaxed); }
 void set_matmul_ring_shape(int wg, int stages) {
   g_ring_wg.store(wg, std::memory_order_relaxed);
   g_ring_stages.store(stages, std::memory_order_relaxed);

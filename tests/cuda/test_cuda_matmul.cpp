@@ -37,6 +37,7 @@ void set_matmul_cluster(int slices);  // cluster split-K: 0 automatic, 1 never, 
 void set_matmul_expert_pdl(bool on);  // true: gemv1 / the ring for matmul_id launched with PDL
 void set_matmul_ring(int mode);       // streaming decode (ops_matmul_ring.cu): 0 automatic, 1 off
 void set_matmul_ring_shape(int wg, int stages);  // its team size and stages (0: automatic)
+void set_matmul_ring_variant(int flags);  // 1 stream only (no arithmetic), 2 merged copies, 4 local teams
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -799,17 +800,20 @@ struct bench {
       int ring;            // set_matmul_ring: 0 automatic, 1 off
       int wg = 0, st = 0;  // set_matmul_ring_shape
       bool expert_pdl = false;
+      int variant = 0;     // set_matmul_ring_variant
     };
     std::vector<setting> settings = {{"before (ring off)", 1}, {"after (ring)", 0}};
     if (sweep)
-      for (const auto& [wg, st] : std::vector<std::pair<int, int>>{{1, 0}, {2, 0}, {4, 0}, {8, 0}, {0, 2}, {0, 4}})
-        settings.push_back({"ring wg " + std::to_string(wg) + " S " + std::to_string(st), 0, wg, st});
+      for (int v : {2, 4, 6, 1, 3, 5, 7})
+        settings.push_back({"ring variant " + std::to_string(v), 0, 0, 0, false, v});
     if (E > 0) settings.push_back({"ring, expert pdl", 0, 0, 0, true});
     for (const setting& st : settings) {
       cuda::set_matmul_ring(st.ring);
       cuda::set_matmul_ring_shape(st.wg, st.st);
       cuda::set_matmul_expert_pdl(st.expert_pdl);
+      cuda::set_matmul_ring_variant(st.variant);
       const double sec = graph_seconds(small, mm);
+      cuda::set_matmul_ring_variant(0);
       cuda::set_matmul_expert_pdl(false);
       cuda::set_matmul_ring_shape(0, 0);
       cuda::set_matmul_ring(0);
@@ -818,7 +822,7 @@ struct bench {
       std::vector<float> got(size_t(M * outs));
       mm.back()->buf->get(mm.back(), got.data(), 0, got.size() * 4);
       std::vector<float> wr;
-      for (int64_t p = 0; p < outs; ++p)
+      for (int64_t p = 0; p < outs && !(st.variant & 1); ++p)  // (variant 1: no results)
         for (int64_t m = 0; m < M; m += 97)
           check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : p, m, wr), &xv[size_t(E > 0 ? 0 : p * K)], K, 0.0,
                     got[size_t(p * M + m)], "graph chain " + shape + " " + st.what);
@@ -900,6 +904,10 @@ TEST(CudaMatmul, GraphChainTiming) {
   const char* sweep = std::getenv("V4_GRAPH_SWEEP");
   b.sweep = sweep && std::string(sweep) == "1";
   b.chain(dtype::fp8_e4m3, 1024, 32768);             // wq_b (32 MiB)
+  if (b.sweep) {  // the streaming rate past the fixed cost: the same rows, 4x the bytes
+    b.chain(dtype::fp8_e4m3, 1024, 131072);
+    b.chain(dtype::fp8_e4m3, 4096, 16384);
+  }
   b.chain(dtype::fp8_e4m3, 4096, 1024, 0, 0, 8);     // grouped wo_a: 8 x [4096, 1024] (32 MiB)
   b.chain(dtype::fp8_e4m3, 8192, 4096);              // wo_b (32 MiB)
   b.chain(dtype::mxfp4, 4096, 2048, 256, 6);         // routed experts w1 / w3 (6 x 4 MiB)
