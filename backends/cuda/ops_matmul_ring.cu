@@ -50,6 +50,90 @@ struct ring_plan {
 constexpr int kRingStreamOnly = 1;  // (timing only) wait for the tiles, skip the arithmetic
 constexpr int kRingMerge = 2;       // one bulk copy per tile when its rows are contiguous whole rows
 constexpr int kRingLocal = 4;       // the teams of a block take adjacent row ranges
+constexpr int kRingCvtDecode = 8;   // fp8 / mxfp4 through chunk_dot's conversions (the other kernels' decode)
+
+// ---- decode without conversion instructions ----------------------------------------------------------
+// The other decode kernels turn e4m3 / e2m1 into f32 through cvt instructions (e4m3x2 -> f16x2,
+// f16 -> f32), which sm_90 issues at a quarter of the FMA rate or less: at one x row that, not the
+// memory, bounded fp8 near 10 and mxfp4 near 8 bytes per clock per SM (docs/CUDA.md, third
+// session). Here the code bits are placed into an f32 with integer operations so that the f32 is
+// the code's value times 2^-120 (e4m3: exponent field E, mantissa M; E = 0 gives the f32 subnormal
+// 0.M x 2^-126, e4m3's subnormal 0.M x 2^-6 scaled alike) or 2^-126 (e2m1), and one exact multiply
+// by the power of two restores it (no flush to zero in this build: subnormal operands are exact).
+// The products, their order and the partial sums are chunk_dot's.
+
+// Four e4m3 codes (one word, byte b = element b) -> f[b], exact. A NaN code (magnitude 0x7F) is
+// not decoded to NaN here: nan_bits collects (magnitude + 1) of every code, whose bit 7 is set only
+// by a NaN code (see chunk_dot_int).
+__device__ __forceinline__ void e4m3x4_f(uint32_t a, float (&f)[4], uint32_t& nan_bits) {
+  const uint32_t even = a & 0x00FF00FFu, odd = (a >> 8) & 0x00FF00FFu;  // bytes 0, 2 and 1, 3
+  // sign bit 7 -> 11 (and 23 -> 27): the magnitude's 7 bits and the sign then sit 20 bits below
+  // their f32 places (sign 31, exponent 23..26, mantissa 20..22).
+  const uint32_t ev = even + (even & 0x00800080u) * 15u, od = odd + (odd & 0x00800080u) * 15u;
+  f[0] = __uint_as_float(ev << 20) * 0x1p120f;
+  f[2] = __uint_as_float((ev << 4) & 0xFFF00000u) * 0x1p120f;
+  f[1] = __uint_as_float(od << 20) * 0x1p120f;
+  f[3] = __uint_as_float((od << 4) & 0xFFF00000u) * 0x1p120f;
+  nan_bits |= (a & 0x7F7F7F7Fu) + 0x01010101u;
+}
+
+// e2m1 codes i and i + 4 of a word (nibbles 4i and 4i + 16) -> lo, hi, exact.
+template <int I>
+__device__ __forceinline__ void e2m1_pair_f(uint32_t a, float& lo, float& hi) {
+  const uint32_t q = (a >> (4 * I)) & 0x000F000Fu;
+  const uint32_t w = q + (q & 0x00080008u) * 63u;  // sign bit 3 -> 9 (19 -> 25): 22 below bit 31
+  lo = __uint_as_float(w << 22) * 0x1p126f;
+  hi = __uint_as_float((w << 6) & 0xFFC00000u) * 0x1p126f;
+}
+
+// chunk_dot (matmul.cuh) for fp8 and mxfp4 with the decode above: the same products in the same
+// order into the same two chains; mxfp4 sums are the true values (not times 2^-14).
+template <int WT, int R>
+__device__ __forceinline__ void chunk_dot_int(const uint4 (&w)[R], const float4* xs, int c, float (&part)[R][2]) {
+  if constexpr (WT == kFP8) {
+    uint32_t nan_bits[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) nan_bits[r] = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 xv = xs[x_swizzle(c * 4 + j)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float f[4];
+        e4m3x4_f(word(w[r], j), f, nan_bits[r]);
+        part[r][0] = fmaf(f[0], xv.x, part[r][0]);
+        part[r][1] = fmaf(f[1], xv.y, part[r][1]);
+        part[r][0] = fmaf(f[2], xv.z, part[r][0]);
+        part[r][1] = fmaf(f[3], xv.w, part[r][1]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (nan_bits[r] & 0x80808080u) part[r][0] = __uint_as_float(0x7fc00000u);  // an e4m3 NaN code
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 xa = xs[x_swizzle(c * 8 + 2 * j)], xb = xs[x_swizzle(c * 8 + 2 * j + 1)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint32_t a = word(w[r], j);
+        float f0, f4, f1, f5, f2, f6, f3, f7;
+        e2m1_pair_f<0>(a, f0, f4);
+        e2m1_pair_f<1>(a, f1, f5);
+        e2m1_pair_f<2>(a, f2, f6);
+        e2m1_pair_f<3>(a, f3, f7);
+        part[r][0] = fmaf(f0, xa.x, part[r][0]);
+        part[r][1] = fmaf(f4, xb.x, part[r][1]);
+        part[r][0] = fmaf(f1, xa.y, part[r][0]);
+        part[r][1] = fmaf(f5, xb.y, part[r][1]);
+        part[r][0] = fmaf(f2, xa.z, part[r][0]);
+        part[r][1] = fmaf(f6, xb.z, part[r][1]);
+        part[r][0] = fmaf(f3, xa.w, part[r][0]);
+        part[r][1] = fmaf(f7, xb.w, part[r][1]);
+      }
+    }
+  }
+}
 
 // ---- sm_90 bulk copies and mbarriers -----------------------------------------------------------------
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -200,7 +284,16 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
         float part[R][2];
 #pragma unroll
         for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = 0.0f;
-        chunk_dot<WT, R>(w, xs, c, part);
+        // mxfp4's converting decode (chunk_dot) gives values times 2^-14; the integer one exact values.
+        float unscale = 1.0f;
+        if constexpr (WT == kBF16) {
+          chunk_dot<WT, R>(w, xs, c, part);  // (bf16 widens by shifts: no conversions)
+        } else if (pl.variant & kRingCvtDecode) {
+          chunk_dot<WT, R>(w, xs, c, part);
+          unscale = WT == kMXFP4 ? kE2m1HalfUnscale : 1.0f;
+        } else {
+          chunk_dot_int<WT, R>(w, xs, c, part);
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const float sum = part[r][0] + part[r][1];
@@ -208,7 +301,7 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
             acc[r] = fmaf(sum, e8m0_f(code[p][r]), acc[r]);
           } else if constexpr (WT == kMXFP4) {
             const uint8_t cd = st[R * TC * 16 + r * TC + lane + 32 * p];
-            acc[r] = fmaf(sum * kE2m1HalfUnscale, e8m0_f(cd), acc[r]);
+            acc[r] = fmaf(sum * unscale, e8m0_f(cd), acc[r]);
           } else {
             acc[r] += sum;
           }
