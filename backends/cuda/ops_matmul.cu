@@ -1011,7 +1011,7 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (ring_takes(wt, W, rd, rows_hint, aligned, split_forced) &&
-             launch_ring(s, wt, W, rd, jobs, launch_with_pdl(rd))) {
+             launch_ring(s, wt, W, rd, jobs, launch_with_pdl(rd), error)) {
     // (launched: the streaming decode kernel, ops_matmul_ring.cu)
   } else if (split_forced && (forced_slices = split_for(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
     if (!launch_split(s, wt, W, rd, jobs, forced_slices, error)) return false;

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.cuh"
 
 namespace v4::cuda {
@@ -34,8 +35,12 @@ constexpr int kRingR = 4;                 // weight rows per tile (each x value 
 constexpr int kRingP = 2;                 // chunks per lane per row and tile
 constexpr int kRingTC = 32 * kRingP;      // chunks per row and tile (fp8: 1 KiB)
 constexpr int kRingMaxStages = 4;         // mbarriers per warp
-constexpr int kRingDefaultStages = 3;     // 16 warps x 3 x 4 KiB = 192 KiB of ring
-constexpr int kRingHeader = kRingWarps * kRingMaxStages * 8 + 2 * kRingWarps * kRingR * 4;  // barriers, team sums
+constexpr int kRingScratchSlot = 22;      // ops_scratch.cu slot of the work-stealing counters (per stream)
+constexpr int kRingDefaultStages = 2;     // 16 warps x 2 x 4 KiB = 128 KiB of ring (3 measured slower)
+// Header: mbarriers [warps][stages], team sums [2][warps][R], each stage's group [warps][stages]
+// (int64) and tile [warps][stages] (gemv_steal_kernel).
+constexpr int kRingHeader = kRingWarps * kRingMaxStages * 8 + 2 * kRingWarps * kRingR * 4 +
+                            kRingWarps * kRingMaxStages * 12;
 
 // How a call is cut up (ring_plan_for).
 struct ring_plan {
@@ -50,7 +55,8 @@ struct ring_plan {
 constexpr int kRingStreamOnly = 1;  // (timing only) wait for the tiles, skip the arithmetic
 constexpr int kRingMerge = 2;       // one bulk copy per tile when its rows are contiguous whole rows
 constexpr int kRingLocal = 4;       // the teams of a block take adjacent row ranges
-constexpr int kRingCvtDecode = 8;   // fp8 / mxfp4 through chunk_dot's conversions (the other kernels' decode)
+constexpr int kRingIntDecode = 8;   // fp8 / mxfp4 decoded by integer bit placement (chunk_dot_int), not chunk_dot
+constexpr int kRingStatic = 16;     // gemv_ring_kernel (static row ranges, teams) instead of gemv_steal_kernel
 
 // ---- decode without conversion instructions ----------------------------------------------------------
 // The other decode kernels turn e4m3 / e2m1 into f32 through cvt instructions (e4m3x2 -> f16x2,
@@ -169,6 +175,96 @@ __device__ __forceinline__ void team_sync(int id, int threads) {
 }
 #endif
 
+// Lane 0: the copies of tile (group g, chunks [c0, c0 + kRingTC)) into stage st, completing on
+// `bar`: R row pieces (rows past M reread the last row; nothing is stored for them) and their
+// codes (mxfp4). merge: the R rows are one run of contiguous whole rows (one copy).
+template <int WT>
+__device__ __forceinline__ void ring_issue(const mm_weights& W, const mm_job& jb, unsigned char* st, uint32_t bar,
+                                           int64_t g, int c0, bool merge) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int E = chunk<WT>::kElems, R = kRingR, TC = kRingTC;
+  constexpr bool kCodesInStage = WT == kMXFP4;  // mxfp4: a code per chunk, copied with the tile
+  const int nchunks = int(W.K / E);
+  const int nc = nchunks - c0 < TC ? nchunks - c0 : TC;
+  mbar_expect_tx(bar, uint32_t(R * nc * (16 + (kCodesInStage ? 1 : 0))));
+  if (merge && g * R + R <= W.M) {  // rows g R .. g R + R - 1 are R * nc * 16 contiguous bytes
+    bulk_g2s(smem_u32(st), jb.w + g * R * W.nb1, uint32_t(R * nc * 16), bar);
+    if constexpr (kCodesInStage) bulk_g2s(smem_u32(st + R * TC * 16), jb.s + g * R * W.s_nb1, uint32_t(R * nc), bar);
+    return;
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t m = g * R + r < W.M ? g * R + r : W.M - 1;
+    bulk_g2s(smem_u32(st + r * TC * 16), jb.w + m * W.nb1 + int64_t(c0) * 16, uint32_t(nc * 16), bar);
+    if constexpr (kCodesInStage)
+      bulk_g2s(smem_u32(st + R * TC * 16 + r * TC), jb.s + m * W.s_nb1 + c0, uint32_t(nc), bar);
+  }
+#endif
+}
+
+// Tile (group g, chunks [c0, c0 + kRingTC)) from stage st into acc (the R rows' sums of this
+// lane), once the stage's mbarrier phase `parity` completes. fp8 reads its codes (__ldg; L1-resident:
+// sb_m rows share a scale row) before the wait; mxfp4's came with the tile.
+template <int WT>
+__device__ __forceinline__ void ring_tile(const mm_weights& W, const mm_job& jb, const ring_plan& pl, const float4* xs,
+                                          const unsigned char* st, uint32_t bar, uint32_t parity, int64_t g, int c0,
+                                          int lane, float (&acc)[kRingR]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int E = chunk<WT>::kElems, R = kRingR, P = kRingP, TC = kRingTC;
+  const int nchunks = int(W.K / E);
+  const uint8_t* srow[R];  // fp8: the scale row of each of the group's rows
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t m = g * R + r < W.M ? g * R + r : W.M - 1;
+    srow[r] = WT == kFP8 ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
+  }
+  uint8_t code[P][R];
+  if constexpr (WT == kFP8) {  // (L1-resident: sb_m rows share a scale row) before the wait
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int c = c0 + lane + 32 * p;
+        code[p][r] = c < nchunks ? __ldg(srow[r] + scale_col(W, int64_t(c) * E)) : uint8_t(0);
+      }
+  }
+  mbar_wait(bar, parity);
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int c = c0 + lane + 32 * p;
+    if (c >= nchunks || (pl.variant & kRingStreamOnly)) break;
+    uint4 w[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) w[r] = reinterpret_cast<const uint4*>(st + r * TC * 16)[lane + 32 * p];
+    float part[R][2];
+#pragma unroll
+    for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = 0.0f;
+    // mxfp4's converting decode (chunk_dot) gives values times 2^-14; the integer one exact values.
+    float unscale = 1.0f;
+    if constexpr (WT == kBF16) {
+      chunk_dot<WT, R>(w, xs, c, part);  // (bf16 widens by shifts: no conversions)
+    } else if (pl.variant & kRingIntDecode) {
+      chunk_dot_int<WT, R>(w, xs, c, part);
+    } else {
+      chunk_dot<WT, R>(w, xs, c, part);
+      unscale = WT == kMXFP4 ? kE2m1HalfUnscale : 1.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float sum = part[r][0] + part[r][1];
+      if constexpr (WT == kFP8) {
+        acc[r] = fmaf(sum, e8m0_f(code[p][r]), acc[r]);
+      } else if constexpr (WT == kMXFP4) {
+        const uint8_t cd = st[R * TC * 16 + r * TC + lane + 32 * p];
+        acc[r] = fmaf(sum * unscale, e8m0_f(cd), acc[r]);
+      } else {
+        acc[r] += sum;
+      }
+    }
+  }
+#endif
+}
+
 // Grid (blocks per job, jobs), kRingWarps warps; dynamic shared memory: header (mbarriers, team
 // sums), x, then each warp's S stages. Warp w of block b is warp kw = w % wg of team
 // w / wg; team q = (w / wg) * gridDim.x + b of the job (teams spread over the SMs first) takes row
@@ -210,24 +306,8 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
   // Tile i of this warp into stage i % S (lane 0): R row pieces of nc chunks (rows past M reread
   // the last row; nothing is stored for them), and their codes (mxfp4).
   auto issue = [&](int i) {
-    const int64_t g = g_begin + i / tiles_per_group;
-    const int c0 = (kw + wg * (i % tiles_per_group)) * TC;
-    const int nc = nchunks - c0 < TC ? nchunks - c0 : TC;
-    unsigned char* st = stages + (i % S) * pl.stage_bytes;
-    const uint32_t bar = smem_u32(bars + i % S);
-    mbar_expect_tx(bar, uint32_t(R * nc * (16 + (kCodesInStage ? 1 : 0))));
-    if (merge && g * R + R <= W.M) {  // rows g R .. g R + R - 1 are R * nc * 16 contiguous bytes
-      bulk_g2s(smem_u32(st), jb.w + g * R * W.nb1, uint32_t(R * nc * 16), bar);
-      if constexpr (kCodesInStage) bulk_g2s(smem_u32(st + R * TC * 16), jb.s + g * R * W.s_nb1, uint32_t(R * nc), bar);
-      return;
-    }
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int64_t m = g * R + r < W.M ? g * R + r : W.M - 1;
-      bulk_g2s(smem_u32(st + r * TC * 16), jb.w + m * W.nb1 + int64_t(c0) * 16, uint32_t(nc * 16), bar);
-      if constexpr (kCodesInStage)
-        bulk_g2s(smem_u32(st + R * TC * 16 + r * TC), jb.s + m * W.s_nb1 + c0, uint32_t(nc), bar);
-    }
+    ring_issue<WT>(W, jb, stages + (i % S) * pl.stage_bytes, smem_u32(bars + i % S),
+                   g_begin + i / tiles_per_group, (kw + wg * (i % tiles_per_group)) * TC, merge);
   };
   if (lane == 0) {
     for (int s = 0; s < S; ++s) mbar_init(smem_u32(bars + s), 1);
@@ -253,60 +333,10 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
   int i = 0;
   for (int gi = 0; gi < n_groups; ++gi) {
     const int64_t g = g_begin + gi;
-    const uint8_t* srow[R];  // fp8: the scale row of each of the group's rows
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int64_t m = g * R + r < W.M ? g * R + r : W.M - 1;
-      srow[r] = WT == kFP8 ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
-    }
     for (int j = 0; j < tiles_per_group; ++j, ++i) {
-      const int c0 = (kw + wg * j) * TC;
-      uint8_t code[P][R];
-      if constexpr (WT == kFP8) {  // (L1-resident: sb_m rows share a scale row) before the wait
-#pragma unroll
-        for (int p = 0; p < P; ++p)
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const int c = c0 + lane + 32 * p;
-            code[p][r] = c < nchunks ? __ldg(srow[r] + scale_col(W, int64_t(c) * E)) : uint8_t(0);
-          }
-      }
       const int slot = i % S;
-      mbar_wait(smem_u32(bars + slot), uint32_t((i / S) & 1));
-      const unsigned char* st = stages + slot * pl.stage_bytes;
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        const int c = c0 + lane + 32 * p;
-        if (c >= nchunks || (pl.variant & kRingStreamOnly)) break;
-        uint4 w[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) w[r] = reinterpret_cast<const uint4*>(st + r * TC * 16)[lane + 32 * p];
-        float part[R][2];
-#pragma unroll
-        for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = 0.0f;
-        // mxfp4's converting decode (chunk_dot) gives values times 2^-14; the integer one exact values.
-        float unscale = 1.0f;
-        if constexpr (WT == kBF16) {
-          chunk_dot<WT, R>(w, xs, c, part);  // (bf16 widens by shifts: no conversions)
-        } else if (pl.variant & kRingCvtDecode) {
-          chunk_dot<WT, R>(w, xs, c, part);
-          unscale = WT == kMXFP4 ? kE2m1HalfUnscale : 1.0f;
-        } else {
-          chunk_dot_int<WT, R>(w, xs, c, part);
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const float sum = part[r][0] + part[r][1];
-          if constexpr (WT == kFP8) {
-            acc[r] = fmaf(sum, e8m0_f(code[p][r]), acc[r]);
-          } else if constexpr (WT == kMXFP4) {
-            const uint8_t cd = st[R * TC * 16 + r * TC + lane + 32 * p];
-            acc[r] = fmaf(sum * unscale, e8m0_f(cd), acc[r]);
-          } else {
-            acc[r] += sum;
-          }
-        }
-      }
+      ring_tile<WT>(W, jb, pl, xs, stages + slot * pl.stage_bytes, smem_u32(bars + slot), uint32_t((i / S) & 1), g,
+                    (kw + wg * j) * TC, lane, acc);
       __syncwarp();  // every lane has read the stage before it is refilled
       if (lane == 0 && i + S < n_tiles) issue(i + S);
     }
@@ -334,6 +364,149 @@ __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weight
       }
     }
   }
+#else
+  __trap();  // sm_90 only (ring_plan_for never picks this kernel below)
+#endif
+}
+
+// Work stealing (the default): with a static cut, the SMs that the memory system serves last set
+// the end of the call. Here every warp (no teams) takes row groups one at a time: first group
+// (warp w of block b) w * gridDim.x + b, then groups handed out by an atomic counter per job
+// (ctr[job], offset by the warps of the job), fetched one group ahead so that the atomic's round
+// trip is off the critical path. Each group is still computed by one warp in the fixed order, so
+// the results do not depend on which warp took it. The last block to finish resets the counters
+// (ctr[jobs] counts finished blocks) for the next launch; the counters are read and written only
+// after pdl_wait, so a next launch (PDL) sees them reset. Before the wait only the tiles of the
+// warp's first group are requested.
+template <int WT>
+__global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_steal_kernel(mm_weights W, mm_rows rd, ring_plan pl,
+                                                                        int* ctr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int R = kRingR, TC = kRingTC;
+  extern __shared__ __align__(16) unsigned char ring_smem[];
+  uint64_t* bars_all = reinterpret_cast<uint64_t*>(ring_smem);
+  unsigned char* header2 = ring_smem + kRingWarps * kRingMaxStages * 8 + 2 * kRingWarps * kRingR * 4;
+  int64_t* stage_group_all = reinterpret_cast<int64_t*>(header2);                      // [warps][stages]
+  int* stage_tile_all = reinterpret_cast<int*>(header2 + kRingWarps * kRingMaxStages * 8);  // [warps][stages]
+  float4* xs = reinterpret_cast<float4*>(ring_smem + kRingHeader);
+  unsigned char* stages_all = ring_smem + kRingHeader + size_t(pl.x_pieces) * 16;
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool early = rd.mode == 0;  // MATMUL: weights known from the parameters (matmul_id: from ids)
+  if (!early) pdl_wait();
+  const mm_job jb = job_of(W, rd, blockIdx.y);
+  const int jobs = int(gridDim.y);
+  int* next = ctr + blockIdx.y;
+  int* finished = ctr + jobs;
+  auto finish_block = [&]() {  // (every thread, after pdl_wait)
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      if (atomicAdd(finished, 1) == int(gridDim.x * gridDim.y) - 1) {
+        for (int j = 0; j < jobs; ++j) atomicExch(ctr + j, 0);
+        atomicExch(finished, 0);
+        __threadfence();
+      }
+    }
+  };
+  if (jb.count == 0) {  // (an out-of-range expert id: a caller error)
+    if (early) pdl_wait();
+    finish_block();
+    return;
+  }
+
+  const int S = pl.stages, tpr = pl.tpr;
+  const int64_t ng = (W.M + R - 1) / R;
+  const int64_t warps_of_job = int64_t(gridDim.x) * kRingWarps;
+  uint64_t* bars = bars_all + warp * kRingMaxStages;
+  int64_t* stage_group = stage_group_all + warp * kRingMaxStages;
+  int* stage_tile = stage_tile_all + warp * kRingMaxStages;
+  unsigned char* stages = stages_all + size_t(warp) * S * pl.stage_bytes;
+
+  // Producer state (lane 0): the next tile to request is (p_g, p_t); p_next the group after p_g
+  // (-1: none; fetched from the counter one group ahead).
+  const int64_t first = int64_t(warp) * gridDim.x + blockIdx.x;
+  int64_t p_g = first < ng ? first : -1, p_next = -1;
+  int p_t = 0, issued = 0;
+  auto steal = [&]() -> int64_t {
+    const int64_t g = warps_of_job + atomicAdd(next, 1);
+    return g < ng ? g : -1;
+  };
+  auto request = [&]() {  // tile (p_g, p_t) into stage issued % S
+    const int slot = issued % S;
+    stage_group[slot] = p_g;
+    stage_tile[slot] = p_t;
+    ring_issue<WT>(W, jb, stages + slot * pl.stage_bytes, smem_u32(bars + slot), p_g, p_t * TC, false);
+    ++issued;
+    ++p_t;
+  };
+  if (lane == 0) {
+    for (int s = 0; s < S; ++s) mbar_init(smem_u32(bars + s), 1);
+    mbar_init_fence();
+    while (p_g >= 0 && issued < S && p_t < tpr) request();  // the first group only
+  }
+  __syncwarp();
+  if (early) pdl_wait();
+  if (lane == 0 && p_g >= 0) {
+    p_next = steal();
+    auto advance = [&]() {
+      if (p_t == tpr) {
+        p_t = 0;
+        p_g = p_next;
+        p_next = p_g >= 0 ? steal() : -1;
+      }
+    };
+    advance();
+    while (p_g >= 0 && issued < S) {
+      request();
+      advance();
+    }
+  }
+
+  const float* xp;
+  float* yp;
+  row_ptrs(rd, jb, 0, &xp, &yp);
+  {
+    const float4* xg = reinterpret_cast<const float4*>(xp);
+    const int kpieces = int(W.K / 4);
+    for (int p = threadIdx.x; p < kpieces; p += blockDim.x) xs[x_swizzle(p)] = __ldg(xg + p);
+  }
+  __syncthreads();  // (also orders lane 0's stage_group / stage_tile writes before the reads below)
+
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  int n_issued = __shfl_sync(0xffffffffu, issued, 0);
+  for (int i = 0; i < n_issued; ++i) {
+    const int slot = i % S;
+    const int64_t g = stage_group[slot];
+    const int t = stage_tile[slot];
+    ring_tile<WT>(W, jb, pl, xs, stages + slot * pl.stage_bytes, smem_u32(bars + slot), uint32_t((i / S) & 1), g,
+                  t * TC, lane, acc);
+    if (t == tpr - 1) {  // group g done
+      float mine = 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float v = warp_sum(acc[r]);
+        acc[r] = 0.0f;
+        if (lane == r) mine = v;
+      }
+      const int64_t m = g * R + lane;
+      if (lane < R && m < W.M) yp[m] = mine;
+    }
+    __syncwarp();  // every lane has read the stage (and its group / tile) before it is refilled
+    if (lane == 0 && p_g >= 0) {  // issued == i + S: the stage just read
+      request();
+      if (p_t == tpr) {
+        p_t = 0;
+        p_g = p_next;
+        p_next = p_g >= 0 ? steal() : -1;
+      }
+    }
+    __syncwarp();  // lane 0's stage_group / stage_tile writes before the next reads
+    n_issued = __shfl_sync(0xffffffffu, issued, 0);
+  }
+  finish_block();
 #else
   __trap();  // sm_90 only (ring_plan_for never picks this kernel below)
 #endif
@@ -426,7 +599,9 @@ bool ring_plan_for(dtype wt, const mm_weights& W, unsigned jobs, const device_in
   const int64_t per_job = std::max<int64_t>(1, d.sms / int64_t(jobs));
   const int64_t warps = per_job * kRingWarps;
   const int64_t ng = (W.M + kRingR - 1) / kRingR;
-  const int forced_wg = g_ring_wg.load(std::memory_order_relaxed);
+  const int variant = g_ring_variant.load(std::memory_order_relaxed);
+  // Work stealing (gemv_steal_kernel) has no teams; the static kernel picks its team size.
+  const int forced_wg = (variant & kRingStatic) ? g_ring_wg.load(std::memory_order_relaxed) : 1;
   int best = 1;
   int64_t best_cost = -1;
   for (int wg = 1; wg <= 8; wg *= 2) {
@@ -440,27 +615,35 @@ bool ring_plan_for(dtype wt, const mm_weights& W, unsigned jobs, const device_in
   const int64_t teams = warps / best;
   pl->gpt = (ng + teams - 1) / teams;
   if (pl->gpt * pl->tpr >= (int64_t(1) << 30)) return false;  // the kernel's int tile counter
-  pl->variant = g_ring_variant.load(std::memory_order_relaxed);
+  pl->variant = variant;
   *blocks_per_job = unsigned(per_job);
   return true;
 }
 
+// false: nothing launched (the call does not fit; *error set only for a scratch failure).
 template <int WT>
-bool ring_launch(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl) {
+bool ring_launch(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl,
+                 std::string* error) {
   const device_info d = current_device();
   ring_plan pl{};
   unsigned per_job = 0;
   if (!ring_plan_for(wt, W, jobs, d, &pl, &per_job)) return false;
   const size_t smem = size_t(kRingHeader) + size_t(pl.x_pieces) * 16 +
                       size_t(kRingWarps) * size_t(pl.stages) * size_t(pl.stage_bytes);
-  const auto kernel = gemv_ring_kernel<WT>;
-  if (!ring_ready(reinterpret_cast<const void*>(kernel), d, smem)) return false;
   const dim3 grid(per_job, jobs);
-  if (pdl) {
-    launch(kernel, grid, kRingWarps * 32, smem, s, W, rd, pl);
-  } else {  // plain launch: starts after the previous kernel (its pdl_wait() is then a no-op)
-    kernel<<<grid, kRingWarps * 32, smem, s>>>(W, rd, pl);
+  if (pl.variant & kRingStatic) {
+    const auto kernel = gemv_ring_kernel<WT>;
+    if (!ring_ready(reinterpret_cast<const void*>(kernel), d, smem)) return false;
+    if (pdl) launch(kernel, grid, kRingWarps * 32, smem, s, W, rd, pl);
+    else kernel<<<grid, kRingWarps * 32, smem, s>>>(W, rd, pl);  // starts after the previous kernel
+    return true;
   }
+  const auto kernel = gemv_steal_kernel<WT>;
+  if (!ring_ready(reinterpret_cast<const void*>(kernel), d, smem)) return false;
+  int* ctr = static_cast<int*>(scratch(s, kRingScratchSlot, (size_t(jobs) + 1) * sizeof(int), error));
+  if (!ctr) return false;
+  if (pdl) launch(kernel, grid, kRingWarps * 32, smem, s, W, rd, pl, ctr);
+  else kernel<<<grid, kRingWarps * 32, smem, s>>>(W, rd, pl, ctr);  // starts after the previous kernel
   return true;
 }
 
@@ -475,11 +658,12 @@ bool ring_wanted(dtype wt) {
   return wt == dtype::fp8_e4m3 || wt == dtype::mxfp4 || wt == dtype::bf16;
 }
 
-bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl) {
+bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl,
+                 std::string* error) {
   switch (wt) {
-    case dtype::fp8_e4m3: return ring_launch<kFP8>(s, wt, W, rd, jobs, pdl);
-    case dtype::mxfp4: return ring_launch<kMXFP4>(s, wt, W, rd, jobs, pdl);
-    case dtype::bf16: return ring_launch<kBF16>(s, wt, W, rd, jobs, pdl);
+    case dtype::fp8_e4m3: return ring_launch<kFP8>(s, wt, W, rd, jobs, pdl, error);
+    case dtype::mxfp4: return ring_launch<kMXFP4>(s, wt, W, rd, jobs, pdl, error);
+    case dtype::bf16: return ring_launch<kBF16>(s, wt, W, rd, jobs, pdl, error);
     default: return false;
   }
 }

@@ -37,7 +37,8 @@ void set_matmul_cluster(int slices);  // cluster split-K: 0 automatic, 1 never, 
 void set_matmul_expert_pdl(bool on);  // true: gemv1 / the ring for matmul_id launched with PDL
 void set_matmul_ring(int mode);       // streaming decode (ops_matmul_ring.cu): 0 automatic, 1 off
 void set_matmul_ring_shape(int wg, int stages);  // its team size and stages (0: automatic)
-void set_matmul_ring_variant(int flags);  // 1 no arithmetic, 2 merged copies, 4 local teams, 8 cvt decode
+void set_matmul_ring_variant(int flags);  // 1 no arithmetic, 2 merged copies, 4 local teams, 8 integer
+                                          // decode, 16 static cut (no work stealing)
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -426,13 +427,16 @@ double run_batched(device* gpu, const host_weights& h, const std::string& name) 
   return worst;
 }
 
-// The streaming decode kernel (ops_matmul_ring.cu: per-warp shared-memory rings filled by bulk
-// copies, teams of warps sharing a row group's tiles): fp8 / mxfp4 / bf16 one-row calls with a
+// The streaming decode kernels (ops_matmul_ring.cu: per-warp shared-memory rings filled by bulk
+// copies; row groups handed out by a counter, or a static cut with teams of warps sharing a row
+// group's tiles): fp8 / mxfp4 / bf16 one-row calls with a
 // partial last row group (M not a multiple of 4), a short last tile (fp8 {32,32} K 1552: 97 chunks,
 // mxfp4 K 2560: 80 chunks, bf16 K 1544: 193 chunks), fp8 {64,3} scale tiles, an x row of 64 KiB (K
 // 16384: two stages fit), a batched call (8 weight matrices, V4's grouped wo_a), expert calls (6 of
-// 16, one expert twice; X1 6: each pair its own x row) and NaN scales / codes; each automatic and
-// with the team size and stage count forced (team sizes past the tiles per row leave warps idle).
+// 16, one expert twice; X1 6: each pair its own x row) and NaN scales / codes; each with work
+// stealing (2, 3, 4 stages; and the integer decode) and with the static cut at every team size
+// (team sizes past the tiles per row leave warps idle). Every case is a fresh stream (fresh
+// counters); GraphChainTiming's spot checks cover the counters' reset over replays.
 // Same bound as every decode kernel (x not rounded). On GPUs below sm_90 the calls take the other
 // kernels and the test checks those.
 TEST(CudaMatmul, RingMatchesFloat64) {
@@ -447,10 +451,18 @@ TEST(CudaMatmul, RingMatchesFloat64) {
       {{dtype::fp8_e4m3, 128, 128}, 16384, 129}, {{dtype::mxfp4, 32, 1}, 4096, 301},
       {{dtype::mxfp4, 32, 1}, 2560, 77},        {{dtype::bf16}, 4096, 300},
       {{dtype::bf16}, 1544, 33}};
-  const std::vector<std::pair<int, int>> shapes = {{0, 0}, {1, 2}, {2, 3}, {4, 4}, {8, 2}};
-  for (const auto& [wg, stages] : shapes) {
-    cuda::set_matmul_ring_shape(wg, stages);
-    const std::string how = "ring wg " + std::to_string(wg) + " S " + std::to_string(stages) + " ";
+  struct ring_setting {
+    int variant, wg, stages;  // set_matmul_ring_variant, set_matmul_ring_shape
+  };
+  // Work stealing (the default) with 2..4 stages, and its integer decode; the static cut with
+  // every team size.
+  const std::vector<ring_setting> settings = {{0, 0, 0}, {0, 0, 3}, {0, 0, 4}, {8, 0, 0},
+                                              {16, 1, 2}, {16, 2, 3}, {16, 4, 4}, {16, 8, 2}};
+  for (const ring_setting& rs : settings) {
+    cuda::set_matmul_ring_variant(rs.variant);
+    cuda::set_matmul_ring_shape(rs.wg, rs.stages);
+    const std::string how = "ring v" + std::to_string(rs.variant) + " wg " + std::to_string(rs.wg) + " S " +
+                            std::to_string(rs.stages) + " ";
     for (const ring_case& d : cases) {
       const host_weights h = make_weights(d.c.type, d.K, d.M, 1, d.c.sb_k, d.c.sb_m, uint64_t(d.K * 7 + d.M));
       run_matmul(gpu, h, 1, how + tag(d.c) + " K" + std::to_string(d.K) + " M" + std::to_string(d.M));
@@ -481,6 +493,7 @@ TEST(CudaMatmul, RingMatchesFloat64) {
     if (HasFailure()) break;
   }
   cuda::set_matmul_ring_shape(0, 0);
+  cuda::set_matmul_ring_variant(0);
 }
 
 // Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
@@ -804,7 +817,7 @@ struct bench {
     };
     std::vector<setting> settings = {{"before (ring off)", 1}, {"after (ring)", 0}};
     if (sweep)
-      for (int v : {8, 1, 2, 4})  // converting decode, no arithmetic, merged copies, local teams
+      for (int v : {16, 8, 1})  // static cut, integer decode, no arithmetic
         settings.push_back({"ring variant " + std::to_string(v), 0, 0, 0, false, v});
     if (E > 0) settings.push_back({"ring, expert pdl", 0, 0, 0, true});
     for (const setting& st : settings) {
