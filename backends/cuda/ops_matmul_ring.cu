@@ -272,7 +272,7 @@ __device__ __forceinline__ void ring_tile(const mm_weights& W, const mm_job& jb,
 template <int WT>
 __global__ void __launch_bounds__(kRingWarps * 32, 1) gemv_ring_kernel(mm_weights W, mm_rows rd, ring_plan pl) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int E = chunk<WT>::kElems, R = kRingR, P = kRingP, TC = kRingTC;
+  constexpr int E = chunk<WT>::kElems, R = kRingR, TC = kRingTC;
   constexpr bool kCodesInStage = WT == kMXFP4;  // mxfp4: a code per chunk, copied with the tile
   extern __shared__ __align__(16) unsigned char ring_smem[];
   uint64_t* bars_all = reinterpret_cast<uint64_t*>(ring_smem);
