@@ -290,12 +290,10 @@ bool launch_tcv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd
 // Streaming decode (ops_matmul_ring.cu, sm_90): one x row per job (matmul N = 1, matmul_id by
 // pair), weights fp8_e4m3 / mxfp4 / bf16 with 16-byte aligned rows, streamed through per-warp
 // shared-memory rings by the bulk copy engine; numerics as gemv_x1 (x not rounded).
-// ring_wanted: the type is one the ring serves and neither V4_CUDA_RING=0 nor the test hook turned
-// it off. launch_ring: false (nothing launched) when the call does not fit (K, scale alignment,
-// shared memory, a GPU below sm_90, or no scratch memory for its counters: *error says so).
-// pdl: launch with the PDL attribute.
-bool ring_wanted(dtype wt);
-bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl,
-                 std::string* error);
+// ring_wanted: whether the ring should take the call (where it measured faster; V4_CUDA_RING and a
+// test hook override). launch_ring: false (nothing launched) when the call does not fit (K, scale
+// alignment, shared memory, a GPU below sm_90). pdl: launch with the PDL attribute.
+bool ring_wanted(dtype wt, const mm_weights& W, const mm_rows& rd);
+bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl);
 
 }  // namespace v4::cuda

@@ -992,7 +992,7 @@ mm_weights weights_of(const tensor* w) {
 bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_hint, bool aligned, bool split_forced) {
   if (rows_hint != 1 || !aligned || !one_row_jobs(rd) || split_forced || W.M == 0) return false;
   if (g_cluster_force.load(std::memory_order_relaxed) > 1 || g_decode_off.load(std::memory_order_relaxed)) return false;
-  return ring_wanted(wt);
+  return ring_wanted(wt, W, rd);
 }
 
 // Runs one call. use_mma: the caller's decode/prefill decision (rows per weight matrix > 16).
@@ -1011,7 +1011,7 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (ring_takes(wt, W, rd, rows_hint, aligned, split_forced) &&
-             launch_ring(s, wt, W, rd, jobs, launch_with_pdl(rd), error)) {
+             launch_ring(s, wt, W, rd, jobs, launch_with_pdl(rd))) {
     // (launched: the streaming decode kernel, ops_matmul_ring.cu)
   } else if (split_forced && (forced_slices = split_for(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
     if (!launch_split(s, wt, W, rd, jobs, forced_slices, error)) return false;

@@ -35,10 +35,8 @@ namespace cuda {
 void set_matmul_prefetch(int bytes_per_warp);
 void set_matmul_cluster(int slices);  // cluster split-K: 0 automatic, 1 never, n >= 2 about n
 void set_matmul_expert_pdl(bool on);  // true: gemv1 / the ring for matmul_id launched with PDL
-void set_matmul_ring(int mode);       // streaming decode (ops_matmul_ring.cu): 0 automatic, 1 off
+void set_matmul_ring(int mode);  // streaming decode (ops_matmul_ring.cu): 0 automatic, 1 off, 2 forced
 void set_matmul_ring_shape(int wg, int stages);  // its team size and stages (0: automatic)
-void set_matmul_ring_variant(int flags);  // 1 no arithmetic, 2 merged copies, 4 local teams, 8 integer
-                                          // decode, 16 static cut (no work stealing)
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -427,16 +425,14 @@ double run_batched(device* gpu, const host_weights& h, const std::string& name) 
   return worst;
 }
 
-// The streaming decode kernels (ops_matmul_ring.cu: per-warp shared-memory rings filled by bulk
-// copies; row groups handed out by a counter, or a static cut with teams of warps sharing a row
-// group's tiles): fp8 / mxfp4 / bf16 one-row calls with a
+// The streaming decode kernel (ops_matmul_ring.cu: per-warp shared-memory rings filled by bulk
+// copies, teams of warps sharing a row group's tiles), forced for every call that fits: fp8 /
+// mxfp4 / bf16 one-row calls with a
 // partial last row group (M not a multiple of 4), a short last tile (fp8 {32,32} K 1552: 97 chunks,
 // mxfp4 K 2560: 80 chunks, bf16 K 1544: 193 chunks), fp8 {64,3} scale tiles, an x row of 64 KiB (K
 // 16384: two stages fit), a batched call (8 weight matrices, V4's grouped wo_a), expert calls (6 of
-// 16, one expert twice; X1 6: each pair its own x row) and NaN scales / codes; each with work
-// stealing (2, 3, 4 stages; and the integer decode) and with the static cut at every team size
-// (team sizes past the tiles per row leave warps idle). Every case is a fresh stream (fresh
-// counters); GraphChainTiming's spot checks cover the counters' reset over replays.
+// 16, one expert twice; X1 6: each pair its own x row) and NaN scales / codes; each with the team
+// size and stage count automatic and forced (team sizes past the tiles per row leave warps idle).
 // Same bound as every decode kernel (x not rounded). On GPUs below sm_90 the calls take the other
 // kernels and the test checks those.
 TEST(CudaMatmul, RingMatchesFloat64) {
@@ -451,18 +447,11 @@ TEST(CudaMatmul, RingMatchesFloat64) {
       {{dtype::fp8_e4m3, 128, 128}, 16384, 129}, {{dtype::mxfp4, 32, 1}, 4096, 301},
       {{dtype::mxfp4, 32, 1}, 2560, 77},        {{dtype::bf16}, 4096, 300},
       {{dtype::bf16}, 1544, 33}};
-  struct ring_setting {
-    int variant, wg, stages;  // set_matmul_ring_variant, set_matmul_ring_shape
-  };
-  // Work stealing (the default) with 2..4 stages, and its integer decode; the static cut with
-  // every team size.
-  const std::vector<ring_setting> settings = {{0, 0, 0}, {0, 0, 3}, {0, 0, 4}, {8, 0, 0},
-                                              {16, 1, 2}, {16, 2, 3}, {16, 4, 4}, {16, 8, 2}};
-  for (const ring_setting& rs : settings) {
-    cuda::set_matmul_ring_variant(rs.variant);
-    cuda::set_matmul_ring_shape(rs.wg, rs.stages);
-    const std::string how = "ring v" + std::to_string(rs.variant) + " wg " + std::to_string(rs.wg) + " S " +
-                            std::to_string(rs.stages) + " ";
+  cuda::set_matmul_ring(2);  // every call that fits (automatically only a few shapes take it)
+  const std::vector<std::pair<int, int>> shapes = {{0, 0}, {0, 3}, {1, 2}, {2, 3}, {4, 4}, {8, 2}};
+  for (const auto& [wg, stages] : shapes) {
+    cuda::set_matmul_ring_shape(wg, stages);
+    const std::string how = "ring wg " + std::to_string(wg) + " S " + std::to_string(stages) + " ";
     for (const ring_case& d : cases) {
       const host_weights h = make_weights(d.c.type, d.K, d.M, 1, d.c.sb_k, d.c.sb_m, uint64_t(d.K * 7 + d.M));
       run_matmul(gpu, h, 1, how + tag(d.c) + " K" + std::to_string(d.K) + " M" + std::to_string(d.M));
@@ -493,7 +482,7 @@ TEST(CudaMatmul, RingMatchesFloat64) {
     if (HasFailure()) break;
   }
   cuda::set_matmul_ring_shape(0, 0);
-  cuda::set_matmul_ring_variant(0);
+  cuda::set_matmul_ring(0);
 }
 
 // Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
@@ -725,8 +714,9 @@ struct bench {
   // matmul. The same graph of the small kernels alone gives their share; "matmul" = link - small.
   // Each setting is its own capture (the launchers read the switches when they launch), all with
   // the model's defaults otherwise (PDL, automatic prefetch and cluster split): "before" with the
-  // streaming kernel off (the kernels of 767b323), "after" with it; `sweep` adds the ring with
-  // its team size or stage count forced; matmul_id adds the ring launched with PDL.
+  // streaming kernel off (the kernels of 767b323), "after" with its automatic choice, and the ring
+  // forced; `sweep` adds the forced ring with its team size or stage count forced; matmul_id adds
+  // the forced ring launched with PDL.
   bool sweep = false;
   double graph_seconds(const std::vector<tensor*>& small, const std::vector<tensor*>& mm) {
     auto launch_all = [&]() {
@@ -813,20 +803,17 @@ struct bench {
       int ring;            // set_matmul_ring: 0 automatic, 1 off
       int wg = 0, st = 0;  // set_matmul_ring_shape
       bool expert_pdl = false;
-      int variant = 0;     // set_matmul_ring_variant
     };
-    std::vector<setting> settings = {{"before (ring off)", 1}, {"after (ring)", 0}};
+    std::vector<setting> settings = {{"before (ring off)", 1}, {"after (automatic)", 0}, {"ring forced", 2}};
     if (sweep)
-      for (int v : {16, 8, 1})  // static cut, integer decode, no arithmetic
-        settings.push_back({"ring variant " + std::to_string(v), 0, 0, 0, false, v});
-    if (E > 0) settings.push_back({"ring, expert pdl", 0, 0, 0, true});
+      for (const auto& [wg, st] : std::vector<std::pair<int, int>>{{0, 3}, {1, 0}, {2, 0}, {4, 0}})
+        settings.push_back({"ring wg " + std::to_string(wg) + " S " + std::to_string(st), 2, wg, st});
+    if (E > 0) settings.push_back({"ring forced, expert pdl", 2, 0, 0, true});
     for (const setting& st : settings) {
       cuda::set_matmul_ring(st.ring);
       cuda::set_matmul_ring_shape(st.wg, st.st);
       cuda::set_matmul_expert_pdl(st.expert_pdl);
-      cuda::set_matmul_ring_variant(st.variant);
       const double sec = graph_seconds(small, mm);
-      cuda::set_matmul_ring_variant(0);
       cuda::set_matmul_expert_pdl(false);
       cuda::set_matmul_ring_shape(0, 0);
       cuda::set_matmul_ring(0);
@@ -835,7 +822,7 @@ struct bench {
       std::vector<float> got(size_t(M * outs));
       mm.back()->buf->get(mm.back(), got.data(), 0, got.size() * 4);
       std::vector<float> wr;
-      for (int64_t p = 0; p < outs && !(st.variant & 1); ++p)  // (variant 1: no results)
+      for (int64_t p = 0; p < outs; ++p)
         for (int64_t m = 0; m < M; m += 97)
           check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : p, m, wr), &xv[size_t(E > 0 ? 0 : p * K)], K, 0.0,
                     got[size_t(p * M + m)], "graph chain " + shape + " " + st.what);
@@ -907,9 +894,9 @@ TEST(CudaMatmul, SplitKTiming) {
 }
 
 // The decode matmuls of a V4-Flash step as the model runs them (bench::chain: each after a small
-// kernel, in a replayed CUDA graph, PDL on where the GPU has it), before (the streaming kernel off)
-// and after (docs/CUDA.md "Third session: streaming decode GEMVs"). V4_GRAPH_SWEEP=1 adds the
-// ring's forced team sizes and stage counts.
+// kernel, in a replayed CUDA graph, PDL on where the GPU has it), before (the streaming kernel off),
+// after (its automatic choice) and with it forced (docs/CUDA.md "Third session: streaming decode
+// GEMVs"). V4_GRAPH_SWEEP=1 adds two larger shapes and the ring's forced team sizes and stages.
 TEST(CudaMatmul, GraphChainTiming) {
   REQUIRE_GPU(gpu);
   bench b = make_bench(gpu);
