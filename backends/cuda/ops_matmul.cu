@@ -18,6 +18,8 @@
 //            shared memory (one launch, no atomics); same numerics as split-K.
 //            MATMUL decode kernels start on their weights before the PDL wait (prefetch_warp_rows,
 //            common.cuh): see kPrefetchMaxBytes for when.
+//            gemv_ring (ops_matmul_ring.cu, sm_90): one x row, fp8 / mxfp4 / bf16 streamed through
+//            shared-memory rings by bulk copies; taken (ring_takes) only where it measured faster.
 //   tcv      mxfp4 decode with 2..16 x rows (ops_mma.cu): bf16 tensor cores, x rounded to bf16.
 //   mma      prefill, N > 16 (ops_mma.cu): bf16 tensor cores, x rounded to bf16 once.
 //   small_k, split_row  (ops_matmul_small.cu) K <= 32 with many outputs; few long weight rows.
@@ -1033,8 +1035,9 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 }  // namespace
 
 // The rounding of x the kernels above use (the op harness holds each call to it): mma rounds x
-// to bf16 (2^-8); gemv (with gemv_x1, gemv1, split-K, the cluster split) and generic keep it. Must agree with the
-// choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
+// to bf16 (2^-8); gemv (with gemv_x1, gemv1, gemv_ring, split-K, the cluster split) and generic
+// keep it. Must agree with the choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for
+// every per-expert N up to n_used * N).
 double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
   return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
 }

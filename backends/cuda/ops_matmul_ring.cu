@@ -384,9 +384,9 @@ bool ring_launch(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& r
 }  // namespace
 
 // Where the ring is faster than the other kernels (GraphChainTiming, docs/CUDA.md "Third session:
-// streaming decode GEMVs"): one-row MATMULs of fp8 with K >= 16384 (27.9 -> 25.3 us at M = 4096:
-// gemv_x1 / split-K get too few warps per SM there) and of mxfp4 (gemv1: 5.9 -> 4.9 us at K = 4096
-// M = 1024). Everywhere else it measured slower or the same: the V4-Flash decode calls keep their
+// streaming decode GEMVs"): one-row MATMULs of fp8 with K >= 16384 (split-K 27.9 -> 25.7 us at
+// M = 4096) and of mxfp4 (gemv1 5.9 -> 4.7 us at K = 4096 M = 1024). Everywhere else it measured
+// slower or the same (its fixed cost per call is larger): the V4-Flash decode calls keep their
 // kernels. V4_CUDA_RING=0 turns it off, V4_CUDA_RING=1 sends every call that fits to it.
 bool ring_wanted(dtype wt, const mm_weights& W, const mm_rows& rd) {
   static const int env = [] {
