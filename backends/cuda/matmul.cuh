@@ -159,6 +159,119 @@ __device__ inline float weight_at(int type, const char* row, const uint8_t* srow
   }
 }
 
+// ---- 16-byte chunks of weight rows and their exact decode (the decode kernels, ops_matmul.cu and
+// ops_matmul_ring.cu) ------------------------------------------------------------------------------
+template <int WT>
+struct chunk {
+  // Elements per 16-byte chunk.
+  static constexpr int kElems = WT == kF32 ? 4 : WT == kMXFP4 ? 32 : WT == kFP8 ? 16 : 8;
+  static constexpr bool kScaled = WT == kFP8 || WT == kMXFP4;
+};
+
+__device__ inline uint32_t word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+// Elements 4j .. 4j+3 of a chunk, unscaled (mxfp4: times 2^-14, see e2m1x2_half_bits). j must be
+// a compile-time constant after unrolling (register arrays).
+template <int WT>
+__device__ inline void decode4(const uint4& raw, int j, float f[4]) {
+  if constexpr (WT == kF32) {
+    f[0] = __uint_as_float(raw.x), f[1] = __uint_as_float(raw.y), f[2] = __uint_as_float(raw.z),
+    f[3] = __uint_as_float(raw.w);
+  } else if constexpr (WT == kBF16) {
+    const uint32_t a = word(raw, 2 * j), b = word(raw, 2 * j + 1);
+    f[0] = __uint_as_float(a << 16), f[1] = __uint_as_float(a & 0xffff0000u);
+    f[2] = __uint_as_float(b << 16), f[3] = __uint_as_float(b & 0xffff0000u);
+  } else if constexpr (WT == kF16) {
+    const uint32_t a = word(raw, 2 * j), b = word(raw, 2 * j + 1);
+    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&a));
+    const float2 q = __half22float2(*reinterpret_cast<const __half2*>(&b));
+    f[0] = p.x, f[1] = p.y, f[2] = q.x, f[3] = q.y;
+  } else if constexpr (WT == kFP8) {
+    const uint32_t a = word(raw, j);
+    const float2 p = e4m3x2_f(uint16_t(a & 0xffffu)), q = e4m3x2_f(uint16_t(a >> 16));
+    f[0] = p.x, f[1] = p.y, f[2] = q.x, f[3] = q.y;
+  } else {  // mxfp4: bytes 2j, 2j+1 of the chunk
+    const uint32_t h16 = word(raw, j / 2) >> (16 * (j & 1));
+    const uint32_t a = e2m1x2_half_bits(h16 & 0xffu), b = e2m1x2_half_bits((h16 >> 8) & 0xffu);
+    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&a));
+    const float2 q = __half22float2(*reinterpret_cast<const __half2*>(&b));
+    f[0] = p.x, f[1] = p.y, f[2] = q.x, f[3] = q.y;
+  }
+}
+
+// x in shared memory (XS): 16-byte piece p of the x row is stored at p ^ ((p >> 3) & 7), so that
+// the lanes of a warp, each reading piece j of its own chunk (pieces E/4 apart), hit distinct
+// banks for every chunk width (E = 4..32). Read from global memory instead, those lanes are 64 or
+// 128 bytes apart: one L1 sector per lane per load, the decode kernel's bottleneck.
+__device__ inline int64_t x_swizzle(int64_t p) { return p ^ ((p >> 3) & 7); }
+
+__device__ inline uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+// Pair i (0..3) of an mxfp4 word (8 codes, low nibble first): codes i and i + 4 as an f16x2 of
+// their values times 2^-14 (e2m1x2_half_bits' placement: E.EM bits at 11..9, sign at 15).
+template <int I>
+__device__ inline uint32_t e2m1_pair(uint32_t a) {
+  const uint32_t mag = (I == 3 ? a >> 3 : a << (9 - 4 * I)) & 0x0E000E00u;
+  return mag | ((a << (12 - 4 * I)) & 0x80008000u);
+}
+
+__device__ inline float2 half2_bits_f(uint32_t h) { return __half22float2(*reinterpret_cast<const __half2*>(&h)); }
+
+// Partial sums of one 16-byte chunk c of R rows against x (swizzled in shared memory): part[r][0]
+// and [1] (two chains; their sum is the chunk's dot product, mxfp4 times 2^-14).
+template <int WT, int R>
+__device__ inline void chunk_dot(const uint4 (&w)[R], const float4* xs, int c, float (&part)[R][2]) {
+  if constexpr (WT == kF32 || WT == kF16 || WT == kBF16) {  // (split-K) exact widening, as decode4
+    constexpr int P = chunk<WT>::kElems / 4;                 // x pieces per chunk
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const float4 xv = xs[x_swizzle(c * P + j)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float f[4];
+        decode4<WT>(w[r], j, f);
+        part[r][0] = fmaf(f[0], xv.x, part[r][0]);
+        part[r][1] = fmaf(f[1], xv.y, part[r][1]);
+        part[r][0] = fmaf(f[2], xv.z, part[r][0]);
+        part[r][1] = fmaf(f[3], xv.w, part[r][1]);
+      }
+    }
+  } else if constexpr (WT == kFP8) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 xv = xs[x_swizzle(c * 4 + j)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint32_t a = word(w[r], j);
+        const float2 p = e4m3x2_f(uint16_t(a & 0xffffu)), q = e4m3x2_f(uint16_t(a >> 16));
+        part[r][0] = fmaf(p.x, xv.x, part[r][0]);
+        part[r][1] = fmaf(p.y, xv.y, part[r][1]);
+        part[r][0] = fmaf(q.x, xv.z, part[r][0]);
+        part[r][1] = fmaf(q.y, xv.w, part[r][1]);
+      }
+    }
+  } else {  // mxfp4: word j holds elements 8j .. 8j+7; pair i = elements 8j+i and 8j+i+4
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float4 xa = xs[x_swizzle(c * 8 + 2 * j)], xb = xs[x_swizzle(c * 8 + 2 * j + 1)];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint32_t a = word(w[r], j);
+        const float2 f0 = half2_bits_f(e2m1_pair<0>(a)), f1 = half2_bits_f(e2m1_pair<1>(a));
+        const float2 f2 = half2_bits_f(e2m1_pair<2>(a)), f3 = half2_bits_f(e2m1_pair<3>(a));
+        part[r][0] = fmaf(f0.x, xa.x, part[r][0]);
+        part[r][1] = fmaf(f0.y, xb.x, part[r][1]);
+        part[r][0] = fmaf(f1.x, xa.y, part[r][0]);
+        part[r][1] = fmaf(f1.y, xb.y, part[r][1]);
+        part[r][0] = fmaf(f2.x, xa.z, part[r][0]);
+        part[r][1] = fmaf(f2.y, xb.z, part[r][1]);
+        part[r][0] = fmaf(f3.x, xa.w, part[r][0]);
+        part[r][1] = fmaf(f3.y, xb.w, part[r][1]);
+      }
+    }
+  }
+}
+
 // ---- entry points between the files -----------------------------------------------------------------
 // Tensor-core path (ops_mma.cu): weight types bf16, fp8_e4m3, mxfp4, q8_0 with K % 32 == 0 and
 // 16-byte aligned rows of w and x. x is rounded to bf16 once; weights are decoded to bf16 exactly;
@@ -173,5 +286,14 @@ bool launch_mma(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd
 bool tcv_supported(dtype wt, int64_t K, int64_t max_rows);
 bool launch_tcv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,
                 std::string* error);
+
+// Streaming decode (ops_matmul_ring.cu, sm_90): one x row per job (matmul N = 1, matmul_id by
+// pair), weights fp8_e4m3 / mxfp4 / bf16 with 16-byte aligned rows, streamed through per-warp
+// shared-memory rings by the bulk copy engine; numerics as gemv_x1 (x not rounded).
+// ring_wanted: whether the ring should take the call (where it measured faster; V4_CUDA_RING and a
+// test hook override). launch_ring: false (nothing launched) when the call does not fit (K, scale
+// alignment, shared memory, a GPU below sm_90). pdl: launch with the PDL attribute.
+bool ring_wanted(dtype wt, const mm_weights& W, const mm_rows& rd);
+bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl);
 
 }  // namespace v4::cuda

@@ -18,6 +18,8 @@
 //            shared memory (one launch, no atomics); same numerics as split-K.
 //            MATMUL decode kernels start on their weights before the PDL wait (prefetch_warp_rows,
 //            common.cuh): see kPrefetchMaxBytes for when.
+//            gemv_ring (ops_matmul_ring.cu, sm_90): one x row, fp8 / mxfp4 / bf16 streamed through
+//            shared-memory rings by bulk copies; taken (ring_takes) only where it measured faster.
 //   tcv      mxfp4 decode with 2..16 x rows (ops_mma.cu): bf16 tensor cores, x rounded to bf16.
 //   mma      prefill, N > 16 (ops_mma.cu): bf16 tensor cores, x rounded to bf16 once.
 //   small_k, split_row  (ops_matmul_small.cu) K <= 32 with many outputs; few long weight rows.
@@ -44,44 +46,6 @@ namespace cg = cooperative_groups;
 namespace {
 
 // ---- gemv -------------------------------------------------------------------------------------------
-template <int WT>
-struct chunk {
-  // Elements per 16-byte chunk.
-  static constexpr int kElems = WT == kF32 ? 4 : WT == kMXFP4 ? 32 : WT == kFP8 ? 16 : 8;
-  static constexpr bool kScaled = WT == kFP8 || WT == kMXFP4;
-};
-
-__device__ inline uint32_t word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
-
-// Elements 4j .. 4j+3 of a chunk, unscaled (mxfp4: times 2^-14, see e2m1x2_half_bits). j must be
-// a compile-time constant after unrolling (register arrays).
-template <int WT>
-__device__ inline void decode4(const uint4& raw, int j, float f[4]) {
-  if constexpr (WT == kF32) {
-    f[0] = __uint_as_float(raw.x), f[1] = __uint_as_float(raw.y), f[2] = __uint_as_float(raw.z),
-    f[3] = __uint_as_float(raw.w);
-  } else if constexpr (WT == kBF16) {
-    const uint32_t a = word(raw, 2 * j), b = word(raw, 2 * j + 1);
-    f[0] = __uint_as_float(a << 16), f[1] = __uint_as_float(a & 0xffff0000u);
-    f[2] = __uint_as_float(b << 16), f[3] = __uint_as_float(b & 0xffff0000u);
-  } else if constexpr (WT == kF16) {
-    const uint32_t a = word(raw, 2 * j), b = word(raw, 2 * j + 1);
-    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&a));
-    const float2 q = __half22float2(*reinterpret_cast<const __half2*>(&b));
-    f[0] = p.x, f[1] = p.y, f[2] = q.x, f[3] = q.y;
-  } else if constexpr (WT == kFP8) {
-    const uint32_t a = word(raw, j);
-    const float2 p = e4m3x2_f(uint16_t(a & 0xffffu)), q = e4m3x2_f(uint16_t(a >> 16));
-    f[0] = p.x, f[1] = p.y, f[2] = q.x, f[3] = q.y;
-  } else {  // mxfp4: bytes 2j, 2j+1 of the chunk
-    const uint32_t h16 = word(raw, j / 2) >> (16 * (j & 1));
-    const uint32_t a = e2m1x2_half_bits(h16 & 0xffu), b = e2m1x2_half_bits((h16 >> 8) & 0xffu);
-    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&a));
-    const float2 q = __half22float2(*reinterpret_cast<const __half2*>(&b));
-    f[0] = p.x, f[1] = p.y, f[2] = q.x, f[3] = q.y;
-  }
-}
-
 constexpr int kGemvWarps = 8;
 
 // ---- weight prefetch before the PDL wait (common.cuh) ---------------------------------------------
@@ -116,12 +80,6 @@ __device__ inline void prefetch_warp_rows(const mm_weights& W, const char* w, co
     }
   }
 }
-
-// x in shared memory (XS): 16-byte piece p of the x row is stored at p ^ ((p >> 3) & 7), so that
-// the lanes of a warp, each reading piece j of its own chunk (pieces E/4 apart), hit distinct
-// banks for every chunk width (E = 4..32). Read from global memory instead, those lanes are 64 or
-// 128 bytes apart: one L1 sector per lane per load, the decode kernel's bottleneck.
-__device__ inline int64_t x_swizzle(int64_t p) { return p ^ ((p >> 3) & 7); }
 
 // Block: kGemvWarps warps, each R consecutive weight rows; grid (ceil(M / (warps * R)), jobs).
 // XS (with NB = 1): the block first copies the job's x row into shared memory (K % 32 == 0).
@@ -248,7 +206,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(mm_weights W, mm_
 // and their bookkeeping cost more instructions than fp8's cheaper decode leaves room for).
 constexpr int kG1Warps = 8;
 
-__device__ inline uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 // 16 bytes, bypassing L1 (weights are read once); src_ok false: zero-fill.
 __device__ inline void cp_async16_stream(uint32_t dst, const void* src, bool src_ok) {
   asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_ok ? 16 : 0)
@@ -265,71 +222,6 @@ __device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\
 template <int N>
 __device__ inline void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Pair i (0..3) of an mxfp4 word (8 codes, low nibble first): codes i and i + 4 as an f16x2 of
-// their values times 2^-14 (e2m1x2_half_bits' placement: E.EM bits at 11..9, sign at 15).
-template <int I>
-__device__ inline uint32_t e2m1_pair(uint32_t a) {
-  const uint32_t mag = (I == 3 ? a >> 3 : a << (9 - 4 * I)) & 0x0E000E00u;
-  return mag | ((a << (12 - 4 * I)) & 0x80008000u);
-}
-
-__device__ inline float2 half2_bits_f(uint32_t h) { return __half22float2(*reinterpret_cast<const __half2*>(&h)); }
-
-// Partial sums of one 16-byte chunk c of R rows against x (swizzled in shared memory): part[r][0]
-// and [1] (two chains; their sum is the chunk's dot product, mxfp4 times 2^-14).
-template <int WT, int R>
-__device__ inline void chunk_dot(const uint4 (&w)[R], const float4* xs, int c, float (&part)[R][2]) {
-  if constexpr (WT == kF32 || WT == kF16 || WT == kBF16) {  // (split-K) exact widening, as decode4
-    constexpr int P = chunk<WT>::kElems / 4;                 // x pieces per chunk
-#pragma unroll
-    for (int j = 0; j < P; ++j) {
-      const float4 xv = xs[x_swizzle(c * P + j)];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        float f[4];
-        decode4<WT>(w[r], j, f);
-        part[r][0] = fmaf(f[0], xv.x, part[r][0]);
-        part[r][1] = fmaf(f[1], xv.y, part[r][1]);
-        part[r][0] = fmaf(f[2], xv.z, part[r][0]);
-        part[r][1] = fmaf(f[3], xv.w, part[r][1]);
-      }
-    }
-  } else if constexpr (WT == kFP8) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float4 xv = xs[x_swizzle(c * 4 + j)];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const uint32_t a = word(w[r], j);
-        const float2 p = e4m3x2_f(uint16_t(a & 0xffffu)), q = e4m3x2_f(uint16_t(a >> 16));
-        part[r][0] = fmaf(p.x, xv.x, part[r][0]);
-        part[r][1] = fmaf(p.y, xv.y, part[r][1]);
-        part[r][0] = fmaf(q.x, xv.z, part[r][0]);
-        part[r][1] = fmaf(q.y, xv.w, part[r][1]);
-      }
-    }
-  } else {  // mxfp4: word j holds elements 8j .. 8j+7; pair i = elements 8j+i and 8j+i+4
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float4 xa = xs[x_swizzle(c * 8 + 2 * j)], xb = xs[x_swizzle(c * 8 + 2 * j + 1)];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const uint32_t a = word(w[r], j);
-        const float2 f0 = half2_bits_f(e2m1_pair<0>(a)), f1 = half2_bits_f(e2m1_pair<1>(a));
-        const float2 f2 = half2_bits_f(e2m1_pair<2>(a)), f3 = half2_bits_f(e2m1_pair<3>(a));
-        part[r][0] = fmaf(f0.x, xa.x, part[r][0]);
-        part[r][1] = fmaf(f0.y, xb.x, part[r][1]);
-        part[r][0] = fmaf(f1.x, xa.y, part[r][0]);
-        part[r][1] = fmaf(f1.y, xb.y, part[r][1]);
-        part[r][0] = fmaf(f2.x, xa.z, part[r][0]);
-        part[r][1] = fmaf(f2.y, xb.z, part[r][1]);
-        part[r][0] = fmaf(f3.x, xa.w, part[r][0]);
-        part[r][1] = fmaf(f3.y, xb.w, part[r][1]);
-      }
-    }
-  }
 }
 
 // Shared memory of one block: x, then per warp S x R x 32 weight chunks, then as many scale words.
@@ -743,6 +635,15 @@ void gemv_nb(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jo
 // The plain launch starts after the previous kernel as without PDL; the kernel's pdl_wait() is
 // then a no-op. set_matmul_expert_pdl (a test hook) or V4_CUDA_EXPERT_PDL=1 restore the attribute.
 std::atomic<bool> g_expert_pdl{false};
+// Whether a persistent decode kernel (gemv1, the ring) is launched with the PDL attribute: MATMUL
+// always; matmul_id only when set_matmul_expert_pdl or V4_CUDA_EXPERT_PDL=1 asks for it.
+bool launch_with_pdl(const mm_rows& rd) {
+  static const bool env_expert_pdl = [] {
+    const char* env = std::getenv("V4_CUDA_EXPERT_PDL");
+    return env && std::string(env) == "1";
+  }();
+  return rd.mode == 0 || g_expert_pdl.load(std::memory_order_relaxed) || env_expert_pdl;
+}
 constexpr size_t kG1MaxSmem = 200 * 1024;  // opt-in dynamic shared memory (sm_90: up to 227 KiB)
 
 // Blocks of `kernel` resident per SM with `smem` bytes (opting in above 48 KiB), cached per
@@ -797,11 +698,7 @@ bool gemv1_launch(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsign
   const unsigned blocks = unsigned((warps + kG1Warps - 1) / kG1Warps);
   // No weight prefetch unless a test forces one: measured slower (mxfp4 K=4096 M=1024: 5.9 -> 6.4 us).
   const int pf = matmul_prefetch_bytes(kPrefetchMaxBytes + 1);
-  static const bool env_expert_pdl = [] {
-    const char* env = std::getenv("V4_CUDA_EXPERT_PDL");
-    return env && std::string(env) == "1";
-  }();
-  if (rd.mode == 0 || g_expert_pdl.load(std::memory_order_relaxed) || env_expert_pdl) {
+  if (launch_with_pdl(rd)) {
     launch(gemv1_kernel<WT, R, S>, dim3(blocks, jobs), kG1Warps * 32, smem, s, W, rd, tpr, gpw, pf);
   } else {  // plain launch: waits for the previous kernel as without PDL (its pdl_wait() is a no-op)
     gemv1_kernel<WT, R, S><<<dim3(blocks, jobs), kG1Warps * 32, smem, s>>>(W, rd, tpr, gpw, pf);
@@ -1092,6 +989,14 @@ mm_weights weights_of(const tensor* w) {
   return W;
 }
 
+// One-row calls the streaming kernel (ops_matmul_ring.cu) may take: aligned, not while a test hook
+// forces split-K or the cluster split (their tests and timings) or sends decode to the gemv.
+bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_hint, bool aligned, bool split_forced) {
+  if (rows_hint != 1 || !aligned || !one_row_jobs(rd) || split_forced || W.M == 0) return false;
+  if (g_cluster_force.load(std::memory_order_relaxed) > 1 || g_decode_off.load(std::memory_order_relaxed)) return false;
+  return ring_wanted(wt, W, rd);
+}
+
 // Runs one call. use_mma: the caller's decode/prefill decision (rows per weight matrix > 16).
 bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,
          int64_t rows_hint, bool use_mma, const char* op, std::string* error) {
@@ -1107,6 +1012,9 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
+  } else if (ring_takes(wt, W, rd, rows_hint, aligned, split_forced) &&
+             launch_ring(s, wt, W, rd, jobs, launch_with_pdl(rd))) {
+    // (launched: the streaming decode kernel, ops_matmul_ring.cu)
   } else if (split_forced && (forced_slices = split_for(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
     if (!launch_split(s, wt, W, rd, jobs, forced_slices, error)) return false;
   } else if ((cluster = cluster_slices(wt, W, rd, jobs, rows_hint, aligned)) > 1) {
@@ -1127,8 +1035,9 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 }  // namespace
 
 // The rounding of x the kernels above use (the op harness holds each call to it): mma rounds x
-// to bf16 (2^-8); gemv (with gemv_x1, gemv1, split-K, the cluster split) and generic keep it. Must agree with the
-// choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
+// to bf16 (2^-8); gemv (with gemv_x1, gemv1, gemv_ring, split-K, the cluster split) and generic
+// keep it. Must agree with the choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for
+// every per-expert N up to n_used * N).
 double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
   return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
 }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -33,7 +34,9 @@ namespace v4 {
 namespace cuda {
 void set_matmul_prefetch(int bytes_per_warp);
 void set_matmul_cluster(int slices);  // cluster split-K: 0 automatic, 1 never, n >= 2 about n
-void set_matmul_expert_pdl(bool on);  // true: gemv1 for matmul_id launched with PDL (before)
+void set_matmul_expert_pdl(bool on);  // true: gemv1 / the ring for matmul_id launched with PDL
+void set_matmul_ring(int mode);  // streaming decode (ops_matmul_ring.cu): 0 automatic, 1 off, 2 forced
+void set_matmul_ring_shape(int wg, int stages);  // its team size and stages (0: automatic)
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -200,6 +203,38 @@ void run_matmul(device* gpu, const host_weights& h, int64_t N, const std::string
   std::printf("  %-26s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
 }
 
+// matmul_id(w, x [K, X1, T], ids [n_used, T]) on the GPU against float64: pair (i, t) multiplies
+// expert ids[i + n_used t] by x row (i % X1, t). Prints and returns the worst |err|/bound.
+double run_experts(device* gpu, const host_weights& h, const std::vector<int32_t>& ids, const std::vector<float>& xv,
+                   int64_t X1, int64_t T, int64_t n_used, const std::string& name) {
+  const int64_t K = h.K, M = h.M;
+  gpu_ctx g(gpu);
+  tensor* w = g.weights(h);
+  tensor* x = g.leaf(dtype::f32, {K, X1, T}, xv.data());
+  tensor* id = g.leaf(dtype::i32, {n_used, T}, ids.data());
+  tensor* y = matmul_id(g.ctx, w, x, id);
+  EXPECT_TRUE(y) << g.ctx.error();
+  if (!y) return 0;
+  EXPECT_TRUE(gpu->supports_op(y)) << name;
+  g.bind(y);
+  const std::vector<float> got = g.run(y);
+  const double xr = cuda::matmul_x_rounding(h.type, M, n_used * T, K);
+  double worst = 0;
+  std::vector<float> wr;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < n_used; ++i)
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t e = ids[size_t(t * n_used + i)];
+        worst = std::max(worst, check_dot(h.row(e, m, wr), &xv[size_t((t * X1 + i % X1) * K)], K, xr,
+                                          got[size_t((t * n_used + i) * M + m)],
+                                          name + " t " + std::to_string(t) + " i " + std::to_string(i) + " m " +
+                                              std::to_string(m)));
+        if (::testing::Test::HasFailure()) return worst;
+      }
+  std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+  return worst;
+}
+
 TEST(CudaMatmul, MatchesFloat64) {
   REQUIRE_GPU(gpu);
   for (const mm_case& c : kCases) {
@@ -248,36 +283,15 @@ TEST(CudaMatmul, ExpertMatmulMatchesFloat64) {
     // (more rows than one pass of the tensor-core decode kernel); 64: grouped, prefill kernels.
     for (int64_t T : {1, 5, 24, 64})
       for (int64_t X1 : {int64_t(1), n_used}) {
-        gpu_ctx g(gpu);
         std::mt19937 rng(uint32_t(T * 3 + X1));
         std::vector<int32_t> ids(size_t(n_used * T));
         for (int32_t& i : ids) i = int32_t(rng() % E);  // repeats within a token allowed
         if (T == 24)
           for (int64_t t = 0; t < T; ++t) ids[size_t(t * n_used)] = 0;
         const std::vector<float> xv = random_floats(size_t(K * X1 * T), uint32_t(T + 100 * X1));
-        tensor* w = g.weights(h);
-        tensor* x = g.leaf(dtype::f32, {K, X1, T}, xv.data());
-        tensor* id = g.leaf(dtype::i32, {n_used, T}, ids.data());
-        tensor* y = matmul_id(g.ctx, w, x, id);
-        ASSERT_TRUE(y) << g.ctx.error();
-        ASSERT_TRUE(gpu->supports_op(y));
-        g.bind(y);
-        const std::vector<float> got = g.run(y);
-        const double xr = cuda::matmul_x_rounding(c.type, M, n_used * T, K);
-        const std::string name = "matmul_id " + tag(c) + " T" + std::to_string(T) + " X1 " + std::to_string(X1);
-        double worst = 0;
-        std::vector<float> wr;
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t i = 0; i < n_used; ++i)
-            for (int64_t m = 0; m < M; ++m) {
-              const int64_t e = ids[size_t(t * n_used + i)];
-              worst = std::max(worst, check_dot(h.row(e, m, wr), &xv[size_t((t * X1 + i % X1) * K)], K, xr,
-                                                got[size_t((t * n_used + i) * M + m)],
-                                                name + " t " + std::to_string(t) + " i " + std::to_string(i) + " m " +
-                                                    std::to_string(m)));
-              if (HasFailure()) return;
-            }
-        std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+        run_experts(gpu, h, ids, xv, X1, T, n_used,
+                    "matmul_id " + tag(c) + " T" + std::to_string(T) + " X1 " + std::to_string(X1));
+        if (HasFailure()) return;
       }
   }
 }
@@ -303,28 +317,8 @@ TEST(CudaMatmul, DecodeMatchesFloat64) {
   for (const mm_case& c : {mm_case{dtype::fp8_e4m3, 128, 128}, mm_case{dtype::mxfp4, 32, 1}}) {
     const int64_t K = 2048, M = 1100, E = 16, n_used = 6;
     const host_weights h = make_weights(c.type, K, M, E, c.sb_k, c.sb_m, 21);
-    gpu_ctx g(gpu);
-    const std::vector<int32_t> ids = {3, 15, 0, 3, 7, 9};
-    const std::vector<float> xv = random_floats(size_t(K), 31);
-    tensor* w = g.weights(h);
-    tensor* x = g.leaf(dtype::f32, {K, 1, 1}, xv.data());
-    tensor* id = g.leaf(dtype::i32, {n_used, 1}, ids.data());
-    tensor* y = matmul_id(g.ctx, w, x, id);
-    ASSERT_TRUE(y) << g.ctx.error();
-    ASSERT_TRUE(gpu->supports_op(y));
-    g.bind(y);
-    const std::vector<float> got = g.run(y);
-    const double xr = cuda::matmul_x_rounding(c.type, M, n_used, K);
-    const std::string name = "matmul_id decode " + tag(c);
-    double worst = 0;
-    std::vector<float> wr;
-    for (int64_t i = 0; i < n_used; ++i)
-      for (int64_t m = 0; m < M; ++m) {
-        worst = std::max(worst, check_dot(h.row(ids[size_t(i)], m, wr), xv.data(), K, xr, got[size_t(i * M + m)],
-                                          name + " i " + std::to_string(i) + " m " + std::to_string(m)));
-        if (HasFailure()) return;
-      }
-    std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+    run_experts(gpu, h, {3, 15, 0, 3, 7, 9}, random_floats(size_t(K), 31), 1, 1, n_used, "matmul_id decode " + tag(c));
+    if (HasFailure()) return;
   }
 }
 
@@ -360,26 +354,8 @@ TEST(CudaMatmul, SplitKMatchesFloat64) {
       if (HasFailure()) break;
       const int64_t K = 2080, M = 101, E = 16, n_used = 6;  // fp8 130 chunks, mxfp4 65, bf16 260
       const host_weights h = make_weights(c.type, K, M, E, c.sb_k, c.sb_m, 41);
-      gpu_ctx g(gpu);
-      const std::vector<int32_t> ids = {3, 15, 0, 3, 7, 9};
-      const std::vector<float> xv = random_floats(size_t(K), 43);
-      tensor* w = g.weights(h);
-      tensor* x = g.leaf(dtype::f32, {K, 1, 1}, xv.data());
-      tensor* id = g.leaf(dtype::i32, {n_used, 1}, ids.data());
-      tensor* y = matmul_id(g.ctx, w, x, id);
-      ASSERT_TRUE(y) << g.ctx.error();
-      ASSERT_TRUE(gpu->supports_op(y));
-      g.bind(y);
-      const std::vector<float> got = g.run(y);
-      const double xr = cuda::matmul_x_rounding(c.type, M, n_used, K);
-      const std::string name = "split " + std::to_string(force) + " matmul_id " + tag(c);
-      double worst = 0;
-      std::vector<float> wr;
-      for (int64_t i = 0; i < n_used && !HasFailure(); ++i)
-        for (int64_t m = 0; m < M && !HasFailure(); ++m)
-          worst = std::max(worst, check_dot(h.row(ids[size_t(i)], m, wr), xv.data(), K, xr, got[size_t(i * M + m)],
-                                            name + " i " + std::to_string(i) + " m " + std::to_string(m)));
-      std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+      run_experts(gpu, h, {3, 15, 0, 3, 7, 9}, random_floats(size_t(K), 43), 1, 1, n_used,
+                  "split " + std::to_string(force) + " matmul_id " + tag(c));
     }
     if (HasFailure()) break;
   }
@@ -420,6 +396,93 @@ TEST(CudaMatmul, ClusterSplitMatchesFloat64) {
     if (HasFailure()) break;
   }
   cuda::set_matmul_cluster(0);
+}
+
+// Batched one-row matmul: w [K, M, B] x [K, 1, B] -> y [M, 1, B] (V4's grouped wo_a), each slice
+// against float64. Prints and returns the worst |err|/bound.
+double run_batched(device* gpu, const host_weights& h, const std::string& name) {
+  const int64_t K = h.K, M = h.M, B = h.E;
+  gpu_ctx g(gpu);
+  const std::vector<float> xv = random_floats(size_t(K * B), uint32_t(K + B));
+  tensor* w = g.weights(h);
+  tensor* x = g.leaf(dtype::f32, {K, 1, B}, xv.data());
+  tensor* y = matmul(g.ctx, w, x);
+  EXPECT_TRUE(y) << g.ctx.error();
+  if (!y) return 0;
+  EXPECT_TRUE(gpu->supports_op(y)) << name;
+  g.bind(y);
+  const std::vector<float> got = g.run(y);
+  const double xr = cuda::matmul_x_rounding(h.type, M, 1, K);
+  double worst = 0;
+  std::vector<float> wr;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < M; ++m) {
+      worst = std::max(worst, check_dot(h.row(b, m, wr), &xv[size_t(b * K)], K, xr, got[size_t(b * M + m)],
+                                        name + " b " + std::to_string(b) + " m " + std::to_string(m)));
+      if (::testing::Test::HasFailure()) return worst;
+    }
+  std::printf("  %-34s worst |err|/bound %.3f (x rounding %g)\n", name.c_str(), worst, xr);
+  return worst;
+}
+
+// The streaming decode kernel (ops_matmul_ring.cu: per-warp shared-memory rings filled by bulk
+// copies, teams of warps sharing a row group's tiles), forced for every call that fits: fp8 /
+// mxfp4 / bf16 one-row calls with a
+// partial last row group (M not a multiple of 4), a short last tile (fp8 {32,32} K 1552: 97 chunks,
+// mxfp4 K 2560: 80 chunks, bf16 K 1544: 193 chunks), fp8 {64,3} scale tiles, an x row of 64 KiB (K
+// 16384: two stages fit), a batched call (8 weight matrices, V4's grouped wo_a), expert calls (6 of
+// 16, one expert twice; X1 6: each pair its own x row) and NaN scales / codes; each with the team
+// size and stage count automatic and forced (team sizes past the tiles per row leave warps idle).
+// Same bound as every decode kernel (x not rounded). On GPUs below sm_90 the calls take the other
+// kernels and the test checks those.
+TEST(CudaMatmul, RingMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  struct ring_case {
+    mm_case c;
+    int64_t K, M;
+  };
+  const std::vector<ring_case> cases = {
+      {{dtype::fp8_e4m3, 128, 128}, 4096, 301}, {{dtype::fp8_e4m3, 128, 128}, 1024, 2050},
+      {{dtype::fp8_e4m3, 32, 32}, 1552, 37},    {{dtype::fp8_e4m3, 64, 3}, 2000, 50},
+      {{dtype::fp8_e4m3, 128, 128}, 16384, 129}, {{dtype::mxfp4, 32, 1}, 4096, 301},
+      {{dtype::mxfp4, 32, 1}, 2560, 77},        {{dtype::bf16}, 4096, 300},
+      {{dtype::bf16}, 1544, 33}};
+  cuda::set_matmul_ring(2);  // every call that fits (automatically only a few shapes take it)
+  const std::vector<std::pair<int, int>> shapes = {{0, 0}, {0, 3}, {1, 2}, {2, 3}, {4, 4}, {8, 2}};
+  for (const auto& [wg, stages] : shapes) {
+    cuda::set_matmul_ring_shape(wg, stages);
+    const std::string how = "ring wg " + std::to_string(wg) + " S " + std::to_string(stages) + " ";
+    for (const ring_case& d : cases) {
+      const host_weights h = make_weights(d.c.type, d.K, d.M, 1, d.c.sb_k, d.c.sb_m, uint64_t(d.K * 7 + d.M));
+      run_matmul(gpu, h, 1, how + tag(d.c) + " K" + std::to_string(d.K) + " M" + std::to_string(d.M));
+      if (HasFailure()) break;
+    }
+    for (const mm_case& c : {mm_case{dtype::fp8_e4m3, 128, 128}, mm_case{dtype::mxfp4, 32, 1}, mm_case{dtype::bf16}}) {
+      if (HasFailure()) break;
+      run_batched(gpu, make_weights(c.type, 2048, 203, 8, c.sb_k, c.sb_m, 51), how + "batched 8 " + tag(c));
+      const host_weights h = make_weights(c.type, 2048, 301, 16, c.sb_k, c.sb_m, 53);
+      for (int64_t X1 : {int64_t(1), int64_t(6)}) {
+        if (HasFailure()) break;
+        run_experts(gpu, h, {3, 15, 0, 3, 7, 9}, random_floats(size_t(2048 * X1), 57), X1, 1, 6,
+                    how + "matmul_id X1 " + std::to_string(X1) + " " + tag(c));
+      }
+    }
+    // NaN: an fp8 scale block and e4m3 code; an mxfp4 scale code.
+    if (!HasFailure()) {
+      host_weights h = make_weights(dtype::fp8_e4m3, 4096, 300, 1, 128, 128, 77);
+      h.scales[size_t(h.lo.s_stride) * 1 + 5] = 0xFF;     // rows 128..255, k 640..767
+      h.data[size_t(h.lo.row_bytes) * 17 + 3000] = 0x7F;  // row 17, k 3000: e4m3 NaN
+      run_matmul(gpu, h, 1, how + "fp8 NaN K4096 M300");
+    }
+    if (!HasFailure()) {
+      host_weights h = make_weights(dtype::mxfp4, 4096, 90, 1, 32, 1, 79);
+      h.scales[size_t(h.lo.s_stride) * 33 + 70] = 0xFF;  // row 33, k 2240..2271
+      run_matmul(gpu, h, 1, how + "mxfp4 NaN K4096 M90");
+    }
+    if (HasFailure()) break;
+  }
+  cuda::set_matmul_ring_shape(0, 0);
+  cuda::set_matmul_ring(0);
 }
 
 // Quantize-on-write into fp8 / mxfp4 rows: the same codes and scales as the CPU backend, with
@@ -649,13 +712,12 @@ struct bench {
   // times after a warm-up replay; per link: the graph's time / links. The small kernel is scale
   // (x * 1: 16 blocks) into the matmul's x, as the rms_norm / elementwise op before each decode
   // matmul. The same graph of the small kernels alone gives their share; "matmul" = link - small.
-  // Each setting is its own capture (the launchers read the switches when they launch): PDL off;
-  // PDL on with neither weight prefetch nor cluster split-K (the kernels before them); prefetch
-  // forced to 16 KiB per warp whatever the size; prefetch automatic; cluster split automatic
-  // without and with the prefetch (the last: what the model runs); `clusters`: forced slices. For
-  // matmul_id the "before" line launches the expert gemv1 with PDL, the rest without (the default),
-  // and a last line with it.
-  std::vector<int> clusters;  // set_matmul_cluster values also timed (with the automatic prefetch)
+  // Each setting is its own capture (the launchers read the switches when they launch), all with
+  // the model's defaults otherwise (PDL, automatic prefetch and cluster split): "before" with the
+  // streaming kernel off (the kernels of 767b323), "after" with its automatic choice, and the ring
+  // forced; `sweep` adds the forced ring with its team size or stage count forced; matmul_id adds
+  // the forced ring launched with PDL.
+  bool sweep = false;
   double graph_seconds(const std::vector<tensor*>& small, const std::vector<tensor*>& mm) {
     auto launch_all = [&]() {
       for (size_t i = 0; i < small.size(); ++i) {
@@ -694,15 +756,17 @@ struct bench {
     return ms * 1e-3 / (rounds * double(small.size()));
   }
 
-  // One decode call in a graph chain (see graph_seconds): dense (E = 0) or matmul_id with n_used
-  // of E experts for one token.
-  void chain(dtype t, int64_t K, int64_t M, int64_t E = 0, int64_t n_used = 0) {
-    const host_weights h = make_weights(t, K, M, E > 0 ? E : 1, 0, 0, 1);
-    const double bytes = double(h.matrix_bytes() + h.scale_bytes()) * (E > 0 ? double(n_used) : 1.0);
+  // One decode call in a graph chain (see graph_seconds): dense (E = 0; B > 1: a batched matmul of
+  // B weight matrices [K, M, B] x [K, 1, B]) or matmul_id with n_used of E experts for one token.
+  void chain(dtype t, int64_t K, int64_t M, int64_t E = 0, int64_t n_used = 0, int64_t B = 1) {
+    const int64_t mats = E > 0 ? E : B;
+    const host_weights h = make_weights(t, K, M, mats, 0, 0, 1);
+    const double bytes = double(h.matrix_bytes() + h.scale_bytes()) * double(E > 0 ? n_used : B);
     const int copies = E > 0 ? 16 : copies_for(bytes, 1);
+    const int64_t outs = E > 0 ? n_used : B;  // y rows of M per call
     gpu_ctx g(gpu);
-    const std::vector<float> xv = random_floats(size_t(K), 2);
-    tensor* x0 = E > 0 ? g.leaf(dtype::f32, {K, 1, 1}, xv.data()) : g.leaf(dtype::f32, {K}, xv.data());
+    const std::vector<float> xv = random_floats(size_t(K * B), 2);
+    tensor* x0 = E > 0 ? g.leaf(dtype::f32, {K, 1, 1}, xv.data()) : g.leaf(dtype::f32, {K, 1, B}, xv.data());
     tensor* w_shared = E > 0 ? g.weights(h) : nullptr;
     std::vector<tensor*> small, mm;
     std::vector<std::vector<int32_t>> all_ids;
@@ -728,55 +792,44 @@ struct bench {
       mm.push_back(y);
     }
     const double small_sec = graph_seconds(small, {});
-    const std::string shape = E > 0 ? "matmul_id " + std::string(type_name(t)) + " K=" + std::to_string(K) + " M=" +
-                                          std::to_string(M) + " x" + std::to_string(n_used) + " of " + std::to_string(E)
-                                    : "matmul " + std::string(type_name(t)) + " K=" + std::to_string(K) + " M=" +
-                                          std::to_string(M);
+    std::string shape = (E > 0 ? "matmul_id " : "matmul ") + std::string(type_name(t)) + " K=" + std::to_string(K) +
+                        " M=" + std::to_string(M);
+    if (E > 0) shape += " x" + std::to_string(n_used) + " of " + std::to_string(E);
+    if (B > 1) shape += " x" + std::to_string(B) + " batched";
     std::printf("chain %-36s small kernel alone %5.2f us per link\n", shape.c_str(), small_sec * 1e6);
     const bool pdl_was = cuda::pdl_enabled();
     struct setting {
-      bool pdl;
-      int pf, cl;            // prefetch bytes per warp (-1 automatic), cluster hook
-      bool expert_pdl = false;  // gemv1 for matmul_id launched with PDL
+      std::string what;
+      int ring;            // set_matmul_ring: 0 automatic, 1 off
+      int wg = 0, st = 0;  // set_matmul_ring_shape
+      bool expert_pdl = false;
     };
-    std::vector<setting> settings = {{false, 0, 1}};
-    if (pdl_was) {
-      settings.insert(settings.end(), {{true, 0, 1}, {true, 16384, 1}, {true, -1, 1}, {true, 0, 0}, {true, -1, 0}});
-      for (int cl : clusters) settings.push_back({true, -1, cl});
-      if (E > 0) {  // the kernels before: expert calls with PDL
-        settings[1].expert_pdl = true;
-        settings.push_back({true, -1, 0, true});
-      }
-    }
+    std::vector<setting> settings = {{"before (ring off)", 1}, {"after (automatic)", 0}, {"ring forced", 2}};
+    if (sweep)
+      for (const auto& [wg, st] : std::vector<std::pair<int, int>>{{0, 3}, {1, 0}, {2, 0}, {4, 0}})
+        settings.push_back({"ring wg " + std::to_string(wg) + " S " + std::to_string(st), 2, wg, st});
+    if (E > 0) settings.push_back({"ring forced, expert pdl", 2, 0, 0, true});
     for (const setting& st : settings) {
-      const bool pdl = st.pdl;
-      cuda::set_pdl_enabled(pdl);
-      cuda::set_matmul_prefetch(st.pf);
-      cuda::set_matmul_cluster(st.cl);
+      cuda::set_matmul_ring(st.ring);
+      cuda::set_matmul_ring_shape(st.wg, st.st);
       cuda::set_matmul_expert_pdl(st.expert_pdl);
       const double sec = graph_seconds(small, mm);
       cuda::set_matmul_expert_pdl(false);
-      cuda::set_matmul_cluster(0);
-      cuda::set_matmul_prefetch(-1);
-      cuda::set_pdl_enabled(pdl_was);
+      cuda::set_matmul_ring_shape(0, 0);
+      cuda::set_matmul_ring(0);
       // Spot check of the last link's results (the graph ran them last).
       cudaStreamSynchronize(s);
-      std::vector<float> got(size_t(M) * size_t(E > 0 ? n_used : 1));
+      std::vector<float> got(size_t(M * outs));
       mm.back()->buf->get(mm.back(), got.data(), 0, got.size() * 4);
       std::vector<float> wr;
-      for (int64_t p = 0; p < (E > 0 ? n_used : 1); ++p)
+      for (int64_t p = 0; p < outs; ++p)
         for (int64_t m = 0; m < M; m += 97)
-          check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : 0, m, wr), xv.data(), K, 0.0, got[size_t(p * M + m)],
-                    "graph chain " + shape);
+          check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : p, m, wr), &xv[size_t(E > 0 ? 0 : p * K)], K, 0.0,
+                    got[size_t(p * M + m)], "graph chain " + shape + " " + st.what);
       const double mm_sec = sec - small_sec;
-      std::string what = "no pdl";
-      if (pdl) {
-        what = st.pf < 0 ? std::string("pdl, prefetch auto") : "pdl, prefetch " + std::to_string(st.pf / 1024) + " KiB";
-        what += st.cl == 0 ? ", cluster auto" : st.cl == 1 ? ", cluster off" : ", cluster " + std::to_string(st.cl);
-        if (E > 0) what += st.expert_pdl ? ", expert pdl" : ", expert no pdl";
-      }
-      std::printf("chain %-36s %-34s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy\n", shape.c_str(),
-                  what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9, 100.0 * bytes / mm_sec / copy_bw);
+      std::printf("chain %-36s %-24s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy%s\n", shape.c_str(),
+                  st.what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9, 100.0 * bytes / mm_sec / copy_bw,
+                  pdl_was ? "" : " (no PDL)");
     }
   }
 
@@ -841,27 +894,34 @@ TEST(CudaMatmul, SplitKTiming) {
 }
 
 // The decode matmuls of a V4-Flash step as the model runs them (bench::chain: each after a small
-// kernel, in a replayed CUDA graph), without PDL, with PDL and no weight prefetch (the kernels
-// before the prefetch), and with PDL and each prefetch size (docs/CUDA.md "Weight prefetch before
-// the PDL wait").
+// kernel, in a replayed CUDA graph, PDL on where the GPU has it), before (the streaming kernel off),
+// after (its automatic choice) and with it forced (docs/CUDA.md "Third session: streaming decode
+// GEMVs"). V4_GRAPH_SWEEP=1 adds two larger shapes and the ring's forced team sizes and stages.
 TEST(CudaMatmul, GraphChainTiming) {
   REQUIRE_GPU(gpu);
   bench b = make_bench(gpu);
-  if (!cuda::pdl_enabled()) std::printf("PDL is off (GPU below sm_90 or V4_CUDA_PDL=0): only the no-PDL lines\n");
-  b.clusters = {2, 4, 8};  // the few-row one-row calls: cluster split-K forced
-  b.chain(dtype::fp8_e4m3, 4096, 1024);   // q_a
-  b.chain(dtype::fp8_e4m3, 4096, 512);    // kv
-  b.chain(dtype::fp8_e4m3, 4096, 2048);
-  b.chain(dtype::bf16, 4096, 1024);       // compressor wkv + wgate (gemv)
+  if (!cuda::pdl_enabled()) std::printf("PDL is off (GPU below sm_90 or V4_CUDA_PDL=0)\n");
+  const char* sweep = std::getenv("V4_GRAPH_SWEEP");
+  b.sweep = sweep && std::string(sweep) == "1";
+  b.chain(dtype::fp8_e4m3, 1024, 32768);             // wq_b (32 MiB)
+  if (b.sweep) {  // the streaming rate past the fixed cost: the same rows, 4x the bytes
+    b.chain(dtype::fp8_e4m3, 1024, 131072);
+    b.chain(dtype::fp8_e4m3, 4096, 16384);
+  }
+  b.chain(dtype::fp8_e4m3, 4096, 1024, 0, 0, 8);     // grouped wo_a: 8 x [4096, 1024] (32 MiB)
+  b.chain(dtype::fp8_e4m3, 8192, 4096);              // wo_b (32 MiB)
+  b.chain(dtype::mxfp4, 4096, 2048, 256, 6);         // routed experts w1 / w3 (6 x 4 MiB)
+  b.chain(dtype::mxfp4, 2048, 4096, 256, 6);         // routed experts w2
+  b.chain(dtype::fp8_e4m3, 4096, 2048);              // shared expert sw1 / sw3 (8 MiB)
+  b.chain(dtype::fp8_e4m3, 2048, 4096);              // shared expert sw2
+  b.chain(dtype::fp8_e4m3, 4096, 1024);              // wq_a
+  b.chain(dtype::fp8_e4m3, 4096, 512);               // wkv
+  b.chain(dtype::bf16, 4096, 1024);                  // compressor wkv + wgate
   b.chain(dtype::bf16, 4096, 512);
-  b.chain(dtype::bf16, 4096, 256);        // router gate (split_row)
-  b.clusters = {};
-  b.chain(dtype::f32, 16384, 24);         // mHC pre mix (split_row)
-  b.chain(dtype::mxfp4, 4096, 1024);      // dense mxfp4 (gemv1)
-  b.chain(dtype::fp8_e4m3, 1024, 32768);  // q_b
-  b.chain(dtype::fp8_e4m3, 8192, 4096);   // wo_b
-  b.chain(dtype::fp8_e4m3, 16384, 4096);  // split-K (S = 2)
-  b.chain(dtype::mxfp4, 4096, 2048, 256, 6);  // routed experts: ids first, nothing to prefetch
+  b.chain(dtype::bf16, 4096, 256);                   // router gate
+  b.chain(dtype::mxfp4, 4096, 1024);                 // dense mxfp4
+  b.chain(dtype::fp8_e4m3, 16384, 4096);             // (K 16384: x 64 KiB, two stages)
+  b.chain(dtype::f32, 16384, 24);                    // mHC pre mix (split_row; not the ring)
   cudaStreamDestroy(b.s);
 }
 
