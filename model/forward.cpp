@@ -174,6 +174,12 @@ struct builder {
     if (!y) return nullptr;
     return view_3d(ctx, y, w->ne[1], y->ne[1], y->ne[2], y->nb[1], y->nb[2], size_t(row0) * sizeof(float));
   }
+  // A projection's output y [M, T] as [n, M / n, T] (heads): a view, since y's rows may be strided
+  // (a combined weight's member rows); reshape() takes contiguous tensors only.
+  tensor* split_rows(tensor* y, int64_t n) {
+    if (!y) return nullptr;
+    return view_3d(ctx, y, n, y->ne[0] / n, y->ne[1], size_t(n) * sizeof(float), y->nb[1], 0);
+  }
   // The FP8 activation quantization of x, made once per tensor: several projections read the
   // same input (the attention's x feeds up to seven), and one node serves them all. A tensor
   // whose producer already wrote the rounded values (rounded_by_producer) maps to itself.
@@ -412,10 +418,10 @@ struct builder {
     const int qr_block = L.ratio == 4 ? act_block_for({L.wq_b, L.idx_wq_b}) : act_block_for({L.wq_b});
     tensor* qr = norm_w(linear(x, L.wq_a), L.q_norm, qr_block);               // [q_lora, T]
     // Per-head unweighted norm then rope, one node (tensor/ops.h: norm_rope).
-    tensor* q = norm_rope(ctx, reshape(ctx, linear(qr, L.wq_b), {HD, H, T}), nullptr, pos, rp, hp.rms_eps);
+    tensor* q = norm_rope(ctx, split_rows(linear(qr, L.wq_b), HD), nullptr, pos, rp, hp.rms_eps);
     // kv_norm, rope and (QAT) the FP8 round trip of the non-RoPE dims (official: act_quant(kv[...,
     // :-rd], 64, "ue8m0")), one node.
-    tensor* kv = reshape(ctx, linear(x, L.wkv), {HD, 1, T});
+    tensor* kv = split_rows(linear(x, L.wkv), HD);  // [HD, 1, T]
     kv = norm_rope(ctx, kv, L.kv_norm, pos, rp, hp.rms_eps, opt.qat ? 64 : 0, opt.qat ? HD - hp.rope_dims : 0);
     kv = reshape(ctx, kv, {HD, T});
     std::vector<int32_t> slot(static_cast<size_t>(T));
@@ -542,7 +548,7 @@ struct builder {
     if (R <= hp.index_topk) return nullptr;
     const int64_t Rv = cmask->ne[0];  // rows scored: R, or (decode) R padded as attention() reads them
 
-    tensor* q = reshape(ctx, linear(qr, L.idx_wq_b), {ID, IH, T});
+    tensor* q = split_rows(linear(qr, L.idx_wq_b), ID);  // [ID, IH, T]
     q = rope(ctx, q, pos, rope_for(4));
     if (opt.qat) q = fp4_roundtrip(ctx, hadamard(ctx, q, 1.0f / std::sqrt(float(ID))), 32);
     tensor* wts = scale(ctx, linear(x, L.idx_weights), 1.0f / std::sqrt(float(ID) * float(IH)));  // [IH, T]
