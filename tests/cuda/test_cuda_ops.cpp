@@ -133,6 +133,21 @@ std::vector<T> as(const std::vector<uint8_t>& b) {
   return v;
 }
 
+// Largest |got - want|; one failure (the first offending element) when any difference exceeds tol
+// (NaN included) or the sizes differ.
+double compare_within(const std::vector<float>& got, const std::vector<float>& want, double tol) {
+  EXPECT_EQ(got.size(), want.size());
+  double worst = 0;
+  size_t bad = got.size();
+  for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+    const double d = std::fabs(double(got[i]) - want[i]);
+    worst = std::max(worst, d);
+    if (!(d <= tol) && bad == got.size()) bad = i;
+  }
+  if (bad < got.size()) ADD_FAILURE() << "element " << bad << ": " << got[bad] << " vs " << want[bad] << " (tolerance " << tol << ")";
+  return worst;
+}
+
 // Indexer-like scores: sums of ReLUs, so many exact zeros (ties), a few -inf (causal mask).
 std::vector<float> indexer_scores(int64_t n, int64_t rows, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -209,14 +224,9 @@ TEST(CudaOps, AttnMqaModelShapes) {
     const std::vector<float> want = as<float>(run_op(cpu, in, b).out);
     const op_run got = run_op(gpu, in, b, sh.T == 1 ? 10 : 2, 11);
     const std::vector<float> g = as<float>(got.out);
-    ASSERT_EQ(g.size(), want.size());
-    double worst = 0;
-    for (size_t i = 0; i < g.size(); ++i) {
-      // Outputs are convex combinations of rows in [-2, 2]: both devices within a few f32 ulps
-      // of 2 times the logits' error; 2e-5 absolute is far above that and far below a wrong row.
-      worst = std::max(worst, std::fabs(double(g[i]) - want[i]));
-      ASSERT_NEAR(g[i], want[i], 2e-5) << "element " << i;
-    }
+    // Outputs are convex combinations of rows in [-2, 2]: both devices within a few f32 ulps
+    // of 2 times the logits' error; 2e-5 absolute is far above that and far below a wrong row.
+    const double worst = compare_within(g, want, 2e-5);
     std::printf("attn_mqa %s D=%lld T=%lld H=%lld NK=%lld: %.1f us per call (max |gpu - cpu| %.2g)\n", sh.what,
                 (long long)sh.D, (long long)sh.T, (long long)sh.H, (long long)sh.NK, got.seconds * 1e6, worst);
   }
@@ -289,12 +299,7 @@ TEST(CudaOps, AttnSparseModelShapes) {
     const std::vector<float> want = as<float>(run_op(cpu, in, fused).out);
     const op_run got = run_op(gpu, in, fused, 10, 11);
     const std::vector<float> g = as<float>(got.out);
-    ASSERT_EQ(g.size(), want.size());
-    double worst = 0;
-    for (size_t i = 0; i < g.size(); ++i) {
-      worst = std::max(worst, std::fabs(double(g[i]) - want[i]));
-      ASSERT_NEAR(g[i], want[i], 2e-5) << "element " << i;
-    }
+    const double worst = compare_within(g, want, 2e-5);
     std::printf("attn_sparse %s: %.1f us per call (max |gpu - cpu| %.2g)\n", sh.what, got.seconds * 1e6, worst);
     if (sh.ids) {  // the chain it replaces (the HCA chain reads all rows through an iota: not built here)
       in.push_back(f32_leaf({W, 1}, std::vector<float>(mask.begin(), mask.begin() + W)));
@@ -351,12 +356,7 @@ TEST(CudaOps, RopeModelShapes) {
     const std::vector<float> want = as<float>(run_op(cpu, in, b).out);
     const op_run got = run_op(gpu, in, b, 10, 21);
     const std::vector<float> g = as<float>(got.out);
-    ASSERT_EQ(g.size(), want.size());
-    double worst = 0;
-    for (size_t i = 0; i < g.size(); ++i) {
-      worst = std::max(worst, std::fabs(double(g[i]) - want[i]));
-      ASSERT_NEAR(g[i], want[i], 1e-5) << "element " << i;
-    }
+    const double worst = compare_within(g, want, 1e-5);
     uint64_t hash = 1469598103934665603ull;
     for (uint8_t byte : got.out) hash = (hash ^ byte) * 1099511628211ull;
     std::printf("rope %s D=%lld H=%lld T=%lld: %.1f us per call (max |gpu - cpu| %.2g, bits %016llx)\n", sh.what,

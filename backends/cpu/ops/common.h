@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include <omp.h>
 
@@ -26,6 +27,14 @@ inline char* row(const tensor* t, int64_t r) {
   return at(t, 0, i.i1, i.i2, i.i3);
 }
 inline float* frow(const tensor* t, int64_t r) { return reinterpret_cast<float*>(row(t, r)); }
+// The n f32 values of a dim-0 vector starting at p with element stride nb0 bytes, contiguous:
+// p itself when packed, else gathered into tmp (a caller's buffer, reused across calls).
+inline const float* packed_f32(const char* p, int64_t nb0, int64_t n, std::vector<float>& tmp) {
+  if (nb0 == int64_t(sizeof(float))) return reinterpret_cast<const float*>(p);
+  tmp.resize(size_t(n));
+  for (int64_t k = 0; k < n; ++k) std::memcpy(&tmp[size_t(k)], p + k * nb0, sizeof(float));
+  return tmp.data();
+}
 
 // Threads worth using for `work` elementary operations (tiny ops stay on one thread).
 inline int threads_for(const exec& ex, int64_t work) {

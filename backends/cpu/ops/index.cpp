@@ -45,14 +45,8 @@ void kernel_SET_ROWS(const exec& ex, tensor* dst) {
   // Sequential over n so that with duplicate ids the last one wins; parallel over b.
   parallel_for(ex, B, N * K, [&](int64_t b) {
     thread_local std::vector<float> tmp;
-    tmp.resize(size_t(K));
     for (int64_t n = 0; n < N; ++n) {
-      const char* s = at(src, 0, n, b, 0);
-      const float* row_f = reinterpret_cast<const float*>(s);
-      if (src->nb[0] != sizeof(float)) {
-        for (int64_t k = 0; k < K; ++k) tmp[k] = *reinterpret_cast<const float*>(s + k * src->nb[0]);
-        row_f = tmp.data();
-      }
+      const float* row_f = packed_f32(at(src, 0, n, b, 0), src->nb[0], K, tmp);
       const int64_t row = read_index(ids, n, b);
       uint8_t* q = reinterpret_cast<uint8_t*>(at(dst, 0, row, b, 0));
       if (!traits(dst->type).scaled) {

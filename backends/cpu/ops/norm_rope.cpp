@@ -39,13 +39,7 @@ void kernel_NORM_ROPE(const exec& ex, tensor* dst) {
     thread_local std::vector<float> tmp;
     const row_index i = split_row(dst, r);
     // The source row, packed (gathered into tmp when dim 0 is strided).
-    const char* src = at(a, 0, i.i1, i.i2, i.i3);
-    const float* x = reinterpret_cast<const float*>(src);
-    if (a->nb[0] != sizeof(float)) {
-      tmp.resize(size_t(n));
-      for (int64_t k = 0; k < n; ++k) tmp[size_t(k)] = *reinterpret_cast<const float*>(src + k * a->nb[0]);
-      x = tmp.data();
-    }
+    const float* x = packed_f32(at(a, 0, i.i1, i.i2, i.i3), a->nb[0], n, tmp);
     const float mean_sq = v.sum_sq(x, n) / float(n);
     const float s = 1.0f / std::sqrt(mean_sq + eps);
     float* y = frow(dst, r);

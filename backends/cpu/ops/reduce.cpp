@@ -66,13 +66,7 @@ void kernel_RMS_NORM(const exec& ex, tensor* dst) {
   parallel_for(ex, dst->nrows(), n, [&](int64_t r) {
     thread_local std::vector<float> tmp;
     const row_index i = split_row(dst, r);
-    const char* p = at(a, 0, i.i1, i.i2, i.i3);
-    const float* x = reinterpret_cast<const float*>(p);
-    if (a->nb[0] != sizeof(float)) {
-      tmp.resize(size_t(n));
-      for (int64_t k = 0; k < n; ++k) tmp[k] = *reinterpret_cast<const float*>(p + k * a->nb[0]);
-      x = tmp.data();
-    }
+    const float* x = packed_f32(at(a, 0, i.i1, i.i2, i.i3), a->nb[0], n, tmp);
     const float mean_sq = v.sum_sq(x, n) / float(n);
     const float s = 1.0f / std::sqrt(mean_sq + eps);
     v.scale(x, s, 0.0f, frow(dst, r), n);
