@@ -840,7 +840,9 @@ struct bench {
   double graph_seconds(const std::vector<tensor*>& small, const std::vector<tensor*>& mm) {
     auto launch_all = [&]() {
       for (size_t i = 0; i < small.size(); ++i) {
-        EXPECT_TRUE(cuda::launch_unary(s, small[i], &err)) << err;
+        EXPECT_TRUE(small[i]->op == op_kind::FP8_ROUNDTRIP ? cuda::launch_fp8_roundtrip(s, small[i], &err)
+                                                            : cuda::launch_unary(s, small[i], &err))
+            << err;
         if (!mm.empty()) {
           EXPECT_TRUE(mm[i]->op == op_kind::MATMUL ? cuda::launch_matmul(s, mm[i], &err)
                                                    : cuda::launch_matmul_id(s, mm[i], &err))
