@@ -20,6 +20,8 @@
 //            common.cuh): see kPrefetchMaxBytes for when.
 //            gemv_ring (ops_matmul_ring.cu, sm_90): one x row, fp8 / mxfp4 / bf16 streamed through
 //            shared-memory rings by bulk copies; taken (ring_takes) only where it measured faster.
+//   tc_decode  one x row of fp8 (sb_k % 128 == 0) whose x is FP8-exact per 128 (QAT's activation
+//            quantization; ops_matmul_tc.cu): f16 tensor cores, x and products exact.
 //   tcv      mxfp4 decode with 2..16 x rows (ops_mma.cu): bf16 tensor cores, x rounded to bf16.
 //   mma      prefill, N > 16 (ops_mma.cu): bf16 tensor cores, x rounded to bf16 once.
 //   small_k, split_row  (ops_matmul_small.cu) K <= 32 with many outputs; few long weight rows.
@@ -997,6 +999,49 @@ bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_h
   return ring_wanted(wt, W, rd);
 }
 
+// ---- tensor-core decode for FP8-exact x (ops_matmul_tc.cu) -------------------------------------------
+// set_matmul_tc_decode (a test hook): 0 automatic, 1 off; V4_CUDA_TC_DECODE=0 turns it off too
+// (an A/B of a model run).
+std::atomic<int> g_tc_decode{0};
+
+// Whether x's values are FP8-exact per 128 along K: x (through views) is the output of a node that
+// rounds every row in runs of 128 from its start (FP8_ROUNDTRIP with block 128 over the whole row,
+// RMS_NORM_W / SWIGLU with fp8 block 128, NORM_ROPE with block 128 over the whole row), contiguous
+// with rows a multiple of 128 long, and each row of x starts on a run boundary (byte offset and
+// row strides multiples of 128 floats) so that x's 128-blocks are the node's runs.
+bool x_fp8_exact(const tensor* x) {
+  const tensor* p = x->view_src ? x->view_src : x;  // view_src is the base (tensor/ops.cpp)
+  const size_t offs = x->view_src ? x->view_offs : 0;
+  constexpr size_t kRun = 128 * sizeof(float);
+  if (x->type != dtype::f32 || p->type != dtype::f32 || !p->is_contiguous() || p->ne[0] % 128 != 0) return false;
+  if (offs % kRun != 0 || x->nb[0] != sizeof(float)) return false;
+  for (int d = 1; d < kMaxDims; ++d)
+    if (x->ne[d] > 1 && x->nb[d] % kRun != 0) return false;
+  switch (p->op) {
+    case op_kind::FP8_ROUNDTRIP: return p->param_i(0) == 128 && p->param_i(1) == p->ne[0];
+    case op_kind::RMS_NORM_W:
+    case op_kind::SWIGLU: return p->param_i(1) == 128;
+    case op_kind::NORM_ROPE: return p->param_i(9) == 128 && p->param_i(10) == p->ne[0];
+    default: return false;
+  }
+}
+
+// The tensor-core decode takes a MATMUL call of one x row with fp8 weights (scale blocks sb_k %
+// 128 == 0), aligned rows and FP8-exact x, unless a test hook sends decode elsewhere.
+bool tc_decode_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {
+  static const bool env_off = [] {
+    const char* env = std::getenv("V4_CUDA_TC_DECODE");
+    return env && std::string(env) == "0";
+  }();
+  if (env_off || g_tc_decode.load(std::memory_order_relaxed) == 1 || g_decode_off.load(std::memory_order_relaxed))
+    return false;
+  if (g_split_force.load(std::memory_order_relaxed) > 1 || g_cluster_force.load(std::memory_order_relaxed) > 1)
+    return false;
+  if (dst->op != op_kind::MATMUL || rd.mode != 0 || rd.N != 1 || !aligned) return false;
+  if (dst->src[0]->type != dtype::fp8_e4m3 || !tc_decode_fits(W, jobs)) return false;
+  return x_fp8_exact(dst->src[1]);
+}
+
 // Runs one call. use_mma: the caller's decode/prefill decision (rows per weight matrix > 16).
 bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,
          int64_t rows_hint, bool use_mma, const char* op, std::string* error) {
@@ -1010,6 +1055,8 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   int forced_slices = 1, cluster = 1;
   if (use_mma && aligned && mma_supported(wt, W.K)) {
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
+  } else if (tc_decode_takes(dst, W, rd, jobs, aligned) && launch_tc_decode(s, W, rd, jobs)) {
+    // (launched: the tensor-core decode for FP8-exact x, ops_matmul_tc.cu)
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (ring_takes(wt, W, rd, rows_hint, aligned, split_forced) &&
@@ -1041,6 +1088,10 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
   return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
 }
+
+// Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// the tensor-core decode for FP8-exact x: 0 automatic, 1 off.
+void set_matmul_tc_decode(int mode) { g_tc_decode.store(mode, std::memory_order_relaxed); }
 
 // Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
 // true sends one-row fp8 / mxfp4 calls to the gemv, the kernel they used before gemv_x1 / gemv1,

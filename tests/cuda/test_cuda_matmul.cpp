@@ -37,6 +37,8 @@ void set_matmul_cluster(int slices);  // cluster split-K: 0 automatic, 1 never, 
 void set_matmul_expert_pdl(bool on);  // true: gemv1 / the ring for matmul_id launched with PDL
 void set_matmul_ring(int mode);  // streaming decode (ops_matmul_ring.cu): 0 automatic, 1 off, 2 forced
 void set_matmul_ring_shape(int wg, int stages);  // its team size and stages (0: automatic)
+void set_matmul_tc_decode(int mode);  // tensor-core decode for FP8-exact x (ops_matmul_tc.cu): 0 automatic, 1 off
+long long matmul_tc_decode_calls();   // its launches so far
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -270,6 +272,123 @@ TEST(CudaMatmul, NaNCodesAndScalesPropagate) {
         if (HasFailure()) return;
       }
     }
+  }
+}
+
+// ---- tensor-core decode for FP8-exact x (backends/cuda/ops_matmul_tc.cu) ----------------------------
+// x comes from fp8_roundtrip(x, 128) (or rms_norm_w with fp8 block 128) in the same graph, so the
+// dispatch takes the tensor-core kernel (asserted through its launch counter). x and the products
+// are exact there; the roundings are the tensor core's f32 accumulation and the f32 sums. Bound,
+// per output, with mag = sum_k |w_k x_k|:
+//   |y - ref| <= (290 + K / 128) * 2^-24 * mag
+// One mma adds 16 exact products to its accumulator C; modelled as on A100 / H100 (products exact,
+// the 17 addends aligned to the largest exponent and truncated to 24 bits, the sum normalised by
+// truncation), its error is below 17 * 2^-23 * max|addend| + 2^-23 * |D| <= 36 * 2^-24 * (|C| + sum|p|).
+// A 128-wide K block is a chain of 8 mma from C = 0, so sum_j (|C_j| + P_j) <= 8 * P_block: at most
+// 288 * 2^-24 * P_block per block, 288 * 2^-24 * mag over the row after the exact power-of-two
+// scaling. The K / 128 block partials are then added in f32 (round to nearest, at most K / 128
+// additions with the k-slice reduction: (K / 128) * 2^-24 * mag to first order); 2 covers the
+// second-order terms. (For K >= 300 this is tighter than the f32 kernels' (K + 2) * 2^-24.)
+double tc_bound_factor(int64_t K) { return (290.0 + double(K / 128)) * 0x1p-24; }
+
+// |got - ref| within factor * sum |w x|, or both NaN. Returns the worst |err| / bound.
+double check_dot_tc(const float* w, const float* x, int64_t K, float got, const std::string& where) {
+  double ref = 0, mag = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double p = double(w[k]) * double(x[k]);
+    ref += p;
+    mag += std::fabs(p);
+  }
+  if (std::isnan(ref)) {
+    EXPECT_TRUE(std::isnan(got)) << where << ": expected NaN, got " << got;
+    return 0;
+  }
+  const double bound = tc_bound_factor(K) * mag + 1e-300;
+  const double err = std::fabs(double(got) - ref);
+  EXPECT_LE(err, bound) << where << ": got " << got << ", float64 " << ref;
+  return err / bound;
+}
+
+// y = matmul(w, q(x)) with x [K, 1, B] and B weight matrices (B > 1: batched, one job per matrix),
+// q = fp8_roundtrip(., 128) or (from_norm) rms_norm_w(., 1 + small, eps, 128). The rounded x is
+// read back from the GPU for the reference (the round trips are bit-exact to the CPU, their own
+// tests). expect_tc: whether the tensor-core decode must have run.
+void run_tc(device* gpu, const host_weights& h, bool from_norm, bool expect_tc, const std::string& name) {
+  const int64_t K = h.K, M = h.M, B = h.E;
+  gpu_ctx g(gpu);
+  const std::vector<float> xv = random_floats(size_t(K * B), uint32_t(K + M + B));
+  tensor* x0 = g.leaf(dtype::f32, {K, 1, B}, xv.data());
+  tensor* xq = nullptr;
+  if (from_norm) {
+    std::vector<float> nw(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) nw[size_t(k)] = 1.0f + 0.001f * float(k % 17);
+    xq = rms_norm_w(g.ctx, x0, g.leaf(dtype::f32, {K}, nw.data()), 1e-6f, 128);
+  } else {
+    xq = fp8_roundtrip(g.ctx, x0, 128);
+  }
+  ASSERT_TRUE(xq) << g.ctx.error();
+  g.bind(xq);
+  tensor* y = matmul(g.ctx, g.weights(h), xq);
+  ASSERT_TRUE(y) << g.ctx.error();
+  ASSERT_TRUE(gpu->supports_op(y)) << name;
+  g.bind(y);
+  const long long calls0 = cuda::matmul_tc_decode_calls();
+  const std::vector<float> got = g.run(y);
+  const long long calls = cuda::matmul_tc_decode_calls() - calls0;
+  if (expect_tc) EXPECT_EQ(calls, 1) << name << ": the tensor-core decode did not run";
+  else EXPECT_EQ(calls, 0) << name << ": the tensor-core decode ran";
+  std::vector<float> xr(size_t(K * B));
+  xq->buf->get(xq, xr.data(), 0, xr.size() * sizeof(float));
+  double worst = 0;
+  std::vector<float> wr;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < M; ++m) {
+      const std::string where = name + " b " + std::to_string(b) + " m " + std::to_string(m);
+      const float* w = h.row(b, m, wr);
+      const float gv = got[size_t(b * M + m)];
+      // (not taken: the f32 decode kernels' bound, as run_matmul)
+      worst = std::max(worst, expect_tc ? check_dot_tc(w, &xr[size_t(b * K)], K, gv, where)
+                                        : check_dot(w, &xr[size_t(b * K)], K, 0.0, gv, where));
+      if (::testing::Test::HasFailure()) return;
+    }
+  std::printf("  %-34s worst |err|/bound %.3f\n", name.c_str(), worst);
+}
+
+TEST(CudaMatmul, TcDecodeMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  struct shape {
+    int64_t K, M, B;
+  };
+  // wq_b, wq_a, wkv, shared expert, wo_b, grouped wo_a, odd M (a partial 16-row tile), K of one
+  // and two 128-blocks (fewer k-slices than warps).
+  for (const shape& sh : std::vector<shape>{{1024, 32768, 1}, {4096, 1024, 1}, {4096, 512, 1}, {4096, 2048, 1},
+                                            {8192, 4096, 1}, {2048, 4096, 1}, {4096, 1024, 8}, {4096, 37, 1},
+                                            {1024, 37, 1}, {128, 300, 1}, {256, 45, 2}, {384, 100, 1}}) {
+    const host_weights h = make_weights(dtype::fp8_e4m3, sh.K, sh.M, sh.B, 128, 128, uint64_t(sh.K + sh.M));
+    const std::string name = "tc fp8{128,128} K " + std::to_string(sh.K) + " M " + std::to_string(sh.M) +
+                             (sh.B > 1 ? " x" + std::to_string(sh.B) : "");
+    run_tc(gpu, h, false, true, name);
+    if (HasFailure()) return;
+  }
+  // x from rms_norm_w's fp8 option; weight scale blocks 256 x 64 (two x blocks per scale column).
+  run_tc(gpu, make_weights(dtype::fp8_e4m3, 4096, 1000, 1, 128, 128, 3), true, true, "tc from rms_norm_w");
+  run_tc(gpu, make_weights(dtype::fp8_e4m3, 2048, 700, 1, 256, 64, 4), false, true, "tc fp8{256,64}");
+  // Not taken: scale blocks of 32 along K, and the hook / off switch.
+  run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 256, 1, 32, 32, 5), false, false, "tc not taken fp8{32,32}");
+  cuda::set_matmul_tc_decode(1);
+  run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 256, 1, 128, 128, 6), false, false, "tc hook off");
+  cuda::set_matmul_tc_decode(0);
+}
+
+TEST(CudaMatmul, TcDecodeNaNCodesAndScalesPropagate) {
+  REQUIRE_GPU(gpu);
+  for (int64_t K : {1024, 4096}) {
+    host_weights h = make_weights(dtype::fp8_e4m3, K, 300, 1, 128, 128, 9);
+    h.scales[size_t(1 * h.lo.s_stride + 1)] = 0xFF;  // rows 128..255, k 128..255
+    h.data[size_t(70 * h.lo.row_bytes + 5)] = 0x7F;   // row 70
+    h.data[size_t(290 * h.lo.row_bytes + K - 1)] = 0xFF;  // row 290 (the last, partial tile), last k
+    run_tc(gpu, h, false, true, "tc NaN K " + std::to_string(K));
+    if (HasFailure()) return;
   }
 }
 
@@ -721,7 +840,9 @@ struct bench {
   double graph_seconds(const std::vector<tensor*>& small, const std::vector<tensor*>& mm) {
     auto launch_all = [&]() {
       for (size_t i = 0; i < small.size(); ++i) {
-        EXPECT_TRUE(cuda::launch_unary(s, small[i], &err)) << err;
+        EXPECT_TRUE(small[i]->op == op_kind::FP8_ROUNDTRIP ? cuda::launch_fp8_roundtrip(s, small[i], &err)
+                                                            : cuda::launch_unary(s, small[i], &err))
+            << err;
         if (!mm.empty()) {
           EXPECT_TRUE(mm[i]->op == op_kind::MATMUL ? cuda::launch_matmul(s, mm[i], &err)
                                                    : cuda::launch_matmul_id(s, mm[i], &err))
@@ -758,21 +879,23 @@ struct bench {
 
   // One decode call in a graph chain (see graph_seconds): dense (E = 0; B > 1: a batched matmul of
   // B weight matrices [K, M, B] x [K, 1, B]) or matmul_id with n_used of E experts for one token.
-  void chain(dtype t, int64_t K, int64_t M, int64_t E = 0, int64_t n_used = 0, int64_t B = 1) {
+  // qx: x from fp8_roundtrip(x, 128) instead of a scale (the tensor-core decode's case), timed with
+  // that kernel off and on.
+  void chain(dtype t, int64_t K, int64_t M, int64_t E = 0, int64_t n_used = 0, int64_t B = 1, bool qx = false) {
     const int64_t mats = E > 0 ? E : B;
     const host_weights h = make_weights(t, K, M, mats, 0, 0, 1);
     const double bytes = double(h.matrix_bytes() + h.scale_bytes()) * double(E > 0 ? n_used : B);
     const int copies = E > 0 ? 16 : copies_for(bytes, 1);
     const int64_t outs = E > 0 ? n_used : B;  // y rows of M per call
     gpu_ctx g(gpu);
-    const std::vector<float> xv = random_floats(size_t(K * B), 2);
+    std::vector<float> xv = random_floats(size_t(K * B), 2);
     tensor* x0 = E > 0 ? g.leaf(dtype::f32, {K, 1, 1}, xv.data()) : g.leaf(dtype::f32, {K, 1, B}, xv.data());
     tensor* w_shared = E > 0 ? g.weights(h) : nullptr;
     std::vector<tensor*> small, mm;
     std::vector<std::vector<int32_t>> all_ids;
     std::mt19937 rng(5);
     for (int c = 0; c < copies; ++c) {
-      tensor* xs = scale(g.ctx, x0, 1.0f);
+      tensor* xs = qx ? fp8_roundtrip(g.ctx, x0, 128) : scale(g.ctx, x0, 1.0f);
       ASSERT_TRUE(xs) << g.ctx.error();
       g.bind(xs);
       tensor* y = nullptr;
@@ -791,11 +914,14 @@ struct bench {
       small.push_back(xs);
       mm.push_back(y);
     }
+    if (qx)  // the reference's x: the round trip (bit-exact on the GPU), per row of K
+      for (int64_t b = 0; b < B; ++b) quant::fp8_roundtrip_row(&xv[size_t(b * K)], &xv[size_t(b * K)], K, 128);
     const double small_sec = graph_seconds(small, {});
     std::string shape = (E > 0 ? "matmul_id " : "matmul ") + std::string(type_name(t)) + " K=" + std::to_string(K) +
                         " M=" + std::to_string(M);
     if (E > 0) shape += " x" + std::to_string(n_used) + " of " + std::to_string(E);
     if (B > 1) shape += " x" + std::to_string(B) + " batched";
+    if (qx) shape += " fp8 x";
     std::printf("chain %-36s small kernel alone %5.2f us per link\n", shape.c_str(), small_sec * 1e6);
     const bool pdl_was = cuda::pdl_enabled();
     struct setting {
@@ -803,8 +929,10 @@ struct bench {
       int ring;            // set_matmul_ring: 0 automatic, 1 off
       int wg = 0, st = 0;  // set_matmul_ring_shape
       bool expert_pdl = false;
+      int tc = 0;  // set_matmul_tc_decode: 0 automatic, 1 off
     };
     std::vector<setting> settings = {{"before (ring off)", 1}, {"after (automatic)", 0}, {"ring forced", 2}};
+    if (qx) settings = {{"tc decode off", 0, 0, 0, false, 1}, {"tc decode (automatic)", 0}};
     if (sweep)
       for (const auto& [wg, st] : std::vector<std::pair<int, int>>{{0, 3}, {1, 0}, {2, 0}, {4, 0}})
         settings.push_back({"ring wg " + std::to_string(wg) + " S " + std::to_string(st), 2, wg, st});
@@ -813,7 +941,11 @@ struct bench {
       cuda::set_matmul_ring(st.ring);
       cuda::set_matmul_ring_shape(st.wg, st.st);
       cuda::set_matmul_expert_pdl(st.expert_pdl);
+      cuda::set_matmul_tc_decode(st.tc);
+      const long long tc0 = cuda::matmul_tc_decode_calls();
       const double sec = graph_seconds(small, mm);
+      const bool tc_ran = cuda::matmul_tc_decode_calls() > tc0;
+      cuda::set_matmul_tc_decode(0);
       cuda::set_matmul_expert_pdl(false);
       cuda::set_matmul_ring_shape(0, 0);
       cuda::set_matmul_ring(0);
@@ -824,12 +956,16 @@ struct bench {
       std::vector<float> wr;
       for (int64_t p = 0; p < outs; ++p)
         for (int64_t m = 0; m < M; m += 97)
-          check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : p, m, wr), &xv[size_t(E > 0 ? 0 : p * K)], K, 0.0,
-                    got[size_t(p * M + m)], "graph chain " + shape + " " + st.what);
+          if (tc_ran)
+            check_dot_tc(h.row(p, m, wr), &xv[size_t(p * K)], K, got[size_t(p * M + m)],
+                         "graph chain " + shape + " " + st.what);
+          else
+            check_dot(h.row(E > 0 ? all_ids.back()[size_t(p)] : p, m, wr), &xv[size_t(E > 0 ? 0 : p * K)], K, 0.0,
+                      got[size_t(p * M + m)], "graph chain " + shape + " " + st.what);
       const double mm_sec = sec - small_sec;
-      std::printf("chain %-36s %-24s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy%s\n", shape.c_str(),
-                  st.what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9, 100.0 * bytes / mm_sec / copy_bw,
-                  pdl_was ? "" : " (no PDL)");
+      std::printf("chain %-36s %-24s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy%s%s\n",
+                  shape.c_str(), st.what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9,
+                  100.0 * bytes / mm_sec / copy_bw, pdl_was ? "" : " (no PDL)", tc_ran ? " [tc]" : "");
     }
   }
 
@@ -897,12 +1033,30 @@ TEST(CudaMatmul, SplitKTiming) {
 // kernel, in a replayed CUDA graph, PDL on where the GPU has it), before (the streaming kernel off),
 // after (its automatic choice) and with it forced (docs/CUDA.md "Third session: streaming decode
 // GEMVs"). V4_GRAPH_SWEEP=1 adds two larger shapes and the ring's forced team sizes and stages.
+void chain_all(bench& b);
+
 TEST(CudaMatmul, GraphChainTiming) {
   REQUIRE_GPU(gpu);
   bench b = make_bench(gpu);
   if (!cuda::pdl_enabled()) std::printf("PDL is off (GPU below sm_90 or V4_CUDA_PDL=0)\n");
   const char* sweep = std::getenv("V4_GRAPH_SWEEP");
   b.sweep = sweep && std::string(sweep) == "1";
+  const char* tc_only = std::getenv("V4_GRAPH_TC_ONLY");  // 1: only the FP8-exact x chains (below)
+  if (!(tc_only && std::string(tc_only) == "1")) chain_all(b);
+  // x FP8-exact (QAT's activation quantization): the tensor-core decode against the f32 kernels.
+  b.chain(dtype::fp8_e4m3, 1024, 32768, 0, 0, 1, true);  // wq_b
+  b.chain(dtype::fp8_e4m3, 4096, 1024, 0, 0, 8, true);   // grouped wo_a
+  b.chain(dtype::fp8_e4m3, 8192, 4096, 0, 0, 1, true);   // wo_b
+  b.chain(dtype::fp8_e4m3, 4096, 2048, 0, 0, 1, true);   // shared expert sw1 / sw3
+  b.chain(dtype::fp8_e4m3, 2048, 4096, 0, 0, 1, true);   // shared expert sw2
+  b.chain(dtype::fp8_e4m3, 4096, 1024, 0, 0, 1, true);   // wq_a
+  b.chain(dtype::fp8_e4m3, 4096, 512, 0, 0, 1, true);    // wkv
+  b.chain(dtype::fp8_e4m3, 16384, 4096, 0, 0, 1, true);
+  cudaStreamDestroy(b.s);
+}
+
+// GraphChainTiming's chains of the f32 kernels (x from a scale kernel).
+void chain_all(bench& b) {
   b.chain(dtype::fp8_e4m3, 1024, 32768);             // wq_b (32 MiB)
   if (b.sweep) {  // the streaming rate past the fixed cost: the same rows, 4x the bytes
     b.chain(dtype::fp8_e4m3, 1024, 131072);
@@ -922,7 +1076,6 @@ TEST(CudaMatmul, GraphChainTiming) {
   b.chain(dtype::mxfp4, 4096, 1024);                 // dense mxfp4
   b.chain(dtype::fp8_e4m3, 16384, 4096);             // (K 16384: x 64 KiB, two stages)
   b.chain(dtype::f32, 16384, 24);                    // mHC pre mix (split_row; not the ring)
-  cudaStreamDestroy(b.s);
 }
 
 TEST(CudaMatmul, Timing) {

@@ -1,0 +1,274 @@
+// Tensor-core decode GEMV for fp8_e4m3 weights whose x is FP8-exact per 128 (matmul.cuh:
+// launch_tc_decode; the host decides in ops_matmul.cu, tc_decode_takes).
+//
+// Why: the f32 decode kernels (gemv_x1, the ring) spend ~11 thread instructions per weight on
+// conversions, x loads and FFMAs and sit at 40-50% of copy bandwidth, instruction-bound. With QAT
+// every fp8 matmul's x has been rounded by the activation quantization (fp8_roundtrip(x, 128) or
+// the fp8 option of rms_norm_w / swiglu / norm_rope): each 128-block of x is e4m3 code * 2^s.
+//
+// Exactness: x / 2^t is exact in f16 for the t this kernel derives (t = fp8_roundtrip's exponent
+// of the rounded block, s - 1 <= t <= s, so x / 2^t = code * 1 or 2: at most 896 in magnitude and
+// at least 2^-9 when not 0, with at most 4 significant bits); every e4m3 weight code is an f16
+// value (cvt.rn.f16x2.e4m3x2, NaN kept); their products are exact in the tensor core's f32
+// (8 significant bits). So one mma.sync m16n8k16 f16 x f16 -> f32 sums 16 rows x 16 k products
+// with no rounding of its inputs; the only roundings are the tensor core's f32 accumulation and the
+// f32 sums of the scaled 128-block partials (the bound is in tests/cuda/test_cuda_matmul.cpp,
+// TcDecode*).
+//
+// Layout: a warp owns 16-row tiles of the weight; a unit is one tile x one 128-wide K block (one
+// weight scale column: sb_k % 128 == 0). Lane (g = lane / 4, c = lane % 4) loads bytes 16c .. 16c+15
+// and 64+16c .. 64+16c+15 of the block in rows g and g+8 (4 x 16 bytes). The A fragment of mma i
+// (0..3) of a 16-byte chunk takes bytes 4i, 4i+1 (k pair 2c) and 4i+2, 4i+3 (k pair 2c+8): the GEMV
+// sums over k, so k may be permuted as long as x is permuted the same way, and with this choice the
+// B fragment of lane c is x's f16 at the same 16 consecutive k (two 16-byte shared loads, natural
+// order). Every lane loads x (not only the column-0 lanes), so all 8 columns of D are the same
+// product and each lane's d[0] / d[2] is the tile's row g / g+8. The 8 mma of a unit chain in the
+// accumulator; the unit's partial is multiplied by 2^t and the row's e8m0 scale (exact unless
+// outside f32's range) and added to the warp's f32 sums.
+// Split-K inside the block: the 8 warps are KS k-slices x 8/KS tile lanes; each warp's partial of a
+// tile goes to shared memory and the block adds the KS partials in slice order (no atomics).
+// Units are software-pipelined: kStages units' loads in registers, the next one issued as soon as
+// one is consumed. MATMUL weights are known from the parameters, so the first loads go out before
+// the PDL wait; x is staged after it.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "backends/cuda/matmul.cuh"
+#include "backends/cuda/quant_round.cuh"
+
+namespace v4::cuda {
+namespace {
+
+constexpr int kTcWarps = 8;
+constexpr int kTcStages = 3;   // units in flight per warp (4 x 16 bytes per lane each)
+constexpr int kTcBlock = 128;  // x's FP8 block along K, and the unit's K
+constexpr int kTcBlocksPerSM = 2;  // blocks per SM the grid is sized for (and the registers allow)
+
+// Two e4m3 codes (low byte first) -> f16x2 bits, exact (NaN kept).
+__device__ inline uint32_t e4m3x2_h2(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two & 0xffffu), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+__device__ inline void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One unit's raw data in registers: w[0], w[1] = row g's two 16-byte pieces, w[2], w[3] row g+8's;
+// the e8m0 codes of rows g and g+8 for the unit's K block.
+struct tc_unit {
+  uint4 w[4];
+  uint32_t code_lo, code_hi;
+};
+
+// grid (blocks, jobs), kTcWarps warps. ks_n: k-slices per block (1, 2, 4 or 8); rt: tiles per
+// warp. Dynamic shared memory: x as f16 [K], x's block scales 2^t [K / 128], partials
+// [tiles per block][ks_n][16] (ks_n > 1). MATMUL jobs of one x row (mode 0, N = 1).
+__global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kernel(mm_weights W, mm_rows rd, int ks_n, int rt) {
+  extern __shared__ uint4 tc_smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const int nkb = int(W.K / kTcBlock);
+  const int64_t n_tiles = (W.M + 15) / 16;
+  const int lanes_t = kTcWarps / ks_n;  // tile lanes per block
+  const int tiles_per_block = lanes_t * rt;
+  const int tw = warp / ks_n, ks = warp % ks_n;
+  const int kb0 = ks * nkb / ks_n, kb1 = (ks + 1) * nkb / ks_n, nkw = kb1 - kb0;
+  const int64_t t_first = int64_t(blockIdx.x) * tiles_per_block + tw;  // tile j of this warp: t_first + j * lanes_t
+  const int64_t left = t_first < n_tiles ? (n_tiles - t_first + lanes_t - 1) / lanes_t : 0;  // tiles from t_first on
+  const int my_tiles = int(left < rt ? left : rt);
+  const int n_units = my_tiles * nkw;
+  const int q = W.sb_k / kTcBlock;  // 128-blocks per weight scale column
+
+  __half* xs = reinterpret_cast<__half*>(tc_smem);
+  float* xsc = reinterpret_cast<float*>(xs + W.K);
+  float* red = xsc + nkb;
+
+  const mm_job jb = job_of(W, rd, blockIdx.y);  // mode 0: from the parameters only
+  // Issue side: the tile and K block of the next unit to load, and its rows.
+  int i_j = 0, i_kb = kb0, issued = 0;
+  const char* wlo = nullptr;
+  const char* whi = nullptr;
+  const uint8_t* slo = nullptr;
+  const uint8_t* shi = nullptr;
+  auto set_rows = [&](int j) {
+    const int64_t m0 = (t_first + int64_t(j) * lanes_t) * 16;
+    const int64_t mlo = m0 + g < W.M ? m0 + g : W.M - 1;  // past the end: reread the last row
+    const int64_t mhi = m0 + g + 8 < W.M ? m0 + g + 8 : W.M - 1;
+    wlo = jb.w + mlo * W.nb1 + 16 * c;
+    whi = jb.w + mhi * W.nb1 + 16 * c;
+    slo = jb.s + (mlo / W.sb_m) * W.s_nb1;
+    shi = jb.s + (mhi / W.sb_m) * W.s_nb1;
+  };
+  auto load = [&](tc_unit& u) {
+    if (issued >= n_units) return;
+    const int64_t off = int64_t(i_kb) * kTcBlock;
+    u.w[0] = __ldcs(reinterpret_cast<const uint4*>(wlo + off));
+    u.w[1] = __ldcs(reinterpret_cast<const uint4*>(wlo + off + 64));
+    u.w[2] = __ldcs(reinterpret_cast<const uint4*>(whi + off));
+    u.w[3] = __ldcs(reinterpret_cast<const uint4*>(whi + off + 64));
+    u.code_lo = __ldg(slo + i_kb / q);
+    u.code_hi = __ldg(shi + i_kb / q);
+    ++issued;
+    if (++i_kb == kb1) {
+      i_kb = kb0;
+      if (++i_j < my_tiles) set_rows(i_j);
+    }
+  };
+
+  tc_unit st[kTcStages];
+  if (n_units > 0) set_rows(0);
+#pragma unroll
+  for (int i = 0; i < kTcStages; ++i) load(st[i]);
+  pdl_wait();
+  if (jb.count == 0) return;
+  const float* xp;
+  float* yp;
+  row_ptrs(rd, jb, 0, &xp, &yp);
+
+  // Stage x: warp w takes 128-blocks w, w + 8, ...; t from the rounded block's amax as
+  // fp8_roundtrip derives it (qround::fp8_exp), x / 2^t exact in f16 (see the top).
+  // kXLoads blocks' loads are issued together (one L2 round trip for them, not one each).
+  constexpr int kXLoads = 4;
+  for (int b0 = warp; b0 < nkb; b0 += kXLoads * kTcWarps) {
+    float4 v[kXLoads];
+#pragma unroll
+    for (int i = 0; i < kXLoads; ++i) {
+      const int b = b0 + i * kTcWarps;
+      v[i] = b < nkb ? __ldg(reinterpret_cast<const float4*>(xp + int64_t(b) * kTcBlock) + lane)
+                     : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int i = 0; i < kXLoads; ++i) {
+      const int b = b0 + i * kTcWarps;
+      if (b >= nkb) break;  // warp-uniform
+      const float m = fmaxf(fmaxf(qround::finite_abs(v[i].x), qround::finite_abs(v[i].y)),
+                            fmaxf(qround::finite_abs(v[i].z), qround::finite_abs(v[i].w)));
+      const int t = qround::fp8_exp(warp_max(m), qround::kFp8Floor);
+      const float inv = qround::pow2(-t);
+      __half2* dst = reinterpret_cast<__half2*>(xs + int64_t(b) * kTcBlock) + 2 * lane;
+      dst[0] = __floats2half2_rn(v[i].x * inv, v[i].y * inv);
+      dst[1] = __floats2half2_rn(v[i].z * inv, v[i].w * inv);
+      if (lane == 0) xsc[b] = qround::pow2(t);
+    }
+  }
+  __syncthreads();
+
+  // Consume side.
+  int c_j = 0, c_kb = kb0;
+  float acc_lo = 0.0f, acc_hi = 0.0f;
+  for (int u0 = 0; u0 < n_units; u0 += kTcStages) {
+#pragma unroll
+    for (int i = 0; i < kTcStages; ++i) {
+      if (u0 + i >= n_units) break;  // warp-uniform
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      const uint4* xq = reinterpret_cast<const uint4*>(xs + int64_t(c_kb) * kTcBlock + 16 * c);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4 xa = xq[8 * h], xb = xq[8 * h + 1];  // x at k 64h + 16c .. +15 (f16)
+        const uint32_t xw[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const uint32_t lo = word(st[i].w[h], m), hi = word(st[i].w[2 + h], m);
+          const uint32_t a[4] = {e4m3x2_h2(lo), e4m3x2_h2(hi), e4m3x2_h2(lo >> 16), e4m3x2_h2(hi >> 16)};
+          mma_f16(d, a, xw[2 * m], xw[2 * m + 1]);
+        }
+      }
+      const float sx = xsc[c_kb];
+      acc_lo = fmaf(d[0] * sx, e8m0_f(uint8_t(st[i].code_lo)), acc_lo);
+      acc_hi = fmaf(d[2] * sx, e8m0_f(uint8_t(st[i].code_hi)), acc_hi);
+      load(st[i]);  // the unit kTcStages ahead
+      if (++c_kb == kb1) {  // the tile's slice is done
+        const int64_t t = t_first + int64_t(c_j) * lanes_t;
+        if (ks_n == 1) {
+          if (c == 0) {
+            if (t * 16 + g < W.M) yp[t * 16 + g] = acc_lo;
+            if (t * 16 + g + 8 < W.M) yp[t * 16 + g + 8] = acc_hi;
+          }
+        } else if (c == 0) {
+          float* r = red + ((c_j * lanes_t + tw) * ks_n + ks) * 16;
+          r[g] = acc_lo;
+          r[g + 8] = acc_hi;
+        }
+        acc_lo = acc_hi = 0.0f;
+        c_kb = kb0;
+        ++c_j;
+      }
+    }
+  }
+  if (ks_n == 1) return;
+  __syncthreads();
+  const int64_t t0 = int64_t(blockIdx.x) * tiles_per_block;
+  for (int i = threadIdx.x; i < tiles_per_block * 16; i += blockDim.x) {
+    const int tl = i / 16, r = i % 16;
+    const int64_t m = (t0 + tl) * 16 + r;  // tile tl = j * lanes_t + (tile lane): j-th tile of that lane
+    if (m >= W.M) continue;
+    const float* p = red + int64_t(tl) * ks_n * 16 + r;
+    float s = p[0];
+    for (int k = 1; k < ks_n; ++k) s += p[k * 16];
+    yp[m] = s;
+  }
+}
+
+// The launch geometry of a call: k-slices, tiles per warp, blocks per job and shared memory.
+struct tc_shape {
+  int ks_n = 1, rt = 1;
+  unsigned blocks = 0;
+  size_t smem = 0;
+};
+
+int sms_of_device() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return sms;
+}
+
+// K split in up to 8 slices (at least one 128-block each); tiles per warp so that the jobs' blocks
+// come to about kTcBlocksPerSM per SM.
+constexpr size_t kTcMaxSmem = 48 * 1024;  // no opt-in
+
+tc_shape tc_shape_of(const mm_weights& W, unsigned jobs) {
+  tc_shape sh;
+  const int64_t nkb = W.K / kTcBlock;
+  while (sh.ks_n < kTcWarps && 2 * sh.ks_n <= nkb) sh.ks_n *= 2;
+  const int64_t n_tiles = (W.M + 15) / 16;
+  const int lanes_t = kTcWarps / sh.ks_n;
+  const int sms = sms_of_device();
+  const int64_t target = std::max<int64_t>(1, int64_t(std::max(sms, 1)) * kTcBlocksPerSM / int64_t(jobs));
+  const int64_t groups = (n_tiles + lanes_t - 1) / lanes_t;  // tile-lane groups of the job
+  sh.rt = int(std::max<int64_t>(1, (groups + target - 1) / target));
+  const int64_t per_block = int64_t(lanes_t) * sh.rt;
+  sh.blocks = unsigned((n_tiles + per_block - 1) / per_block);
+  sh.smem = size_t(W.K) * 2 + size_t(nkb) * 4 + (sh.ks_n > 1 ? size_t(per_block) * sh.ks_n * 16 * 4 : 0);
+  return sh;
+}
+
+std::atomic<long long> g_tc_calls{0};
+
+}  // namespace
+
+bool tc_decode_fits(const mm_weights& W, unsigned jobs) {
+  if (!W.scales || W.sb_k % kTcBlock != 0 || W.K % kTcBlock != 0 || W.K > (int64_t(1) << 24) || W.M == 0) return false;
+  if (W.M > (int64_t(1) << 34) || jobs == 0) return false;
+  return tc_shape_of(W, jobs).smem <= kTcMaxSmem;
+}
+
+bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
+  if (rd.mode != 0 || rd.N != 1 || !tc_decode_fits(W, jobs)) return false;
+  const tc_shape sh = tc_shape_of(W, jobs);
+  launch(tc_decode_kernel, dim3(sh.blocks, jobs), kTcWarps * 32, sh.smem, s, W, rd, sh.ks_n, sh.rt);
+  g_tc_calls.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Test hook (tests/cuda/test_cuda_matmul.cpp; not part of the backend's API): launches so far.
+long long matmul_tc_decode_calls() { return g_tc_calls.load(std::memory_order_relaxed); }
+
+}  // namespace v4::cuda
