@@ -293,6 +293,10 @@ bool launch_tcv(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd
 // ring_wanted: whether the ring should take the call (where it measured faster; V4_CUDA_RING and a
 // test hook override). launch_ring: false (nothing launched) when the call does not fit (K, scale
 // alignment, shared memory, a GPU below sm_90). pdl: launch with the PDL attribute.
+// Blocks of `kernel` (`threads` per block, `smem` bytes of dynamic shared memory) resident per SM
+// of device `dev`, cached per (kernel, dev, threads, smem); above 48 KiB the kernel's limit is
+// raised to max_smem first (smem above max_smem: 0). 0 when it cannot run (the error cleared).
+int resident_blocks(const void* kernel, int threads, size_t smem, int dev, size_t max_smem);
 bool ring_wanted(dtype wt, const mm_weights& W, const mm_rows& rd);
 bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl);
 

@@ -648,32 +648,8 @@ bool launch_with_pdl(const mm_rows& rd) {
 }
 constexpr size_t kG1MaxSmem = 200 * 1024;  // opt-in dynamic shared memory (sm_90: up to 227 KiB)
 
-// Blocks of `kernel` resident per SM with `smem` bytes (opting in above 48 KiB), cached per
-// (kernel, device, size); 0 when it cannot run.
 int g1_occupancy(const void* kernel, size_t smem, int dev) {
-  struct entry {
-    const void* kernel;
-    int dev;
-    size_t smem;
-    int blocks;
-  };
-  static std::mutex mu;
-  static std::vector<entry> seen;
-  std::lock_guard<std::mutex> lock(mu);
-  for (const entry& e : seen)
-    if (e.kernel == kernel && e.dev == dev && e.smem == smem) return e.blocks;
-  int blocks = 0;
-  if (smem > 48 * 1024 &&
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kG1MaxSmem)) != cudaSuccess)
-    blocks = -1;
-  if (blocks == 0 && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kG1Warps * 32, smem) != cudaSuccess)
-    blocks = -1;
-  if (blocks < 0) {
-    cudaGetLastError();  // not sticky; the caller falls back to the gemv
-    blocks = 0;
-  }
-  seen.push_back({kernel, dev, smem, blocks});
-  return blocks;
+  return resident_blocks(kernel, kG1Warps * 32, smem, dev, kG1MaxSmem);
 }
 
 // Launches gemv1 for one-row jobs; false (nothing launched) when it does not fit.
@@ -1215,6 +1191,35 @@ bool launch_matmul_id(cudaStream_t s, tensor* dst, std::string* error) {
   // over however many rows each expert really has.
   const bool use_mma = n_pairs > 16 * int64_t(P);
   return run(s, dst, W, rd, unsigned(P), n_pairs, n_tok, use_mma, "matmul_id", error);
+}
+
+// Blocks of `kernel` resident per SM (matmul.cuh), cached: the first query of a (kernel, device,
+// threads, smem) asks the runtime, later ones read the table.
+int resident_blocks(const void* kernel, int threads, size_t smem, int dev, size_t max_smem) {
+  struct entry {
+    const void* kernel;
+    int dev, threads;
+    size_t smem;
+    int blocks;
+  };
+  static std::mutex mu;
+  static std::vector<entry> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const entry& e : seen)
+    if (e.kernel == kernel && e.dev == dev && e.threads == threads && e.smem == smem) return e.blocks;
+  int blocks = 0;
+  if (smem > max_smem) blocks = -1;
+  if (blocks == 0 && smem > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem)) != cudaSuccess)
+    blocks = -1;
+  if (blocks == 0 && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) != cudaSuccess)
+    blocks = -1;
+  if (blocks < 0) {
+    cudaGetLastError();  // not sticky; the caller falls back to another kernel
+    blocks = 0;
+  }
+  seen.push_back({kernel, dev, threads, smem, blocks});
+  return blocks;
 }
 
 }  // namespace v4::cuda

@@ -292,33 +292,6 @@ device_info current_device() {
   return d;
 }
 
-// Whether one block of the kernel can be resident with `smem` bytes of dynamic shared memory,
-// cached per (kernel, device, size); the first call per (kernel, device) raises the kernel's limit
-// to the device's opt-in maximum.
-bool ring_ready(const void* kernel, const device_info& d, size_t smem) {
-  struct entry {
-    const void* kernel;
-    int dev;
-    size_t smem;
-    bool ok;
-  };
-  static std::mutex mu;
-  static std::vector<entry> seen;
-  std::lock_guard<std::mutex> lock(mu);
-  bool raised = false;
-  for (const entry& e : seen) {
-    if (e.kernel == kernel && e.dev == d.dev && e.smem == smem) return e.ok;
-    if (e.kernel == kernel && e.dev == d.dev) raised = true;
-  }
-  bool ok = raised || cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, d.optin) == cudaSuccess;
-  int blocks = 0;
-  if (ok && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kRingWarps * 32, smem) != cudaSuccess)
-    ok = false;
-  if (!ok) cudaGetLastError();  // not sticky; the caller falls back to the other kernels
-  ok = ok && blocks >= 1;
-  seen.push_back({kernel, d.dev, smem, ok});
-  return ok;
-}
 
 // The cut of a call (false: the ring does not take it). Team size: the wg in {1, 2, 4, 8} (at most
 // the tiles per row) that gives the busiest warp the fewest tiles, the smallest on ties (fewer
@@ -374,7 +347,8 @@ bool ring_launch(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& r
   const size_t smem = size_t(kRingHeader) + size_t(pl.x_pieces) * 16 +
                       size_t(kRingWarps) * size_t(pl.stages) * size_t(pl.stage_bytes);
   const auto kernel = gemv_ring_kernel<WT>;
-  if (!ring_ready(reinterpret_cast<const void*>(kernel), d, smem)) return false;
+  if (resident_blocks(reinterpret_cast<const void*>(kernel), kRingWarps * 32, smem, d.dev, size_t(d.optin)) < 1)
+    return false;
   const dim3 grid(per_job, jobs);
   if (pdl) launch(kernel, grid, kRingWarps * 32, smem, s, W, rd, pl);
   else kernel<<<grid, kRingWarps * 32, smem, s>>>(W, rd, pl);  // starts after the previous kernel
