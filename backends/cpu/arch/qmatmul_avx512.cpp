@@ -147,7 +147,6 @@ inline __m512 bf16_odd(__m512i v) { return _mm512_castsi512_ps(_mm512_and_si512(
 // nibbles; vpermw reads the low 5 bits of each word (the table repeats, so bit 4 does not matter).
 struct mxfp4_dec {
   static constexpr bool kFp8 = false, kScaled = true, kHasMin = false;
-  static constexpr bool kReadOrderPf = true;  // one x row: prefetch in read order (decode_tile)
   static constexpr int kChunk = 128, kVecs = 4, kGroups = 1, kSub = 32;
   static constexpr int elem(int v, int i) { return 4 * i + v; }
   static constexpr int spread(int, int j) { return j / 4; }
@@ -167,7 +166,6 @@ struct mxfp4_dec {
 // or-ed in, then interleaved within 128-bit lanes.
 struct fp8_dec {
   static constexpr bool kFp8 = true, kScaled = true, kHasMin = false;
-  static constexpr bool kReadOrderPf = false;  // (whole rows ahead: see decode_tile)
   static constexpr int kChunk = 64, kVecs = 2, kGroups = 1, kSub = 32;
   static constexpr int elem(int v, int i) { return 16 * (i / 8) + 8 * v + i % 8; }
   static constexpr int spread(int, int j) { return j / 8; }
@@ -189,7 +187,7 @@ struct fp8_dec {
 // q8_0: two blocks of 32 int8 (f32 via vpmovsxbd + vcvtdq2ps, exact), packed so that words 0-15
 // of each vector come from the first block and 16-31 from the second.
 struct q8_0_dec {
-  static constexpr bool kFp8 = false, kScaled = false, kHasMin = false, kReadOrderPf = false;
+  static constexpr bool kFp8 = false, kScaled = false, kHasMin = false;
   static constexpr int kChunk = 64, kVecs = 2, kGroups = 1, kSub = 32;
   static constexpr int elem(int v, int i) { return (i < 16 ? 0 : 32) + 16 * v + i % 16; }
   static constexpr int spread(int, int j) { return j / 8; }
@@ -223,7 +221,7 @@ struct q8_0_dec {
 // q4_k: 64 elements = 32 code bytes: low nibbles are elements 0-31, high nibbles 32-63 (natural
 // order, one 32-sub-block per vector).
 struct q4_k_dec {
-  static constexpr bool kFp8 = false, kScaled = false, kHasMin = true, kReadOrderPf = false;
+  static constexpr bool kFp8 = false, kScaled = false, kHasMin = true;
   static constexpr int kChunk = 64, kVecs = 2, kGroups = 2, kSub = 32;
   static constexpr int elem(int v, int i) { return 32 * v + i; }
   static constexpr int spread(int g, int) { return g; }
@@ -251,7 +249,7 @@ struct q4_k_dec {
 // q2_k, q3_k: 128 elements = 32 bytes of 2-bit planes (vector t = bits 2t..2t+1: elements
 // 32t .. 32t+31), q3_k with its high bit from hmask; 16-element sub-blocks (lanes 0-7, 8-15).
 struct q2_k_dec {
-  static constexpr bool kFp8 = false, kScaled = false, kHasMin = true, kReadOrderPf = false;
+  static constexpr bool kFp8 = false, kScaled = false, kHasMin = true;
   static constexpr int kChunk = 128, kVecs = 4, kGroups = 4, kSub = 16;
   static constexpr int elem(int v, int i) { return 32 * v + i; }
   static constexpr int spread(int g, int j) { return 2 * g + j / 8; }
@@ -279,7 +277,7 @@ struct q2_k_dec {
   }
 };
 struct q3_k_dec {
-  static constexpr bool kFp8 = false, kScaled = false, kHasMin = false, kReadOrderPf = false;
+  static constexpr bool kFp8 = false, kScaled = false, kHasMin = false;
   static constexpr int kChunk = 128, kVecs = 4, kGroups = 4, kSub = 16;
   static constexpr int elem(int v, int i) { return 32 * v + i; }
   static constexpr int spread(int g, int j) { return 2 * g + j / 8; }
@@ -411,9 +409,6 @@ constexpr int64_t kChunkBytes = 262144;  // weight bytes per chunk of rows a thr
 // Zen 4, with T0 2 KiB ahead 68-87%. Then (1 thread, thread CPU time, T2, K = 16384 segmented):
 // 1 row (8 KiB) 17.1 GB/s, 2 rows 18.5, 4 rows 16.5; K = 4096: 2 to 32 KiB all 16-18 GB/s.
 constexpr int64_t kPrefetchBytes = 16384;
-// ... in read order (kReadOrderPf, one x row: decode_tile), as the int8 kernels of
-// qmatmul_vnni_avx512.cpp do.
-constexpr int64_t kPrefetchBytes1 = 8192;
 // Two weight rows per pass from this many x rows on (Zen 4, M = K = 4096, 2 threads: mxfp4 N = 4
 // 202 vs 166 GFLOP/s, N = 8 175 vs 146; fp8 N = 4 153 vs 114, N = 8 193 vs 147; N = 2, 3 within
 // the noise; N = 1: 5% faster from cache but 7-8 points less of the DRAM rate).
@@ -552,8 +547,8 @@ inline const uint8_t* codes_of(const mm_problem& p, int64_t m) {
 template <class D, int R, int GROUP>
 void dot_rows(const mm_problem& p, const plan& pl, const D& dec, const uint16_t* xb, int64_t xs, const float* xsum,
               int64_t m, int64_t r0, int64_t n0, int64_t nn, float* sf, float* mf, __m512* acc, int64_t ks0,
-              int64_t ks1, int64_t pf) {
-  const int64_t cols = pl.cols, ss = pl.ss;
+              int64_t ks1) {
+  const int64_t cols = pl.cols, ss = pl.ss, pf = R == 1 ? pl.pf1 : pl.pf2;
   const int64_t kb = nn <= kMaxC ? p.K : pl.kb;
   const uint8_t* w[R];
   const float* sfr[R];
@@ -618,34 +613,14 @@ void decode_tile(const mm_problem& p, const plan& pl, const D& dec, const uint16
   // K in segments, each swept over all the tile's rows, so the weights streaming through L1 do
   // not evict x (from L2 the x loads, 4x the weight bytes for mxfp4, were the limit).
   const int64_t kseg = nn <= kMaxC ? max64(pl.kx_unit, kXL1Bytes / 2 / nn / pl.kx_unit * pl.kx_unit) : p.K;
-  // Weight prefetch. The rows are read segment-major within the tile (segment 0 of every row,
-  // then segment 1, ...). Decoders with kReadOrderPf and one x row prefetch dv row segments
-  // (>= kPrefetchBytes1) ahead in that order, into the next segments and the next tile (assumed
-  // kTile rows further): whole rows ahead at the same offset never fetched the first rows of a
-  // later segment and fetched the next tile's rows, which another thread may be reading. The
-  // others prefetch whole rows (>= kPrefetchBytes) ahead at the same offset (fp8 N = 1 measured
-  // no better in read order: docs/KERNELS.md).
-  const bool read_order = D::kReadOrderPf && nn == 1;
-  const int64_t stride = int64_t(p.w_stride), nseg = div_up(p.K, kseg);
-  const int64_t seg_bytes = max64(1, D::bytes(min64(kseg, p.K)) - D::bytes(0));
-  read_ahead ahead(rows, nseg, max64(1, div_up(kPrefetchBytes1, seg_bytes)));
-  const auto seg_start = [&](int64_t j) { return D::bytes(j * kseg); };
-  for (int64_t ks0 = 0, s = 0; ks0 < p.K; ks0 += kseg, ++s) {
+  for (int64_t ks0 = 0; ks0 < p.K; ks0 += kseg) {
     const int64_t ks1 = min64(p.K, ks0 + kseg);
     int64_t r = 0;
     // Two weight rows per pass share the x loads once there are several x rows; one row at a time
     // otherwise (one sequential stream: DRAM-bound shapes read best that way).
     if (nn >= kTwoRowsMinN)
-      for (; r + 2 <= rows; r += 2)
-        dot_rows<D, 2, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc, ks0, ks1, pl.pf2);
-    for (; r < rows; ++r) {
-      int64_t pf = pl.pf1;
-      if (read_order) {  // (stepped once per row, in the order read)
-        pf = ahead.offset(r, s, kTile, stride, seg_start);
-        ahead.next();
-      }
-      dot_rows<D, 1, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc, ks0, ks1, pf);
-    }
+      for (; r + 2 <= rows; r += 2) dot_rows<D, 2, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc, ks0, ks1);
+    for (; r < rows; ++r) dot_rows<D, 1, GROUP>(p, pl, dec, xb, xs, xsum, m0 + r, r, n0, nn, sf, mf, acc, ks0, ks1);
   }
   const __mmask16 mk = first_lanes(rows);
   for (int64_t n = 0; n < nn; ++n) {
