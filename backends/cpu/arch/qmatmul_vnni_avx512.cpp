@@ -27,8 +27,9 @@
 //    per sub-block, the 3-bit codes by two bit-blends and five GF2P8AFFINEQB for the 4 vectors
 //    (GFNI; shift, vptestmb and masked add without it), the 6-bit scales unpacked and the f16
 //    super-scale converted in general-purpose registers (pdep; the broadcast by a load); q2_k:
-//    one row per pass, 2-bit planes by one GF2P8AFFINEQB each (shift + mask without GFNI, and
-//    with several x rows). On Zen 4 vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32
+//    one row per pass, 2-bit plane 0 by a mask and planes 1-3 by one GF2P8AFFINEQB each (shift +
+//    mask without GFNI, and with several x rows), the f16 (d, dmin) converted to f32 ahead of
+//    the loop, 32 super-blocks at a time, and broadcast from memory by the multiplies. On Zen 4 vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32
 //    multiplies share one pipe (one zmm instruction of them per cycle), and every zmm
 //    instruction takes two of the four vector pipes: instruction count and that pipe bound the
 //    loop. Structure of qmatmul_avx512.cpp's decode path: 16-row tiles handed out dynamically,
@@ -454,7 +455,10 @@ inline __m512i spread_index(int v) {
 // below one row at a time in 3 of 4 interleaved runs, so it stays at one). The 4 vectors' int32 sums are added per
 // 16-element sub-block (exact) before the convert: 1 convert + 1 FMA by (d sc_j dx_j) per
 // super-block instead of 4 + 4 and 4 spreads of the scales (from cache q3_k 17.3 -> 17.6, q2_k
-// 16.2 -> 16.6 GB/s), the per-sub-block values kept in that "sigma" lane order.
+// 16.2 -> 16.6 GB/s), the per-sub-block values kept in that "sigma" lane order. q2_k's (d, dmin)
+// come from a small f32 buffer filled ahead (kSuperPre; no vpermps / vbroadcastss per super-block
+// in the loop: in a stand-alone copy of the loop 17.75 -> 18.55 GB/s from cache, 1 thread; the
+// same f32 values and operations, so the same results).
 template <class D, int R>
 inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf, const char* xr, int64_t k0, int64_t k1,
                        int64_t K, __m512* accm) {
