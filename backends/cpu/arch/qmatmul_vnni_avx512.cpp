@@ -260,8 +260,8 @@ struct q2_k_dec {
     const __m512i w = _mm512_loadu_si512(reinterpret_cast<const quant::block_q2_k*>(blk)->qs);
     for (int t = 0; t < 4; ++t) v[t] = plane2<false>(w, t);
   }
-  // One x row (dot_reduce): GF2P8AFFINEQB where there is GFNI, but plane 0 by a mask alone
-  // (off the multiply pipe: from cache, 1 thread, ~+2% in a stand-alone copy of the loop).
+  // One x row (dot_reduce): GF2P8AFFINEQB where there is GFNI, but plane 0 by a mask alone (off
+  // the multiply pipe; within the noise in a stand-alone copy of the loop: docs/KERNELS.md).
   inline void decode_one(const uint8_t* blk, __m512i* v) const {
     const __m512i w = _mm512_loadu_si512(reinterpret_cast<const quant::block_q2_k*>(blk)->qs);
     v[0] = _mm512_and_si512(w, _mm512_set1_epi8(3));
