@@ -731,12 +731,12 @@ TEST_P(QmatmulVariant, KQuantSpecialSuperScales) {
   }
 }
 
-// One x row over K segments longer than 32 super-blocks (K = 8448: 33, K = 10240: 40, each one
-// segment): the int8 q2_k decode converts the super-scales 32 super-blocks at a time ahead of
-// the loop, so these take a second, partial batch. Special and random super-scales.
+// One x row over long K segments (K = 8448: 33 super-blocks, K = 9984: 39, each one segment):
+// the int8 q2_k decode converts the super-scales a few super-blocks at a time ahead of the loop
+// (8), so these end in a partial batch. Special and random super-scales.
 TEST_P(QmatmulVariant, KQuantOneRowLongSegments) {
   uint32_t seed = 9500;
-  const shape shapes[] = {{37, 1, 8448}, {18, 1, 10240}};
+  const shape shapes[] = {{37, 1, 8448}, {18, 1, 9984}};
   for (dtype t : {dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
     if (!v_->supports(t, 1, 1, 1)) continue;
     for (const shape& s : shapes)

@@ -28,13 +28,14 @@
 //    (GFNI; shift, vptestmb and masked add without it), the 6-bit scales unpacked and the f16
 //    super-scale converted in general-purpose registers (pdep; the broadcast by a load); q2_k:
 //    one row per pass, 2-bit plane 0 by a mask and planes 1-3 by one GF2P8AFFINEQB each (shift +
-//    mask without GFNI, and with several x rows), the f16 (d, dmin) converted to f32 ahead of
-//    the loop, 32 super-blocks at a time, and broadcast from memory by the multiplies. On Zen 4 vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32
-//    multiplies share one pipe (one zmm instruction of them per cycle), and every zmm
-//    instruction takes two of the four vector pipes: instruction count and that pipe bound the
-//    loop. Structure of qmatmul_avx512.cpp's decode path: 16-row tiles handed out dynamically,
-//    x kept in L1 by K segments, prefetcht2 of the weight stream a few row segments ahead in
-//    the order they are read, the 16 rows' sums reduced together.
+//    mask without GFNI, and with several x rows), the f16 (d, dmin) converted to f32 a few
+//    super-blocks ahead (8 at a time) and broadcast from memory by the multiplies. On Zen 4
+//    vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32 multiplies share one pipe (one zmm
+//    instruction of them per cycle), and every zmm instruction takes two of the four vector
+//    pipes: that pipe and the zmm instruction count bound the loop (docs/KERNELS.md).
+//    Structure of qmatmul_avx512.cpp's decode path: 16-row tiles handed out dynamically, x
+//    kept in L1 by K segments, prefetcht2 of the weight stream a few row segments ahead in the
+//    order they are read, the 16 rows' sums reduced together.
 //  * panel path (prefill, the other N): 16 weight rows decoded into a panel [k/4][16][4] of int8
 //    values w' (q8_0 codes, q4_k codes, q2_k sc*q, q3_k -(sc-32)(q-4): the 16-element sub-block
 //    scales of q2_k/q3_k folded in, exact and inside int8), with per 32-block and row: -128 * sum
@@ -457,8 +458,8 @@ inline __m512i spread_index(int v) {
 // super-block instead of 4 + 4 and 4 spreads of the scales (from cache q3_k 17.3 -> 17.6, q2_k
 // 16.2 -> 16.6 GB/s), the per-sub-block values kept in that "sigma" lane order. q2_k's (d, dmin)
 // come from a small f32 buffer filled ahead (kSuperPre; no vpermps / vbroadcastss per super-block
-// in the loop: in a stand-alone copy of the loop 17.75 -> 18.55 GB/s from cache, 1 thread; the
-// same f32 values and operations, so the same results).
+// in the loop; `v4 bench --hot`, 1 thread: 16.3 -> 17.9 GB/s; batches of 32 measured 17.0 and
+// slower than before from DRAM; the same f32 values and operations, so the same results).
 template <class D, int R>
 inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf, const char* xr, int64_t k0, int64_t k1,
                        int64_t K, __m512* accm) {
@@ -474,7 +475,7 @@ inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf,
   const char* rec = xr + k0 / D::kChunk * chunk_bytes<D>();
   // kSuperPre: the super-blocks' f16 (d, dmin) as f32 pairs, converted kPre super-blocks at a
   // time ahead of the loop over them (which broadcasts them from memory).
-  constexpr int64_t kPre = 32;
+  constexpr int64_t kPre = 8;
   alignas(64) float dd[R][D::kSuperPre ? 2 * kPre : 1];
   int64_t i = kPre;  // the super-block's pair in dd
   for (int64_t k = k0; k < k1; k += D::kChunk, rec += chunk_bytes<D>(), ++i) {
