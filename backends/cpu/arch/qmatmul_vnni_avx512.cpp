@@ -277,7 +277,7 @@ struct q2_k_dec {
   }
   // One x row (dot_reduce): the same values, with (d, dmin) already converted to f32 (dd[0],
   // dd[1], by super_scales ahead of the loop) and broadcast from memory by the multiplies: no
-  // vector shuffles for them in the loop (from cache, 1 thread: ~+5%, see dot_reduce).
+  // vector shuffles for them in the loop (from cache, 1 thread: ~+10%, see dot_reduce).
   static void super_scales(const uint8_t* blk, float* dd) {
     _mm_storel_pi(reinterpret_cast<__m64*>(dd), f16_pair(&reinterpret_cast<const quant::block_q2_k*>(blk)->d));
   }
