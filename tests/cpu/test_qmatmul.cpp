@@ -731,6 +731,25 @@ TEST_P(QmatmulVariant, KQuantSpecialSuperScales) {
   }
 }
 
+// One x row over long K segments (K = 8448: 33 super-blocks, K = 9984: 39, each one segment):
+// the int8 q2_k decode converts the super-scales a few super-blocks at a time ahead of the loop
+// (8), so these end in a partial batch. Special and random super-scales.
+TEST_P(QmatmulVariant, KQuantOneRowLongSegments) {
+  uint32_t seed = 9500;
+  const shape shapes[] = {{37, 1, 8448}, {18, 1, 9984}};
+  for (dtype t : {dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
+    if (!v_->supports(t, 1, 1, 1)) continue;
+    for (const shape& s : shapes)
+      for (data_kind kind : {data_kind::special_d, data_kind::random}) {
+        test_case tc(t, s.M, s.N, s.K, {}, (seed & 1) ? strided(t) : kPacked, kind, seed);
+        ++seed;
+        const check_result r = run_and_check(*v_, tc, 2);
+        ASSERT_TRUE(r.ok()) << describe(*v_, tc, kind == data_kind::special_d ? "special d" : "random") << ": " << r.bad
+                            << " bad, first " << r.first;
+      }
+  }
+}
+
 // ---- the checker itself can fail ------------------------------------------------------------
 // The int8 contract is tight enough to see a real bug: one 32-block left out of one output, or one
 // block's scale doubled, fails (here at K = 4096, the longest sum, so the weakest check).

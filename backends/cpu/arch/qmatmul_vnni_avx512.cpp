@@ -27,13 +27,15 @@
 //    per sub-block, the 3-bit codes by two bit-blends and five GF2P8AFFINEQB for the 4 vectors
 //    (GFNI; shift, vptestmb and masked add without it), the 6-bit scales unpacked and the f16
 //    super-scale converted in general-purpose registers (pdep; the broadcast by a load); q2_k:
-//    one row per pass, 2-bit planes by one GF2P8AFFINEQB each (shift + mask without GFNI, and
-//    with several x rows). On Zen 4 vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32
-//    multiplies share one pipe (one zmm instruction of them per cycle), and every zmm
-//    instruction takes two of the four vector pipes: instruction count and that pipe bound the
-//    loop. Structure of qmatmul_avx512.cpp's decode path: 16-row tiles handed out dynamically,
-//    x kept in L1 by K segments, prefetcht2 of the weight stream a few row segments ahead in
-//    the order they are read, the 16 rows' sums reduced together.
+//    one row per pass, 2-bit plane 0 by a mask and planes 1-3 by one GF2P8AFFINEQB each (shift +
+//    mask without GFNI, and with several x rows), the f16 (d, dmin) converted to f32 a few
+//    super-blocks ahead (8 at a time) and broadcast from memory by the multiplies. On Zen 4
+//    vpdpbusd, GF2P8AFFINEQB, vptestmb, vpmaddwd and the f32 multiplies share one pipe (one zmm
+//    instruction of them per cycle), and every zmm instruction takes two of the four vector
+//    pipes: that pipe and the zmm instruction count bound the loop (docs/KERNELS.md).
+//    Structure of qmatmul_avx512.cpp's decode path: 16-row tiles handed out dynamically, x
+//    kept in L1 by K segments, prefetcht2 of the weight stream a few row segments ahead in the
+//    order they are read, the 16 rows' sums reduced together.
 //  * panel path (prefill, the other N): 16 weight rows decoded into a panel [k/4][16][4] of int8
 //    values w' (q8_0 codes, q4_k codes, q2_k sc*q, q3_k -(sc-32)(q-4): the 16-element sub-block
 //    scales of q2_k/q3_k folded in, exact and inside int8), with per 32-block and row: -128 * sum
@@ -248,6 +250,7 @@ struct q2_k_dec {
   static constexpr int kChunk = 256, kVecs = 4, kSub = 16, kOff = 0;
   static constexpr bool kHasMin = true;
   static constexpr bool kPairs = false;  // dot_reduce one row at a time (see decode_tile)
+  static constexpr bool kSuperPre = true;  // dot_reduce converts (d, dmin) ahead (super_scales)
   static constexpr size_t kBlock = sizeof(quant::block_q2_k);
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * h + 32 * v; }
@@ -258,10 +261,12 @@ struct q2_k_dec {
     const __m512i w = _mm512_loadu_si512(reinterpret_cast<const quant::block_q2_k*>(blk)->qs);
     for (int t = 0; t < 4; ++t) v[t] = plane2<false>(w, t);
   }
-  // One x row (dot_reduce): GF2P8AFFINEQB where there is GFNI.
+  // One x row (dot_reduce): GF2P8AFFINEQB where there is GFNI, but plane 0 by a mask alone (off
+  // the multiply pipe; within the noise in a stand-alone copy of the loop: docs/KERNELS.md).
   inline void decode_one(const uint8_t* blk, __m512i* v) const {
     const __m512i w = _mm512_loadu_si512(reinterpret_cast<const quant::block_q2_k*>(blk)->qs);
-    for (int t = 0; t < 4; ++t) v[t] = plane2<kGfni>(w, t);
+    v[0] = _mm512_and_si512(w, _mm512_set1_epi8(3));
+    for (int t = 1; t < 4; ++t) v[t] = plane2<kGfni>(w, t);
   }
   inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512* mn) const {
     const auto* b = reinterpret_cast<const quant::block_q2_k*>(blk);
@@ -270,12 +275,25 @@ struct q2_k_dec {
     *mn = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)), _mm512_permutexvar_ps(_mm512_set1_epi32(1), dd));
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(15))), _mm512_broadcastss_ps(_mm512_castps512_ps128(dd)));
   }
+  // One x row (dot_reduce): the same values, with (d, dmin) already converted to f32 (dd[0],
+  // dd[1], by super_scales ahead of the loop) and broadcast from memory by the multiplies: no
+  // vector shuffles for them in the loop (from cache, 1 thread: ~+10%, see dot_reduce).
+  static void super_scales(const uint8_t* blk, float* dd) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(dd), f16_pair(&reinterpret_cast<const quant::block_q2_k*>(blk)->d));
+  }
+  inline __m512 scales_one(const uint8_t* blk, const float* dd, __m512* mn) const {
+    const auto* b = reinterpret_cast<const quant::block_q2_k*>(blk);
+    const __m512i sc = _mm512_cvtepu8_epi32(to_sigma(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales))));
+    *mn = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)), _mm512_set1_ps(dd[1]));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(15))), _mm512_set1_ps(dd[0]));
+  }
 };
 template <bool kGfni>
 struct q3_k_dec {
   static constexpr int kChunk = 256, kVecs = 4, kSub = 16, kOff = 4;
   static constexpr bool kHasMin = false;
   static constexpr bool kPairs = true;  // dot_reduce two rows at a time (see decode_tile)
+  static constexpr bool kSuperPre = false;
   static constexpr size_t kBlock = sizeof(quant::block_q3_k);
   static constexpr int64_t kWBytes = kBlock;
   static constexpr int run(int v, int h) { return 128 * h + 32 * v; }
@@ -314,6 +332,8 @@ struct q3_k_dec {
     }
   }
   inline void decode_one(const uint8_t* blk, __m512i* v) const { decode(blk, 0, 0, v); }
+  static void super_scales(const uint8_t*, float*) {}  // (its d goes through f16_bcast_gpr)
+  inline __m512 scales_one(const uint8_t* blk, const float*, __m512* mn) const { return scales(blk, 0, 0, mn); }
   inline __m512 scales(const uint8_t* blk, int64_t k, int64_t, __m512*) const {
     const auto* b = reinterpret_cast<const quant::block_q3_k*>(blk);
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(to_sigma(scales6_minus32(b->scales)))), f16_bcast_gpr(&b->d));
@@ -436,7 +456,10 @@ inline __m512i spread_index(int v) {
 // below one row at a time in 3 of 4 interleaved runs, so it stays at one). The 4 vectors' int32 sums are added per
 // 16-element sub-block (exact) before the convert: 1 convert + 1 FMA by (d sc_j dx_j) per
 // super-block instead of 4 + 4 and 4 spreads of the scales (from cache q3_k 17.3 -> 17.6, q2_k
-// 16.2 -> 16.6 GB/s), the per-sub-block values kept in that "sigma" lane order.
+// 16.2 -> 16.6 GB/s), the per-sub-block values kept in that "sigma" lane order. q2_k's (d, dmin)
+// come from a small f32 buffer filled ahead (kSuperPre; no vpermps / vbroadcastss per super-block
+// in the loop; `v4 bench --hot`, 1 thread: 16.3 -> 17.9 GB/s; batches of 32 measured 17.0 and
+// slower than before from DRAM; the same f32 values and operations, so the same results).
 template <class D, int R>
 inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf, const char* xr, int64_t k0, int64_t k1,
                        int64_t K, __m512* accm) {
@@ -450,7 +473,20 @@ inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf,
     blk[r] = w[r] + k0 / D::kChunk * D::kWBytes;
   }
   const char* rec = xr + k0 / D::kChunk * chunk_bytes<D>();
-  for (int64_t k = k0; k < k1; k += D::kChunk, rec += chunk_bytes<D>()) {
+  // kSuperPre: the super-blocks' f16 (d, dmin) as f32 pairs, converted kPre super-blocks at a
+  // time ahead of the loop over them (which broadcasts them from memory).
+  constexpr int64_t kPre = 8;
+  alignas(64) float dd[R][D::kSuperPre ? 2 * kPre : 1];
+  int64_t i = kPre;  // the super-block's pair in dd
+  for (int64_t k = k0; k < k1; k += D::kChunk, rec += chunk_bytes<D>(), ++i) {
+    if constexpr (D::kSuperPre) {
+      if (i == kPre) {
+        const int64_t n = min64(kPre, (k1 - k) / D::kChunk);
+        for (int r = 0; r < R; ++r)
+          for (int64_t j = 0; j < n; ++j) D::super_scales(blk[r] + j * D::kWBytes, dd[r] + 2 * j);
+        i = 0;
+      }
+    }
     __m512i x[4];
     for (int v = 0; v < 4; ++v) x[v] = _mm512_load_si512(rec + v * vec_bytes<D>());
     const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(rec + kE));
@@ -460,7 +496,7 @@ inline void dot_reduce(const D& dec, const uint8_t* const* w, const int64_t* pf,
       __m512i cv[4];
       dec.decode_one(blk[r], cv);
       __m512 mn = _mm512_setzero_ps();
-      const __m512 sv = _mm512_mul_ps(dec.scales(blk[r], k, K, &mn), dx);
+      const __m512 sv = _mm512_mul_ps(dec.scales_one(blk[r], D::kSuperPre ? dd[r] + 2 * i : nullptr, &mn), dx);
       __m512i pr[4];
       for (int v = 0; v < 4; ++v) pr[v] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv[v], x[v]);
       // per 128-bit lane: [p0 0+2, p1 0+2, p0 1+3, p1 1+3], the same for p2, p3
