@@ -531,6 +531,20 @@ class QmatmulVariant : public ::testing::TestWithParam<int> {
     if (!isa_available(v_->level) || !v_->available())
       GTEST_SKIP() << v_->name << ": this host cannot run it (" << features_string() << ")";
   }
+  // q4_k, q3_k and q2_k at each shape, with special and random super-scales, seeds from `seed`.
+  void check_kquant_shapes(std::initializer_list<shape> shapes, uint32_t seed) {
+    for (dtype t : {dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
+      if (!v_->supports(t, 1, 1, 1)) continue;
+      for (const shape& s : shapes)
+        for (data_kind kind : {data_kind::special_d, data_kind::random}) {
+          test_case tc(t, s.M, s.N, s.K, {}, (seed & 1) ? strided(t) : kPacked, kind, seed);
+          ++seed;
+          const check_result r = run_and_check(*v_, tc, 2);
+          ASSERT_TRUE(r.ok()) << describe(*v_, tc, kind == data_kind::special_d ? "special d" : "random") << ": "
+                              << r.bad << " bad, first " << r.first;
+        }
+    }
+  }
   const mm_variant* v_ = nullptr;
 };
 
@@ -716,39 +730,13 @@ TEST_P(QmatmulVariant, Int8XShapesAndSpecialInputs) {
 // one-x-row decode (two weight rows per pass and an odd one: M = 37; K = 16384: several K
 // segments, whose prefetch follows the read order), a few x rows, and the panels.
 TEST_P(QmatmulVariant, KQuantSpecialSuperScales) {
-  uint32_t seed = 9000;
-  const shape shapes[] = {{37, 1, 512}, {37, 1, 16384}, {33, 3, 768}, {40, 20, 512}};
-  for (dtype t : {dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
-    if (!v_->supports(t, 1, 1, 1)) continue;
-    for (const shape& s : shapes)
-      for (data_kind kind : {data_kind::special_d, data_kind::random}) {
-        test_case tc(t, s.M, s.N, s.K, {}, (seed & 1) ? strided(t) : kPacked, kind, seed);
-        ++seed;
-        const check_result r = run_and_check(*v_, tc, 2);
-        ASSERT_TRUE(r.ok()) << describe(*v_, tc, kind == data_kind::special_d ? "special d" : "random") << ": " << r.bad
-                            << " bad, first " << r.first;
-      }
-  }
+  check_kquant_shapes({{37, 1, 512}, {37, 1, 16384}, {33, 3, 768}, {40, 20, 512}}, 9000);
 }
 
 // One x row over long K segments (K = 8448: 33 super-blocks, K = 9984: 39, each one segment):
 // the int8 q2_k decode converts the super-scales a few super-blocks at a time ahead of the loop
 // (8), so these end in a partial batch. Special and random super-scales.
-TEST_P(QmatmulVariant, KQuantOneRowLongSegments) {
-  uint32_t seed = 9500;
-  const shape shapes[] = {{37, 1, 8448}, {18, 1, 9984}};
-  for (dtype t : {dtype::q4_k, dtype::q3_k, dtype::q2_k}) {
-    if (!v_->supports(t, 1, 1, 1)) continue;
-    for (const shape& s : shapes)
-      for (data_kind kind : {data_kind::special_d, data_kind::random}) {
-        test_case tc(t, s.M, s.N, s.K, {}, (seed & 1) ? strided(t) : kPacked, kind, seed);
-        ++seed;
-        const check_result r = run_and_check(*v_, tc, 2);
-        ASSERT_TRUE(r.ok()) << describe(*v_, tc, kind == data_kind::special_d ? "special d" : "random") << ": " << r.bad
-                            << " bad, first " << r.first;
-      }
-  }
-}
+TEST_P(QmatmulVariant, KQuantOneRowLongSegments) { check_kquant_shapes({{37, 1, 8448}, {18, 1, 9984}}, 9500); }
 
 // ---- the checker itself can fail ------------------------------------------------------------
 // The int8 contract is tight enough to see a real bug: one 32-block left out of one output, or one
