@@ -140,8 +140,8 @@ struct gpu_ctx {
   }
 };
 
-// |got - ref| within the bound, or both NaN. Returns the worst |err| / bound.
-double check_dot(const float* w, const float* x, int64_t K, double xr, float got, const std::string& where) {
+// |got - ref| within factor * sum_k |w_k x_k|, or both NaN. Returns |err| / bound.
+double check_dot_within(const float* w, const float* x, int64_t K, double factor, float got, const std::string& where) {
   double ref = 0, mag = 0;
   for (int64_t k = 0; k < K; ++k) {
     const double p = double(w[k]) * double(x[k]);
@@ -152,10 +152,14 @@ double check_dot(const float* w, const float* x, int64_t K, double xr, float got
     EXPECT_TRUE(std::isnan(got)) << where << ": expected NaN, got " << got;
     return 0;
   }
-  const double bound = (xr + double(K + 2) * 0x1p-24) * mag + 1e-300;
+  const double bound = factor * mag + 1e-300;
   const double err = std::fabs(double(got) - ref);
   EXPECT_LE(err, bound) << where << ": got " << got << ", float64 " << ref;
   return err / bound;
+}
+// The f32 kernels' bound: x rounded with relative error xr, then K + 2 roundings of f32 sums.
+double check_dot(const float* w, const float* x, int64_t K, double xr, float got, const std::string& where) {
+  return check_dot_within(w, x, K, xr + double(K + 2) * 0x1p-24, got, where);
 }
 
 struct mm_case {
@@ -291,22 +295,9 @@ TEST(CudaMatmul, NaNCodesAndScalesPropagate) {
 // second-order terms. (For K >= 300 this is tighter than the f32 kernels' (K + 2) * 2^-24.)
 double tc_bound_factor(int64_t K) { return (290.0 + double(K / 128)) * 0x1p-24; }
 
-// |got - ref| within factor * sum |w x|, or both NaN. Returns the worst |err| / bound.
+// The tensor-core decode's bound (tc_bound_factor).
 double check_dot_tc(const float* w, const float* x, int64_t K, float got, const std::string& where) {
-  double ref = 0, mag = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    const double p = double(w[k]) * double(x[k]);
-    ref += p;
-    mag += std::fabs(p);
-  }
-  if (std::isnan(ref)) {
-    EXPECT_TRUE(std::isnan(got)) << where << ": expected NaN, got " << got;
-    return 0;
-  }
-  const double bound = tc_bound_factor(K) * mag + 1e-300;
-  const double err = std::fabs(double(got) - ref);
-  EXPECT_LE(err, bound) << where << ": got " << got << ", float64 " << ref;
-  return err / bound;
+  return check_dot_within(w, x, K, tc_bound_factor(K), got, where);
 }
 
 // y = matmul(w, q(x)) with x [K, 1, B] and B weight matrices (B > 1: batched, one job per matrix),
