@@ -1,6 +1,7 @@
 // Elementwise, reduction and normalisation ops; softmax, rope, hadamard.
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "tensor/ops_common.h"
 
@@ -157,6 +158,23 @@ bool check_fp8_block(context& ctx, const char* op, int block) {
   ctx.fail("%s: fp8 block %d must be >= 0 (0: no rounding)", op, block);
   return false;
 }
+// A norm's weight (when given: one f32 row as long as a's rows) and eps >= 0 (rms_norm_w, norm_rope).
+bool check_norm_args(context& ctx, const char* op, const tensor* a, const tensor* w, float eps) {
+  if (w) {
+    const std::string what = std::string(op) + " weight";
+    if (!need_f32(ctx, what.c_str(), w)) return false;
+    if (w->ne[0] != a->ne[0] || w->nelements() != w->ne[0]) {
+      ctx.fail("%s: weight %s must be one row of %lld (the rows of %s)", op, describe(w).c_str(), (long long)a->ne[0],
+               describe(a).c_str());
+      return false;
+    }
+  }
+  if (!(eps >= 0.0f)) {
+    ctx.fail("%s: eps %g must be >= 0", op, double(eps));
+    return false;
+  }
+  return true;
+}
 }  // namespace
 
 tensor* rope(context& ctx, tensor* a, tensor* pos, const rope_params& p) {
@@ -171,16 +189,7 @@ tensor* norm_rope(context& ctx, tensor* a, tensor* w, tensor* pos, const rope_pa
                   int64_t fp8_n) {
   if (!have({a, pos})) return nullptr;
   if (!check_rope(ctx, "norm_rope", a, pos, p)) return nullptr;
-  if (w && (!need_f32(ctx, "norm_rope weight", w) || w->ne[0] != a->ne[0] || w->nelements() != w->ne[0])) {
-    if (ctx.ok())
-      ctx.fail("norm_rope: weight %s must be one row of %lld (the rows of %s)", describe(w).c_str(),
-               (long long)a->ne[0], describe(a).c_str());
-    return nullptr;
-  }
-  if (!(eps >= 0.0f)) {
-    ctx.fail("norm_rope: eps %g must be >= 0", double(eps));
-    return nullptr;
-  }
+  if (!check_norm_args(ctx, "norm_rope", a, w, eps)) return nullptr;
   if (!check_fp8_block(ctx, "norm_rope", fp8_block)) return nullptr;
   if (fp8_n < 0 || fp8_n > a->ne[0] || (fp8_block == 0 && fp8_n != 0) || a->ne[0] > INT32_MAX) {
     ctx.fail("norm_rope: fp8 n = %lld must be in [0, %lld] (dim 0 of %s; 0 = all), and 0 without an fp8 block",
@@ -355,16 +364,7 @@ tensor* sinkhorn(context& ctx, tensor* a, int iters, float eps) {
 // ---- fused ops of the decode graph ----------------------------------------------------------------
 tensor* rms_norm_w(context& ctx, tensor* a, tensor* w, float eps, int fp8_block) {
   if (!have({a, w})) return nullptr;
-  if (!need_f32(ctx, "rms_norm_w", a) || !need_f32(ctx, "rms_norm_w weight", w)) return nullptr;
-  if (w->ne[0] != a->ne[0] || w->nelements() != w->ne[0]) {
-    ctx.fail("rms_norm_w: weight %s must be one row of %lld (the rows of %s)", describe(w).c_str(),
-             (long long)a->ne[0], describe(a).c_str());
-    return nullptr;
-  }
-  if (!(eps >= 0.0f)) {
-    ctx.fail("rms_norm_w: eps %g must be >= 0", double(eps));
-    return nullptr;
-  }
+  if (!need_f32(ctx, "rms_norm_w", a) || !check_norm_args(ctx, "rms_norm_w", a, w, eps)) return nullptr;
   if (!check_fp8_block(ctx, "rms_norm_w", fp8_block)) return nullptr;
   tensor* r = detail::new_node(ctx, op_kind::RMS_NORM_W, dtype::f32, a->ne, {a, w});
   if (r) {

@@ -40,6 +40,19 @@ inline tview view_of(const tensor* t) {
   return v;
 }
 
+// A scaled tensor's e8m0 scales are not a source of the nodes that read it, so the kernels'
+// memory checks do not see them: this one does (false and an error naming op and tensor).
+inline bool scales_readable(const tensor* t, const char* op, std::string* error) {
+  cudaPointerAttributes attr{};
+  if (t->scales && t->scales->data && cudaPointerGetAttributes(&attr, t->scales->data) == cudaSuccess &&
+      attr.type != cudaMemoryTypeUnregistered)
+    return true;
+  cudaGetLastError();
+  *error = std::string("CUDA: ") + op + ": the scales of '" + t->name +
+           "' are not in memory this GPU can read: keep a scaled tensor and its scales in the same buffer";
+  return false;
+}
+
 inline int64_t n_elements(const tview& v) { return v.ne[0] * v.ne[1] * v.ne[2] * v.ne[3]; }
 
 // Logical index i (i0 fastest) -> (i0, i1, i2, i3) over ne.

@@ -648,15 +648,7 @@ bool launch_attn_sparse(cudaStream_t s, tensor* dst, std::string* error) {
     p.nq = int(store->ne[0]);
     vec = vec && p.nq % 4 == 0 && quads_ok(store);
     if (p.compact) {
-      // The scales are not a source of the node: check here that this GPU can read them.
-      cudaPointerAttributes attr{};
-      if (!store->scales->data || cudaPointerGetAttributes(&attr, store->scales->data) != cudaSuccess ||
-          attr.type == cudaMemoryTypeUnregistered) {
-        cudaGetLastError();
-        *error = std::string("CUDA: attn_sparse: the scales of '") + store->name +
-                 "' are not in memory this GPU can read: keep a scaled tensor and its scales in the same buffer";
-        return false;
-      }
+      if (!scales_readable(store, "attn_sparse", error)) return false;
       p.scales = view_of(store->scales);
       p.sb_k = store->scale_block[0];
       p.sb_rows = store->scale_block[1];

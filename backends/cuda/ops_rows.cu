@@ -73,15 +73,7 @@ bool launch_get_rows_any(cudaStream_t s, tensor* dst, std::string* error) {
   if (a->type != dtype::q8_0 && a->type != dtype::fp8_e4m3 && a->type != dtype::mxfp4) return launch_get_rows(s, dst, error);
   scales_view sc;
   if (a->type != dtype::q8_0) {
-    // The scales are not a source of the node: check here that this GPU can read them.
-    cudaPointerAttributes attr{};
-    if (!a->scales || !a->scales->data || cudaPointerGetAttributes(&attr, a->scales->data) != cudaSuccess ||
-        attr.type == cudaMemoryTypeUnregistered) {
-      cudaGetLastError();
-      *error = std::string("CUDA: get_rows: the scales of '") + a->name +
-               "' are not in memory this GPU can read: keep a scaled tensor and its scales in the same buffer";
-      return false;
-    }
+    if (!scales_readable(a, "get_rows", error)) return false;
     sc.s = view_of(a->scales);
     sc.block_k = a->scale_block[0];
     sc.block_rows = a->scale_block[1];

@@ -668,42 +668,42 @@ TEST(CudaMatmul, SetRowsQuantizesLikeTheCpu) {
 // ---- timing (prints; never fails on time) ----------------------------------------------------------------
 // Kernel time per call from CUDA events over back-to-back launches (no host sync in between),
 // rotating over enough weight copies / experts that the 60 MB L2 cannot hold them.
-double copy_bandwidth(cudaStream_t s) {
-  const size_t n = size_t(1) << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) return 0;
+// Seconds per run of `body` (stream work, no host sync): one warm-up run, then `reps` back to back
+// between two events.
+template <typename F>
+double event_seconds(cudaStream_t s, int reps, F&& body) {
+  body();
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
-  cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s);
   cudaEventRecord(e0, s);
-  const int reps = 10;
-  for (int i = 0; i < reps; ++i) cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s);
+  for (int r = 0; r < reps; ++r) body();
   cudaEventRecord(e1, s);
   cudaEventSynchronize(e1);
   float ms = 0;
   cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms * 1e-3 / reps;
+}
+
+double copy_bandwidth(cudaStream_t s) {
+  const size_t n = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) return 0;
+  const double sec = event_seconds(s, 10, [&] { cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s); });
   cudaFree(a);
   cudaFree(b);
-  return 2.0 * double(n) * reps / (ms * 1e-3);  // bytes read + written per second
+  return 2.0 * double(n) / sec;  // bytes read + written per second
 }
 
 // Times `nodes` (launched in turn by launch) and returns seconds per call.
 template <typename F>
 double time_calls(cudaStream_t s, int n_nodes, F&& launch) {
-  for (int i = 0; i < n_nodes; ++i) launch(i);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  const int rounds = 10;
-  cudaEventRecord(e0, s);
-  for (int r = 0; r < rounds; ++r)
-    for (int i = 0; i < n_nodes; ++i) launch(i);
-  cudaEventRecord(e1, s);
-  cudaEventSynchronize(e1);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, e0, e1);
-  return ms * 1e-3 / (rounds * n_nodes);
+  return event_seconds(s, 10, [&] {
+           for (int i = 0; i < n_nodes; ++i) launch(i);
+         }) /
+         n_nodes;
 }
 
 // Times matmul / matmul_id calls and prints one line per call.
@@ -849,23 +849,11 @@ struct bench {
     launch_all();
     EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
     EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    const int rounds = 10;
-    cudaGraphLaunch(exec, s);
-    cudaEventRecord(e0, s);
-    for (int r = 0; r < rounds; ++r) cudaGraphLaunch(exec, s);
-    cudaEventRecord(e1, s);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
+    const double sec = event_seconds(s, 10, [&] { cudaGraphLaunch(exec, s); });
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     EXPECT_EQ(cudaGetLastError(), cudaSuccess);
-    return ms * 1e-3 / (rounds * double(small.size()));
+    return sec / double(small.size());
   }
 
   // One decode call in a graph chain (see graph_seconds): dense (E = 0; B > 1: a batched matmul of
