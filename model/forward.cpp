@@ -181,13 +181,23 @@ struct builder {
     return view_3d(ctx, y, n, y->ne[0] / n, y->ne[1], size_t(n) * sizeof(float), y->nb[1], 0);
   }
   // The FP8 activation quantization of x, made once per tensor: several projections read the
-  // same input (the attention's x feeds up to seven), and one node serves them all. A tensor
-  // whose producer already wrote the rounded values (rounded_by_producer) maps to itself.
+  // same input (the attention's x feeds up to seven), and one node serves them all. x whose
+  // producer already wrote the rounded values (already_rounded) is its own quantization.
   std::unordered_map<const tensor*, tensor*> act_quantized;
   tensor* act_quant(tensor* x) {
+    if (already_rounded(x)) return x;
     tensor*& q = act_quantized[x];
     if (!q) q = act_quant_fp8(ctx, x);
     return q;
+  }
+  // Whether x holds the activation quantization's values: the node that wrote them rounded its
+  // rows with block kActBlock (tensor/ops.h: fp8_rounded_block; the fp8 option of rms_norm_w /
+  // swiglu below), read directly or through a view of whole rows from offset 0 (the experts'
+  // reshaped input).
+  static bool already_rounded(const tensor* x) {
+    const tensor* b = x->view_src;
+    if (b && (x->view_offs != 0 || x->ne[0] != b->ne[0] || x->nb[0] != b->nb[0] || x->nb[1] % b->nb[1] != 0)) return false;
+    return fp8_rounded_block(b ? b : x) == kActBlock;
   }
   // The activation quantization's block (official linear(): act_quant(x, 128, "ue8m0")).
   static constexpr int kActBlock = 128;
@@ -201,17 +211,9 @@ struct builder {
       if (!w || !scaled_weight(w)) return 0;
     return kActBlock;
   }
-  // Records y as already holding its activation quantization (its producer rounded it with block
-  // act_block_for(...), when that was not 0), so linear() adds no round trip for it.
-  tensor* rounded_by_producer(tensor* y, int block) {
-    if (y && block) act_quantized[y] = y;
-    return y;
-  }
   // rms_norm(x) * w as one node (tensor/ops.h: rms_norm_w, the bits of the two); fp8_block > 0:
-  // with the activation quantization of its readers folded in (rounded_by_producer).
-  tensor* norm_w(tensor* x, tensor* w, int fp8_block = 0) {
-    return rounded_by_producer(rms_norm_w(ctx, x, w, hp.rms_eps, fp8_block), fp8_block);
-  }
+  // with the activation quantization of its readers folded in (already_rounded).
+  tensor* norm_w(tensor* x, tensor* w, int fp8_block = 0) { return rms_norm_w(ctx, x, w, hp.rms_eps, fp8_block); }
   // Values as the cache stores them (f32 or rounded through bf16), and cache reads as f32.
   tensor* as_cached(tensor* x) {
     return opt.cache_type == dtype::f32 ? x : cast(ctx, cast(ctx, x, opt.cache_type), dtype::f32);
@@ -582,18 +584,18 @@ struct builder {
     // The experts' input: with QAT, x's one activation quantization (shared with the shared
     // expert's), reshaped (the same rows, so the same blocks of 128).
     const int xe_block = act_block_for({L.w1, L.w3});
-    tensor* xe = rounded_by_producer(reshape(ctx, xe_block ? act_quant(x) : x, {D, 1, T}), xe_block);
+    tensor* xe = reshape(ctx, xe_block ? act_quant(x) : x, {D, 1, T});
     tensor* g = linear_id(xe, L.w1, ids);                     // [I, k, T]
     tensor* u = linear_id(xe, L.w3, ids);
     // silu(min(g, limit)) * clamp(u, -limit, limit) * wts in one node (no clamps for limit <= 0),
     // with w2's activation quantization (QAT) written by it.
     const int h_block = act_block_for({L.w2});
-    tensor* h = rounded_by_producer(swiglu(ctx, g, u, hp.swiglu_limit, reshape(ctx, wts, {1, k, T}), h_block), h_block);
+    tensor* h = swiglu(ctx, g, u, hp.swiglu_limit, reshape(ctx, wts, {1, k, T}), h_block);
     tensor* y = linear_id(h, L.w2, ids);                      // [D, k, T]
     y = reshape(ctx, sum(ctx, y, 1), {D, T});
     if (L.sw1) {  // shared expert: no clamp (official)
       const int sh_block = act_block_for({L.sw2});
-      tensor* sh = rounded_by_producer(swiglu(ctx, linear(x, L.sw1), linear(x, L.sw3), 0.0f, nullptr, sh_block), sh_block);
+      tensor* sh = swiglu(ctx, linear(x, L.sw1), linear(x, L.sw3), 0.0f, nullptr, sh_block);
       y = add(ctx, y, linear(sh, L.sw2));
     }
     return y;

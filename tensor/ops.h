@@ -299,6 +299,10 @@ tensor* fp4_roundtrip(context& ctx, tensor* a, int block = 32, int64_t n = 0);
 // "ue8m0")), as a round trip: an FP8_ROUNDTRIP node with block 128 (the official kernel is the same
 // act_quant, with the same 1e-4 amax floor, so it is not a separate op).
 inline tensor* act_quant_fp8(context& ctx, tensor* a, int block = 128) { return fp8_roundtrip(ctx, a, block); }
+// The block of the FP8 round trip (fp8_roundtrip's numerics, over whole rows) that the node a
+// wrote its values with: fp8_roundtrip over all of a row, or the fp8 option of rms_norm_w, swiglu
+// and norm_rope (over all of a row). 0 when a's op gives no such guarantee. a itself, not its views.
+int fp8_rounded_block(const tensor* a);
 // Parameters (tensor::op_params) of FP8_ROUNDTRIP and FP4_ROUNDTRIP: i[0] = block, i[1] = n
 // (resolved by the constructor: 0 < n <= ne0), f[2] = amax floor (1e-4 or 6*2^-126).
 

@@ -49,4 +49,14 @@ tensor* fp4_roundtrip(context& ctx, tensor* a, int block, int64_t n) {
   return roundtrip(ctx, op_kind::FP4_ROUNDTRIP, a, block, n, kFp4Floor);
 }
 
+int fp8_rounded_block(const tensor* a) {
+  switch (a->op) {
+    case op_kind::FP8_ROUNDTRIP: return a->param_i(1) == a->ne[0] ? a->param_i(0) : 0;
+    case op_kind::RMS_NORM_W:
+    case op_kind::SWIGLU: return a->param_i(1);
+    case op_kind::NORM_ROPE: return a->param_i(10) == a->ne[0] ? a->param_i(9) : 0;
+    default: return 0;
+  }
+}
+
 }  // namespace v4

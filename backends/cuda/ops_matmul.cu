@@ -41,6 +41,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.cuh"
 #include "backends/cuda/matmul_small.cuh"
+#include "tensor/ops.h"
 #include "tensor/backend.h"
 
 namespace v4::cuda {
@@ -981,8 +982,7 @@ bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_h
 std::atomic<int> g_tc_decode{0};
 
 // Whether x's values are FP8-exact per 128 along K: x (through views) is the output of a node that
-// rounds every row in runs of 128 from its start (FP8_ROUNDTRIP with block 128 over the whole row,
-// RMS_NORM_W / SWIGLU with fp8 block 128, NORM_ROPE with block 128 over the whole row), contiguous
+// rounds every row in runs of 128 from its start (tensor/ops.h: fp8_rounded_block is 128), contiguous
 // with rows a multiple of 128 long, and each row of x starts on a run boundary (byte offset and
 // row strides multiples of 128 floats) so that x's 128-blocks are the node's runs.
 bool x_fp8_exact(const tensor* x) {
@@ -993,13 +993,7 @@ bool x_fp8_exact(const tensor* x) {
   if (offs % kRun != 0 || x->nb[0] != sizeof(float)) return false;
   for (int d = 1; d < kMaxDims; ++d)
     if (x->ne[d] > 1 && x->nb[d] % kRun != 0) return false;
-  switch (p->op) {
-    case op_kind::FP8_ROUNDTRIP: return p->param_i(0) == 128 && p->param_i(1) == p->ne[0];
-    case op_kind::RMS_NORM_W:
-    case op_kind::SWIGLU: return p->param_i(1) == 128;
-    case op_kind::NORM_ROPE: return p->param_i(9) == 128 && p->param_i(10) == p->ne[0];
-    default: return false;
-  }
+  return fp8_rounded_block(p) == 128;
 }
 
 // The tensor-core decode takes a MATMUL call of one x row with fp8 weights (scale blocks sb_k %
