@@ -440,6 +440,7 @@ struct builder {
     }
     named(q, "q", layer_);
     tensor* mask = win_mask;
+    bool sparse_prefill = false;  // keys: [window | chunk] as sk.ring, the selected rows by id
     if (L.ratio != 0) {
       const int64_t R = compress(x, L.comp, L.ratio, HD, S.pend_kv, S.pend_score, S.rows, 1);
       const row_store stored = written_;
@@ -484,13 +485,19 @@ struct builder {
           comp = gather_rows(stored, top);
           cmask = gather(ctx, cmask, top);
         } else if (top) {
-          // Prefill: every query has its own selection: scatter it into the mask.
-          const int64_t k = hp.index_topk;
-          tensor* base = in.f32(std::vector<float>(size_t(R * T), kNegInf), {1, R, T}, "sel_base");
-          tensor* zeros = in.f32(std::vector<float>(size_t(k * T), 0.0f), {1, k, T}, "sel_zero");
-          cmask = add(ctx, reshape(ctx, set_rows(ctx, base, zeros, top), {R, T}), cmask);
+          // Prefill: every query reads its own selection. attn_sparse takes the window and this
+          // chunk's keys as its "ring" and the selected rows by id where they are stored, masked
+          // by causality alone: per query W + T + k keys instead of W + T + R with a mask that
+          // holds -inf for all but k of the R rows (the cost of a dense-masked attention grew
+          // with the context: 442 of 2,030 ms for a 4K prompt after 60K tokens, H200).
+          sk.ring = keys;
+          sk.store = stored.plain ? stored.plain : stored.q;
+          sk.rest = stored.plain ? nullptr : stored.rest;
+          sk.ids = top;
+          mask = concat(ctx, mask, cmask, 0);
+          sparse_prefill = true;
         }
-        if (!ring_first) {
+        if (!ring_first && !sparse_prefill) {
           if (!comp) comp = read_rows(stored, Rv);
           keys = concat(ctx, keys, comp, 1);
           mask = concat(ctx, mask, cmask, 0);
@@ -504,11 +511,12 @@ struct builder {
 
     // One fused op: scores against [window | chunk | compressed rows], softmax with the sink,
     // and the weighted sum of the same rows (K = V); at decode (ring_first) over the rows as
-    // stored, without a dequantized copy of the keys (attn_sparse: the same bits on the CPU).
+    // stored, without a dequantized copy of the keys (attn_sparse: the same bits on the CPU), and
+    // at a CSA prefill with a selection over [window | chunk] and the selected rows.
     // q and o are read through permuted views (attn_mqa and rope take strided rows): no copies.
     tensor* qt = permute(ctx, q, 0, 2, 1, 3);  // [HD, T, H]
     const float sm_scale = 1.0f / std::sqrt(float(HD));
-    tensor* o = ring_first ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale)
+    tensor* o = ring_first || sparse_prefill ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale)
                            : attn_mqa(ctx, qt, keys, mask, L.sink, sm_scale);
     o = rope(ctx, permute(ctx, o, 0, 2, 1, 3), pos, rope_for(L.ratio, /*inverse=*/true));  // [HD, H, T]
     o = reshape(ctx, o, {HD * H, T});

@@ -36,6 +36,7 @@ struct bench_options {
   int64_t n_prompt = 512;
   int64_t n_gen = 64;
   int64_t n_ctx = 0;  // 0: depth + n_prompt + n_gen
+  int64_t n_batch = 0;  // tokens per prefill graph; 0: the session's default
   int64_t depth = 0;  // tokens of context made up before the prefill (random state)
   int threads = 0;
   uint64_t seed = 1;
@@ -139,6 +140,25 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
   throw CLI::RuntimeError(1);
 }
 
+// The ops that took most of each profiled device's time (--profile): ms = seconds * scale, calls
+// divided by per_calls (per decode step, or 1 for the whole prefill).
+void print_top_ops(const std::vector<device*>& devs, const std::vector<op_profile>& profiles, const char* what,
+                   double scale, double per_calls) {
+  for (size_t d = 0; d < devs.size() && d < profiles.size(); ++d) {
+    const op_profile& op = profiles[d];
+    std::vector<int> order;
+    for (int k = 0; k < int(op_kind::COUNT); ++k)
+      if (op.calls[k]) order.push_back(k);
+    if (order.empty()) continue;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return op.seconds[a] > op.seconds[b]; });
+    std::printf("  %-6s %s ", devs[d]->name(), what);
+    for (size_t i = 0; i < order.size() && i < 10; ++i)
+      std::printf("%s%s %.3f ms (%.0f)", i ? ", " : "", op_name(op_kind(order[i])), op.seconds[order[i]] * scale,
+                  double(op.calls[order[i]]) / per_calls);
+    std::printf("\n");
+  }
+}
+
 void run_bench_model(const bench_options& o) {
   std::string err;
   const auto t_load = std::chrono::steady_clock::now();
@@ -154,6 +174,7 @@ void run_bench_model(const bench_options& o) {
   model::session_options so;
   so.n_ctx = o.n_ctx > 0 ? o.n_ctx : o.depth + o.n_prompt + o.n_gen;
   so.n_threads = threads;
+  if (o.n_batch > 0) so.n_batch = o.n_batch;
   if (o.depth + o.n_prompt + o.n_gen > so.n_ctx)
     fail("--ctx " + std::to_string(so.n_ctx) + " is smaller than -d + -p + -n = " +
          std::to_string(o.depth + o.n_prompt + o.n_gen));
@@ -169,12 +190,15 @@ void run_bench_model(const bench_options& o) {
                  (long long)o.n_prompt, (long long)o.n_gen);
 
   double prompt_s = 0, gen_s = 0;
+  std::vector<op_profile> prefill_ops;  // --profile: the prefill's ops, before the decode's
   if (o.n_prompt > 0) {
+    if (o.profile) s->set_op_profiling(true);
     const auto t0 = std::chrono::steady_clock::now();
     if (!s->eval(tokens.data(), o.n_prompt, false, &logits, &err)) fail("prefill: " + err);
     prompt_s = seconds_since(t0);
+    if (o.profile) prefill_ops = s->op_profiles();
   }
-  s->reset_stats();  // --profile: the decode steps only
+  s->reset_stats();  // the step breakdown below: the decode steps only
   if (o.profile) s->set_op_profiling(true);
   {
     const auto t0 = std::chrono::steady_clock::now();
@@ -224,6 +248,7 @@ void run_bench_model(const bench_options& o) {
                         {"n_prompt", o.n_prompt},
                         {"n_gen", o.n_gen},
                         {"n_ctx", so.n_ctx},
+                        {"n_batch", so.n_batch},
                         {"depth", o.depth},
                         {"threads", threads},
                         {"load_s", load_s},
@@ -239,7 +264,13 @@ void run_bench_model(const bench_options& o) {
                         {"accelerator", accel ? nlohmann::json(accel->name()) : nlohmann::json(nullptr)},
                         {"accel_copy_gbps", accel ? nlohmann::json(accel_gbps) : nlohmann::json(nullptr)},
                         {"roofline_tps", roof_tps}};
-    if (o.profile) j["profile"] = prof;
+    if (o.profile) {
+      for (size_t d = 0; d < s->devices().size() && d < prefill_ops.size(); ++d)
+        for (int k = 0; k < int(op_kind::COUNT); ++k)
+          if (prefill_ops[d].calls[k])
+            prof["prefill_op_ms"][s->devices()[d]->name()][op_name(op_kind(k))] = prefill_ops[d].seconds[k] * 1e3;
+      j["profile"] = prof;
+    }
     std::printf("%s\n", j.dump().c_str());
     return;
   }
@@ -248,7 +279,8 @@ void run_bench_model(const bench_options& o) {
   std::printf("  model          %lld layers, hidden %lld, %lld experts (top %lld), vocab %lld; loaded in %.2f s\n",
               (long long)hp.n_layers, (long long)hp.hidden_size, (long long)hp.n_experts, (long long)hp.n_experts_used,
               (long long)hp.vocab_size, load_s);
-  std::printf("  prompt         %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_prompt, prompt_tps, prompt_s);
+  std::printf("  prompt         %6lld tokens  %9.2f tokens/s  (%.2f s, chunks of %lld)\n", (long long)o.n_prompt, prompt_tps, prompt_s,
+              (long long)so.n_batch);
   std::printf("  generation     %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_gen, gen_tps, gen_s);
   std::printf("  peak RSS       %9.1f MiB (weights are mapped: the pages touched count)\n", rss / MiB);
   std::printf("  session state  %9.1f MiB for %lld positions%s\n", s->state_bytes() / MiB, (long long)so.n_ctx,
@@ -281,21 +313,10 @@ void run_bench_model(const bench_options& o) {
       std::printf("                 CUDA graphs since start: %lld node-by-node runs, %lld captures, %lld replays\n",
                   (long long)gc.eager, (long long)gc.captured, (long long)gc.replayed);
 #endif
-    // The ops that took most of each profiled device's time, per decode step (--profile).
-    for (size_t d = 0; d < s->devices().size() && d < s->op_profiles().size(); ++d) {
-      const op_profile& op = s->op_profiles()[d];
-      std::vector<int> order;
-      for (int k = 0; k < int(op_kind::COUNT); ++k)
-        if (op.calls[k]) order.push_back(k);
-      if (order.empty()) continue;
-      std::sort(order.begin(), order.end(), [&](int a, int b) { return op.seconds[a] > op.seconds[b]; });
-      std::printf("  %-6s ops    ", s->devices()[d]->name());
-      for (size_t i = 0; i < order.size() && i < 8; ++i)
-        std::printf("%s%s %.3f ms (%.0f)", i ? ", " : "", op_name(op_kind(order[i])), op.seconds[order[i]] * per,
-                    double(op.calls[order[i]]) / double(o.n_gen));
-      std::printf("\n");
-    }
+    print_top_ops(s->devices(), s->op_profiles(), "ops    ", per, double(o.n_gen));
   }
+  // The prefill's ops, in ms for the whole prompt (--profile).
+  print_top_ops(s->devices(), prefill_ops, "prefill", 1e3, 1.0);
 }
 
 }  // namespace
@@ -317,10 +338,14 @@ static void add_bench_model(CLI::App& bench) {
                   "Context tokens before the prompt, made up as random state instead of a prefill (decode "
                   "cost at long context; the logits are meaningless)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 26));
+  cmd->add_option("-b,--batch", o->n_batch,
+                  "Tokens per prefill graph (default: the session's, 256); larger chunks read the routed "
+                  "experts' weights fewer times per prompt, and need more memory for activations")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--seed", o->seed, "Seed of the random token ids")->capture_default_str();
   o->off.add_flags(cmd);
   cmd->add_flag("--profile", o->profile,
-                "Also time each op (per device, ms per decode step); the step's breakdown into graph "
+                "Also time each op (per device: ms per decode step, and ms for the whole prefill); the step's breakdown into graph "
                 "building, planning, allocation, copies and compute per device is always printed. On a "
                 "GPU, timing each op turns CUDA graphs off");
   cmd->add_flag("--json", o->json,

@@ -6,6 +6,10 @@
 //   split_row  few weight rows (M x jobs <= 256) with long rows (K >= 1024): one block per weight
 //              row, its threads striding K, a fixed-order block reduction. mHC's pre mix
 //              (M = 24, K = 16384) ran on 2 blocks of the gemv grid.
+//   split_tall the same few long weight rows with many x rows (N > 16: prefill): a block per 8 x 8
+//              tile of (weight rows, x rows), threads striding K with the tile's 64 sums in
+//              registers, fixed-order reductions. mHC's pre mix at a 256-token prefill chunk ran in
+//              the gemv kernels on 3 blocks: 2.5 ms per call, a third of a 4K prefill.
 #pragma once
 
 #include "backends/cuda/matmul.cuh"
@@ -21,6 +25,10 @@ bool small_k_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs);
 void launch_small_k(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows);
 
 bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs);
+// MATMUL only (the rows per job known on the host).
+bool split_tall_wanted(const mm_weights& W, const mm_rows& rd, int64_t max_rows, unsigned jobs);
+void launch_split_tall(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs,
+                       int64_t max_rows, bool aligned);
 // aligned: 16-byte aligned rows of w and x (rows_aligned in ops_matmul.cu).
 void launch_split_row(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned);
 

@@ -1040,6 +1040,8 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
     launch_small_k(s, wt, W, rd, jobs, max_rows);
   } else if (split_row_wanted(W, max_rows, jobs)) {
     launch_split_row(s, wt, W, rd, jobs, aligned);
+  } else if (split_tall_wanted(W, rd, max_rows, jobs)) {
+    launch_split_tall(s, wt, W, rd, jobs, max_rows, aligned);
   } else if (aligned && chunk_elems(wt) > 0 && W.K % chunk_elems(wt) == 0) {
     if (!launch_gemv(s, wt, W, rd, jobs, rows_hint, error)) return false;
   } else {

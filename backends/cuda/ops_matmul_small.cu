@@ -8,6 +8,9 @@ constexpr int kSmallK = 32;          // longest K small_k takes
 constexpr int64_t kSplitRows = 256;  // most (weight row, job) pairs split_row takes
 constexpr int64_t kSplitMinK = 1024;
 constexpr int kSplitThreads = 1024;
+constexpr int kTallM = 8;        // weight rows per split_tall block
+constexpr int kTallN = 8;        // x rows per split_tall block
+constexpr int kTallThreads = 256;
 
 // Thread i of job blockIdx.y computes output (m = i % M, r = i / M): consecutive threads write
 // consecutive y of one row.
@@ -98,6 +101,80 @@ __global__ void split_row_kernel(int type, mm_weights W, mm_rows rd, int pf_bloc
   }
 }
 
+// Block (weight-row tile, x-row tile, job): kTallM weight rows x kTallN x rows over all of K. Each
+// thread takes every kTallThreads-th k (a float4 of k with kVecF32) and keeps the tile's
+// kTallM x kTallN products in registers, so each weight and x value it loads serves kTallN or
+// kTallM FMAs; then warp sums and one fixed-order sum over the warps per output (deterministic).
+// Rows past M or the job's count are clamped to the last one for loading and not written.
+template <bool kVecF32>
+__global__ void __launch_bounds__(kTallThreads) split_tall_kernel(int type, mm_weights W, mm_rows rd) {
+  __shared__ float part[kTallThreads / 32][kTallM * kTallN];
+  pdl_wait();
+  const mm_job jb = job_of(W, rd, blockIdx.z);
+  const int64_t m0 = int64_t(blockIdx.x) * kTallM, r0 = int64_t(blockIdx.y) * kTallN;
+  if (jb.count <= r0) return;
+  const char* wrow[kTallM];
+  const uint8_t* srow[kTallM];
+  const float* x[kTallN];
+  float* y[kTallN];
+#pragma unroll
+  for (int i = 0; i < kTallM; ++i) {
+    const int64_t m = m0 + i < W.M ? m0 + i : W.M - 1;
+    wrow[i] = jb.w + m * W.nb1;
+    srow[i] = jb.s ? jb.s + (m / W.sb_m) * W.s_nb1 : nullptr;
+  }
+#pragma unroll
+  for (int j = 0; j < kTallN; ++j) row_ptrs(rd, jb, r0 + j < jb.count ? r0 + j : jb.count - 1, &x[j], &y[j]);
+  float acc[kTallM][kTallN] = {};
+  if constexpr (kVecF32) {
+    for (int64_t k = threadIdx.x; k < W.K / 4; k += kTallThreads) {
+      float4 xv[kTallN];
+#pragma unroll
+      for (int j = 0; j < kTallN; ++j) xv[j] = reinterpret_cast<const float4*>(x[j])[k];
+#pragma unroll
+      for (int i = 0; i < kTallM; ++i) {
+        const float4 wv = reinterpret_cast<const float4*>(wrow[i])[k];
+#pragma unroll
+        for (int j = 0; j < kTallN; ++j) {
+          acc[i][j] = fmaf(wv.x, xv[j].x, acc[i][j]);
+          acc[i][j] = fmaf(wv.y, xv[j].y, acc[i][j]);
+          acc[i][j] = fmaf(wv.z, xv[j].z, acc[i][j]);
+          acc[i][j] = fmaf(wv.w, xv[j].w, acc[i][j]);
+        }
+      }
+    }
+  } else {
+    for (int64_t k = threadIdx.x; k < W.K; k += kTallThreads) {
+      float xv[kTallN];
+#pragma unroll
+      for (int j = 0; j < kTallN; ++j) xv[j] = x[j][k];
+#pragma unroll
+      for (int i = 0; i < kTallM; ++i) {
+        const float wv = weight_at(type, wrow[i], srow[i], W.sb_k, k);
+#pragma unroll
+        for (int j = 0; j < kTallN; ++j) acc[i][j] = fmaf(wv, xv[j], acc[i][j]);
+      }
+    }
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int i = 0; i < kTallM; ++i)
+#pragma unroll
+    for (int j = 0; j < kTallN; ++j) {
+      const float v = warp_sum(acc[i][j]);
+      if (lane == 0) part[warp][i * kTallN + j] = v;
+    }
+  __syncthreads();
+  if (threadIdx.x < kTallM * kTallN) {
+    const int i = threadIdx.x / kTallN, j = threadIdx.x % kTallN;
+    if (m0 + i < W.M && r0 + j < jb.count) {
+      float sum = 0.0f;
+      for (int w = 0; w < kTallThreads / 32; ++w) sum += part[w][threadIdx.x];
+      y[j][m0 + i] = sum;
+    }
+  }
+}
+
 }  // namespace
 
 bool small_k_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
@@ -111,6 +188,19 @@ void launch_small_k(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows
 
 bool split_row_wanted(const mm_weights& W, int64_t max_rows, unsigned jobs) {
   return W.M * int64_t(jobs) <= kSplitRows && W.K >= kSplitMinK && max_rows <= 16;
+}
+
+bool split_tall_wanted(const mm_weights& W, const mm_rows& rd, int64_t max_rows, unsigned jobs) {
+  return rd.mode == 0 && W.M * int64_t(jobs) <= kSplitRows && W.K >= kSplitMinK && max_rows > 16 &&
+         jobs <= 65535 && (max_rows + kTallN - 1) / kTallN <= 65535;
+}
+
+void launch_split_tall(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs,
+                       int64_t max_rows, bool aligned) {
+  const dim3 grid(unsigned((W.M + kTallM - 1) / kTallM), unsigned((max_rows + kTallN - 1) / kTallN), jobs);
+  if (wt == dtype::f32 && aligned && W.K % 4 == 0)
+    launch(split_tall_kernel<true>, grid, kTallThreads, 0, s, int(wt), W, rd);
+  else launch(split_tall_kernel<false>, grid, kTallThreads, 0, s, int(wt), W, rd);
 }
 
 void launch_split_row(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {

@@ -217,7 +217,8 @@ TEST(CudaBackend, SchedulerSendsUnsupportedOpsToTheCpu) {
 }
 
 // The small-shape matmul kernels (matmul_small.cuh): small_k (K <= 32, many outputs: mHC's post
-// mix) and split_row (few long weight rows: mHC's pre mix), f32 and bf16 weights, aligned and not,
+// mix), split_row (few long weight rows: mHC's pre mix at decode) and split_tall (the same with
+// N > 16: prefill; partial tiles, unaligned K), f32, f16 and bf16 weights, aligned and not,
 // against float64 with the exact kernels' bound (K + 2)·u·Σ|w x| (x is not rounded).
 TEST(CudaBackend, SmallShapeMatmulsMatchFloat64) {
   REQUIRE_GPU(gpu);
@@ -226,7 +227,8 @@ TEST(CudaBackend, SmallShapeMatmulsMatchFloat64) {
     int64_t K, M, N;
   } shapes[] = {{dtype::f32, 5, 4, 4096},    {dtype::f32, 32, 33, 100},  {dtype::bf16, 7, 16, 200},
                 {dtype::f32, 16384, 24, 1},  {dtype::f32, 16384, 4, 3},  {dtype::f32, 1027, 9, 2},
-                {dtype::bf16, 4096, 64, 1}};
+                {dtype::bf16, 4096, 64, 1},  {dtype::f32, 16384, 24, 256}, {dtype::f32, 16384, 4, 37},
+                {dtype::f32, 1027, 9, 20},  {dtype::f16, 2048, 13, 17}};
   for (const shape& sh : shapes) {
     SCOPED_TRACE(std::string(type_name(sh.t)) + " K" + std::to_string(sh.K) + " M" + std::to_string(sh.M) + " N" +
                  std::to_string(sh.N));
@@ -235,8 +237,8 @@ TEST(CudaBackend, SmallShapeMatmulsMatchFloat64) {
     std::vector<uint16_t> wb(wf.size());
     std::vector<double> wd(wf.size());
     for (size_t i = 0; i < wf.size(); ++i) {
-      wb[i] = f32_to_bf16(wf[i]);
-      wd[i] = sh.t == dtype::bf16 ? double(bf16_to_f32(wb[i])) : double(wf[i]);
+      wb[i] = sh.t == dtype::f16 ? f32_to_f16(wf[i]) : f32_to_bf16(wf[i]);
+      wd[i] = sh.t == dtype::bf16 ? double(bf16_to_f32(wb[i])) : sh.t == dtype::f16 ? double(f16_to_f32(wb[i])) : double(wf[i]);
     }
     context ctx;
     std::string err;
@@ -247,7 +249,7 @@ TEST(CudaBackend, SmallShapeMatmulsMatchFloat64) {
     ASSERT_TRUE(wbuf && xbuf) << err;
     bind_tensor(w, wbuf.get(), 0);
     bind_tensor(x, xbuf.get(), 0);
-    wbuf->set(w, sh.t == dtype::bf16 ? static_cast<const void*>(wb.data()) : wf.data(), 0, w->nbytes());
+    wbuf->set(w, sh.t == dtype::f32 ? static_cast<const void*>(wf.data()) : wb.data(), 0, w->nbytes());
     xbuf->set(x, xf.data(), 0, x->nbytes());
     tensor* y = matmul(ctx, w, x);
     ASSERT_TRUE(y) << ctx.error();
