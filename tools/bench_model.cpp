@@ -191,11 +191,16 @@ void run_bench_model(const bench_options& o) {
 
   double prompt_s = 0, gen_s = 0;
   std::vector<op_profile> prefill_ops;  // --profile: the prefill's ops, before the decode's
+  model::session::eval_stats prefill_es;  // where the prefill's time went (host and devices)
+  sched_stats prefill_ss;
   if (o.n_prompt > 0) {
+    s->reset_stats();
     if (o.profile) s->set_op_profiling(true);
     const auto t0 = std::chrono::steady_clock::now();
     if (!s->eval(tokens.data(), o.n_prompt, false, &logits, &err)) fail("prefill: " + err);
     prompt_s = seconds_since(t0);
+    prefill_es = s->stats();
+    prefill_ss = s->scheduler_stats();
     if (o.profile) prefill_ops = s->op_profiles();
   }
   s->reset_stats();  // the step breakdown below: the decode steps only
@@ -281,6 +286,14 @@ void run_bench_model(const bench_options& o) {
               (long long)hp.vocab_size, load_s);
   std::printf("  prompt         %6lld tokens  %9.2f tokens/s  (%.2f s, chunks of %lld)\n", (long long)o.n_prompt, prompt_tps, prompt_s,
               (long long)so.n_batch);
+  if (o.n_prompt > 0) {
+    std::printf("  prefill split  %9.1f ms: build graphs %.1f, plan %.1f, allocate %.1f, copies %.1f, read results %.1f",
+                1e3 * prompt_s, 1e3 * prefill_es.build_s, 1e3 * prefill_ss.plan_s, 1e3 * prefill_ss.alloc_s,
+                1e3 * prefill_ss.copy_s, 1e3 * prefill_es.read_s);
+    for (size_t d = 0; d < s->devices().size() && d < prefill_ss.compute_s.size(); ++d)
+      std::printf(", compute %s %.1f", s->devices()[d]->name(), 1e3 * prefill_ss.compute_s[d]);
+    std::printf(" (%lld chunks)\n", (long long)prefill_es.chunks);
+  }
   std::printf("  generation     %6lld tokens  %9.2f tokens/s  (%.2f s)\n", (long long)o.n_gen, gen_tps, gen_s);
   std::printf("  peak RSS       %9.1f MiB (weights are mapped: the pages touched count)\n", rss / MiB);
   std::printf("  session state  %9.1f MiB for %lld positions%s\n", s->state_bytes() / MiB, (long long)so.n_ctx,

@@ -303,14 +303,20 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
 
   for (int j0 = j_begin; j0 < j_end; j0 += TL) {
     const int n = min(TL, j_end - j0);
+    // The tile's mask first: a tile whose keys are all masked (-inf) changes nothing (scores
+    // -inf: e = 0, alpha = 1, the sums unchanged) and is skipped, rows unread. At a prefill chunk
+    // of T tokens most tiles of [window | chunk] lie outside a query's 128-token window.
     if (kSparse) {
       if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &s_mask[threadIdx.x]);
-      __syncthreads();
+    } else if (threadIdx.x < n) {
+      s_mask[threadIdx.x] = p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
+    }
+    if (!__syncthreads_or(threadIdx.x < n && s_mask[threadIdx.x] != -INFINITY)) continue;
+    if (kSparse) {
       load_sparse_rows<kVec>(ks, p, n, s_keys);
     } else {
       if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
       else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
-      if (threadIdx.x < n) s_mask[threadIdx.x] = p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
     }
     // kVec reads rows in fours without bounds checks (branches cost more than the reads): the
     // rows of a short last tile up to the next multiple of 4 become zeros.
