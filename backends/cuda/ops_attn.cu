@@ -164,6 +164,7 @@ __device__ inline float warp_sum_32(float (&v)[32]) {
   return v[0];
 }
 static_assert(kRows * kGroup == 32, "a warp's scores are reduced 32 at a time, one per lane");
+static_assert(kThreads / 32 * kRows >= 32, "every row group of a tile (<= 32 rows) has a warp");
 
 // ---- attn_sparse's key rows ----
 // quant/e8m0.h: 2^(e-127); 0 -> 2^-127 (subnormal); 0xFF -> NaN.
@@ -299,7 +300,8 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   const int D = p.D, TL = p.tile;
   float* qs = sm;               // [kGroup][D]
   float* ks = qs + kGroup * D;  // [TL][D]
-  float* ps = ks + TL * D;      // [kGroup][TL]
+  float* ps = ks + TL * D;      // [kGroup][TL]: the tile's e^(s - m)
+  float* sp = ps + kGroup * TL;  // [slices][kGroup][TL]: partial dot products (scoring)
   __shared__ float s_m[kGroup], s_l[kGroup], s_alpha[kGroup];
   __shared__ float s_mask[32];
   __shared__ key_row s_keys[32];  // kSparse: the tile's key rows
@@ -331,9 +333,13 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   for (int j0 = j_begin; j0 < j_end; j0 += TL) {
     const int n = min(TL, j_end - j0);
     if (kSparse) {
-      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &s_mask[threadIdx.x]);
+      // The mask value's load stays in flight while the rows are read (it is stored after them):
+      // the row ids, then the rows, are the only dependent reads.
+      float m = 0.0f;
+      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &m);
       __syncthreads();
       load_sparse_rows<kVec>(ks, p, n, s_keys);
+      if (threadIdx.x < n) s_mask[threadIdx.x] = m;
     } else {
       if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
       else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
@@ -347,13 +353,19 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
     __syncthreads();
     // Scores: a warp per kRows key rows, against every head of the group at once (each query
     // value read from shared memory serves kRows rows, each row value kGroup heads); a[u * kGroup
-    // + g] is row jb + u against head g.
-    for (int jb = warp * kRows; jb < n; jb += n_warps * kRows) {
+    // + g] is row jb + u against head g. A short tile (a chunk of 8 keys: two row groups) would
+    // leave most warps idle and the rest with long loops: the spare warps take slices of the
+    // columns instead, their partial dots summed in slice order by the softmax below.
+    const int row_groups = (n + kRows - 1) / kRows, slices = ::max(1, n_warps / row_groups);
+    const int jb = (warp % row_groups) * kRows, slice = warp / row_groups;
+    if (slice < slices) {  // warp-uniform
+      const int cols = kVec ? D / 4 : D, per = (cols + slices - 1) / slices;
+      const int c_begin = slice * per, c_end = min(cols, c_begin + per);
       float a[kRows * kGroup];
 #pragma unroll
       for (int i = 0; i < kRows * kGroup; ++i) a[i] = 0.0f;
       if (kVec) {
-        for (int c4 = lane; c4 < D / 4; c4 += 32) {
+        for (int c4 = c_begin + lane; c4 < c_end; c4 += 32) {
           float4 qv[kGroup];
 #pragma unroll
           for (int g = 0; g < kGroup; ++g) qv[g] = reinterpret_cast<const float4*>(qs + g * D)[c4];
@@ -371,7 +383,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
           }
         }
       } else {
-        for (int d = lane; d < D; d += 32) {
+        for (int d = c_begin + lane; d < c_end; d += 32) {
           float qv[kGroup];
 #pragma unroll
           for (int g = 0; g < kGroup; ++g) qv[g] = qs[g * D + d];
@@ -385,12 +397,17 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
       }
       const float dot = warp_sum_32(a);  // row jb + lane / kGroup, head lane % kGroup
       const int u = lane / kGroup, g = lane % kGroup;
-      if (jb + u < n && g < gn) ps[g * TL + jb + u] = dot * p.scale + s_mask[jb + u];
+      if (jb + u < n && g < gn) sp[(slice * kGroup + g) * TL + jb + u] = dot;
     }
     __syncthreads();
     // Online softmax: a warp per head, a lane per key row of the tile (rows >= n get e = 0).
     for (int g = warp; g < gn; g += n_warps) {
-      const float s = lane < n ? ps[g * TL + lane] : -INFINITY;
+      float s = -INFINITY;
+      if (lane < n) {
+        float dot = sp[g * TL + lane];
+        for (int k = 1; k < slices; ++k) dot += sp[(k * kGroup + g) * TL + lane];
+        s = dot * p.scale + s_mask[lane];
+      }
       const float m_old = s_m[g], m_new = fmaxf(m_old, warp_max(s));
       float e = 0.0f, alpha = 1.0f;
       if (m_new != -INFINITY) {
@@ -650,7 +667,10 @@ bool launch_attn(cudaStream_t s, attn_args& p, bool sparse, bool vec, const char
   const device_info& di = info();
 
   // Tile: the most key rows (<= 32) whose shared memory fits.
-  auto smem_for = [&](int tl) { return size_t(kGroup * p.D + tl * p.D + kGroup * tl) * sizeof(float); };
+  // q, the key tile, e^(s - m), and up to kThreads / 32 slices of partial dots (attn_kernel).
+  auto smem_for = [&](int tl) {
+    return size_t(kGroup * p.D + tl * p.D + kGroup * tl + kThreads / 32 * kGroup * tl) * sizeof(float);
+  };
   int max_tile = 32;
   while (max_tile > 1 && smem_for(max_tile) > size_t(di.smem_limit)) max_tile /= 2;
   if (smem_for(max_tile) > size_t(di.smem_limit)) {
