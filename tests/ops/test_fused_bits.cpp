@@ -264,18 +264,19 @@ TEST(FusedBits, AttnOutRopeMatchesTheChain) {
     return m;
   };
   struct cfg {
-    int64_t D, H, T, W, R, k;  // k: ids per token (0: attn_mqa over W f32 keys, no store)
+    bool mqa;                  // attn_mqa over W f32 keys; else attn_sparse (ring bf16 [D, W])
+    int64_t D, H, T, W, R, k;  // attn_sparse: R store rows (0: none), k ids per token (0: all rows)
     int64_t nq;                // compact store: fp8 dims (0: plain f32 store)
     int n_rot;
     bool interleaved, yarn;
   };
   const cfg cases[] = {
-      {512, 64, 1, 128, 96, 48, 448, 64, true, true},  // V4 CSA decode: ring bf16, compact rows by id
-      {512, 64, 3, 128, 40, 16, 448, 64, true, false},
-      {512, 16, 1, 128, 0, 0, 0, 64, true, true},      // window only
-      {512, 8, 5, 70, 0, 0, 0, 64, true, true},        // attn_mqa (prefill, f32 keys)
-      {64, 8, 4, 24, 10, 6, 0, 16, true, false},       // the tiny model's heads, plain f32 store
-      {40, 3, 2, 9, 12, 5, 32, 8, false, false},       // halves over part of the dims
+      {false, 512, 64, 1, 128, 96, 48, 448, 64, true, true},  // V4 CSA decode: compact rows by id
+      {false, 512, 64, 3, 128, 40, 16, 448, 64, true, false},
+      {false, 512, 16, 1, 128, 0, 0, 0, 64, true, true},      // window only
+      {true, 512, 8, 5, 70, 0, 0, 0, 64, true, true},         // attn_mqa (prefill, f32 keys)
+      {false, 64, 8, 4, 24, 10, 6, 0, 16, true, false},       // the tiny model's heads, plain f32 store
+      {false, 40, 3, 2, 9, 12, 5, 32, 8, false, false},       // halves over part of the dims
   };
   for (const cfg& c : cases) {
     for (bool perturb : {false, true}) {
@@ -288,7 +289,7 @@ TEST(FusedBits, AttnOutRopeMatchesTheChain) {
       const float scale = 1.0f / std::sqrt(float(c.D));
       const attn_out_rope out{pos, p};
       tensor *plain = nullptr, *fused = nullptr;
-      if (c.k == 0 && c.R == 0 && c.T > 1) {  // attn_mqa
+      if (c.mqa) {
         tensor* kv = leaf_f32(ctx, L, {c.D, c.W}, fill::random, rng, 1.0f);
         tensor* mask = mask_leaf(ctx, L, c.W, c.T);
         plain = attn_mqa(ctx, q, kv, mask, sink, scale);
@@ -326,7 +327,7 @@ TEST(FusedBits, AttnOutRopeMatchesTheChain) {
       if (perturb) pc.inverse = false;  // the check must be able to fail: the other direction differs
       tensor* chain = rope(ctx, permute(ctx, plain, 0, 2, 1, 3), pos, pc);
       expect_same_bits(ctx, chain, fused,
-                       std::string(c.k == 0 && c.R == 0 && c.T > 1 ? "attn_mqa" : "attn_sparse") + " D" +
+                       std::string(c.mqa ? "attn_mqa" : "attn_sparse") + " D" +
                            std::to_string(c.D) + " H" + std::to_string(c.H) + " T" + std::to_string(c.T) +
                            (perturb ? " (perturbed chain)" : ""),
                        perturb);
