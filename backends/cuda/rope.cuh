@@ -1,6 +1,7 @@
-// Rotary-embedding pieces shared by the ROPE kernel (ops_rope.cu) and the fused NORM_ROPE kernel
-// (ops_norm_rope.cu): the parameters as kernels take them, and one pair's angle. Frequencies,
-// angles, sin and cos are computed in double (as the CPU does).
+// Rotary-embedding pieces shared by the ROPE kernel (ops_rope.cu), the fused NORM_ROPE kernel
+// (ops_norm_rope.cu) and the attention's output rotation (ops_attn.cu): the parameters as kernels
+// take them, one pair's angle, and (rope_elem) one element of a turned row held in memory.
+// Frequencies, angles, sin and cos are computed in double (as the CPU does).
 #pragma once
 
 #include <algorithm>
