@@ -513,12 +513,14 @@ struct builder {
     // and the weighted sum of the same rows (K = V); at decode (ring_first) over the rows as
     // stored, without a dequantized copy of the keys (attn_sparse: the same bits on the CPU), and
     // at a CSA prefill with a selection over [window | chunk] and the selected rows.
-    // q and o are read through permuted views (attn_mqa and rope take strided rows): no copies.
+    // q is read through a permuted view (attn_mqa takes strided rows): no copy. The output's
+    // inverse RoPE is the op's output rotation (tensor/ops.h: attn_out_rope), which also lays it
+    // out [HD, H, T]: no rope node.
     tensor* qt = permute(ctx, q, 0, 2, 1, 3);  // [HD, T, H]
     const float sm_scale = 1.0f / std::sqrt(float(HD));
-    tensor* o = ring_first || sparse_prefill ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale)
-                           : attn_mqa(ctx, qt, keys, mask, L.sink, sm_scale);
-    o = rope(ctx, permute(ctx, o, 0, 2, 1, 3), pos, rope_for(L.ratio, /*inverse=*/true));  // [HD, H, T]
+    const attn_out_rope unrope{pos, rope_for(L.ratio, /*inverse=*/true)};
+    tensor* o = ring_first || sparse_prefill ? attn_sparse(ctx, qt, sk, mask, L.sink, sm_scale, &unrope)
+                                             : attn_mqa(ctx, qt, keys, mask, L.sink, sm_scale, &unrope);  // [HD, H, T]
     o = reshape(ctx, o, {HD * H, T});
 
     // Grouped low-rank output: group g = heads [g*H/G, (g+1)*H/G) through its rows of wo_a.

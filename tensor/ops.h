@@ -151,6 +151,17 @@ tensor* hc_sum(context& ctx, tensor* X, tensor* pre);
 // with QAT: a changed bit can move an FP8 activation rounding, or an indexer choice, downstream.
 tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w);
 
+// The output rotation of attn_mqa / attn_sparse (optional; DeepSeek-V4 turns each head's output
+// back by its query's position before the output projection): with pos i32 [T] given, the op's
+// result is, instead of y f32 [D, T, H],
+//   f32 [D, H, T] contiguous = rope(permute(y, 0, 2, 1, 3), pos, p)
+// with rope()'s parameters, checks and conventions (inverse and YaRN included) and the operations
+// of both ops: the CPU gives the bits of the chain. One node instead of two.
+struct attn_out_rope {
+  tensor* pos = nullptr;
+  rope_params p;
+};
+
 // Attention of H query heads over ONE shared set of key = value rows (DeepSeek-V4's MQA latent),
 // fused: no score matrix or transposed keys are materialised.
 //   q f32 [D, T, H] (rows contiguous), kv f32 [D, NK] (rows contiguous; K = V), mask f32 [NK, T]
@@ -159,7 +170,9 @@ tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w);
 //   p[:, t, h] = softmax over j of s, with exp(sink[h]) in the denominator (as softmax())
 //   y[:, t, h] = sum_j p[j, t, h] * kv[:, j]        -> f32 [D, T, H]
 // A query with every logit -inf and no sink gets zeros.
-tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale);
+// With out (attn_out_rope above): the rotated result, laid out [D, H, T].
+tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale,
+                 const attn_out_rope* out = nullptr);
 
 // The keys of attn_sparse, read where and as they are stored (DeepSeek-V4's KV caches):
 //   ring   [D, W] f32 / f16 / bf16: the window slots;
@@ -189,7 +202,9 @@ struct sparse_keys {
 // The CPU gives the bits of the unfused chain (cast / get_rows / concat of the keys, gather /
 // concat of the mask, attn_mqa). Node sources: q, ring, mask, sink, store, rest, ids (the first
 // four in attn_mqa's slots 0, 2, 3); the store's scales travel in store->scales, as for get_rows.
-tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& keys, tensor* mask, tensor* sink, float scale);
+// With out (attn_out_rope) the result is rotated and laid out [D, H, T], as for attn_mqa.
+tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& keys, tensor* mask, tensor* sink, float scale,
+                    const attn_out_rope* out = nullptr);
 
 // ---- linear algebra -----------------------------------------------------------------------------
 // w [K, M, Bw2, Bw3] (f32, f16, bf16, or a registered block type), x f32 [K, N, B2, B3] with rows
@@ -267,7 +282,10 @@ namespace params {
 // ROPE: i[0] = n_rot, i[1] = interleaved, i[2] = inverse, f[3] = base, f[4] = yarn_factor,
 //       f[5] = yarn_orig_ctx, f[6] = beta_fast, f[7] = beta_slow.
 // TOP_K: i[0] = k.   ARGSORT: i[0] = descending.   CONCAT: i[0] = dim.   HADAMARD: f[0] = scale.
-// SINKHORN: i[0] = iters, f[1] = eps.    ATTN_MQA: f[0] = scale; src = q, kv, mask or null, sink or null.
+// SINKHORN: i[0] = iters, f[1] = eps.    ATTN_MQA: f[0] = scale; src = q, kv, mask or null, sink or null,
+//           pos or null (the output rotation: its parameters in words 1..8, read by rope_of(t, 1)).
+// ATTN_SPARSE: f[0] = scale; src = q, ring, mask, sink, store, rest, ids (each may be null but q,
+//           ring, mask), pos or null (the output rotation, words 1..8 as ATTN_MQA).
 // HC_MIX: f[0..2] = s, i[3] = iters, f[4] = eps, i[5] = n.
 // HC_SUM: src = X, pre.   HC_POST: src = f, X, w.   RMS_NORM_W: f[0] = eps, i[1] = fp8 block (0: off); src = a, w.
 // SWIGLU: f[0] = limit, i[1] = fp8 block (0: off); src = g, u, wts or null.
@@ -276,7 +294,8 @@ namespace params {
 // ROUTE_TOPK: i[0] = k; src = logits, bias or null.   ROUTE_WEIGHTS: i[0] = normalize, f[1] = scale.
 // CUSTOM: the function and user pointers are stored in words 0..3, max_threads in word 4.
 custom_params custom_of(const tensor* t);
-rope_params rope_of(const tensor* t);
+// The rope parameters stored in words first..first+7 (ROPE, NORM_ROPE: 0; ATTN_MQA, ATTN_SPARSE: 1).
+rope_params rope_of(const tensor* t, int first = 0);
 }  // namespace params
 
 // ---- quantization round-trips (QAT simulation; the formats are in quant/fp8.h, quant/mxfp4.h) ----

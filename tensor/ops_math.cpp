@@ -141,16 +141,17 @@ bool check_rope(context& ctx, const char* op, const tensor* a, const tensor* pos
   }
   return true;
 }
-// Words 0..7 of a ROPE or NORM_ROPE node (params::rope_of reads them back).
-void set_rope_params(tensor* r, const rope_params& p) {
-  r->set_param_i(0, p.n_rot);
-  r->set_param_i(1, p.interleaved);
-  r->set_param_i(2, p.inverse);
-  r->set_param_f(3, p.base);
-  r->set_param_f(4, p.yarn_factor);
-  r->set_param_f(5, p.yarn_orig_ctx);
-  r->set_param_f(6, p.yarn_beta_fast);
-  r->set_param_f(7, p.yarn_beta_slow);
+// Words first..first+7 of a node (ROPE, NORM_ROPE: 0; the attention ops' output rotation: 1;
+// params::rope_of reads them back).
+void set_rope_params(tensor* r, const rope_params& p, int first = 0) {
+  r->set_param_i(first + 0, p.n_rot);
+  r->set_param_i(first + 1, p.interleaved);
+  r->set_param_i(first + 2, p.inverse);
+  r->set_param_f(first + 3, p.base);
+  r->set_param_f(first + 4, p.yarn_factor);
+  r->set_param_f(first + 5, p.yarn_orig_ctx);
+  r->set_param_f(first + 6, p.yarn_beta_fast);
+  r->set_param_f(first + 7, p.yarn_beta_slow);
 }
 // An fp8 output rounding option (rms_norm_w, swiglu, norm_rope): block >= 0 (0: off).
 bool check_fp8_block(context& ctx, const char* op, int block) {
@@ -205,16 +206,16 @@ tensor* norm_rope(context& ctx, tensor* a, tensor* w, tensor* pos, const rope_pa
   return r;
 }
 
-rope_params params::rope_of(const tensor* t) {
+rope_params params::rope_of(const tensor* t, int first) {
   rope_params p;
-  p.n_rot = t->param_i(0);
-  p.interleaved = t->param_i(1) != 0;
-  p.inverse = t->param_i(2) != 0;
-  p.base = t->param_f(3);
-  p.yarn_factor = t->param_f(4);
-  p.yarn_orig_ctx = t->param_f(5);
-  p.yarn_beta_fast = t->param_f(6);
-  p.yarn_beta_slow = t->param_f(7);
+  p.n_rot = t->param_i(first + 0);
+  p.interleaved = t->param_i(first + 1) != 0;
+  p.inverse = t->param_i(first + 2) != 0;
+  p.base = t->param_f(first + 3);
+  p.yarn_factor = t->param_f(first + 4);
+  p.yarn_orig_ctx = t->param_f(first + 5);
+  p.yarn_beta_fast = t->param_f(first + 6);
+  p.yarn_beta_slow = t->param_f(first + 7);
   return p;
 }
 
@@ -231,7 +232,25 @@ tensor* hadamard(context& ctx, tensor* a, float scale) {
   return r;
 }
 
-tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale) {
+namespace {
+// The node of an attention op with the output rotation: f32 [D, H, T] (q is [D, T, H]), pos the
+// last source, rope's checks (on the result's shape: dim 2 = T) and its parameters in words 1..8.
+tensor* out_node(context& ctx, op_kind op, const tensor* q, std::initializer_list<tensor*> srcs,
+                 const attn_out_rope* out, const char* what) {
+  if (!out->pos) {
+    ctx.fail("%s: the output rotation needs positions", what);
+    return nullptr;
+  }
+  const int64_t ne[kMaxDims] = {q->ne[0], q->ne[2], q->ne[1], 1};
+  tensor* r = detail::new_node(ctx, op, dtype::f32, ne, srcs);
+  if (!r || !check_rope(ctx, what, r, out->pos, out->p)) return nullptr;
+  set_rope_params(r, out->p, 1);
+  return r;
+}
+}  // namespace
+
+tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink, float scale,
+                 const attn_out_rope* out) {
   if (!have({q, kv})) return nullptr;
   if (!need_f32(ctx, "attn_mqa q", q) || !need_f32(ctx, "attn_mqa kv", kv)) return nullptr;
   const int64_t D = q->ne[0], T = q->ne[1], H = q->ne[2], NK = kv->ne[1];
@@ -250,7 +269,8 @@ tensor* attn_mqa(context& ctx, tensor* q, tensor* kv, tensor* mask, tensor* sink
     if (ctx.ok()) ctx.fail("attn_mqa: sink %s must be [%lld]", describe(sink).c_str(), (long long)H);
     return nullptr;
   }
-  tensor* r = detail::new_node(ctx, op_kind::ATTN_MQA, dtype::f32, q->ne, {q, kv, mask, sink});
+  tensor* r = out ? out_node(ctx, op_kind::ATTN_MQA, q, {q, kv, mask, sink, out->pos}, out, "attn_mqa")
+                  : detail::new_node(ctx, op_kind::ATTN_MQA, dtype::f32, q->ne, {q, kv, mask, sink});
   if (r) r->set_param_f(0, scale);
   return r;
 }
@@ -259,7 +279,8 @@ namespace {
 bool plain_rows(const tensor* t) { return traits(t->type).is_float && t->nb[0] == traits(t->type).block_bytes; }
 }  // namespace
 
-tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask, tensor* sink, float scale) {
+tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask, tensor* sink, float scale,
+                    const attn_out_rope* out) {
   if (!have({q, k.ring, mask})) return nullptr;
   if (!need_f32(ctx, "attn_sparse q", q) || !need_f32(ctx, "attn_sparse mask", mask)) return nullptr;
   const int64_t D = q->ne[0], T = q->ne[1], H = q->ne[2], W = k.ring->ne[1];
@@ -312,8 +333,10 @@ tensor* attn_sparse(context& ctx, tensor* q, const sparse_keys& k, tensor* mask,
     ctx.fail("attn_sparse: %lld keys per token (at most %d)", (long long)NK, INT32_MAX);
     return nullptr;
   }
-  tensor* r =
-      detail::new_node(ctx, op_kind::ATTN_SPARSE, dtype::f32, q->ne, {q, k.ring, mask, sink, k.store, k.rest, k.ids});
+  tensor* r = out ? out_node(ctx, op_kind::ATTN_SPARSE, q, {q, k.ring, mask, sink, k.store, k.rest, k.ids, out->pos},
+                             out, "attn_sparse")
+                  : detail::new_node(ctx, op_kind::ATTN_SPARSE, dtype::f32, q->ne,
+                                     {q, k.ring, mask, sink, k.store, k.rest, k.ids});
   if (r) r->set_param_f(0, scale);
   return r;
 }

@@ -10,8 +10,9 @@
 // sum of p * row, and the tile's rows are added. A thread owns 2 output dims of every head
 // (D <= 512), in registers across the tiles. Keys are read once per head group, not per head.
 //
-// The keys are split into C chunks of whole tiles (about two blocks per SM) so that a decode
-// step (one token: 64 heads = 8 groups, 20 chunks of 32 rows) still fills the GPU. With C > 1
+// The keys are split into C chunks (about two blocks per SM; a multiple of chunk_rows() = 8 keys
+// each, tiles of up to 32 inside) so that a decode step (one token: 64 heads = 8 groups; 640 keys:
+// 27 chunks of 24, a short context's 176 keys: 22 chunks of 8) still fills the GPU. With C > 1
 // every block writes its partial (max m_c, sum l_c, unnormalised output acc_c) to scratch memory
 // and a second launch, attn_combine_kernel (one block per (head, token), a thread per 4 dims; PDL
 // makes the launch nearly free), combines them:
@@ -25,15 +26,24 @@
 // bf16 exactly, fp8_e4m3 as code value times its e8m0 scale (one f32 product, as get_rows), four
 // elements per load where rows are aligned. Everything after the tile is attn_mqa's code.
 //
+// The output rotation (tensor/ops.h: attn_out_rope; the model's inverse RoPE of o) happens where
+// the output is finished: in attn_combine_kernel, or in attn_kernel when C = 1. Its cos / sin per
+// pair are made first (while the loads are in flight), the finished row goes through shared
+// memory (a pair's two dims belong to different threads), then each element is turned by
+// rope.cuh's rope_elem and written [D, H, T].
+//
 // Numerics: f32 throughout, expf (within 2 ulp); the per-tile rescaling and the combine add a
-// few roundings per chunk, inside the harness's bound (reference.cpp: ref_ATTN_MQA).
+// few roundings per chunk, inside the harness's bound (reference.cpp: ref_ATTN_MQA); the rotation
+// as the rope kernel (explicit roundings: the CPU's operations on the same values).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include <cuda_fp8.h>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/rope.cuh"
 
 namespace v4::cuda {
 namespace {
@@ -63,7 +73,22 @@ struct attn_args {
   int sb_k, sb_rows;   // compact: the scale block
   int sb_shift;        // log2(sb_k) when a power of two, else -1
   bool compact, has_ids;
+  // The output rotation (tensor/ops.h: attn_out_rope): y is [D, H, T], rows turned by pos[t].
+  bool rope;
+  rope_args ra;
+  tview pos;
 };
+
+// Output element d of (token t, head h): [D, H, T] with the rotation, [D, T, H] without.
+__device__ inline float* y_at(const attn_args& p, int d, int t, int h) {
+  return reinterpret_cast<float*>(p.rope ? at(p.y, d, h, t, 0) : at(p.y, d, t, h, 0));
+}
+// The rotation's cos and sin for token t's pairs into cs / sn (shared memory), a pair per thread
+// (double pow / cos / sin: rope.cuh, the values the rope kernel computes).
+__device__ inline void out_angles(const attn_args& p, int t, float* cs, float* sn) {
+  const int32_t position = *reinterpret_cast<const int32_t*>(at(p.pos, t, 0, 0, 0));
+  for (int i = threadIdx.x; i < p.ra.n_rot / 2; i += blockDim.x) rope_cos_sin(p.ra, i, position, &cs[i], &sn[i]);
+}
 
 __device__ inline float ld_f(const tview& v, int64_t i0, int64_t i1, int64_t i2) {
   return *reinterpret_cast<const float*>(at(v, i0, i1, i2, 0));
@@ -139,6 +164,7 @@ __device__ inline float warp_sum_32(float (&v)[32]) {
   return v[0];
 }
 static_assert(kRows * kGroup == 32, "a warp's scores are reduced 32 at a time, one per lane");
+static_assert(kThreads / 32 * kRows >= 32, "every row group of a tile (<= 32 rows) has a warp");
 
 // ---- attn_sparse's key rows ----
 // quant/e8m0.h: 2^(e-127); 0 -> 2^-127 (subnormal); 0xFF -> NaN.
@@ -274,10 +300,12 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   const int D = p.D, TL = p.tile;
   float* qs = sm;               // [kGroup][D]
   float* ks = qs + kGroup * D;  // [TL][D]
-  float* ps = ks + TL * D;      // [kGroup][TL]
+  float* ps = ks + TL * D;      // [kGroup][TL]: the tile's e^(s - m)
+  float* sp = ps + kGroup * TL;  // [slices][kGroup][TL]: partial dot products (scoring)
   __shared__ float s_m[kGroup], s_l[kGroup], s_alpha[kGroup];
   __shared__ float s_mask[32];
   __shared__ key_row s_keys[32];  // kSparse: the tile's key rows
+  __shared__ float s_cs[kMaxAttnDim / 2], s_sn[kMaxAttnDim / 2];  // the output rotation (chunks == 1)
 
   const int t = blockIdx.x / p.chunks, c = blockIdx.x % p.chunks, grp = blockIdx.y;
   const int h0 = grp * kGroup, gn = min(kGroup, p.H - h0);
@@ -287,6 +315,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
   if (kVec) load_rows_async(qs, at(p.q, 0, t, h0, 0), p.q.nb[2], gn, D);
   else load_rows(qs, at(p.q, 0, t, h0, 0), p.q.nb[2], p.q.nb[0], gn, D);
   for (int i = gn * D + threadIdx.x; i < kGroup * D; i += blockDim.x) qs[i] = 0.0f;  // absent heads
+  if (p.rope && p.chunks == 1) out_angles(p, t, s_cs, s_sn);  // while q's copy is in flight
   for (int i = threadIdx.x; i < kGroup * TL; i += blockDim.x) ps[i] = 0.0f;  // heads >= gn stay 0
   if (threadIdx.x < kGroup) {
     const int g = threadIdx.x;
@@ -303,20 +332,29 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
 
   for (int j0 = j_begin; j0 < j_end; j0 += TL) {
     const int n = min(TL, j_end - j0);
-    // The tile's mask first: a tile whose keys are all masked (-inf) changes nothing (scores
-    // -inf: e = 0, alpha = 1, the sums unchanged) and is skipped, rows unread. At a prefill chunk
-    // of T tokens most tiles of [window | chunk] lie outside a query's 128-token window.
+    // Prefill (T > 1): the tile's mask first, and a tile whose keys are all masked (-inf) is
+    // skipped with its rows unread: it would change nothing (scores -inf: e = 0, alpha = 1, the
+    // sums unchanged), and at a prefill chunk most tiles of [window | chunk] lie outside a query's
+    // 128-token window. Decode (T = 1) keeps the mask's load in flight while the rows are read.
+    const bool skip_masked = p.T > 1;
     if (kSparse) {
-      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &s_mask[threadIdx.x]);
-    } else if (threadIdx.x < n) {
-      s_mask[threadIdx.x] = p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
-    }
-    if (!__syncthreads_or(threadIdx.x < n && s_mask[threadIdx.x] != -INFINITY)) continue;
-    if (kSparse) {
+      // The mask value's load stays in flight while the rows are read (it is stored after them):
+      // the row ids, then the rows, are the only dependent reads.
+      float m = 0.0f;
+      if (threadIdx.x < n) sparse_key(p, t, j0 + threadIdx.x, &s_keys[threadIdx.x], &m);
+      if (skip_masked) {
+        if (!__syncthreads_or(threadIdx.x < n && m != -INFINITY)) continue;
+      } else {
+        __syncthreads();
+      }
       load_sparse_rows<kVec>(ks, p, n, s_keys);
+      if (threadIdx.x < n) s_mask[threadIdx.x] = m;
     } else {
+      const float m = threadIdx.x < n && p.has_mask ? ld_f(p.mask, j0 + threadIdx.x, t, 0) : 0.0f;
+      if (skip_masked && !__syncthreads_or(threadIdx.x < n && m != -INFINITY)) continue;
       if (kVec) load_rows_async(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], n, D);
       else load_rows(ks, at(p.kv, 0, j0, 0, 0), p.kv.nb[1], p.kv.nb[0], n, D);
+      if (threadIdx.x < n) s_mask[threadIdx.x] = m;
     }
     // kVec reads rows in fours without bounds checks (branches cost more than the reads): the
     // rows of a short last tile up to the next multiple of 4 become zeros.
@@ -326,13 +364,19 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
     __syncthreads();
     // Scores: a warp per kRows key rows, against every head of the group at once (each query
     // value read from shared memory serves kRows rows, each row value kGroup heads); a[u * kGroup
-    // + g] is row jb + u against head g.
-    for (int jb = warp * kRows; jb < n; jb += n_warps * kRows) {
+    // + g] is row jb + u against head g. A short tile (a chunk of 8 keys: two row groups) would
+    // leave most warps idle and the rest with long loops: the spare warps take slices of the
+    // columns instead, their partial dots summed in slice order by the softmax below.
+    const int row_groups = (n + kRows - 1) / kRows, slices = ::max(1, n_warps / row_groups);
+    const int jb = (warp % row_groups) * kRows, slice = warp / row_groups;
+    if (slice < slices) {  // warp-uniform
+      const int cols = kVec ? D / 4 : D, per = (cols + slices - 1) / slices;
+      const int c_begin = slice * per, c_end = min(cols, c_begin + per);
       float a[kRows * kGroup];
 #pragma unroll
       for (int i = 0; i < kRows * kGroup; ++i) a[i] = 0.0f;
       if (kVec) {
-        for (int c4 = lane; c4 < D / 4; c4 += 32) {
+        for (int c4 = c_begin + lane; c4 < c_end; c4 += 32) {
           float4 qv[kGroup];
 #pragma unroll
           for (int g = 0; g < kGroup; ++g) qv[g] = reinterpret_cast<const float4*>(qs + g * D)[c4];
@@ -350,7 +394,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
           }
         }
       } else {
-        for (int d = lane; d < D; d += 32) {
+        for (int d = c_begin + lane; d < c_end; d += 32) {
           float qv[kGroup];
 #pragma unroll
           for (int g = 0; g < kGroup; ++g) qv[g] = qs[g * D + d];
@@ -364,12 +408,17 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
       }
       const float dot = warp_sum_32(a);  // row jb + lane / kGroup, head lane % kGroup
       const int u = lane / kGroup, g = lane % kGroup;
-      if (jb + u < n && g < gn) ps[g * TL + jb + u] = dot * p.scale + s_mask[jb + u];
+      if (jb + u < n && g < gn) sp[(slice * kGroup + g) * TL + jb + u] = dot;
     }
     __syncthreads();
     // Online softmax: a warp per head, a lane per key row of the tile (rows >= n get e = 0).
     for (int g = warp; g < gn; g += n_warps) {
-      const float s = lane < n ? ps[g * TL + lane] : -INFINITY;
+      float s = -INFINITY;
+      if (lane < n) {
+        float dot = sp[g * TL + lane];
+        for (int k = 1; k < slices; ++k) dot += sp[(k * kGroup + g) * TL + lane];
+        s = dot * p.scale + s_mask[lane];
+      }
       const float m_old = s_m[g], m_new = fmaxf(m_old, warp_max(s));
       float e = 0.0f, alpha = 1.0f;
       if (m_new != -INFINITY) {
@@ -437,11 +486,27 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
       s_inv[g] = inv;
     }
     __syncthreads();
+    if (!p.rope) {
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        if (g >= gn) break;
+        if (own0) *y_at(p, d0, t, h0 + g) = v0[g] * s_inv[g];
+        if (own1) *y_at(p, d1, t, h0 + g) = v1[g] * s_inv[g];
+      }
+      return;
+    }
+    // The rotation mixes dims other threads own: the rows through shared memory (qs: every copy
+    // into it finished before the barrier above), then each element turned (rope.cuh).
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       if (g >= gn) break;
-      if (own0) *reinterpret_cast<float*>(at(p.y, d0, t, h0 + g, 0)) = v0[g] * s_inv[g];
-      if (own1) *reinterpret_cast<float*>(at(p.y, d1, t, h0 + g, 0)) = v1[g] * s_inv[g];
+      if (own0) qs[g * D + d0] = v0[g] * s_inv[g];
+      if (own1) qs[g * D + d1] = v1[g] * s_inv[g];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < gn * D; i += blockDim.x) {
+      const int g = i / D, d = i % D;
+      *y_at(p, d, t, h0 + g) = rope_elem(p.ra, qs + g * D, 1, D, d, s_cs, s_sn);
     }
     return;
   }
@@ -467,6 +532,8 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(attn_args p) {
 constexpr int kFirst = 16;
 __global__ void __launch_bounds__(kCombineThreads) attn_combine_kernel(attn_args p) {
   pdl_wait();
+  __shared__ float ys[kMaxAttnDim];  // the output rotation: the row before it
+  __shared__ float s_cs[kMaxAttnDim / 2], s_sn[kMaxAttnDim / 2];
   const int h = blockIdx.x, t = blockIdx.y, grp = h / kGroup, g = h % kGroup, D = p.D, C = p.chunks;
   const int64_t stride = int64_t(kGroup) * D + 2 * kGroup;
   const float* base = p.part + (int64_t(t) * p.groups + grp) * C * stride;
@@ -474,6 +541,7 @@ __global__ void __launch_bounds__(kCombineThreads) attn_combine_kernel(attn_args
   const float* src = base + int64_t(g) * D;
   const bool vec = D % 4 == 0;  // 16-byte loads: stride and g * D are multiples of 4 floats
   const int per = vec ? D / 4 : D;
+  bool angles = !p.rope;  // the rotation's angles made (once per thread, while its loads fly)
   for (int i = threadIdx.x; i < per; i += blockDim.x) {
     auto load = [&](int cc) {
       if (vec) return reinterpret_cast<const float4*>(src + cc * stride)[i];
@@ -482,6 +550,8 @@ __global__ void __launch_bounds__(kCombineThreads) attn_combine_kernel(attn_args
     float4 v[kFirst];
 #pragma unroll
     for (int b = 0; b < kFirst; ++b) v[b] = b < C ? load(b) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (!angles) out_angles(p, t, s_cs, s_sn);
+    angles = true;
     float M = -INFINITY;
     for (int cc = 0; cc < C; ++cc) M = fmaxf(M, ml[cc * stride]);
     float L = 0.0f;
@@ -508,16 +578,37 @@ __global__ void __launch_bounds__(kCombineThreads) attn_combine_kernel(attn_args
     }
     float inv = 0.0f;
     if (M != -INFINITY) inv = 1.0f / (L + (p.has_sink ? expf(ld_f(p.sink, h, 0, 0) - M) : 0.0f));
+    auto put = [&](int d, float v) {
+      if (p.rope) ys[d] = v;
+      else *y_at(p, d, t, h) = v;
+    };
     if (vec) {
       const int d = 4 * i;
-      *reinterpret_cast<float*>(at(p.y, d, t, h, 0)) = y.x * inv;
-      *reinterpret_cast<float*>(at(p.y, d + 1, t, h, 0)) = y.y * inv;
-      *reinterpret_cast<float*>(at(p.y, d + 2, t, h, 0)) = y.z * inv;
-      *reinterpret_cast<float*>(at(p.y, d + 3, t, h, 0)) = y.w * inv;
+      put(d, y.x * inv);
+      put(d + 1, y.y * inv);
+      put(d + 2, y.z * inv);
+      put(d + 3, y.w * inv);
     } else {
-      *reinterpret_cast<float*>(at(p.y, i, t, h, 0)) = y.x * inv;
+      put(i, y.x * inv);
     }
   }
+  if (!p.rope) return;
+  // The rotation mixes dims other threads made: the row through shared memory, then turned.
+  if (!angles) out_angles(p, t, s_cs, s_sn);
+  __syncthreads();
+  for (int d = threadIdx.x; d < D; d += blockDim.x) *y_at(p, d, t, h) = rope_elem(p.ra, ys, 1, D, d, s_cs, s_sn);
+}
+
+// Keys per chunk are a multiple of this. V4_ATTN_CHUNK_ROWS (a multiple of 4 in [4, 32]) replaces
+// it, for measuring (32: whole tiles, as before the fourth session).
+constexpr int kChunkRows = 8;
+int chunk_rows() {
+  static const int rows = [] {
+    const char* e = std::getenv("V4_ATTN_CHUNK_ROWS");
+    const int v = e ? std::atoi(e) : kChunkRows;
+    return v >= 4 && v <= 32 && v % 4 == 0 ? v : kChunkRows;
+  }();
+  return rows;
 }
 
 struct device_info {
@@ -566,6 +657,14 @@ attn_args common_args(const tensor* dst, int64_t NK) {
   p.groups = (p.H + kGroup - 1) / kGroup;
   return p;
 }
+// The output rotation, when the node has positions (source slot pos_src).
+void rope_args_into(attn_args& p, const tensor* dst, int pos_src) {
+  const tensor* pos = dst->src[pos_src];
+  p.rope = pos != nullptr;
+  if (!p.rope) return;
+  p.ra = rope_args_of(params::rope_of(dst, 1));
+  p.pos = view_of(pos);
+}
 
 // Tiles, chunks and scratch for p, then the kernel (and the combine when there are chunks).
 // vec: the kVec variant's conditions on the keys (attn_kernel); q's are checked here.
@@ -579,21 +678,27 @@ bool launch_attn(cudaStream_t s, attn_args& p, bool sparse, bool vec, const char
   const device_info& di = info();
 
   // Tile: the most key rows (<= 32) whose shared memory fits.
-  auto smem_for = [&](int tl) { return size_t(kGroup * p.D + tl * p.D + kGroup * tl) * sizeof(float); };
-  p.tile = 32;
-  while (p.tile > 1 && smem_for(p.tile) > size_t(di.smem_limit)) p.tile /= 2;
-  if (smem_for(p.tile) > size_t(di.smem_limit)) {
+  // q, the key tile, e^(s - m), and up to kThreads / 32 slices of partial dots (attn_kernel).
+  auto smem_for = [&](int tl) {
+    return size_t(kGroup * p.D + tl * p.D + kGroup * tl + kThreads / 32 * kGroup * tl) * sizeof(float);
+  };
+  int max_tile = 32;
+  while (max_tile > 1 && smem_for(max_tile) > size_t(di.smem_limit)) max_tile /= 2;
+  if (smem_for(max_tile) > size_t(di.smem_limit)) {
     *error = std::string("CUDA: ") + what + " with head dim " + std::to_string(p.D) +
              " needs more shared memory than this GPU gives a block";
     return false;
   }
-  // Chunks: whole tiles each, about two blocks per SM (two fit at V4's sizes); more chunks would
-  // only lengthen the combine.
-  const int64_t pairs = int64_t(p.groups) * p.T, tiles = (int64_t(p.NK) + p.tile - 1) / p.tile;
+  // Chunks: about two blocks per SM (two fit at V4's sizes; more chunks would only lengthen the
+  // combine), each a multiple of chunk_rows() keys: a short decode (window 128 + a few compressed
+  // rows: 5-6 tiles of 32) still spreads over the GPU. The tile is then at most the chunk.
+  const int quantum = std::min(chunk_rows(), max_tile);
+  const int64_t pairs = int64_t(p.groups) * p.T, pieces = (int64_t(p.NK) + quantum - 1) / quantum;
   int64_t chunks = (2 * int64_t(di.sms) + pairs - 1) / pairs;
-  chunks = std::max<int64_t>(1, std::min<int64_t>({chunks, kMaxChunks, tiles}));
-  p.per_chunk = int((tiles + chunks - 1) / chunks) * p.tile;
+  chunks = std::max<int64_t>(1, std::min<int64_t>({chunks, kMaxChunks, pieces}));
+  p.per_chunk = int((pieces + chunks - 1) / chunks) * quantum;
   p.chunks = p.NK == 0 ? 1 : int((p.NK + p.per_chunk - 1) / p.per_chunk);
+  p.tile = p.per_chunk > 0 ? std::min(max_tile, p.per_chunk) : max_tile;
   if (p.chunks > 1) {
     const size_t part_bytes = size_t(pairs) * p.chunks * (size_t(kGroup) * p.D + 2 * kGroup) * sizeof(float);
     p.part = static_cast<float*>(scratch(s, 10, part_bytes, error));
@@ -623,6 +728,7 @@ bool plain_type(const tensor* t) { return t->type == dtype::f32 || t->type == dt
 bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error) {
   const tensor* kv = dst->src[1];
   attn_args p = common_args(dst, kv->ne[1]);
+  rope_args_into(p, dst, 4);
   p.kv = view_of(kv);
   return launch_attn(s, p, false, packed16(p.kv, 1, p.D), "attn_mqa", error);
 }
@@ -643,6 +749,7 @@ bool launch_attn_sparse(cudaStream_t s, tensor* dst, std::string* error) {
   const tensor* ids = dst->src[6];
   const int64_t W = ring->ne[1], Rv = mask->ne[0] - W;
   attn_args p = common_args(dst, W + (ids ? ids->ne[0] : Rv));
+  rope_args_into(p, dst, 7);
   p.ring = view_of(ring);
   p.W = int(W);
   p.Rv = int(Rv);

@@ -1,6 +1,7 @@
-// Rotary-embedding pieces shared by the ROPE kernel (ops_rope.cu) and the fused NORM_ROPE kernel
-// (ops_norm_rope.cu): the parameters as kernels take them, and one pair's angle. Frequencies,
-// angles, sin and cos are computed in double (as the CPU does).
+// Rotary-embedding pieces shared by the ROPE kernel (ops_rope.cu), the fused NORM_ROPE kernel
+// (ops_norm_rope.cu) and the attention's output rotation (ops_attn.cu): the parameters as kernels
+// take them, one pair's angle, and (rope_elem) one element of a turned row held in memory.
+// Frequencies, angles, sin and cos are computed in double (as the CPU does).
 #pragma once
 
 #include <algorithm>
@@ -50,6 +51,23 @@ __device__ inline void rope_cos_sin(const rope_args& p, int i, int32_t position,
   const double angle = p.sign * double(position) * f;
   *c = float(::cos(angle));
   *s = float(::sin(angle));
+}
+
+// Element k of a row after the rotation, given the row x (element m at x[m * stride]) and the
+// rotation's cos / sin per pair (cs[i], sn[i]): dims before D - n_rot unchanged; pair i = (x0, x1)
+// at (r0 + 2i, r0 + 2i + 1) or (r0 + i, r0 + i + half) turned with explicit roundings
+// (__fmul_rn, __fsub_rn: nvcc would contract them into FMAs), as the CPU's rope_row computes it.
+__device__ inline float rope_elem(const rope_args& p, const float* x, int stride, int D, int k, const float* cs,
+                                  const float* sn) {
+  const int r0 = D - p.n_rot, half = p.n_rot / 2;
+  const float v = x[k * stride];
+  if (k < r0) return v;
+  const int j = k - r0;
+  const bool first = p.interleaved ? j % 2 == 0 : j < half;
+  const int i = p.interleaved ? j / 2 : j % half;
+  const float other = x[(p.interleaved ? (first ? k + 1 : k - 1) : (first ? k + half : k - half)) * stride];
+  return first ? __fsub_rn(__fmul_rn(v, cs[i]), __fmul_rn(other, sn[i]))   // x0 cos - x1 sin
+               : __fadd_rn(__fmul_rn(other, sn[i]), __fmul_rn(v, cs[i]));  // x0 sin + x1 cos
 }
 
 }  // namespace v4::cuda

@@ -706,6 +706,39 @@ static void ref_HADAMARD(const ref_in& in, ref_out* o) {
   }
 }
 
+// The attention ops' output rotation (tensor/ops.h: attn_out_rope), when the case has one: o
+// [D, T, H] becomes [D, H, T], each row turned as ref_ROPE turns it. A rotated pair (x, y) with
+// bounds (e_x, e_y) gets rope's own bound on the values the kernel turns, (|x| + e_x + |y| +
+// e_y)(angle error + 16u), plus the inputs' errors carried through the rotation, at most
+// |cos| e_x + |sin| e_y <= e_x + e_y (norm_rope's treatment).
+static void attn_out_rotation(const ref_in& in, ref_out* o) {
+  if (in.args.out_rope_input < 0) return;
+  const darray& pos = in.src[size_t(in.args.out_rope_input)];
+  const rope_params& p = in.args.rope;
+  const int64_t D = o->ne[0], T = o->ne[1], H = o->ne[2], r = D - p.n_rot, half = p.n_rot / 2;
+  ref_out y;
+  const int64_t ne[4] = {D, H, T, 1};
+  y.shape(dtype::f32, ne);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t d = 0; d < D; ++d) {  // dims before r pass through
+        y.v[size_t(y.idx(d, h, t, 0))] = o->v[size_t(o->idx(d, t, h, 0))];
+        y.tol[size_t(y.idx(d, h, t, 0))] = o->tol[size_t(o->idx(d, t, h, 0))];
+      }
+      for (int64_t i = 0; i < half; ++i) {
+        const double theta = pos.at(t) * rope_freq(int(i), p) * (p.inverse ? -1.0 : 1.0);
+        const int64_t j0 = p.interleaved ? r + 2 * i : r + i, j1 = p.interleaved ? r + 2 * i + 1 : r + i + half;
+        const size_t k0 = size_t(y.idx(j0, h, t, 0)), k1 = size_t(y.idx(j1, h, t, 0));
+        const double x0 = y.v[k0], x1 = y.v[k1], carried = y.tol[k0] + y.tol[k1];
+        y.v[k0] = x0 * std::cos(theta) - x1 * std::sin(theta);
+        y.v[k1] = x0 * std::sin(theta) + x1 * std::cos(theta);
+        y.tol[k0] = y.tol[k1] =
+            (std::fabs(x0) + std::fabs(x1) + carried) * (rope_angle_bound(theta, int(i), p) + 16 * u) + carried;
+      }
+    }
+  *o = std::move(y);
+}
+
 // attn_mqa bound, per output element y_d = sum_j p_j k_dj:
 //   logits: s_j = (q . k_j)*scale + m_j, |ds_j| <= (D+2)u*scale*sum_d|q_d k_dj| + u|m_j| + u|s_j - M|
 //   (dot product, scale, mask add, the subtraction of M); E = max_j |ds_j| (and u|sink - M|).
@@ -754,6 +787,7 @@ static void ref_ATTN_MQA(const ref_in& in, ref_out* o) {
         o->tol[k] = rel * mag + kTiny;
       }
     }
+  attn_out_rotation(in, o);
 }
 
 // attn_sparse: the keys and mask of each token assembled as tensor/ops.h defines them (the
@@ -774,6 +808,7 @@ static void ref_ATTN_SPARSE(const ref_in& in, ref_out* o) {
   o->shape(dtype::f32, q.ne);
   op_args a = p;
   a.has_mask = true;
+  a.out_rope_input = -1;  // the rotation after the whole output (below)
   for (int64_t t = 0; t < T; ++t) {
     const int64_t qne[4] = {D, 1, H, 1}, kne[4] = {D, NK, 1, 1}, mne[4] = {NK, 1, 1, 1};
     darray qt(dtype::f32, qne), kv(dtype::f32, kne), m(dtype::f32, mne);
@@ -804,6 +839,7 @@ static void ref_ATTN_SPARSE(const ref_in& in, ref_out* o) {
         o->tol[size_t(o->idx(d, t, h, 0))] = y.tol[size_t(y.idx(d, 0, h, 0))];
       }
   }
+  attn_out_rotation(in, o);
 }
 
 // Sinkhorn bound, relative to each output: the softmax as ref_SOFTMAX (2u|a_k - M| + exp ulps +

@@ -64,7 +64,8 @@ struct op_args {
   bool has_mask = false, has_sink = false;
   // ATTN_SPARSE: inputs [q, ring, mask, sink?, store?, rest?, ids?] in that order, as flagged here.
   bool has_store = false, has_rest = false, has_ids = false;
-  rope_params rope;           // ROPE (inputs [a, pos])
+  rope_params rope;           // ROPE (inputs [a, pos]); ATTN_MQA / ATTN_SPARSE: the output rotation
+  int out_rope_input = -1;    // ATTN_MQA / ATTN_SPARSE: the output rotation's positions input (-1: none)
   dtype cast_type = dtype::f32;  // CAST
   // VIEW (byte strides and offset into a contiguous source), RESHAPE (view_ne), PERMUTE (axes)
   int view_ndims = 4;

@@ -4,6 +4,7 @@
 //   swiglu(g, u, limit, wts, 128)              == fp8_roundtrip(swiglu(g, u, limit, wts), 128)
 //   norm_rope(a, w, pos, p, eps, block, n)     == fp8_roundtrip(rope(rms_norm_w(a, w, eps), pos, p), block, n)
 //   norm_rope(a, nullptr, pos, p, eps)         == rope(rms_norm(a, eps), pos, p)
+//   attn_mqa / attn_sparse(..., {pos, p})      == rope(permute(attn_mqa / attn_sparse(...), 0, 2, 1, 3), pos, p)
 // on random rows, zeros, huge outliers, specials (NaN, +-inf), rows that are no multiple of the
 // block, strided sources, T = 1 and T > 1. Both graphs run in one CPU computation; the results
 // are compared bit for bit (NaN payloads included).
@@ -33,6 +34,7 @@ const float kNaN = std::numeric_limits<float>::quiet_NaN();
 struct leaves {
   std::vector<std::vector<float>> f;
   std::vector<std::vector<int32_t>> i;
+  std::vector<std::vector<uint8_t>> b;  // raw bytes (bf16 rows, fp8 codes, e8m0 scales)
 };
 
 enum class fill { random, zeros, outliers, specials };
@@ -62,7 +64,7 @@ tensor* positions(context& ctx, leaves& L, int64_t T, int32_t max_pos, std::mt19
 }
 
 // Computes both results in one CPU graph and compares their bits.
-void expect_same_bits(context& ctx, tensor* chain, tensor* fused, const std::string& what) {
+void expect_same_bits(context& ctx, tensor* chain, tensor* fused, const std::string& what, bool differ = false) {
   ASSERT_TRUE(ctx.ok()) << what << ": " << ctx.error();
   ASSERT_NE(chain, nullptr);
   ASSERT_NE(fused, nullptr);
@@ -82,6 +84,10 @@ void expect_same_bits(context& ctx, tensor* chain, tensor* fused, const std::str
   size_t bad = 0, first = n;
   for (size_t k = 0; k < n; ++k)
     if (a[k] != b[k] && ++bad == 1) first = k;
+  if (differ) {  // the check's own check: results that must not match
+    EXPECT_GT(bad, 0u) << what << ": expected different bits";
+    return;
+  }
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << n << " elements differ; first at " << first;
 }
 
@@ -223,6 +229,109 @@ TEST(FusedBits, NormRopeMatchesTheChain) {
     expect_same_bits(ctx, chain, fused,
                      "norm_rope D" + std::to_string(c.D) + " H" + std::to_string(c.H) + " T" + std::to_string(c.T) +
                          " fill " + std::to_string(int(c.kind)) + (c.strided ? " strided" : ""));
+  }
+}
+
+// A leaf of raw bytes [ne] of type t (bf16 values, fp8_e4m3 codes, e8m0 scales), by make(k).
+tensor* leaf_bytes(context& ctx, leaves& L, dtype t, std::initializer_list<int64_t> ne, size_t elem,
+                   const std::function<void(uint8_t*)>& make) {
+  tensor* r = ctx.new_tensor(t, ne);
+  std::vector<uint8_t> v(size_t(r->nelements()) * elem);
+  for (size_t k = 0; k < v.size(); k += elem) make(&v[k]);
+  L.b.push_back(std::move(v));
+  r->data = L.b.back().data();
+  return r;
+}
+
+// The attention ops with their output rotation against attention, then rope of the permuted
+// result: V4's decode shapes (64 heads of 512, compact fp8 store with a bf16 rest, ids) at T = 1
+// and T > 1, attn_mqa over f32 keys (prefill), the tiny model's heads, halves and partial rotations.
+TEST(FusedBits, AttnOutRopeMatchesTheChain) {
+  backends::init();
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f), coin(0.0f, 1.0f);
+  auto bf16 = [&](uint8_t* b) {  // a random bf16 in (-2, 2): the top half of an f32
+    const float x = 2.0f * unit(rng);
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    const uint16_t h = uint16_t(u >> 16);
+    std::memcpy(b, &h, 2);
+  };
+  auto mask_leaf = [&](context& ctx, leaves& L, int64_t n, int64_t T) {  // 30% -inf
+    tensor* m = leaf_f32(ctx, L, {n, T}, fill::random, rng, 1.0f);
+    for (float& x : L.f.back())
+      if (coin(rng) < 0.3f) x = -kInf;
+    return m;
+  };
+  struct cfg {
+    bool mqa;                  // attn_mqa over W f32 keys; else attn_sparse (ring bf16 [D, W])
+    int64_t D, H, T, W, R, k;  // attn_sparse: R store rows (0: none), k ids per token (0: all rows)
+    int64_t nq;                // compact store: fp8 dims (0: plain f32 store)
+    int n_rot;
+    bool interleaved, yarn;
+  };
+  const cfg cases[] = {
+      {false, 512, 64, 1, 128, 96, 48, 448, 64, true, true},  // V4 CSA decode: compact rows by id
+      {false, 512, 64, 3, 128, 40, 16, 448, 64, true, false},
+      {false, 512, 16, 1, 128, 0, 0, 0, 64, true, true},      // window only
+      {true, 512, 8, 5, 70, 0, 0, 0, 64, true, true},         // attn_mqa (prefill, f32 keys)
+      {false, 64, 8, 4, 24, 10, 6, 0, 16, true, false},       // the tiny model's heads, plain f32 store
+      {false, 40, 3, 2, 9, 12, 5, 32, 8, false, false},       // halves over part of the dims
+  };
+  for (const cfg& c : cases) {
+    for (bool perturb : {false, true}) {
+      context ctx;
+      leaves L;
+      tensor* q = permute(ctx, leaf_f32(ctx, L, {c.D, c.H, c.T}, fill::random, rng, 1.0f), 0, 2, 1, 3);  // [D, T, H]
+      tensor* sink = leaf_f32(ctx, L, {c.H}, fill::random, rng, 2.0f);
+      tensor* pos = positions(ctx, L, c.T, c.yarn ? 65535 : 4000, rng);
+      const rope_params p = rope_p(c.n_rot, c.interleaved, /*inverse=*/true, c.yarn);
+      const float scale = 1.0f / std::sqrt(float(c.D));
+      const attn_out_rope out{pos, p};
+      tensor *plain = nullptr, *fused = nullptr;
+      if (c.mqa) {
+        tensor* kv = leaf_f32(ctx, L, {c.D, c.W}, fill::random, rng, 1.0f);
+        tensor* mask = mask_leaf(ctx, L, c.W, c.T);
+        plain = attn_mqa(ctx, q, kv, mask, sink, scale);
+        fused = attn_mqa(ctx, q, kv, mask, sink, scale, &out);
+      } else {
+        sparse_keys k;
+        k.ring = leaf_bytes(ctx, L, dtype::bf16, {c.D, c.W}, 2, bf16);
+        if (c.R > 0 && c.nq > 0) {
+          k.store = leaf_bytes(ctx, L, dtype::fp8_e4m3, {c.nq, c.R}, 1, [&](uint8_t* b) {
+            const uint8_t code = uint8_t(rng());
+            *b = (code & 0x7F) == 0x7F ? uint8_t(code ^ 1) : code;  // no NaN codes
+          });
+          k.store->scales = leaf_bytes(ctx, L, dtype::e8m0, {(c.nq + 63) / 64, c.R}, 1,
+                                       [&](uint8_t* b) { *b = uint8_t(124 + rng() % 4); });
+          k.store->scale_block[0] = 64;
+          k.store->scale_block[1] = 1;
+          if (c.nq < c.D) k.rest = leaf_bytes(ctx, L, dtype::bf16, {c.D - c.nq, c.R}, 2, bf16);
+        } else if (c.R > 0) {
+          k.store = leaf_f32(ctx, L, {c.D, c.R}, fill::random, rng, 1.0f);
+        }
+        const int64_t Rv = c.R;
+        if (c.k > 0) {
+          k.ids = ctx.new_tensor(dtype::i32, {c.k, c.T});
+          std::vector<int32_t> v(size_t(c.k * c.T));
+          for (int32_t& x : v) x = int32_t(rng() % uint32_t(Rv + 2)) - 1;  // some outside [0, Rv)
+          L.i.push_back(std::move(v));
+          k.ids->data = L.i.back().data();
+        }
+        tensor* mask = mask_leaf(ctx, L, c.W + Rv, c.T);
+        plain = attn_sparse(ctx, q, k, mask, sink, scale);
+        fused = attn_sparse(ctx, q, k, mask, sink, scale, &out);
+      }
+      ASSERT_TRUE(ctx.ok()) << ctx.error();
+      rope_params pc = p;
+      if (perturb) pc.inverse = false;  // the check must be able to fail: the other direction differs
+      tensor* chain = rope(ctx, permute(ctx, plain, 0, 2, 1, 3), pos, pc);
+      expect_same_bits(ctx, chain, fused,
+                       std::string(c.mqa ? "attn_mqa" : "attn_sparse") + " D" +
+                           std::to_string(c.D) + " H" + std::to_string(c.H) + " T" + std::to_string(c.T) +
+                           (perturb ? " (perturbed chain)" : ""),
+                       perturb);
+    }
   }
 }
 

@@ -187,15 +187,36 @@ void add_reductions(std::vector<op_case>& cs) {
 }
 
 // ---- attn_mqa ---------------------------------------------------------------------------------------------
+rope_params rp(int n_rot, bool interleaved, bool inverse, float base);  // (rope, below)
+rope_params yarn(bool interleaved, bool inverse);
+// The attention ops' output rotation (tensor/ops.h: attn_out_rope) in a case: its parameters, and
+// a positions input (up to max_pos) added as the next input.
+void with_out_rope(op_args& a, std::vector<input>& ins, const rope_params& p, int64_t Tq, int64_t max_pos) {
+  a.out_rope_input = int(ins.size());
+  a.rope = p;
+  ins.push_back(in(dtype::i32, {Tq}, ints(0, max_pos)));
+}
+// The rotation a case's builder passes (the result's pointer: nullptr without one).
+struct out_rope_arg {
+  attn_out_rope r;
+  const attn_out_rope* get() const { return r.pos ? &r : nullptr; }
+};
+out_rope_arg out_rope_of(const std::vector<tensor*>& t, const op_args& a) {
+  if (a.out_rope_input < 0) return {};
+  return {{t[size_t(a.out_rope_input)], a.rope}};
+}
+
 void add_attn_mqa(std::vector<op_case>& cs) {
   using T = const std::vector<tensor*>&;
   auto b = [](context& c, T t, const op_args& a) {
     size_t k = 2;
     tensor* mask = a.has_mask ? t[k++] : nullptr;
     tensor* sink = a.has_sink ? t[k++] : nullptr;
-    return attn_mqa(c, t[0], t[1], mask, sink, a.softmax_scale);
+    const out_rope_arg out = out_rope_of(t, a);
+    return attn_mqa(c, t[0], t[1], mask, sink, a.softmax_scale, out.get());
   };
-  auto add = [&](std::string name, int64_t D, int64_t Tq, int64_t H, int64_t NK, bool mask, bool sink, layout ql) {
+  auto add = [&](std::string name, int64_t D, int64_t Tq, int64_t H, int64_t NK, bool mask, bool sink, layout ql,
+                 const rope_params* rot = nullptr) {
     op_args a;
     a.softmax_scale = 1.0f / std::sqrt(float(D));
     a.has_mask = mask;
@@ -203,6 +224,7 @@ void add_attn_mqa(std::vector<op_case>& cs) {
     std::vector<input> ins{in(dtype::f32, {D, Tq, H}, uniform(-2, 2), ql), in(dtype::f32, {D, NK}, uniform(-2, 2))};
     if (mask) ins.push_back(in(dtype::f32, {NK, Tq}, mask_fill(0.4)));
     if (sink) ins.push_back(in(dtype::f32, {H}, uniform(-3, 3)));
+    if (rot) with_out_rope(a, ins, *rot, Tq, 65535);
     cs.push_back(mk(op_kind::ATTN_MQA, std::move(name), std::move(ins), b, a));
   };
   add("decode_D128_H4_NK137_mask_sink", 128, 1, 4, 137, true, true, cont());   // the last query fully masked
@@ -210,6 +232,15 @@ void add_attn_mqa(std::vector<op_case>& cs) {
   add("D32_T3_H3_NK7_plain", 32, 3, 3, 7, false, false, cont());
   add("D16_T4_H2_NK9_sink_only_perm", 16, 4, 2, 9, false, true, permuted_0213());
   add("D48_T2_H2_NK1_mask_padded", 48, 2, 2, 1, true, false, padded());      // row 1: all -inf, no sink -> 0
+  // The output rotation: V4's (YaRN, inverse, 64 interleaved dims) at decode and over a prefill
+  // chunk of 48 tokens x 64 heads (one chunk per (token, head group): the rotation inside the
+  // attention kernel on CUDA); halves over part of the dims, with a partial head group and few keys.
+  const rope_params v4 = yarn(true, true), halves = rp(16, false, true, 10000.0f), il = rp(8, true, true, 10000.0f);
+  // (No mask at T = 1: mask_fill masks the last query fully, and rotated zeros test nothing.)
+  add("decode_D128_H4_NK137_sink_rope_v4", 128, 1, 4, 137, false, true, cont(), &v4);
+  add("prefill_D64_T48_H64_NK40_mask_sink_rope_v4", 64, 48, 64, 40, true, true, cont(), &v4);
+  add("D40_T3_H9_NK7_sink_perm_rope_halves16", 40, 3, 9, 7, false, true, permuted_0213(), &halves);
+  add("D48_T2_H2_NK1_mask_rope_interleaved8", 48, 2, 2, 1, true, false, cont(), &il);  // row 1: rotated zeros
 }
 
 // ---- sinkhorn (mHC) ------------------------------------------------------------------------------------------
@@ -1459,7 +1490,10 @@ void add_attn_sparse(std::vector<op_case>& cs) {
     bool sink = true;
     layout ql = cont();
     filler ids = nullptr;           // default: uniform in [0, Rv)
+    const rope_params* rot = nullptr;  // the output rotation (none: nullptr)
   };
+  // The output rotation: V4's (YaRN, inverse, 64 interleaved dims); halves over 20 of 100 dims.
+  const rope_params v4 = yarn(true, true), halves = rp(20, false, true, 10000.0f);
   const dtype none = dtype::count;
   const std::vector<shape> shapes = {
       {"v4_csa_decode_D512_H64_W128_k512_fp8", 512, 1, 64, 128, 1088, 1024, 512, dtype::bf16, dtype::fp8_e4m3, 448},
@@ -1473,6 +1507,15 @@ void add_attn_sparse(std::vector<op_case>& cs) {
        values({3, -1, 10, 11, 3, 0, 5, 7, 100, 2, 9, 4, 1, 1, 1, 8, 6, 10})},
       {"D48_T2_H3_W9_Rv10_f32", 48, 2, 3, 9, 16, 10, 0, dtype::bf16, dtype::f32},
       {"D36_T1_H4_W3_window_only_nosink", 36, 1, 4, 3, 0, 0, 0, dtype::f32, none, 0, false},
+      {"v4_csa_decode_D512_H64_W128_k512_fp8_rope", 512, 1, 64, 128, 1088, 1024, 512, dtype::bf16, dtype::fp8_e4m3,
+       448, true, cont(), nullptr, &v4},
+      {"v4_window_only_D512_H64_W128_bf16_rope", 512, 1, 64, 128, 0, 0, 0, dtype::bf16, none, 0, true, cont(), nullptr,
+       &v4},
+      {"D100_T2_H9_W7_k13_fp8_nq72_perm_rope_halves", 100, 2, 9, 7, 40, 33, 13, dtype::f32, dtype::fp8_e4m3, 72, true,
+       permuted_0213(), nullptr, &halves},
+      // 40 tokens x 64 heads: one chunk per (token, head group), the rotation in the attention kernel.
+      {"D64_T40_H64_W5_Rv20_f16_rope_v4", 64, 40, 64, 5, 24, 20, 0, dtype::f16, dtype::bf16, 0, true, cont(), nullptr,
+       &v4},
   };
   for (const shape& s : shapes) {
     op_args a;
@@ -1493,6 +1536,7 @@ void add_attn_sparse(std::vector<op_case>& cs) {
       ins.push_back(in(s.store, {s.D, s.R}, uniform(-2, 2)));
     }
     if (a.has_ids) ins.push_back(in(dtype::i32, {s.k, s.Tq}, s.ids ? s.ids : ints(0, s.Rv - 1)));
+    if (s.rot) with_out_rope(a, ins, *s.rot, s.Tq, 65535);
     if (s.store == dtype::fp8_e4m3) {
       // e4m3 values of magnitude up to 2 times scales 2^-2 .. 2^1: logits of order 1 to 10.
       const int si = int(ins.size());
@@ -1509,7 +1553,8 @@ void add_attn_sparse(std::vector<op_case>& cs) {
       if (p.has_store) k.store = t[i++];
       if (p.has_rest) k.rest = t[i++];
       if (p.has_ids) k.ids = t[i++];
-      return attn_sparse(c, t[0], k, t[2], sink, p.softmax_scale);
+      const out_rope_arg out = out_rope_of(t, p);
+      return attn_sparse(c, t[0], k, t[2], sink, p.softmax_scale, out.get());
     };
     cs.push_back(mk(op_kind::ATTN_SPARSE, s.name, std::move(ins), b, a));
   }

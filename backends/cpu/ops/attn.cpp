@@ -1,17 +1,55 @@
 // Attention: attn_mqa (keys given as one f32 tensor) and attn_sparse (keys read from the KV caches
 // as stored: window ring + rows of a compressed-row store, by id). Both run one core, attend(),
-// so that attn_sparse gives the bits of get_rows / concat / attn_mqa on the same keys.
+// so that attn_sparse gives the bits of get_rows / concat / attn_mqa on the same keys. With the
+// output rotation (tensor/ops.h: attn_out_rope) each finished row is turned by rope.cpp's own
+// functions, in place: the bits of the rope node it replaces.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backends/cpu/ops/common.h"
 #include "backends/cpu/ops/convert.h"
+#include "backends/cpu/ops/rope.h"
 #include "quant/fp8.h"
 
 namespace v4::cpu {
 
 namespace {
+
+// The output rotation (tensor/ops.h: attn_out_rope), when the node has positions: rope.cpp's
+// angles per token and rope_row on each finished output row, in place: the bits of the rope
+// node of the unfused chain (it reads the same f32 values with the same functions).
+struct out_rotation {
+  const tensor* pos = nullptr;  // nullptr: no rotation, y laid out [D, T, H]
+  rope_params p;
+  std::vector<double> freqs;
+  std::vector<float> cs, sn;  // [T][n_rot / 2] of tokens [t0, t1)
+  int64_t t0 = 0;
+
+  out_rotation(const tensor* dst, const tensor* position_src, int64_t t_begin, int64_t t_end) : pos(position_src) {
+    if (!pos) return;
+    p = params::rope_of(dst, 1);
+    freqs = rope_freqs(p);
+    t0 = t_begin;
+    const size_t half = size_t(p.n_rot / 2);
+    cs.resize(size_t(t_end - t_begin) * half);
+    sn.resize(cs.size());
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      const int32_t position = *reinterpret_cast<const int32_t*>(at(pos, t, 0, 0, 0));
+      rope_angles(p, freqs, position, &cs[size_t(t - t0) * half], &sn[size_t(t - t0) * half]);
+    }
+  }
+  // Output row (t, h): [D, H, T] with the rotation, else [D, T, H].
+  float* row(tensor* dst, int64_t t, int64_t h) const {
+    return reinterpret_cast<float*>(pos ? at(dst, 0, h, t, 0) : at(dst, 0, t, h, 0));
+  }
+  void apply(float* y, int64_t D, int64_t t) const {
+    if (!pos) return;
+    const size_t half = size_t(p.n_rot / 2);
+    rope_row(p, reinterpret_cast<const char*>(y), sizeof(float), y, D, &cs[size_t(t - t0) * half],
+             &sn[size_t(t - t0) * half]);
+  }
+};
 
 // One (query, head) per task: scores against every key row, softmax with the sink, then the
 // weighted sum of the same rows. f32 throughout; the loops over D are contiguous (vectorised).
@@ -20,8 +58,10 @@ namespace {
 // weighted sum of rows, accumulated for the whole group row by row. Two passes over the keys,
 // as the reference; the dot products and sums may be reordered (tests/ops: attn_mqa's bound).
 // Tokens [t0, t1) of dst; key(t, j) -> const float* [D], mask(t, j) -> float (0 without one).
+// rot: the output rotation (and where the rows go), made for tokens [t0, t1).
 template <class Key, class Mask>
-void attend(const exec& ex, tensor* dst, int64_t t0, int64_t t1, int64_t NK, Key&& key, Mask&& mask) {
+void attend(const exec& ex, tensor* dst, int64_t t0, int64_t t1, int64_t NK, const out_rotation& rot, Key&& key,
+            Mask&& mask) {
   const tensor* q = dst->src[0];
   const tensor* sink = dst->src[3];
   const float scale = dst->param_f(0);
@@ -39,7 +79,7 @@ void attend(const exec& ex, tensor* dst, int64_t t0, int64_t t1, int64_t NK, Key
     float M[kGroup], sink_logit[kGroup];
     for (int64_t g = 0; g < G; ++g) {
       qv[g] = reinterpret_cast<const float*>(at(q, 0, t, h0 + g, 0));
-      y[g] = reinterpret_cast<float*>(at(dst, 0, t, h0 + g, 0));
+      y[g] = rot.row(dst, t, h0 + g);
       M[g] = sink_logit[g] = sink ? *reinterpret_cast<const float*>(at(sink, h0 + g, 0, 0, 0)) : -INFINITY;
     }
     for (int64_t j = 0; j < NK; ++j) {
@@ -77,8 +117,10 @@ void attend(const exec& ex, tensor* dst, int64_t t0, int64_t t1, int64_t NK, Key
         v.add(y[g], tmp.data(), y[g], D);
       }
     }
-    for (int64_t g = 0; g < G; ++g)
+    for (int64_t g = 0; g < G; ++g) {
       if (inv[g] != 0) v.scale(y[g], inv[g], 0.0f, y[g], D);
+      rot.apply(y[g], D, t);  // every row, zeros included (as the rope node)
+    }
   });
 }
 
@@ -91,7 +133,9 @@ void kernel_ATTN_MQA(const exec& ex, tensor* dst) {
   auto mask_at = [&](int64_t t, int64_t j) {
     return mask ? *reinterpret_cast<const float*>(at(mask, j, t, 0, 0)) : 0.0f;
   };
-  attend(ex, dst, 0, dst->ne[1], kv->ne[1], key, mask_at);
+  const int64_t T = dst->src[0]->ne[1];
+  const out_rotation rot(dst, dst->src[4], 0, T);
+  attend(ex, dst, 0, T, kv->ne[1], rot, key, mask_at);
 }
 
 // Token by token: the token's keys are converted into one f32 buffer [D, NK] exactly as the
@@ -104,7 +148,8 @@ void kernel_ATTN_SPARSE(const exec& ex, tensor* dst) {
   const tensor* store = dst->src[4];
   const tensor* rest = dst->src[5];
   const tensor* ids = dst->src[6];
-  const int64_t D = dst->ne[0], T = dst->ne[1], W = ring->ne[1], Rv = mask->ne[0] - W;
+  const int64_t D = dst->ne[0], T = dst->src[0]->ne[1], W = ring->ne[1], Rv = mask->ne[0] - W;
+  const out_rotation rot(dst, dst->src[7], 0, T);
   const int64_t NK = W + (ids ? ids->ne[0] : Rv);
   // The calling thread's buffers, reached by the workers through these pointers (a thread_local
   // named inside a parallel region would be the worker's own).
@@ -134,7 +179,7 @@ void kernel_ATTN_SPARSE(const exec& ex, tensor* dst) {
       if (nq < D) row_to_f32(rest->type, at(rest, 0, i, 0, 0), y + nq, D - nq);
     });
     attend(
-        ex, dst, t, t + 1, NK, [&](int64_t, int64_t j) { return &keys[size_t(j * D)]; },
+        ex, dst, t, t + 1, NK, rot, [&](int64_t, int64_t j) { return &keys[size_t(j * D)]; },
         [&](int64_t tt, int64_t j) {
           if (j < W) return *reinterpret_cast<const float*>(at(mask, j, tt, 0, 0));
           const int64_t i = rows[size_t(j)];
