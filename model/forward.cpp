@@ -119,6 +119,7 @@ struct builder {
   inputs& in;
   int64_t p0 = 0, T = 0;        // first position, tokens in the chunk
   tensor* pos = nullptr;        // i32 [T]
+  std::map<std::pair<int32_t, int64_t>, tensor*> rows_masks;  // (ratio, rows) -> rows_mask (prefill)
   tensor* win_mask = nullptr;   // f32 [W + T, T], or [W, 1] when ring_first
   std::vector<float> win_mask_host;  // ring_first: win_mask's values (attention() extends them)
   // Decode without dumps: the token's K=V row is written into the ring first and the attention
@@ -456,20 +457,21 @@ struct builder {
           if (L.ratio == 4) cap = std::min(cap, store_rows(S.irows));
           Rv = std::max(R, std::min(cap, (R + kRowPad - 1) / kRowPad * kRowPad));
         }
-        std::vector<float> causal(static_cast<size_t>(Rv * T));
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t i = 0; i < Rv; ++i)
-            causal[size_t(t * Rv + i)] = i < (p0 + t + 1) / L.ratio ? 0.0f : kNegInf;
-        tensor* cmask = nullptr;  // [Rv, T]
+        tensor* cmask = nullptr;  // [Rv, T]: row i visible to token t when i < (p0 + t + 1) / ratio
         if (ring_first) {
           // One host mask [window slots | rows 0 .. Rv-1] for attn_sparse; the indexer reads its
           // row part through a view.
           std::vector<float> both = win_mask_host;
-          both.insert(both.end(), causal.begin(), causal.end());
+          both.reserve(size_t(W + Rv));
+          for (int64_t i = 0; i < Rv; ++i) both.push_back(i < (p0 + 1) / L.ratio ? 0.0f : kNegInf);
           mask = in.f32(std::move(both), {W + Rv, 1}, "attn_mask");
           cmask = view_2d(ctx, mask, Rv, 1, mask->nb[1], size_t(W) * sizeof(float));
         } else {
-          cmask = in.f32(causal, {Rv, T}, "comp_mask");
+          // Computed where attention runs (a host input would be Rv x T values per layer), once
+          // per ratio and chunk: the CSA layers share theirs, the HCA layers theirs.
+          tensor*& shared = rows_masks[{L.ratio, Rv}];
+          if (!shared) shared = rows_mask(ctx, pos, Rv, int(L.ratio));
+          cmask = shared;
         }
         tensor* comp = nullptr;  // [HD, R] or [HD, k]
         tensor* top = L.ratio == 4 ? indexer_top(x, qr, L, S, cmask) : nullptr;

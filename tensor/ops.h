@@ -237,6 +237,11 @@ tensor* gather(context& ctx, tensor* a, tensor* idx);
 // same on every backend; +0 and -0 tie). NaN ranks below every number, NaNs among themselves by
 // index. 1 <= k <= n.
 tensor* top_k(context& ctx, tensor* a, int k);
+// The causal mask of compressed rows (one row per `ratio` tokens): for positions pos i32 [T],
+//   y[i, t] = 0 if row i is complete at token t, i.e. (i + 1) * ratio <= pos[t] + 1, else -inf;
+// f32 [rows, T]. Built where attention runs instead of as a [rows, T] host input per layer (at a
+// 256-token prefill chunk after 64K tokens of context: 16K x 256 values). rows >= 1, ratio >= 1.
+tensor* rows_mask(context& ctx, tensor* pos, int64_t rows, int ratio);
 // Per row of a f32 [n, R...] -> i32 [n, R...]: a stable sort permutation (ties keep index order).
 tensor* argsort(context& ctx, tensor* a, bool descending = false);
 // The MoE router (DeepSeek-V4's "sqrtsoftplus" gate), as two fused ops. logits f32 [E, R...]

@@ -63,6 +63,19 @@ tensor* gather(context& ctx, tensor* a, tensor* idx) {
   return detail::new_node(ctx, op_kind::GATHER, dtype::f32, idx->ne, {a, idx});
 }
 
+tensor* rows_mask(context& ctx, tensor* pos, int64_t rows, int ratio) {
+  if (!have({pos})) return nullptr;
+  if (pos->type != dtype::i32 || pos->ne[1] * pos->ne[2] * pos->ne[3] != 1 || rows < 1 || ratio < 1) {
+    ctx.fail("rows_mask: pos %s must be i32 [T], rows = %lld and ratio = %d at least 1", describe(pos).c_str(),
+             (long long)rows, ratio);
+    return nullptr;
+  }
+  const int64_t ne[kMaxDims] = {rows, pos->ne[0], 1, 1};
+  tensor* r = detail::new_node(ctx, op_kind::ROWS_MASK, dtype::f32, ne, {pos});
+  if (r) r->set_param_i(0, ratio);
+  return r;
+}
+
 tensor* top_k(context& ctx, tensor* a, int k) {
   if (!have({a})) return nullptr;
   if (a->type != dtype::f32 || k < 1 || k > a->ne[0]) {

@@ -48,6 +48,7 @@ launcher launcher_for(op_kind op) {
     case op_kind::CONCAT: return launch_concat;
     case op_kind::CPY: return launch_cpy;
     case op_kind::GATHER: return launch_gather;
+    case op_kind::ROWS_MASK: return launch_rows_mask;
     case op_kind::TOP_K: return launch_top_k;
     case op_kind::ARGSORT: return launch_argsort;
     case op_kind::HADAMARD: return launch_hadamard;
@@ -560,6 +561,7 @@ class cuda_device_impl final : public device {
       case op_kind::CONCAT: return is_plain(t->type);
       case op_kind::CPY: return a->type == t->type ? is_plain(t->type) : is_float(a->type) && is_float(t->type);
       case op_kind::GATHER:
+      case op_kind::ROWS_MASK:
       case op_kind::TOP_K:
       case op_kind::ARGSORT:
       case op_kind::SINKHORN: return true;

@@ -40,6 +40,7 @@ bool launch_concat(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_cpy(cudaStream_t s, tensor* dst, std::string* error);
 // Other ops (docs/CUDA.md "Other ops"): ops_select.cu, ops_mix.cu, ops_attn.cu, ops_rows.cu.
 bool launch_gather(cudaStream_t s, tensor* dst, std::string* error);
+bool launch_rows_mask(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_top_k(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_argsort(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error);

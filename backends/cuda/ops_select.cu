@@ -314,6 +314,17 @@ __global__ void gather_kernel(tview y, tview a, tview idx, int64_t n) {
   }
 }
 
+// y [rows, T]: 0 where row i is complete at token t's position, else -inf (tensor/ops.h).
+__global__ void rows_mask_kernel(tview y, tview pos, int64_t ratio, int64_t n) {
+  pdl_wait();
+  const int64_t rows = y.ne[0];
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i % rows, t = i / rows;
+    const int64_t visible = (int64_t(*reinterpret_cast<const int32_t*>(v4::cuda::at(pos, t, 0, 0, 0))) + 1) / ratio;
+    *reinterpret_cast<float*>(v4::cuda::at(y, r, t, 0, 0)) = r < visible ? 0.0f : -INFINITY;
+  }
+}
+
 // Keys per block in shared memory: 8192 (64 KiB, + up to 32 KiB for the kept half) where the GPU
 // allows a block that much, else 4096.
 int64_t segment_cap() {
@@ -394,6 +405,14 @@ bool launch_gather(cudaStream_t s, tensor* dst, std::string* error) {
   if (n == 0) return true;
   launch(gather_kernel, grid_for(n), kBlock, 0, s, y, a, idx, n);
   return launched("gather", error);
+}
+
+bool launch_rows_mask(cudaStream_t s, tensor* dst, std::string* error) {
+  const tview y = view_of(dst), pos = view_of(dst->src[0]);
+  const int64_t n = n_elements(y);
+  if (n == 0) return true;
+  launch(rows_mask_kernel, grid_for(n), kBlock, 0, s, y, pos, int64_t(dst->param_i(0)), n);
+  return launched("rows_mask", error);
 }
 
 bool launch_top_k(cudaStream_t s, tensor* dst, std::string* error) {

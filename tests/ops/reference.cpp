@@ -613,6 +613,17 @@ static void ref_GATHER(const ref_in& in, ref_out* o) {
   });
 }
 
+static void ref_ROWS_MASK(const ref_in& in, ref_out* o) {
+  const darray& pos = in.src[0];
+  const int64_t rows = in.args.n_quant, ratio = in.args.k;
+  const int64_t ne[4] = {rows, pos.ne[0], 1, 1};
+  o->shape(dtype::f32, ne);
+  o->exact = true;
+  for (int64_t t = 0; t < pos.ne[0]; ++t)
+    for (int64_t i = 0; i < rows; ++i)  // row i holds tokens [i * ratio, (i + 1) * ratio)
+      o->v[size_t(o->idx(i, t, 0, 0))] = (i + 1) * ratio <= int64_t(pos.at(t, 0, 0, 0)) + 1 ? 0.0 : -INFINITY;
+}
+
 // Row order for top_k: larger values first, NaN below every number, ties (NaNs among
 // themselves included) by lower index.
 static void ref_TOP_K(const ref_in& in, ref_out* o) {

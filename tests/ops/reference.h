@@ -74,6 +74,7 @@ struct op_args {
   size_t view_offset = 0;
   int axes[4] = {0, 1, 2, 3};
   // FP8_ROUNDTRIP, FP4_ROUNDTRIP: runs of `block` elements over the first n_quant of each row (0: all).
+  // ROWS_MASK: rows = n_quant, ratio = k.
   int block = 0;
   int64_t n_quant = 0;
   // HC_MIX: s0 = f0, s1 = f1, s2 = hc_s2, iters = k, eps = hc_eps, n = hc_n.

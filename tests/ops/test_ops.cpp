@@ -866,6 +866,19 @@ void add_indexing(std::vector<op_case>& cs) {
   cs.push_back(mk(op_kind::GATHER, "17x5x3_transposed", {in(dtype::f32, {17, 5, 3}, uniform(-3, 3), transposed()), in(dtype::i32, {4, 5, 3}, ints(0, 16))}, ga));
   cs.push_back(mk(op_kind::GATHER, "257x3_padded", {in(dtype::f32, {257, 3}, uniform(-3, 3), padded()), in(dtype::i32, {9, 3}, ints(0, 256), padded())}, ga));
 
+  // rows_mask: rows = n_quant, ratio = k; positions before, at and past row boundaries.
+  auto rm = [](context& c, T t, const op_args& a) { return rows_mask(c, t[0], a.n_quant, a.k); };
+  auto add_rm = [&](std::string name, input pos, int64_t rows, int ratio) {
+    op_args a;
+    a.n_quant = rows;
+    a.k = ratio;
+    cs.push_back(mk(op_kind::ROWS_MASK, name + "_r" + std::to_string(rows) + "_ratio" + std::to_string(ratio), {pos}, rm, a));
+  };
+  add_rm("decode", in(dtype::i32, {1}, values({131})), 40, 4);
+  add_rm("T9", in(dtype::i32, {9}, values({0, 1, 2, 3, 4, 7, 8, 126, 127})), 33, 4);
+  add_rm("T300", in(dtype::i32, {300}, ints(0, 70000)), 600, 128);
+  add_rm("ratio1", in(dtype::i32, {5}, ints(0, 10)), 12, 1);
+
   // top_k: exact ties go to the lower index; NaN ranks below every number.
   auto tk = [](context& c, T t, const op_args& a) { return top_k(c, t[0], a.k); };
   auto add_tk = [&](std::string name, input i, int k) {

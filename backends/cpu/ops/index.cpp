@@ -1,6 +1,7 @@
 // Indexing kernels: get_rows, set_rows, gather, top_k, argsort, concat.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -73,6 +74,16 @@ void kernel_GATHER(const exec& ex, tensor* dst) {
       const int32_t k = *reinterpret_cast<const int32_t*>(at(idx, j, i.i1, i.i2, i.i3));
       y[j] = *reinterpret_cast<const float*>(at(a, k, i.i1, i.i2, i.i3));
     }
+  });
+}
+
+void kernel_ROWS_MASK(const exec& ex, tensor* dst) {
+  const tensor* pos = dst->src[0];
+  const int64_t ratio = dst->param_i(0), rows = dst->ne[0];
+  parallel_for(ex, dst->ne[1], rows, [&](int64_t t) {
+    const int64_t visible = (int64_t(*reinterpret_cast<const int32_t*>(at(pos, t, 0, 0, 0))) + 1) / ratio;
+    float* y = frow(dst, t);
+    for (int64_t i = 0; i < rows; ++i) y[i] = i < visible ? 0.0f : -std::numeric_limits<float>::infinity();
   });
 }
 
