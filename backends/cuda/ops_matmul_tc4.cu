@@ -45,7 +45,7 @@ namespace v4::cuda {
 namespace {
 
 constexpr int kT4Warps = 8;
-constexpr int kT4Stages = 4;        // units in flight per warp (2 x 16 bytes per lane each)
+constexpr int kT4Stages = 4;        // units in flight per warp (2 x 16 bytes per lane each): default
 constexpr int kT4Block = 128;       // x's FP8 block along K, and the unit's K
 constexpr int kT4Group = 32;        // k per e8m0 scale (mxfp4)
 constexpr int kT4BlocksPerSM = 2;   // blocks per SM the grid is sized for (and the registers allow)
@@ -79,15 +79,16 @@ __device__ inline void e2m1x8_h2(uint32_t a, uint32_t p[4]) {
 __device__ inline int x_pos(int j) { return 2 * (j & 3) + (j >> 2); }
 
 // One unit's raw data in registers: rows g and g+8's 16 bytes of group c; the e8m0 codes of groups
-// 2(c & 1) and 2(c & 1) + 1 of rows g and g+8 (two bytes each, low byte first).
+// 2(c & 1) and 2(c & 1) + 1 of rows g (bits 0..15) and g+8 (bits 16..31), low group first.
 struct t4_unit {
   uint4 w[2];
-  uint32_t s_lo, s_hi;
+  uint32_t s;
 };
 
-// grid (blocks, jobs), kT4Warps warps. ks_n: k-slices per block (1, 2, 4 or 8); rt: tiles per
+// grid (blocks, jobs), kT4Warps warps, S units in flight per warp. ks_n: k-slices per block (1, 2, 4 or 8); rt: tiles per
 // warp. Dynamic shared memory: x as f16 [K] (pair order), the zero area, x's block scales 2^t
 // [K / 128], partials [tiles per block][ks_n][16] (ks_n > 1). MATMUL_ID jobs of one x row (mode 2).
+template <int S>
 __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_weights W, mm_rows rd, int ks_n, int rt) {
   extern __shared__ uint4 t4_smem[];
   pdl_wait();  // the job's expert is read from ids
@@ -133,8 +134,8 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
     u.w[0] = __ldcs(reinterpret_cast<const uint4*>(wlo + off));
     u.w[1] = __ldcs(reinterpret_cast<const uint4*>(whi + off));
     const int col = i_kb * (kT4Block / kT4Group);  // the unit's first scale group
-    u.s_lo = __ldg(reinterpret_cast<const uint16_t*>(slo + col));
-    u.s_hi = __ldg(reinterpret_cast<const uint16_t*>(shi + col));
+    u.s = uint32_t(__ldg(reinterpret_cast<const uint16_t*>(slo + col))) |
+          (uint32_t(__ldg(reinterpret_cast<const uint16_t*>(shi + col))) << 16);
     ++issued;
     if (++i_kb == kb1) {
       i_kb = kb0;
@@ -142,10 +143,10 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
     }
   };
 
-  t4_unit st[kT4Stages];
+  t4_unit st[S];
   if (n_units > 0) set_rows(0);
 #pragma unroll
-  for (int i = 0; i < kT4Stages; ++i) load(st[i]);
+  for (int i = 0; i < S; ++i) load(st[i]);
   const float* xp;
   float* yp;
   row_ptrs(rd, jb, 0, &xp, &yp);
@@ -190,9 +191,9 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
   // Consume side.
   int c_j = 0, c_kb = kb0;
   float acc_lo = 0.0f, acc_hi = 0.0f;
-  for (int u0 = 0; u0 < n_units; u0 += kT4Stages) {
+  for (int u0 = 0; u0 < n_units; u0 += S) {
 #pragma unroll
-    for (int i = 0; i < kT4Stages; ++i) {
+    for (int i = 0; i < S; ++i) {
       if (u0 + i >= n_units) break;  // warp-uniform
       float d[4] = {0.f, 0.f, 0.f, 0.f};
       const uint4* xq = xbase + c_kb * xstep;
@@ -209,11 +210,11 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
       }
       // d: groups 2c, 2c+1 of rows g, g+8 (lanes c >= 2: zeros, their sums are not used).
       const float sx = xsc[c_kb];
-      acc_lo = fmaf(d[0] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s_lo)), acc_lo);
-      acc_lo = fmaf(d[1] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s_lo >> 8)), acc_lo);
-      acc_hi = fmaf(d[2] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s_hi)), acc_hi);
-      acc_hi = fmaf(d[3] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s_hi >> 8)), acc_hi);
-      load(st[i]);  // the unit kT4Stages ahead
+      acc_lo = fmaf(d[0] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s)), acc_lo);
+      acc_lo = fmaf(d[1] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s >> 8)), acc_lo);
+      acc_hi = fmaf(d[2] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s >> 16)), acc_hi);
+      acc_hi = fmaf(d[3] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s >> 24)), acc_hi);
+      load(st[i]);  // the unit S ahead
       if (++c_kb == kb1) {  // the tile's slice is done: groups 0, 1 (lane c = 0) + groups 2, 3 (c = 1)
         const float sum_lo = acc_lo + __shfl_xor_sync(0xffffffffu, acc_lo, 1);
         const float sum_hi = acc_hi + __shfl_xor_sync(0xffffffffu, acc_hi, 1);
@@ -267,12 +268,17 @@ int sm_count_now() {
 
 constexpr size_t kT4MaxSmem = 48 * 1024;  // no opt-in
 
-// K split in up to 8 slices (at least one 128-block each); tiles per warp so that the jobs' blocks
-// come to about kT4BlocksPerSM per SM.
+// Test hooks (set_matmul_tc_id_shape): units in flight per warp (0: kT4Stages) and k-slices per
+// block (0: automatic), for timing sweeps.
+std::atomic<int> g_t4_stages{0}, g_t4_ks{0};
+
+// K split in up to 8 slices (at least one 128-block each; fewer when a hook asks); tiles per warp
+// so that the jobs' blocks come to about kT4BlocksPerSM per SM.
 t4_shape t4_shape_of(const mm_weights& W, unsigned jobs) {
   t4_shape sh;
   const int64_t nkb = W.K / kT4Block;
-  while (sh.ks_n < kT4Warps && 2 * sh.ks_n <= nkb) sh.ks_n *= 2;
+  const int ks_max = g_t4_ks.load(std::memory_order_relaxed) > 0 ? g_t4_ks.load(std::memory_order_relaxed) : kT4Warps;
+  while (sh.ks_n < kT4Warps && 2 * sh.ks_n <= ks_max && 2 * sh.ks_n <= nkb) sh.ks_n *= 2;
   const int64_t n_tiles = (W.M + 15) / 16;
   const int lanes_t = kT4Warps / sh.ks_n;
   const int sms = sm_count_now();
@@ -303,10 +309,13 @@ bool launch_tc4(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned
   if (rd.mode != 2 || !tc4_fits(W, jobs)) return false;
   const t4_shape sh = t4_shape_of(W, jobs);
   const dim3 grid(sh.blocks, jobs);
+  const int stages = g_t4_stages.load(std::memory_order_relaxed);
+  const auto kernel = stages == 2 ? tc4_kernel<2> : stages == 6 ? tc4_kernel<6> : stages == 8 ? tc4_kernel<8>
+                                                                                              : tc4_kernel<kT4Stages>;
   if (pdl) {
-    launch(tc4_kernel, grid, kT4Warps * 32, sh.smem, s, W, rd, sh.ks_n, sh.rt);
+    launch(kernel, grid, kT4Warps * 32, sh.smem, s, W, rd, sh.ks_n, sh.rt);
   } else {  // plain launch: waits for the previous kernel as without PDL (pdl_wait() is a no-op)
-    tc4_kernel<<<grid, kT4Warps * 32, sh.smem, s>>>(W, rd, sh.ks_n, sh.rt);
+    kernel<<<grid, kT4Warps * 32, sh.smem, s>>>(W, rd, sh.ks_n, sh.rt);
   }
   g_tc4_calls.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -314,5 +323,12 @@ bool launch_tc4(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned
 
 // Test hook (tests/cuda/test_cuda_matmul.cpp; not part of the backend's API): launches so far.
 long long matmul_tc_id_calls() { return g_tc4_calls.load(std::memory_order_relaxed); }
+
+// Timing hook (tests/cuda/test_cuda_matmul.cpp; not part of the backend's API): units in flight
+// per warp (2, 4, 6, 8; 0 the default kT4Stages) and at most ks k-slices per block (0: automatic).
+void set_matmul_tc_id_shape(int stages, int ks) {
+  g_t4_stages.store(stages, std::memory_order_relaxed);
+  g_t4_ks.store(ks, std::memory_order_relaxed);
+}
 
 }  // namespace v4::cuda

@@ -1081,6 +1081,7 @@ TEST(CudaMatmul, Timing) {
 namespace cuda {
 void set_matmul_tc_id(int mode);  // 0 automatic, 1 off
 long long matmul_tc_id_calls();    // its launches so far
+void set_matmul_tc_id_shape(int stages, int ks);  // units in flight per warp (0: default), k-slices (0: automatic)
 }  // namespace cuda
 namespace {
 
@@ -1203,6 +1204,25 @@ TEST(CudaMatmul, TcIdMatchesFloat64) {
   run_tc4(gpu, h, ids18, random_floats(1024 * 3, 48), 1, 3, x_src::roundtrip, false, "tc4 not taken: 18 pairs");
 }
 
+// The kernel's other shapes (set_matmul_tc_id_shape: units in flight per warp, k-slices per
+// block), each on the model's w1 + w3 call and odd shapes, with the same bound.
+TEST(CudaMatmul, TcIdShapesMatchFloat64) {
+  REQUIRE_GPU(gpu);
+  const std::vector<int32_t> top6 = {255, 3, 17, 128, 64, 200};
+  const host_weights big = spread_experts(make_weights(dtype::mxfp4, 4096, 4096, 6, 32, 1, 41), 256, top6);
+  const host_weights odd = make_weights(dtype::mxfp4, 384, 100, 3, 32, 1, 53);
+  const host_weights w2 = make_weights(dtype::mxfp4, 2048, 1100, 16, 32, 1, 54);
+  for (const auto& [stages, ks] : std::vector<std::pair<int, int>>{{2, 0}, {6, 0}, {8, 0}, {4, 4}, {4, 2}, {4, 1}, {8, 2}}) {
+    cuda::set_matmul_tc_id_shape(stages, ks);
+    const std::string tag = " S " + std::to_string(stages) + " ks " + std::to_string(ks);
+    run_tc4(gpu, big, top6, random_floats(4096, 42), 1, 1, x_src::roundtrip, true, "tc4 w1+w3" + tag);
+    run_tc4(gpu, odd, {0, 2, 2, 1, 0, 1}, random_floats(384 * 6, 55), 6, 1, x_src::roundtrip, true, "tc4 K 384" + tag);
+    run_tc4(gpu, w2, {3, 15, 0, 3, 7, 9}, random_floats(2048 * 6, 56), 6, 1, x_src::swiglu, true, "tc4 K 2048" + tag);
+    cuda::set_matmul_tc_id_shape(0, 0);
+    if (HasFailure()) return;
+  }
+}
+
 // e8m0 NaN scales make exactly the outputs of their rows NaN (e2m1 has no NaN code), and a NaN
 // element of x (passed through by the round trip) the outputs of the slots that read that row.
 TEST(CudaMatmul, TcIdNaNScalesAndXPropagate) {
@@ -1257,11 +1277,27 @@ void chain_tc4(bench& b, int64_t K, int64_t M, int64_t X1, const char* what) {
   char shape[96];
   std::snprintf(shape, sizeof shape, "matmul_id mxfp4 K=%lld M=%lld x6 of 64 fp8 x", (long long)K, (long long)M);
   std::printf("chain %-44s (%s) small kernel alone %5.2f us per link\n", shape, what, small_sec * 1e6);
-  for (int tc : {1, 0}) {
-    cuda::set_matmul_tc_id(tc);
+  struct setting {
+    std::string what;
+    int off, stages, ks;
+    bool pdl;
+  };
+  // Off, the default, then (a sweep) other units in flight per warp, fewer k-slices, PDL.
+  const std::vector<setting> settings = {{"tc4 off (gemv1)", 1, 0, 0, false}, {"tc4 (automatic)", 0, 0, 0, false},
+                                         {"tc4 S 2", 0, 2, 0, false},         {"tc4 S 6", 0, 6, 0, false},
+                                         {"tc4 S 8", 0, 8, 0, false},         {"tc4 ks 4", 0, 0, 4, false},
+                                         {"tc4 ks 2", 0, 0, 2, false},        {"tc4 ks 1", 0, 0, 1, false},
+                                         {"tc4 S 8 ks 2", 0, 8, 2, false},    {"tc4 with PDL", 0, 0, 0, true},
+                                         {"gemv1 with PDL", 1, 0, 0, true}};
+  for (const setting& st : settings) {
+    cuda::set_matmul_tc_id(st.off);
+    cuda::set_matmul_tc_id_shape(st.stages, st.ks);
+    cuda::set_matmul_expert_pdl(st.pdl);
     const long long calls0 = cuda::matmul_tc_id_calls();
     const double sec = b.graph_seconds(small, mm);
     const bool tc_ran = cuda::matmul_tc_id_calls() > calls0;
+    cuda::set_matmul_expert_pdl(false);
+    cuda::set_matmul_tc_id_shape(0, 0);
     cuda::set_matmul_tc_id(0);
     cudaStreamSynchronize(b.s);
     std::vector<float> got(size_t(M * n_used));
@@ -1276,7 +1312,7 @@ void chain_tc4(bench& b, int64_t K, int64_t M, int64_t X1, const char* what) {
       }
     const double mm_sec = sec - small_sec;
     std::printf("chain %-44s %-22s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy%s\n", shape,
-                tc ? "tc4 off (gemv1)" : "tc4 (automatic)", sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9,
+                st.what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9,
                 100.0 * bytes / mm_sec / b.copy_bw, tc_ran ? " [tc4]" : "");
   }
 }
