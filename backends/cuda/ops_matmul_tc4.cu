@@ -50,6 +50,7 @@ constexpr int kT4Block = 128;       // x's FP8 block along K, and the unit's K
 constexpr int kT4Group = 32;        // k per e8m0 scale (mxfp4)
 constexpr int kT4BlocksPerSM = 2;   // blocks per SM the grid is sized for (and the registers allow)
 constexpr int kT4ZeroBytes = 128;   // the zero area: 64 bytes used at offset 32 (banks 8 .. 23)
+constexpr bool kT4Interleaved = false;  // k-slices interleaved by 128-block (default order)
 
 __device__ inline void mma_f16_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -85,11 +86,12 @@ struct t4_unit {
   uint32_t s;
 };
 
-// grid (blocks, jobs), kT4Warps warps, S units in flight per warp. ks_n: k-slices per block (1, 2, 4 or 8); rt: tiles per
-// warp. Dynamic shared memory: x as f16 [K] (pair order), the zero area, x's block scales 2^t
-// [K / 128], partials [tiles per block][ks_n][16] (ks_n > 1). MATMUL_ID jobs of one x row (mode 2).
+// grid (blocks, jobs), kT4Warps warps, S units in flight per warp. ks_n: k-slices per block (1, 2,
+// 4 or 8); rt: tiles per warp; il: the k-slices interleaved by 128-block (else contiguous).
+// Dynamic shared memory: x as f16 [K] (pair order), the zero area, x's block scales 2^t [K / 128],
+// partials [tiles per block][ks_n][16] (ks_n > 1). MATMUL_ID jobs of one x row (mode 2).
 template <int S>
-__global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_weights W, mm_rows rd, int ks_n, int rt) {
+__global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_weights W, mm_rows rd, int ks_n, int rt, bool il) {
   extern __shared__ uint4 t4_smem[];
   pdl_wait();  // the job's expert is read from ids
   const mm_job jb = job_of(W, rd, blockIdx.y);
@@ -102,7 +104,10 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
   const int lanes_t = kT4Warps / ks_n;  // tile lanes per block
   const int tiles_per_block = lanes_t * rt;
   const int tw = warp / ks_n, ks = warp % ks_n;
-  const int kb0 = ks * nkb / ks_n, kb1 = (ks + 1) * nkb / ks_n, nkw = kb1 - kb0;
+  // The warp's K blocks: kb0, kb0 + kstep, ... (nkw of them): contiguous slices (kstep 1) or
+  // interleaved (kstep ks_n: the block's warps read adjacent 64-byte pieces of the same rows).
+  const int kb0 = il ? ks : ks * nkb / ks_n, kstep = il ? ks_n : 1;
+  const int nkw = il ? (nkb - ks + ks_n - 1) / ks_n : (ks + 1) * nkb / ks_n - kb0;
   const int64_t t_first = int64_t(blockIdx.x) * tiles_per_block + tw;  // tile j of this warp: t_first + j * lanes_t
   const int64_t left = t_first < n_tiles ? (n_tiles - t_first + lanes_t - 1) / lanes_t : 0;
   const int my_tiles = int(left < rt ? left : rt);
@@ -114,7 +119,7 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
   float* red = xsc + nkb;
 
   // Issue side: the tile and K block of the next unit to load, and its rows.
-  int i_j = 0, i_kb = kb0, issued = 0;
+  int i_j = 0, i_kb = kb0, i_n = 0, issued = 0;
   const char* wlo = nullptr;
   const char* whi = nullptr;
   const uint8_t* slo = nullptr;
@@ -137,7 +142,9 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
     u.s = uint32_t(__ldg(reinterpret_cast<const uint16_t*>(slo + col))) |
           (uint32_t(__ldg(reinterpret_cast<const uint16_t*>(shi + col))) << 16);
     ++issued;
-    if (++i_kb == kb1) {
+    i_kb += kstep;
+    if (++i_n == nkw) {
+      i_n = 0;
       i_kb = kb0;
       if (++i_j < my_tiles) set_rows(i_j);
     }
@@ -189,7 +196,7 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
   const int xstep = reader ? kT4Block / 8 : 0;  // uint4 per 128-block
 
   // Consume side.
-  int c_j = 0, c_kb = kb0;
+  int c_j = 0, c_kb = kb0, c_n = 0;
   float acc_lo = 0.0f, acc_hi = 0.0f;
   for (int u0 = 0; u0 < n_units; u0 += S) {
 #pragma unroll
@@ -215,7 +222,8 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
       acc_hi = fmaf(d[2] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s >> 16)), acc_hi);
       acc_hi = fmaf(d[3] * kE2m1HalfUnscale * sx, e8m0_f(uint8_t(st[i].s >> 24)), acc_hi);
       load(st[i]);  // the unit S ahead
-      if (++c_kb == kb1) {  // the tile's slice is done: groups 0, 1 (lane c = 0) + groups 2, 3 (c = 1)
+      c_kb += kstep;
+      if (++c_n == nkw) {  // the tile's slice is done: groups 0, 1 (lane c = 0) + groups 2, 3 (c = 1)
         const float sum_lo = acc_lo + __shfl_xor_sync(0xffffffffu, acc_lo, 1);
         const float sum_hi = acc_hi + __shfl_xor_sync(0xffffffffu, acc_hi, 1);
         const int64_t t = t_first + int64_t(c_j) * lanes_t;
@@ -231,6 +239,7 @@ __global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_w
         }
         acc_lo = acc_hi = 0.0f;
         c_kb = kb0;
+        c_n = 0;
         ++c_j;
       }
     }
@@ -270,7 +279,7 @@ constexpr size_t kT4MaxSmem = 48 * 1024;  // no opt-in
 
 // Test hooks (set_matmul_tc_id_shape): units in flight per warp (0: kT4Stages) and k-slices per
 // block (0: automatic), for timing sweeps.
-std::atomic<int> g_t4_stages{0}, g_t4_ks{0};
+std::atomic<int> g_t4_stages{0}, g_t4_ks{0}, g_t4_il{0};
 
 // K split in up to 8 slices (at least one 128-block each; fewer when a hook asks); tiles per warp
 // so that the jobs' blocks come to about kT4BlocksPerSM per SM.
@@ -310,12 +319,14 @@ bool launch_tc4(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned
   const t4_shape sh = t4_shape_of(W, jobs);
   const dim3 grid(sh.blocks, jobs);
   const int stages = g_t4_stages.load(std::memory_order_relaxed);
+  const int il_mode = g_t4_il.load(std::memory_order_relaxed);
+  const bool il = il_mode == 0 ? kT4Interleaved : il_mode == 2;
   const auto kernel = stages == 2 ? tc4_kernel<2> : stages == 6 ? tc4_kernel<6> : stages == 8 ? tc4_kernel<8>
                                                                                               : tc4_kernel<kT4Stages>;
   if (pdl) {
-    launch(kernel, grid, kT4Warps * 32, sh.smem, s, W, rd, sh.ks_n, sh.rt);
+    launch(kernel, grid, kT4Warps * 32, sh.smem, s, W, rd, sh.ks_n, sh.rt, il);
   } else {  // plain launch: waits for the previous kernel as without PDL (pdl_wait() is a no-op)
-    kernel<<<grid, kT4Warps * 32, sh.smem, s>>>(W, rd, sh.ks_n, sh.rt);
+    kernel<<<grid, kT4Warps * 32, sh.smem, s>>>(W, rd, sh.ks_n, sh.rt, il);
   }
   g_tc4_calls.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -325,10 +336,12 @@ bool launch_tc4(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned
 long long matmul_tc_id_calls() { return g_tc4_calls.load(std::memory_order_relaxed); }
 
 // Timing hook (tests/cuda/test_cuda_matmul.cpp; not part of the backend's API): units in flight
-// per warp (2, 4, 6, 8; 0 the default kT4Stages) and at most ks k-slices per block (0: automatic).
-void set_matmul_tc_id_shape(int stages, int ks) {
+// per warp (2, 4, 6, 8; 0 the default kT4Stages), at most ks k-slices per block (0: automatic), and
+// the k-slices' order (il: 0 the default kT4Interleaved, 1 contiguous, 2 interleaved).
+void set_matmul_tc_id_shape(int stages, int ks, int il) {
   g_t4_stages.store(stages, std::memory_order_relaxed);
   g_t4_ks.store(ks, std::memory_order_relaxed);
+  g_t4_il.store(il, std::memory_order_relaxed);
 }
 
 }  // namespace v4::cuda

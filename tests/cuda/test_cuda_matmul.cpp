@@ -1081,7 +1081,8 @@ TEST(CudaMatmul, Timing) {
 namespace cuda {
 void set_matmul_tc_id(int mode);  // 0 automatic, 1 off
 long long matmul_tc_id_calls();    // its launches so far
-void set_matmul_tc_id_shape(int stages, int ks);  // units in flight per warp (0: default), k-slices (0: automatic)
+// units in flight per warp (0: default), k-slices (0: automatic), their order (0 default, 1 contiguous, 2 interleaved)
+void set_matmul_tc_id_shape(int stages, int ks, int il);
 }  // namespace cuda
 namespace {
 
@@ -1212,13 +1213,18 @@ TEST(CudaMatmul, TcIdShapesMatchFloat64) {
   const host_weights big = spread_experts(make_weights(dtype::mxfp4, 4096, 4096, 6, 32, 1, 41), 256, top6);
   const host_weights odd = make_weights(dtype::mxfp4, 384, 100, 3, 32, 1, 53);
   const host_weights w2 = make_weights(dtype::mxfp4, 2048, 1100, 16, 32, 1, 54);
-  for (const auto& [stages, ks] : std::vector<std::pair<int, int>>{{2, 0}, {6, 0}, {8, 0}, {4, 4}, {4, 2}, {4, 1}, {8, 2}}) {
-    cuda::set_matmul_tc_id_shape(stages, ks);
-    const std::string tag = " S " + std::to_string(stages) + " ks " + std::to_string(ks);
+  struct shape {
+    int stages, ks, il;
+  };
+  for (const shape& sh : std::vector<shape>{{2, 0, 1}, {6, 0, 1}, {8, 0, 1}, {4, 4, 1}, {4, 2, 1}, {4, 1, 1}, {8, 2, 1},
+                                            {4, 0, 2}, {8, 0, 2}, {6, 4, 2}, {4, 2, 2}}) {
+    cuda::set_matmul_tc_id_shape(sh.stages, sh.ks, sh.il);
+    const std::string tag = " S " + std::to_string(sh.stages) + " ks " + std::to_string(sh.ks) +
+                            (sh.il == 2 ? " interleaved" : "");
     run_tc4(gpu, big, top6, random_floats(4096, 42), 1, 1, x_src::roundtrip, true, "tc4 w1+w3" + tag);
     run_tc4(gpu, odd, {0, 2, 2, 1, 0, 1}, random_floats(384 * 6, 55), 6, 1, x_src::roundtrip, true, "tc4 K 384" + tag);
     run_tc4(gpu, w2, {3, 15, 0, 3, 7, 9}, random_floats(2048 * 6, 56), 6, 1, x_src::swiglu, true, "tc4 K 2048" + tag);
-    cuda::set_matmul_tc_id_shape(0, 0);
+    cuda::set_matmul_tc_id_shape(0, 0, 0);
     if (HasFailure()) return;
   }
 }
@@ -1279,25 +1285,30 @@ void chain_tc4(bench& b, int64_t K, int64_t M, int64_t X1, const char* what) {
   std::printf("chain %-44s (%s) small kernel alone %5.2f us per link\n", shape, what, small_sec * 1e6);
   struct setting {
     std::string what;
-    int off, stages, ks;
+    int off, stages, ks, il;
     bool pdl;
   };
-  // Off, the default, then (a sweep) other units in flight per warp, fewer k-slices, PDL.
-  const std::vector<setting> settings = {{"tc4 off (gemv1)", 1, 0, 0, false}, {"tc4 (automatic)", 0, 0, 0, false},
-                                         {"tc4 S 2", 0, 2, 0, false},         {"tc4 S 6", 0, 6, 0, false},
-                                         {"tc4 S 8", 0, 8, 0, false},         {"tc4 ks 4", 0, 0, 4, false},
-                                         {"tc4 ks 2", 0, 0, 2, false},        {"tc4 ks 1", 0, 0, 1, false},
-                                         {"tc4 S 8 ks 2", 0, 8, 2, false},    {"tc4 with PDL", 0, 0, 0, true},
-                                         {"gemv1 with PDL", 1, 0, 0, true}};
+  // Off, the default, then (a sweep) other units in flight per warp, fewer k-slices, interleaved
+  // k-slices, PDL.
+  const std::vector<setting> settings = {
+      {"tc4 off (gemv1)", 1, 0, 0, 0, false}, {"tc4 (automatic)", 0, 0, 0, 0, false},
+      {"tc4 S 2", 0, 2, 0, 1, false},         {"tc4 S 6", 0, 6, 0, 1, false},
+      {"tc4 S 8", 0, 8, 0, 1, false},         {"tc4 ks 4", 0, 0, 4, 1, false},
+      {"tc4 ks 2", 0, 0, 2, 1, false},        {"tc4 ks 1", 0, 0, 1, 1, false},
+      {"tc4 S 8 ks 2", 0, 8, 2, 1, false},    {"tc4 il", 0, 4, 0, 2, false},
+      {"tc4 il S 6", 0, 6, 0, 2, false},      {"tc4 il S 8", 0, 8, 0, 2, false},
+      {"tc4 il S 6 ks 4", 0, 6, 4, 2, false}, {"tc4 il S 8 ks 4", 0, 8, 4, 2, false},
+      {"tc4 with PDL", 0, 0, 0, 0, true},     {"tc4 il S 6 with PDL", 0, 6, 0, 2, true},
+      {"gemv1 with PDL", 1, 0, 0, 0, true}};
   for (const setting& st : settings) {
     cuda::set_matmul_tc_id(st.off);
-    cuda::set_matmul_tc_id_shape(st.stages, st.ks);
+    cuda::set_matmul_tc_id_shape(st.stages, st.ks, st.il);
     cuda::set_matmul_expert_pdl(st.pdl);
     const long long calls0 = cuda::matmul_tc_id_calls();
     const double sec = b.graph_seconds(small, mm);
     const bool tc_ran = cuda::matmul_tc_id_calls() > calls0;
     cuda::set_matmul_expert_pdl(false);
-    cuda::set_matmul_tc_id_shape(0, 0);
+    cuda::set_matmul_tc_id_shape(0, 0, 0);
     cuda::set_matmul_tc_id(0);
     cudaStreamSynchronize(b.s);
     std::vector<float> got(size_t(M * n_used));
