@@ -314,7 +314,7 @@ bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, un
 // caller checks that: ops_matmul.cu x_fp8_exact). x is not rounded; f16 x f16 -> f32 mma with
 // exact products, each 32-k group's sum scaled in f32. tc4_fits: the shape fits (x within 48 KiB
 // of shared memory); launch_tc4: false (nothing launched) when it does not. pdl: launch with the
-// PDL attribute.
+// PDL attribute. Taken only when asked (ops_matmul.cu tc_id_takes: measured no faster than gemv1).
 bool tc4_fits(const mm_weights& W, unsigned jobs);
 bool launch_tc4(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl);
 

@@ -1,6 +1,8 @@
 // Tensor-core decode of the routed experts: MATMUL_ID by pair (one x row per job) with mxfp4
 // weights whose x is FP8-exact per 128 (matmul.cuh: launch_tc4; the host decides in ops_matmul.cu,
-// tc4_takes).
+// tc_id_takes). Correct (tests/cuda/test_cuda_matmul.cpp TcId*) but measured no faster than gemv1
+// at the model's expert calls (docs/CUDA.md "Fourth session: routed experts on tensor cores"), so
+// it runs only when asked: V4_CUDA_TC_ID=1 or the test hook.
 //
 // Why: the f32 decode kernel of the experts (gemv1) spends ~11 thread instructions per weight
 // (docs/CUDA.md "Third session") and reads the experts' weights at ~42% of copy. With QAT the
@@ -91,7 +93,8 @@ struct t4_unit {
 // Dynamic shared memory: x as f16 [K] (pair order), the zero area, x's block scales 2^t [K / 128],
 // partials [tiles per block][ks_n][16] (ks_n > 1). MATMUL_ID jobs of one x row (mode 2).
 template <int S>
-__global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM) tc4_kernel(mm_weights W, mm_rows rd, int ks_n, int rt, bool il) {
+__global__ void __launch_bounds__(kT4Warps * 32, kT4BlocksPerSM)
+    tc4_kernel(mm_weights W, mm_rows rd, int ks_n, int rt, bool il) {
   extern __shared__ uint4 t4_smem[];
   pdl_wait();  // the job's expert is read from ids
   const mm_job jb = job_of(W, rd, blockIdx.y);
@@ -268,7 +271,8 @@ struct t4_shape {
 
 int sm_count_now() {
   int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
     cudaGetLastError();
     return 0;
   }

@@ -1079,7 +1079,7 @@ TEST(CudaMatmul, Timing) {
 
 // ---- tensor-core decode of the routed experts (backends/cuda/ops_matmul_tc4.cu) -----------------------
 namespace cuda {
-void set_matmul_tc_id(int mode);  // 0 automatic, 1 off
+void set_matmul_tc_id(int mode);  // 0 automatic (off: measured no faster), 1 off, 2 on
 long long matmul_tc_id_calls();    // its launches so far
 // units in flight per warp (0: default), k-slices (0: automatic), their order (0 default, 1 contiguous, 2 interleaved)
 void set_matmul_tc_id_shape(int stages, int ks, int il);
@@ -1101,6 +1101,12 @@ namespace {
 // than the f32 kernels' (K + 2) * 2^-24.)
 double tc4_bound_factor(int64_t K) { return (306.0 + double(K / 32)) * 0x1p-24; }
 
+// The kernel is taken only when asked (set_matmul_tc_id(2) or V4_CUDA_TC_ID=1): on for a scope.
+struct tc4_on {
+  tc4_on() { cuda::set_matmul_tc_id(2); }
+  ~tc4_on() { cuda::set_matmul_tc_id(0); }
+};
+
 // h's experts placed at experts `at` of E (the others zero weights with scale 1): the model's
 // expert strides without filling 256 experts.
 host_weights spread_experts(const host_weights& h, int64_t E, const std::vector<int32_t>& at) {
@@ -1109,8 +1115,9 @@ host_weights spread_experts(const host_weights& h, int64_t E, const std::vector<
   s.data.assign(h.matrix_bytes() * size_t(E), 0);
   s.scales.assign(h.scale_bytes() * size_t(E), 127);
   for (size_t j = 0; j < at.size() && int64_t(j) < h.E; ++j) {
-    std::memcpy(s.data.data() + size_t(at[j]) * h.matrix_bytes(), h.data.data() + j * h.matrix_bytes(), h.matrix_bytes());
-    std::memcpy(s.scales.data() + size_t(at[j]) * h.scale_bytes(), h.scales.data() + j * h.scale_bytes(), h.scale_bytes());
+    const size_t e = size_t(at[j]);
+    std::memcpy(s.data.data() + e * h.matrix_bytes(), h.data.data() + j * h.matrix_bytes(), h.matrix_bytes());
+    std::memcpy(s.scales.data() + e * h.scale_bytes(), h.scales.data() + j * h.scale_bytes(), h.scale_bytes());
   }
   return s;
 }
@@ -1153,7 +1160,8 @@ void run_tc4(device* gpu, const host_weights& h, const std::vector<int32_t>& ids
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < n_used; ++i)
       for (int64_t m = 0; m < M; ++m) {
-        const std::string where = name + " t " + std::to_string(t) + " i " + std::to_string(i) + " m " + std::to_string(m);
+        const std::string where =
+            name + " t " + std::to_string(t) + " i " + std::to_string(i) + " m " + std::to_string(m);
         const float* w = h.row(ids[size_t(t * n_used + i)], m, wr);
         const float* xrow = &xr[size_t((t * X1 + i % X1) * K)];
         const float gv = got[size_t((t * n_used + i) * M + m)];
@@ -1166,6 +1174,7 @@ void run_tc4(device* gpu, const host_weights& h, const std::vector<int32_t>& ids
 
 TEST(CudaMatmul, TcIdMatchesFloat64) {
   REQUIRE_GPU(gpu);
+  const tc4_on on;
   const std::vector<int32_t> top6 = {255, 3, 17, 128, 64, 200};
   // The model's calls: w1 + w3 combined ([D 4096, 2I 4096], x the FFN input) and w2 ([I 2048, D
   // 4096], x swiglu's output, one row per slot), 6 of 256 experts (the first and last included).
@@ -1193,13 +1202,18 @@ TEST(CudaMatmul, TcIdMatchesFloat64) {
             "tc4 K " + std::to_string(o.K) + " M " + std::to_string(o.M) + ": " + o.what);
     if (HasFailure()) return;
   }
-  // Not taken: x not FP8-exact, the hook off, more than 16 pairs (grouped by expert).
+  // Not taken: x not FP8-exact, the hook off, by default (unless V4_CUDA_TC_ID asks), more than
+  // 16 pairs (grouped by expert).
   const host_weights h = make_weights(dtype::mxfp4, 1024, 300, 8, 32, 1, 45);
   const std::vector<int32_t> ids = {1, 4, 7, 0, 2, 5};
   run_tc4(gpu, h, ids, random_floats(1024, 46), 1, 1, x_src::plain, false, "tc4 not taken: plain x");
   cuda::set_matmul_tc_id(1);
   run_tc4(gpu, h, ids, random_floats(1024, 47), 1, 1, x_src::roundtrip, false, "tc4 not taken: hook off");
-  cuda::set_matmul_tc_id(0);
+  if (!std::getenv("V4_CUDA_TC_ID")) {
+    cuda::set_matmul_tc_id(0);
+    run_tc4(gpu, h, ids, random_floats(1024, 47), 1, 1, x_src::roundtrip, false, "tc4 not taken: default");
+  }
+  cuda::set_matmul_tc_id(2);
   std::vector<int32_t> ids18;
   for (int i = 0; i < 18; ++i) ids18.push_back(int32_t(i % 8));
   run_tc4(gpu, h, ids18, random_floats(1024 * 3, 48), 1, 3, x_src::roundtrip, false, "tc4 not taken: 18 pairs");
@@ -1209,6 +1223,7 @@ TEST(CudaMatmul, TcIdMatchesFloat64) {
 // block), each on the model's w1 + w3 call and odd shapes, with the same bound.
 TEST(CudaMatmul, TcIdShapesMatchFloat64) {
   REQUIRE_GPU(gpu);
+  const tc4_on on;
   const std::vector<int32_t> top6 = {255, 3, 17, 128, 64, 200};
   const host_weights big = spread_experts(make_weights(dtype::mxfp4, 4096, 4096, 6, 32, 1, 41), 256, top6);
   const host_weights odd = make_weights(dtype::mxfp4, 384, 100, 3, 32, 1, 53);
@@ -1233,10 +1248,12 @@ TEST(CudaMatmul, TcIdShapesMatchFloat64) {
 // element of x (passed through by the round trip) the outputs of the slots that read that row.
 TEST(CudaMatmul, TcIdNaNScalesAndXPropagate) {
   REQUIRE_GPU(gpu);
+  const tc4_on on;
   for (int64_t K : {1024, 4096}) {
     host_weights h = make_weights(dtype::mxfp4, K, 300, 4, 32, 1, 49);
     h.scales[size_t(3 * h.scale_bytes() + 70 * h.lo.s_stride + 5)] = 0xFF;  // expert 3, row 70, k 160..191
-    h.scales[size_t(1 * h.scale_bytes() + 290 * h.lo.s_stride + size_t(K / 32 - 1))] = 0xFF;  // row 290 (last tile), last group
+    // expert 1, row 290 (the last, partial tile), the last group
+    h.scales[size_t(1 * h.scale_bytes() + 290 * h.lo.s_stride + size_t(K / 32 - 1))] = 0xFF;
     const std::vector<int32_t> ids = {3, 1, 3};
     run_tc4(gpu, h, ids, random_floats(size_t(K * 3), 50), 3, 1, x_src::roundtrip, true,
             "tc4 NaN scales K " + std::to_string(K));
@@ -1288,10 +1305,10 @@ void chain_tc4(bench& b, int64_t K, int64_t M, int64_t X1, const char* what) {
     int off, stages, ks, il;
     bool pdl;
   };
-  // Off, the default, then (a sweep) other units in flight per warp, fewer k-slices, interleaved
+  // Off (gemv1, the default), on, then (a sweep) other units in flight per warp, fewer k-slices, interleaved
   // k-slices, PDL.
   const std::vector<setting> settings = {
-      {"tc4 off (gemv1)", 1, 0, 0, 0, false}, {"tc4 (automatic)", 0, 0, 0, 0, false},
+      {"tc4 off (gemv1)", 1, 0, 0, 0, false}, {"tc4 (default shape)", 0, 0, 0, 0, false},
       {"tc4 S 2", 0, 2, 0, 1, false},         {"tc4 S 6", 0, 6, 0, 1, false},
       {"tc4 S 8", 0, 8, 0, 1, false},         {"tc4 ks 4", 0, 0, 4, 1, false},
       {"tc4 ks 2", 0, 0, 2, 1, false},        {"tc4 ks 1", 0, 0, 1, 1, false},
@@ -1301,7 +1318,7 @@ void chain_tc4(bench& b, int64_t K, int64_t M, int64_t X1, const char* what) {
       {"tc4 with PDL", 0, 0, 0, 0, true},     {"tc4 il S 6 with PDL", 0, 6, 0, 2, true},
       {"gemv1 with PDL", 1, 0, 0, 0, true}};
   for (const setting& st : settings) {
-    cuda::set_matmul_tc_id(st.off);
+    cuda::set_matmul_tc_id(st.off ? 1 : 2);
     cuda::set_matmul_tc_id_shape(st.stages, st.ks, st.il);
     cuda::set_matmul_expert_pdl(st.pdl);
     const long long calls0 = cuda::matmul_tc_id_calls();
