@@ -308,4 +308,14 @@ bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& r
 bool tc_decode_fits(const mm_weights& W, unsigned jobs);
 bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs);
 
+// Tensor-core decode of the routed experts (ops_matmul_tc4.cu): MATMUL_ID by pair (rd.mode 2: one
+// x row per job, the decode's <= 16 pairs), mxfp4 weights (e8m0 per 32 k of a row: sb_k == 32),
+// K % 128 == 0, 16-byte aligned rows, 2-byte aligned scale rows, and x FP8-exact per 128 (the
+// caller checks that: ops_matmul.cu x_fp8_exact). x is not rounded; f16 x f16 -> f32 mma with
+// exact products, each 32-k group's sum scaled in f32. tc4_fits: the shape fits (x within 48 KiB
+// of shared memory); launch_tc4: false (nothing launched) when it does not. pdl: launch with the
+// PDL attribute. Taken only when asked (ops_matmul.cu tc_id_takes: measured no faster than gemv1).
+bool tc4_fits(const mm_weights& W, unsigned jobs);
+bool launch_tc4(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl);
+
 }  // namespace v4::cuda

@@ -29,6 +29,9 @@
 // MATMUL_ID with at most 16 (slot, token) pairs runs one job per pair; with more, group_kernel
 // first groups the pairs by expert on the device and the jobs are the selected experts, so each
 // expert's weights are read once.
+// Pair jobs of mxfp4 weights whose x is FP8-exact per 128 (the routed experts with QAT) may go to
+// tc4 (ops_matmul_tc4.cu: f16 tensor cores, x and products exact, each 32-k group scaled in f32):
+// only when asked (V4_CUDA_TC_ID=1), as it measured no faster than gemv1.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -1146,6 +1149,37 @@ bool launch_matmul(cudaStream_t s, tensor* dst, std::string* error) {
   return run(s, dst, W, rd, unsigned(jobs), rd.N, rd.N, rd.N > 16, "matmul", error);
 }
 
+// ---- tensor-core decode of the routed experts for FP8-exact x (ops_matmul_tc4.cu) ------------------
+namespace {
+// Not taken automatically: measured no faster than gemv1 at the model's expert calls (docs/CUDA.md
+// "Fourth session: routed experts on tensor cores": w1 + w3 the same within noise, w2 1.5-2 us
+// slower). set_matmul_tc_id (a test hook): 0 automatic (off), 1 off, 2 on; V4_CUDA_TC_ID=1 turns it
+// on (an A/B of a model run).
+std::atomic<int> g_tc_id{0};
+
+// With the kernel asked for: the decode's MATMUL_ID (one job per pair) of mxfp4 weights with aligned
+// rows and FP8-exact x, unless a test hook sends decode elsewhere (the f32 kernels' timings and
+// tests: set_decode_kernels_off, forced split-K).
+bool tc_id_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
+  static const bool env_on = [] {
+    const char* env = std::getenv("V4_CUDA_TC_ID");
+    return env && std::string(env) == "1";
+  }();
+  const int mode = g_tc_id.load(std::memory_order_relaxed);
+  if (mode == 1 || !(mode == 2 || env_on) || g_decode_off.load(std::memory_order_relaxed)) return false;
+  if (g_split_force.load(std::memory_order_relaxed) > 1) return false;
+  const tensor* w = dst->src[0];
+  const tensor* x = dst->src[1];
+  if (rd.mode != 2 || w->type != dtype::mxfp4 || !rows_aligned(w, x) || !tc4_fits(W, jobs)) return false;
+  return x_fp8_exact(x);
+}
+}  // namespace
+
+// Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// the routed experts' tensor-core decode for FP8-exact x (ops_matmul_tc4.cu): 0 automatic (off),
+// 1 off, 2 on.
+void set_matmul_tc_id(int mode) { g_tc_id.store(mode, std::memory_order_relaxed); }
+
 bool launch_matmul_id(cudaStream_t s, tensor* dst, std::string* error) {
   const tensor* w = dst->src[0];
   const tensor* x = dst->src[1];
@@ -1168,6 +1202,8 @@ bool launch_matmul_id(cudaStream_t s, tensor* dst, std::string* error) {
     rd.ids = static_cast<const char*>(ids->data);
     rd.ids_nb0 = int64_t(ids->nb[0]), rd.ids_nb1 = int64_t(ids->nb[1]);
     rd.E = E;
+    if (tc_id_takes(dst, W, rd, unsigned(n_pairs)) && launch_tc4(s, W, rd, unsigned(n_pairs), launch_with_pdl(rd)))
+      return launched("matmul_id", error);  // (the tensor-core decode for FP8-exact x, ops_matmul_tc4.cu)
     return run(s, dst, W, rd, unsigned(n_pairs), 1, 1, false, "matmul_id", error);
   }
   const int P = int(n_pairs < E ? n_pairs : E);  // at most this many experts are selected

@@ -1076,4 +1076,284 @@ TEST(CudaMatmul, Timing) {
 }
 
 }  // namespace
+
+// ---- tensor-core decode of the routed experts (backends/cuda/ops_matmul_tc4.cu) -----------------------
+namespace cuda {
+void set_matmul_tc_id(int mode);  // 0 automatic (off: measured no faster), 1 off, 2 on
+long long matmul_tc_id_calls();    // its launches so far
+// units in flight per warp (0: default), k-slices (0: automatic), their order (0 default, 1 contiguous, 2 interleaved)
+void set_matmul_tc_id_shape(int stages, int ks, int il);
+}  // namespace cuda
+namespace {
+
+// matmul_id(w mxfp4, q(x), ids) for the decode (at most 16 (slot, token) pairs: one job per pair),
+// x [K, X1, T] rounded in the same graph by fp8_roundtrip(., 128) (the FFN input's activation
+// quantization) or by swiglu's fp8 option (w2's input), so that the dispatch takes the tensor-core
+// kernel (asserted through its launch counter). Bound per output, with mag = sum_k |w_k x_k|:
+//   |y - ref| <= (306 + K / 32) * 2^-24 * mag
+// x / 2^t and the e2m1 values (times 2^-14) are exact in f16 and their products in f32. Each
+// 32-k group's sum is a chain of 8 mma from 0, each adding the group's 4 products of one lane (the
+// other 12 addends of the column are 0): with tc_bound_factor's model of one mma, at most
+// 288 * 2^-24 times the group's sum of |products|. The group's sum is scaled by powers of two
+// (exact) and added to a lane's f32 sum: K / 32 roundings over a row; then the two lanes' sums of
+// each k-slice (at most 8 additions) and the k-slices (at most 7): each rounding at most
+// 2^-24 * mag to first order; 2 more cover the second-order terms. (For K >= 320 this is tighter
+// than the f32 kernels' (K + 2) * 2^-24.)
+double tc4_bound_factor(int64_t K) { return (306.0 + double(K / 32)) * 0x1p-24; }
+
+// The kernel is taken only when asked (set_matmul_tc_id(2) or V4_CUDA_TC_ID=1): on for a scope.
+struct tc4_on {
+  tc4_on() { cuda::set_matmul_tc_id(2); }
+  ~tc4_on() { cuda::set_matmul_tc_id(0); }
+};
+
+// h's experts placed at experts `at` of E (the others zero weights with scale 1): the model's
+// expert strides without filling 256 experts.
+host_weights spread_experts(const host_weights& h, int64_t E, const std::vector<int32_t>& at) {
+  host_weights s = h;
+  s.E = E;
+  s.data.assign(h.matrix_bytes() * size_t(E), 0);
+  s.scales.assign(h.scale_bytes() * size_t(E), 127);
+  for (size_t j = 0; j < at.size() && int64_t(j) < h.E; ++j) {
+    const size_t e = size_t(at[j]);
+    std::memcpy(s.data.data() + e * h.matrix_bytes(), h.data.data() + j * h.matrix_bytes(), h.matrix_bytes());
+    std::memcpy(s.scales.data() + e * h.scale_bytes(), h.scales.data() + j * h.scale_bytes(), h.scale_bytes());
+  }
+  return s;
+}
+
+enum class x_src { plain, roundtrip, swiglu };
+
+// y = matmul_id(w, x, ids) with ids [n_used, T] and x [K, X1, T] from xv: plain, fp8_roundtrip(xv,
+// 128), or swiglu(g = xv, u = a second random set, no limit, fp8 block 128). The x the matmul read
+// is read back from the GPU for the float64 reference (the round trips are bit-exact to the CPU,
+// their own tests). expect_tc: whether the tensor-core kernel must have run (else: the f32 / tcv
+// kernels' bound, as run_experts).
+void run_tc4(device* gpu, const host_weights& h, const std::vector<int32_t>& ids, const std::vector<float>& xv,
+             int64_t X1, int64_t T, x_src src, bool expect_tc, const std::string& name) {
+  const int64_t K = h.K, M = h.M, n_used = int64_t(ids.size()) / T;
+  gpu_ctx g(gpu);
+  tensor* x0 = g.leaf(dtype::f32, {K, X1, T}, xv.data());
+  tensor* x = x0;
+  if (src == x_src::roundtrip) {
+    x = fp8_roundtrip(g.ctx, x0, 128);
+  } else if (src == x_src::swiglu) {
+    const std::vector<float> uv = random_floats(size_t(K * X1 * T), uint32_t(K + 77));
+    x = swiglu(g.ctx, x0, g.leaf(dtype::f32, {K, X1, T}, uv.data()), 0.0f, nullptr, 128);
+  }
+  ASSERT_TRUE(x) << g.ctx.error();
+  if (x != x0) g.bind(x);
+  tensor* y = matmul_id(g.ctx, g.weights(h), x, g.leaf(dtype::i32, {n_used, T}, ids.data()));
+  ASSERT_TRUE(y) << g.ctx.error();
+  ASSERT_TRUE(gpu->supports_op(y)) << name;
+  g.bind(y);
+  const long long calls0 = cuda::matmul_tc_id_calls();
+  const std::vector<float> got = g.run(y);
+  const long long calls = cuda::matmul_tc_id_calls() - calls0;
+  if (expect_tc) EXPECT_EQ(calls, 1) << name << ": the tensor-core decode of the experts did not run";
+  else EXPECT_EQ(calls, 0) << name << ": the tensor-core decode of the experts ran";
+  std::vector<float> xr(size_t(K * X1 * T));
+  x->buf->get(x, xr.data(), 0, xr.size() * sizeof(float));
+  const double x_rounding = cuda::matmul_x_rounding(h.type, M, n_used * T, K);
+  double worst = 0;
+  std::vector<float> wr;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < n_used; ++i)
+      for (int64_t m = 0; m < M; ++m) {
+        const std::string where =
+            name + " t " + std::to_string(t) + " i " + std::to_string(i) + " m " + std::to_string(m);
+        const float* w = h.row(ids[size_t(t * n_used + i)], m, wr);
+        const float* xrow = &xr[size_t((t * X1 + i % X1) * K)];
+        const float gv = got[size_t((t * n_used + i) * M + m)];
+        worst = std::max(worst, expect_tc ? check_dot_within(w, xrow, K, tc4_bound_factor(K), gv, where)
+                                          : check_dot(w, xrow, K, x_rounding, gv, where));
+        if (::testing::Test::HasFailure()) return;
+      }
+  std::printf("  %-44s worst |err|/bound %.3f\n", name.c_str(), worst);
+}
+
+TEST(CudaMatmul, TcIdMatchesFloat64) {
+  REQUIRE_GPU(gpu);
+  const tc4_on on;
+  const std::vector<int32_t> top6 = {255, 3, 17, 128, 64, 200};
+  // The model's calls: w1 + w3 combined ([D 4096, 2I 4096], x the FFN input) and w2 ([I 2048, D
+  // 4096], x swiglu's output, one row per slot), 6 of 256 experts (the first and last included).
+  run_tc4(gpu, spread_experts(make_weights(dtype::mxfp4, 4096, 4096, 6, 32, 1, 41), 256, top6), top6,
+          random_floats(4096, 42), 1, 1, x_src::roundtrip, true, "tc4 w1+w3 K 4096 M 4096 6 of 256");
+  if (HasFailure()) return;
+  run_tc4(gpu, spread_experts(make_weights(dtype::mxfp4, 2048, 4096, 6, 32, 1, 43), 256, top6), top6,
+          random_floats(2048 * 6, 44), 6, 1, x_src::swiglu, true, "tc4 w2 K 2048 M 4096 6 of 256 (swiglu x)");
+  if (HasFailure()) return;
+  struct odd {
+    int64_t K, M, E;
+    std::vector<int32_t> ids;
+    int64_t X1, T;
+    std::string what;
+  };
+  for (const odd& o : std::vector<odd>{
+           {4096, 37, 8, {1, 1, 7, 0, 1, 5}, 1, 1, "M 37 (a partial tile), repeated expert"},
+           {128, 300, 4, {2, 0}, 2, 1, "K 128 (one k-slice), 2 slots"},
+           {384, 100, 3, {0, 2, 2, 1, 0, 1}, 6, 1, "K 384 (uneven k-slices), X1 6"},
+           {1024, 200, 16, {3, 9, 15, 0, 3, 4, 8, 8, 1, 2, 11, 6}, 1, 2, "2 tokens x 6 slots"},
+           {2048, 1100, 16, {3, 15, 0, 3, 7, 9}, 1, 1, "K 2048 M 1100"},
+           {256, 45, 2, {1}, 1, 1, "one pair"}}) {
+    const host_weights h = make_weights(dtype::mxfp4, o.K, o.M, o.E, 32, 1, uint64_t(o.K + o.M));
+    run_tc4(gpu, h, o.ids, random_floats(size_t(o.K * o.X1 * o.T), uint32_t(o.M)), o.X1, o.T, x_src::roundtrip, true,
+            "tc4 K " + std::to_string(o.K) + " M " + std::to_string(o.M) + ": " + o.what);
+    if (HasFailure()) return;
+  }
+  // Not taken: x not FP8-exact, the hook off, by default (unless V4_CUDA_TC_ID asks), more than
+  // 16 pairs (grouped by expert).
+  const host_weights h = make_weights(dtype::mxfp4, 1024, 300, 8, 32, 1, 45);
+  const std::vector<int32_t> ids = {1, 4, 7, 0, 2, 5};
+  run_tc4(gpu, h, ids, random_floats(1024, 46), 1, 1, x_src::plain, false, "tc4 not taken: plain x");
+  cuda::set_matmul_tc_id(1);
+  run_tc4(gpu, h, ids, random_floats(1024, 47), 1, 1, x_src::roundtrip, false, "tc4 not taken: hook off");
+  if (!std::getenv("V4_CUDA_TC_ID")) {
+    cuda::set_matmul_tc_id(0);
+    run_tc4(gpu, h, ids, random_floats(1024, 47), 1, 1, x_src::roundtrip, false, "tc4 not taken: default");
+  }
+  cuda::set_matmul_tc_id(2);
+  std::vector<int32_t> ids18;
+  for (int i = 0; i < 18; ++i) ids18.push_back(int32_t(i % 8));
+  run_tc4(gpu, h, ids18, random_floats(1024 * 3, 48), 1, 3, x_src::roundtrip, false, "tc4 not taken: 18 pairs");
+}
+
+// The kernel's other shapes (set_matmul_tc_id_shape: units in flight per warp, k-slices per
+// block), each on the model's w1 + w3 call and odd shapes, with the same bound.
+TEST(CudaMatmul, TcIdShapesMatchFloat64) {
+  REQUIRE_GPU(gpu);
+  const tc4_on on;
+  const std::vector<int32_t> top6 = {255, 3, 17, 128, 64, 200};
+  const host_weights big = spread_experts(make_weights(dtype::mxfp4, 4096, 4096, 6, 32, 1, 41), 256, top6);
+  const host_weights odd = make_weights(dtype::mxfp4, 384, 100, 3, 32, 1, 53);
+  const host_weights w2 = make_weights(dtype::mxfp4, 2048, 1100, 16, 32, 1, 54);
+  struct shape {
+    int stages, ks, il;
+  };
+  for (const shape& sh : std::vector<shape>{{2, 0, 1}, {6, 0, 1}, {8, 0, 1}, {4, 4, 1}, {4, 2, 1}, {4, 1, 1}, {8, 2, 1},
+                                            {4, 0, 2}, {8, 0, 2}, {6, 4, 2}, {4, 2, 2}}) {
+    cuda::set_matmul_tc_id_shape(sh.stages, sh.ks, sh.il);
+    const std::string tag = " S " + std::to_string(sh.stages) + " ks " + std::to_string(sh.ks) +
+                            (sh.il == 2 ? " interleaved" : "");
+    run_tc4(gpu, big, top6, random_floats(4096, 42), 1, 1, x_src::roundtrip, true, "tc4 w1+w3" + tag);
+    run_tc4(gpu, odd, {0, 2, 2, 1, 0, 1}, random_floats(384 * 6, 55), 6, 1, x_src::roundtrip, true, "tc4 K 384" + tag);
+    run_tc4(gpu, w2, {3, 15, 0, 3, 7, 9}, random_floats(2048 * 6, 56), 6, 1, x_src::swiglu, true, "tc4 K 2048" + tag);
+    cuda::set_matmul_tc_id_shape(0, 0, 0);
+    if (HasFailure()) return;
+  }
+}
+
+// e8m0 NaN scales make exactly the outputs of their rows NaN (e2m1 has no NaN code), and a NaN
+// element of x (passed through by the round trip) the outputs of the slots that read that row.
+TEST(CudaMatmul, TcIdNaNScalesAndXPropagate) {
+  REQUIRE_GPU(gpu);
+  const tc4_on on;
+  for (int64_t K : {1024, 4096}) {
+    host_weights h = make_weights(dtype::mxfp4, K, 300, 4, 32, 1, 49);
+    h.scales[size_t(3 * h.scale_bytes() + 70 * h.lo.s_stride + 5)] = 0xFF;  // expert 3, row 70, k 160..191
+    // expert 1, row 290 (the last, partial tile), the last group
+    h.scales[size_t(1 * h.scale_bytes() + 290 * h.lo.s_stride + size_t(K / 32 - 1))] = 0xFF;
+    const std::vector<int32_t> ids = {3, 1, 3};
+    run_tc4(gpu, h, ids, random_floats(size_t(K * 3), 50), 3, 1, x_src::roundtrip, true,
+            "tc4 NaN scales K " + std::to_string(K));
+    if (HasFailure()) return;
+    std::vector<float> xv = random_floats(size_t(K * 3), 51);
+    xv[size_t(K + 17)] = std::nanf("");  // x row 1: slot 1's outputs
+    run_tc4(gpu, make_weights(dtype::mxfp4, K, 300, 4, 32, 1, 52), ids, xv, 3, 1, x_src::roundtrip, true,
+            "tc4 NaN x K " + std::to_string(K));
+    if (HasFailure()) return;
+  }
+}
+
+// The routed experts' decode calls as the model runs them (bench::graph_seconds: each after its
+// x's fp8_roundtrip in a replayed CUDA graph), with the tensor-core kernel off (gemv1) and on, in the
+// same run: 16 links, 6 of 64 experts each (a fresh permutation per link; 64 x 8 MiB do not fit L2).
+void chain_tc4(bench& b, int64_t K, int64_t M, int64_t X1, const char* what) {
+  const int64_t E = 64, n_used = 6, links = 16;
+  const host_weights h = make_weights(dtype::mxfp4, K, M, E, 32, 1, 7);
+  const double bytes = double(h.matrix_bytes() + h.scale_bytes()) * double(n_used);
+  gpu_ctx g(b.gpu);
+  std::vector<float> xv = random_floats(size_t(K * X1), 8);
+  tensor* x0 = g.leaf(dtype::f32, {K, X1, 1}, xv.data());
+  tensor* w = g.weights(h);
+  std::vector<tensor*> small, mm;
+  std::vector<std::vector<int32_t>> all_ids;
+  std::mt19937 rng(5);
+  for (int64_t l = 0; l < links; ++l) {
+    tensor* xs = fp8_roundtrip(g.ctx, x0, 128);
+    ASSERT_TRUE(xs) << g.ctx.error();
+    g.bind(xs);
+    std::vector<int32_t> perm(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) perm[size_t(e)] = int32_t(e);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    perm.resize(size_t(n_used));
+    tensor* y = matmul_id(g.ctx, w, xs, g.leaf(dtype::i32, {n_used, 1}, perm.data()));
+    ASSERT_TRUE(y) << g.ctx.error();
+    g.bind(y);
+    small.push_back(xs);
+    mm.push_back(y);
+    all_ids.push_back(perm);
+  }
+  for (int64_t r = 0; r < X1; ++r) quant::fp8_roundtrip_row(&xv[size_t(r * K)], &xv[size_t(r * K)], K, 128);
+  const double small_sec = b.graph_seconds(small, {});
+  char shape[96];
+  std::snprintf(shape, sizeof shape, "matmul_id mxfp4 K=%lld M=%lld x6 of 64 fp8 x", (long long)K, (long long)M);
+  std::printf("chain %-44s (%s) small kernel alone %5.2f us per link\n", shape, what, small_sec * 1e6);
+  struct setting {
+    std::string what;
+    int off, stages, ks, il;
+    bool pdl;
+  };
+  // Off (gemv1, the default), on, then (a sweep) other units in flight per warp, fewer k-slices, interleaved
+  // k-slices, PDL.
+  const std::vector<setting> settings = {
+      {"tc4 off (gemv1)", 1, 0, 0, 0, false}, {"tc4 (default shape)", 0, 0, 0, 0, false},
+      {"tc4 S 2", 0, 2, 0, 1, false},         {"tc4 S 6", 0, 6, 0, 1, false},
+      {"tc4 S 8", 0, 8, 0, 1, false},         {"tc4 ks 4", 0, 0, 4, 1, false},
+      {"tc4 ks 2", 0, 0, 2, 1, false},        {"tc4 ks 1", 0, 0, 1, 1, false},
+      {"tc4 S 8 ks 2", 0, 8, 2, 1, false},    {"tc4 il", 0, 4, 0, 2, false},
+      {"tc4 il S 6", 0, 6, 0, 2, false},      {"tc4 il S 8", 0, 8, 0, 2, false},
+      {"tc4 il S 6 ks 4", 0, 6, 4, 2, false}, {"tc4 il S 8 ks 4", 0, 8, 4, 2, false},
+      {"tc4 with PDL", 0, 0, 0, 0, true},     {"tc4 il S 6 with PDL", 0, 6, 0, 2, true},
+      {"gemv1 with PDL", 1, 0, 0, 0, true}};
+  for (const setting& st : settings) {
+    cuda::set_matmul_tc_id(st.off ? 1 : 2);
+    cuda::set_matmul_tc_id_shape(st.stages, st.ks, st.il);
+    cuda::set_matmul_expert_pdl(st.pdl);
+    const long long calls0 = cuda::matmul_tc_id_calls();
+    const double sec = b.graph_seconds(small, mm);
+    const bool tc_ran = cuda::matmul_tc_id_calls() > calls0;
+    cuda::set_matmul_expert_pdl(false);
+    cuda::set_matmul_tc_id_shape(0, 0, 0);
+    cuda::set_matmul_tc_id(0);
+    cudaStreamSynchronize(b.s);
+    std::vector<float> got(size_t(M * n_used));
+    mm.back()->buf->get(mm.back(), got.data(), 0, got.size() * 4);
+    std::vector<float> wr;
+    for (int64_t p = 0; p < n_used; ++p)
+      for (int64_t m = 0; m < M; m += 97) {
+        const float* wrow = h.row(all_ids.back()[size_t(p)], m, wr);
+        const float* xrow = &xv[size_t((p % X1) * K)];
+        if (tc_ran) check_dot_within(wrow, xrow, K, tc4_bound_factor(K), got[size_t(p * M + m)], "chain tc4");
+        else check_dot(wrow, xrow, K, 0.0, got[size_t(p * M + m)], "chain tc4 off");
+      }
+    const double mm_sec = sec - small_sec;
+    std::printf("chain %-44s %-22s link %6.2f us  matmul %6.2f us  %6.0f GB/s  %5.1f%% of copy%s\n", shape,
+                st.what.c_str(), sec * 1e6, mm_sec * 1e6, bytes / mm_sec * 1e-9,
+                100.0 * bytes / mm_sec / b.copy_bw, tc_ran ? " [tc4]" : "");
+  }
+}
+
+TEST(CudaMatmul, TcIdGraphChainTiming) {
+  REQUIRE_GPU(gpu);
+  bench b = make_bench(gpu);
+  if (!cuda::pdl_enabled()) std::printf("PDL is off (GPU below sm_90 or V4_CUDA_PDL=0)\n");
+  chain_tc4(b, 4096, 4096, 1, "routed w1 + w3");
+  chain_tc4(b, 2048, 4096, 6, "routed w2");
+  chain_tc4(b, 4096, 2048, 1, "w1 or w3 alone");
+  cudaStreamDestroy(b.s);
+}
+
+}  // namespace
 }  // namespace v4
