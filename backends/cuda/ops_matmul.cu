@@ -976,10 +976,18 @@ bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_h
   return ring_wanted(wt, W, rd);
 }
 
-// ---- tensor-core decode for FP8-exact x (ops_matmul_tc.cu) -------------------------------------------
-// set_matmul_tc_decode (a test hook): 0 automatic, 1 off; V4_CUDA_TC_DECODE=0 turns it off too
-// (an A/B of a model run).
+// ---- tensor-core decode (ops_matmul_tc.cu) -------------------------------------------------------------
+// set_matmul_tc_decode (a test hook): 0 automatic, 1 off, 2 every call that fits (whatever its size
+// or x); V4_CUDA_TC_DECODE=0 turns it off too (an A/B of a model run).
 std::atomic<int> g_tc_decode{0};
+
+int tc_decode_mode() {
+  static const bool env_off = [] {
+    const char* env = std::getenv("V4_CUDA_TC_DECODE");
+    return env && std::string(env) == "0";
+  }();
+  return env_off ? 1 : g_tc_decode.load(std::memory_order_relaxed);
+}
 
 // Whether x's values are FP8-exact per 128 along K: x (through views) is the output of a node that
 // rounds every row in runs of 128 from its start (tensor/ops.h: fp8_rounded_block is 128), contiguous
@@ -996,20 +1004,27 @@ bool x_fp8_exact(const tensor* x) {
   return fp8_rounded_block(p) == 128;
 }
 
+// Where the tensor-core decode is faster than the f32 decode kernels, by its weight matrix (K x M
+// fp8, one per job) (measured: docs/CUDA.md "Fourth session"; GraphChainTiming).
+// x FP8-exact: x is not rounded, so only speed decides.
+bool tc_exact_wanted(int64_t /*K*/, int64_t /*M*/) { return true; }
+// Other x: rounded to bf16 there (the official model's numerics for the bf16-dequantized wo_a);
+// taken only for matrices of at least kTcBf16MinWeights weights. Depends on K and M alone, so that
+// matmul_x_rounding can tell the op harness which calls round x.
+constexpr int64_t kTcBf16MinWeights = int64_t(4) << 20;  // wo_a's 4096 x 1024 per group
+bool tc_bf16x_wanted(int64_t K, int64_t M) { return K % 128 == 0 && K * M >= kTcBf16MinWeights; }
+
 // The tensor-core decode takes a MATMUL call of one x row with fp8 weights (scale blocks sb_k %
-// 128 == 0), aligned rows and FP8-exact x, unless a test hook sends decode elsewhere.
+// 128 == 0) and aligned rows where it is wanted (above), unless a test hook sends decode elsewhere.
 bool tc_decode_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {
-  static const bool env_off = [] {
-    const char* env = std::getenv("V4_CUDA_TC_DECODE");
-    return env && std::string(env) == "0";
-  }();
-  if (env_off || g_tc_decode.load(std::memory_order_relaxed) == 1 || g_decode_off.load(std::memory_order_relaxed))
-    return false;
+  const int mode = tc_decode_mode();
+  if (mode == 1 || g_decode_off.load(std::memory_order_relaxed)) return false;
   if (g_split_force.load(std::memory_order_relaxed) > 1 || g_cluster_force.load(std::memory_order_relaxed) > 1)
     return false;
   if (dst->op != op_kind::MATMUL || rd.mode != 0 || rd.N != 1 || !aligned) return false;
   if (dst->src[0]->type != dtype::fp8_e4m3 || !tc_decode_fits(W, jobs)) return false;
-  return x_fp8_exact(dst->src[1]);
+  if (mode == 2) return true;
+  return x_fp8_exact(dst->src[1]) ? tc_exact_wanted(W.K, W.M) : tc_bf16x_wanted(W.K, W.M);
 }
 
 // Runs one call. use_mma: the caller's decode/prefill decision (rows per weight matrix > 16).
@@ -1026,7 +1041,7 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   if (use_mma && aligned && mma_supported(wt, W.K)) {
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (tc_decode_takes(dst, W, rd, jobs, aligned) && launch_tc_decode(s, W, rd, jobs)) {
-    // (launched: the tensor-core decode for FP8-exact x, ops_matmul_tc.cu)
+    // (launched: the tensor-core decode, ops_matmul_tc.cu)
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (ring_takes(wt, W, rd, rows_hint, aligned, split_forced) &&
@@ -1051,16 +1066,22 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 
 }  // namespace
 
-// The rounding of x the kernels above use (the op harness holds each call to it): mma rounds x
-// to bf16 (2^-8); gemv (with gemv_x1, gemv1, gemv_ring, split-K, the cluster split) and generic
-// keep it. Must agree with the choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for
-// every per-expert N up to n_used * N).
-double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
-  return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
+// The rounding of x the kernels above use (the op harness holds each call to it): mma and tcv
+// round x to bf16 (2^-8); so does the tensor-core decode of fp8 one-row calls whose x is not
+// FP8-exact (tc_bf16x_wanted; every fp8 one-row call while a test forces it; for FP8-exact x the
+// bf16 rounding changes nothing, so the bound is loose there but holds); gemv (with gemv_x1,
+// gemv1, gemv_ring, split-K, the cluster split) and generic keep it. Must agree with the choices in
+// launch_matmul / launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
+double matmul_x_rounding(dtype wt, int64_t M, int64_t N, int64_t K) {
+  if ((N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N)) return 0x1p-8;
+  const int tc = tc_decode_mode();
+  if (wt == dtype::fp8_e4m3 && N == 1 && K % 128 == 0 && (tc == 2 || (tc == 0 && tc_bf16x_wanted(K, M))))
+    return 0x1p-8;
+  return 0.0;
 }
 
 // Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
-// the tensor-core decode for FP8-exact x: 0 automatic, 1 off.
+// the tensor-core decode: 0 automatic, 1 off, 2 every one-row fp8 MATMUL that fits.
 void set_matmul_tc_decode(int mode) { g_tc_decode.store(mode, std::memory_order_relaxed); }
 
 // Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
