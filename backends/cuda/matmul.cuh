@@ -302,10 +302,10 @@ bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& r
 
 // Tensor-core decode GEMV (ops_matmul_tc.cu): fp8_e4m3 weights with scale blocks sb_k % 128 == 0,
 // MATMUL with one x row (N = 1), K % 128 == 0, 16-byte aligned rows. x is rounded to bf16 (nothing
-// changes for x that is FP8-exact per 128: ops_matmul.cu x_fp8_exact); f16 x f16 -> f32 mma, split
-// over the blocks of a cluster where the matrix is small. tc_decode_fits: the shape fits (shared
-// memory within 48 KiB); launch_tc_decode: false (nothing launched) when it does not.
-bool tc_decode_fits(const mm_weights& W, unsigned jobs);
-bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs);
+// changes for x that is FP8-exact per 128, x_exact: ops_matmul.cu x_fp8_exact; other x is staged
+// as two f16 halves); f16 x f16 -> f32 mma. tc_decode_fits: the shape fits (shared memory within
+// 48 KiB); launch_tc_decode: false (nothing launched) when it does not.
+bool tc_decode_fits(const mm_weights& W, unsigned jobs, bool x_exact);
+bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool x_exact);
 
 }  // namespace v4::cuda

@@ -12,16 +12,20 @@
 // an e4m3 code * 2^s, which bf16 holds exactly, so for those calls x is not rounded at all.
 //
 // Exactness: per 128-block of x, t = floor(log2(amax)) - 15 of the bf16-rounded block's largest
-// finite |x| (at least -126), so x / 2^t < 2^16 (at most 65280: no f16 overflow). x / 2^t is exact
-// in f16 where it is at least 2^-17 (bf16's 8 significant bits stay within f16's 2^-24 quantum),
-// i.e. for every |x| >= 2^-32 amax; an FP8-exact block spans at most 2^18 below its amax (e4m3's
-// range), so it is exact throughout. Smaller elements are rounded to multiples of 2^(t-24)
-// (absolute error at most 2^(t-25) <= 2^-40 amax). Every e4m3 weight code is an f16 value
-// (cvt.rn.f16x2.e4m3x2, NaN kept); a product has at most 4 + 8 significant bits and is below 2^25:
-// exact in the tensor core's f32. So one mma.sync m16n8k16 f16 x f16 -> f32 sums 16 rows x 16 k
-// products with no rounding of its inputs; the only roundings are the tensor core's f32
-// accumulation and the f32 sums of the scaled 128-block partials (the bound is in
-// tests/cuda/test_cuda_matmul.cpp, TcDecode*).
+// finite |x| (at least -126), so x / 2^t < 2^16 (at most 65280: no f16 overflow); x / 2^t has at
+// most 8 significant bits. It is staged in f16: for FP8-exact x as one f16 (at most 4 significant
+// bits: an FP8-exact block spans at most 2^18 below its amax, e4m3's range, so every value is an
+// f16 normal); for other x as two f16 halves, hi (the 4 leading significant bits) and lo = x - hi
+// (the other 4), both exact where x / 2^t >= 2^-17 (the lowest bit within f16's 2^-24 quantum),
+// i.e. for every |x| >= 2^-32 amax; smaller elements are rounded to multiples of 2^(t-24) (absolute
+// error at most 2^(t-25) <= 2^-40 amax). Every e4m3 weight code is an f16 value
+// (cvt.rn.f16x2.e4m3x2, NaN kept). So every product fed to the tensor core has at most 4 + 4
+// significant bits (below 2^25: exact), as with FP8-exact x, where the accumulation bound was
+// measured to hold with room (TcDecode*); one f16 with 4 + 8-bit products measured outside it
+// (docs/CUDA.md "Fourth session"). One mma.sync m16n8k16 f16 x f16 -> f32 sums 16 rows x 16 k
+// products (two per k for split x) with no rounding of its inputs; the only roundings are the
+// tensor core's f32 accumulation and the f32 sums of the scaled 128-block partials (the bound is
+// in tests/cuda/test_cuda_matmul.cpp, TcDecode*).
 //
 // Layout: a warp owns 16-row tiles of the weight; a unit is one tile x one 128-wide K block (one
 // weight scale column: sb_k % 128 == 0). Lane (g = lane / 4, c = lane % 4) loads bytes 16c .. 16c+15
@@ -34,12 +38,12 @@
 // accumulator; the unit's partial is multiplied by 2^t and the row's e8m0 scale (exact unless
 // outside f32's range) and added to the warp's f32 sums.
 //
-// Split-K, two levels. Across blocks: CL > 1 blocks of a thread-block cluster (sm_90) take CL
-// consecutive ranges of K's 128-blocks for the same tiles, so that a small matrix still gives the
-// GPU enough blocks and each block stages only its range of x; their partials are added in rank
-// order through distributed shared memory (one launch, no atomics). Inside a block: the 8 warps
-// are KS k-slices of the block's range x 8/KS tile lanes; each warp's partial of a tile goes to
-// shared memory and the block adds the KS partials in slice order.
+// Split-K, two levels. Across blocks (long rows, tc_shape_of): the 2 blocks of a thread-block
+// cluster (sm_90) take the two halves of K's 128-blocks for the same tiles, and each stages only
+// its half of x; their partials are added in rank order through distributed shared memory (one
+// launch, no atomics). Inside a block: the 8 warps are KS k-slices of the block's range x 8/KS tile
+// lanes; each warp's partial of a tile goes to shared memory and the block adds the KS partials in
+// slice order.
 // x staging: the warps of one k-slice stage that slice's x and wait for each other only (a named
 // barrier; one warp: __syncwarp), not for the whole block, so a slice whose x has arrived starts.
 // Units are software-pipelined: kStages units' loads in registers, the next one issued as soon as
@@ -63,7 +67,7 @@ constexpr int kTcWarps = 8;
 constexpr int kTcStages = 3;   // units in flight per warp (4 x 16 bytes per lane each)
 constexpr int kTcBlock = 128;  // x's block along K (one 2^t), and the unit's K
 constexpr int kTcBlocksPerSM = 2;  // blocks per SM the grid is sized for (and the registers allow)
-constexpr int kTcMaxCluster = 8;   // portable cluster size
+constexpr int kTcMaxCluster = 2;   // clusters of K ranges (see tc_shape_of)
 
 // Two e4m3 codes (low byte first) -> f16x2 bits, exact (NaN kept).
 __device__ inline uint32_t e4m3x2_h2(uint32_t two) {
@@ -77,6 +81,9 @@ __device__ inline void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uin
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+// v with all but its 4 leading significant bits cleared (f32 bits; NaN and +-inf kept).
+__device__ inline float hi4(float v) { return __uint_as_float(__float_as_uint(v) & 0xfff00000u); }
 
 // x rounded to bf16 (round to nearest even; NaN and +-inf kept), as f32.
 __device__ inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
@@ -100,7 +107,7 @@ struct tc_unit {
 // range); rt: tiles per warp. Dynamic shared memory: x as f16 [the range's K], its block scales
 // 2^t, partials [tiles per block][ks_n][16] (ks_n > 1 or CL > 1), the block's tile sums
 // [tiles per block][16] (CL > 1). MATMUL jobs of one x row (mode 0, N = 1).
-template <int CL>
+template <int CL, bool XS>
 __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kernel(mm_weights W, mm_rows rd, int ks_n, int rt) {
   extern __shared__ uint4 tc_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -122,7 +129,8 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kerne
   const int q = W.sb_k / kTcBlock;  // 128-blocks per weight scale column
 
   __half* xs = reinterpret_cast<__half*>(tc_smem);  // x's blocks r0 .. r1 - 1
-  float* xsc = reinterpret_cast<float*>(xs + int64_t(nkr_max) * kTcBlock);
+  __half* xl = xs + int64_t(nkr_max) * kTcBlock;  // (XS) the low halves
+  float* xsc = reinterpret_cast<float*>(xl + (XS ? int64_t(nkr_max) * kTcBlock : 0));
   float* red = xsc + nkr_max;
   float* tile_sum = red + tiles_per_block * ks_n * 16;  // (CL > 1)
 
@@ -189,9 +197,19 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kerne
                             fmaxf(qround::finite_abs(r.z), qround::finite_abs(r.w)));
       const int t = tc_x_exp(warp_max(m));
       const float inv = qround::pow2(-t);
+      const float4 v2 = make_float4(r.x * inv, r.y * inv, r.z * inv, r.w * inv);  // exact: powers of two
       __half2* dst = reinterpret_cast<__half2*>(xs + int64_t(b - r0) * kTcBlock) + 2 * lane;
-      dst[0] = __floats2half2_rn(r.x * inv, r.y * inv);
-      dst[1] = __floats2half2_rn(r.z * inv, r.w * inv);
+      if constexpr (XS) {  // high 4 significant bits and the rest (both exact, see the top)
+        const float4 hi = make_float4(hi4(v2.x), hi4(v2.y), hi4(v2.z), hi4(v2.w));
+        dst[0] = __floats2half2_rn(hi.x, hi.y);
+        dst[1] = __floats2half2_rn(hi.z, hi.w);
+        __half2* dlo = reinterpret_cast<__half2*>(xl + int64_t(b - r0) * kTcBlock) + 2 * lane;
+        dlo[0] = __floats2half2_rn(v2.x - hi.x, v2.y - hi.y);
+        dlo[1] = __floats2half2_rn(v2.z - hi.z, v2.w - hi.w);
+      } else {
+        dst[0] = __floats2half2_rn(v2.x, v2.y);
+        dst[1] = __floats2half2_rn(v2.z, v2.w);
+      }
       if (lane == 0) xsc[b - r0] = qround::pow2(t);
     }
   }
@@ -214,11 +232,18 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kerne
       for (int h = 0; h < 2; ++h) {
         const uint4 xa = xq[8 * h], xb = xq[8 * h + 1];  // x at k 64h + 16c .. +15 (f16)
         const uint32_t xw[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+        uint4 la = make_uint4(0, 0, 0, 0), lb = la;
+        if constexpr (XS) {
+          const uint4* xlq = reinterpret_cast<const uint4*>(xl + int64_t(c_kb - r0) * kTcBlock + 16 * c);
+          la = xlq[8 * h], lb = xlq[8 * h + 1];
+        }
+        const uint32_t xlw[8] = {la.x, la.y, la.z, la.w, lb.x, lb.y, lb.z, lb.w};
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           const uint32_t lo = word(st[i].w[h], m), hi = word(st[i].w[2 + h], m);
           const uint32_t a[4] = {e4m3x2_h2(lo), e4m3x2_h2(hi), e4m3x2_h2(lo >> 16), e4m3x2_h2(hi >> 16)};
           mma_f16(d, a, xw[2 * m], xw[2 * m + 1]);
+          if constexpr (XS) mma_f16(d, a, xlw[2 * m], xlw[2 * m + 1]);
         }
       }
       const float sx = xsc[c_kb - r0];
@@ -309,13 +334,15 @@ struct tc_shape {
   size_t smem = 0;
 };
 
-// set_matmul_tc_shape (a test hook): forced cluster size and k-slices, 0 automatic.
-std::atomic<int> g_tc_cl{0}, g_tc_ks{0};
+// Test hooks (set_matmul_tc_shape, set_matmul_tc_xsplit): forced cluster size and k-slices, 0
+// automatic; whether x that is not FP8-exact is split in two f16 halves (1, the default) or staged
+// as one f16 (0: a numerics experiment, not used otherwise).
+std::atomic<int> g_tc_cl{0}, g_tc_ks{0}, g_tc_xsplit{1};
 
-// The launch geometry of a call for cluster size CL: k-slices, tiles per warp, blocks per job
-// (a multiple of CL) and shared memory. K split in up to 8 slices per block (at least one 128-block
-// each); tiles per warp so that the jobs' blocks come to about kTcBlocksPerSM per SM.
-tc_shape tc_shape_for(const mm_weights& W, unsigned jobs, int CL, int ks_force) {
+// The geometry for cluster size CL: K split in up to 8 slices per block (at least one 128-block
+// each); tiles per warp so that the jobs' blocks come to about kTcBlocksPerSM per SM. xs: x staged
+// as two f16 halves.
+tc_shape tc_shape_for(const mm_weights& W, unsigned jobs, int CL, int ks_force, bool xs) {
   tc_shape sh;
   sh.cl = CL;
   const int64_t nkb = W.K / kTcBlock;
@@ -329,56 +356,50 @@ tc_shape tc_shape_for(const mm_weights& W, unsigned jobs, int CL, int ks_force) 
   sh.rt = int(std::max<int64_t>(1, (groups + target - 1) / target));
   const int64_t per_block = int64_t(lanes_t) * sh.rt;
   sh.blocks = unsigned((n_tiles + per_block - 1) / per_block) * unsigned(CL);
-  sh.smem = size_t(nkr_max) * (kTcBlock * 2 + 4);
+  sh.smem = size_t(nkr_max) * (kTcBlock * 2 * (xs ? 2 : 1) + 4);
   if (sh.ks_n > 1 || CL > 1) sh.smem += size_t(per_block) * sh.ks_n * 16 * 4;
   if (CL > 1) sh.smem += size_t(per_block) * 16 * 4;
   return sh;
 }
 
-// The automatic cluster size: the largest CL (8, 4, 2) that still gives every warp a single tile
-// (rt = 1) within about kTcBlocksPerSM blocks per SM over all jobs (measured: docs/CUDA.md
-// "Fourth session").
-int tc_cluster_auto(const mm_weights& W, unsigned jobs) {
-  const int64_t nkb = W.K / kTcBlock;
-  const int64_t wave = int64_t(std::max(sms_of_device(), 1)) * kTcBlocksPerSM;
-  if (!clusters_on_device()) return 1;
-  for (int CL = kTcMaxCluster; CL >= 2; CL /= 2) {
-    if (nkb < CL) continue;
-    const tc_shape sh = tc_shape_for(W, jobs, CL, 0);
-    if (sh.rt == 1 && int64_t(sh.blocks) * jobs <= wave) return CL;
-  }
-  return 1;
-}
+// The automatic cluster size (GraphChainTiming, docs/CUDA.md "Fourth session"): 2 for rows of at
+// least kTcClusterMinK (wo_b K 8192 M 4096: 11.8 against 12.1 us; K 16384 M 4096: 21.6 against
+// 22.7), else 1 (wq_b K 1024: 11.8 against 11.1; wo_a 4096 x 1024 x 8: 12.2 against 11.9). Clusters
+// of 4 and 8 measured 1.5-2x slower at every shape the tensor-core decode takes.
+constexpr int64_t kTcClusterMinK = 8192;
 
-// The geometry of a call: the forced or automatic cluster size (1 without clusters, at most K's
-// 128-blocks).
-tc_shape tc_shape_of(const mm_weights& W, unsigned jobs) {
+bool x_split(bool x_exact) { return !x_exact && g_tc_xsplit.load(std::memory_order_relaxed) != 0; }
+
+// The geometry of a call: the forced or automatic cluster size (1 without clusters or when K has
+// a single 128-block).
+tc_shape tc_shape_of(const mm_weights& W, unsigned jobs, bool x_exact) {
   const int force = g_tc_cl.load(std::memory_order_relaxed);
-  int CL = force > 0 ? std::min(force, kTcMaxCluster) : tc_cluster_auto(W, jobs);
-  if (CL > 1 && !clusters_on_device()) CL = 1;
-  while (CL > 1 && W.K / kTcBlock < CL) CL /= 2;
-  return tc_shape_for(W, jobs, CL, g_tc_ks.load(std::memory_order_relaxed));
+  int CL = force > 0 ? std::min(force, kTcMaxCluster) : W.K >= kTcClusterMinK ? 2 : 1;
+  if (CL > 1 && (!clusters_on_device() || W.K / kTcBlock < CL)) CL = 1;
+  return tc_shape_for(W, jobs, CL, g_tc_ks.load(std::memory_order_relaxed), x_split(x_exact));
 }
 
 std::atomic<long long> g_tc_calls{0};
 
 }  // namespace
 
-bool tc_decode_fits(const mm_weights& W, unsigned jobs) {
+bool tc_decode_fits(const mm_weights& W, unsigned jobs, bool x_exact) {
   if (!W.scales || W.sb_k % kTcBlock != 0 || W.K % kTcBlock != 0 || W.K > (int64_t(1) << 24) || W.M == 0) return false;
   if (W.M > (int64_t(1) << 34) || jobs == 0) return false;
-  return tc_shape_of(W, jobs).smem <= kTcMaxSmem;
+  return tc_shape_of(W, jobs, x_exact).smem <= kTcMaxSmem;
 }
 
-bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
-  if (rd.mode != 0 || rd.N != 1 || !tc_decode_fits(W, jobs)) return false;
-  const tc_shape sh = tc_shape_of(W, jobs);
+bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool x_exact) {
+  if (rd.mode != 0 || rd.N != 1 || !tc_decode_fits(W, jobs, x_exact)) return false;
+  const tc_shape sh = tc_shape_of(W, jobs, x_exact);
   const dim3 grid(sh.blocks, jobs);
-  switch (sh.cl) {
-    case 1: launch(tc_decode_kernel<1>, grid, kTcWarps * 32, sh.smem, s, W, rd, sh.ks_n, sh.rt); break;
-    case 2: launch_clustered(tc_decode_kernel<2>, grid, kTcWarps * 32, sh.smem, s, 2u, W, rd, sh.ks_n, sh.rt); break;
-    case 4: launch_clustered(tc_decode_kernel<4>, grid, kTcWarps * 32, sh.smem, s, 4u, W, rd, sh.ks_n, sh.rt); break;
-    default: launch_clustered(tc_decode_kernel<8>, grid, kTcWarps * 32, sh.smem, s, 8u, W, rd, sh.ks_n, sh.rt); break;
+  const unsigned threads = kTcWarps * 32;
+  if (x_split(x_exact)) {
+    if (sh.cl == 1) launch(tc_decode_kernel<1, true>, grid, threads, sh.smem, s, W, rd, sh.ks_n, sh.rt);
+    else launch_clustered(tc_decode_kernel<2, true>, grid, threads, sh.smem, s, 2u, W, rd, sh.ks_n, sh.rt);
+  } else {
+    if (sh.cl == 1) launch(tc_decode_kernel<1, false>, grid, threads, sh.smem, s, W, rd, sh.ks_n, sh.rt);
+    else launch_clustered(tc_decode_kernel<2, false>, grid, threads, sh.smem, s, 2u, W, rd, sh.ks_n, sh.rt);
   }
   g_tc_calls.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -388,11 +409,15 @@ bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, un
 long long matmul_tc_decode_calls() { return g_tc_calls.load(std::memory_order_relaxed); }
 
 // Test hook (tests/cuda/test_cuda_matmul.cpp; not part of the backend's API): the cluster size
-// (1, 2, 4, 8; clamped to K's 128-blocks) and the k-slices per block (at most; 1, 2, 4, 8) of the
-// tensor-core decode, 0 automatic.
+// (1 or 2; 1 where K has a single 128-block) and the k-slices per block (at most; 1, 2, 4, 8) of
+// the tensor-core decode, 0 automatic.
 void set_matmul_tc_shape(int cluster, int kslices) {
   g_tc_cl.store(cluster, std::memory_order_relaxed);
   g_tc_ks.store(kslices, std::memory_order_relaxed);
 }
+
+// Test hook (tests/cuda/test_cuda_matmul.cpp; not part of the backend's API): 1 (the default)
+// splits x that is not FP8-exact into two f16 halves, 0 stages it as one f16 (an experiment).
+void set_matmul_tc_xsplit(int on) { g_tc_xsplit.store(on, std::memory_order_relaxed); }
 
 }  // namespace v4::cuda

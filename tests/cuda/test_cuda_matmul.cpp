@@ -40,6 +40,7 @@ void set_matmul_ring_shape(int wg, int stages);  // its team size and stages (0:
 void set_matmul_tc_decode(int mode);  // tensor-core decode (ops_matmul_tc.cu): 0 automatic, 1 off, 2 forced
 long long matmul_tc_decode_calls();   // its launches so far
 void set_matmul_tc_shape(int cluster, int kslices);  // its cluster size and k-slices (0: automatic)
+void set_matmul_tc_xsplit(int on);  // 1 (default): x not FP8-exact as two f16 halves; 0: one f16
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -156,7 +157,8 @@ double check_dot_within(const float* w, const float* x, int64_t K, double factor
   }
   const double bound = factor * mag + extra + 1e-300;
   const double err = std::fabs(double(got) - ref);
-  EXPECT_LE(err, bound) << where << ": got " << got << ", float64 " << ref;
+  EXPECT_LE(err, bound) << where << ": got " << got << ", float64 " << ref << ", |err| / sum|w x| "
+                        << err / (mag + 1e-300) << ", factor " << factor;
   return err / bound;
 }
 // The f32 kernels' bound: x rounded with relative error xr, then K + 2 roundings of f32 sums.
@@ -409,9 +411,9 @@ TEST(CudaMatmul, TcDecodeMatchesFloat64) {
     run_tc(gpu, h, tc_x::roundtrip, true, name_of("tc fp8{128,128}", sh));
     if (HasFailure()) return;
   }
-  // Forced cluster sizes and k-slices: ranges of K over 2, 4, 8 blocks (uneven: 3 and 5 blocks of
-  // 128 over 2 and 4 ranks; clamped to K's 128-blocks: K 384 at CL 8 runs CL 2), k-slices 1 and 2.
-  for (const auto& [cl, ks] : std::vector<std::pair<int, int>>{{2, 0}, {4, 0}, {8, 0}, {8, 1}, {2, 2}}) {
+  // Forced cluster sizes and k-slices: K in two ranges over a cluster's 2 blocks (uneven: 3 and 5
+  // blocks of 128), k-slices 1 and 2 (with and without the cluster).
+  for (const auto& [cl, ks] : std::vector<std::pair<int, int>>{{2, 0}, {2, 1}, {2, 2}, {1, 1}, {1, 2}}) {
     cuda::set_matmul_tc_shape(cl, ks);
     for (const shape& sh : std::vector<shape>{{4096, 512, 1}, {4096, 2048, 1}, {4096, 1024, 8}, {1024, 37, 1},
                                               {384, 100, 1}, {640, 300, 1}}) {
@@ -433,27 +435,46 @@ TEST(CudaMatmul, TcDecodeMatchesFloat64) {
   cuda::set_matmul_tc_decode(0);
 }
 
-// x not FP8-exact: rounded to bf16 by the tensor-core decode (automatic for the grouped wo_a's
-// 4096 x 1024 per group and larger, forced below that), bound as check_dot_tc on the bf16 x.
+// x not FP8-exact: rounded to bf16 by the tensor-core decode (automatic for calls of at least
+// 16 MiB of matrices of at least 4096 x 1024 weights: the grouped wo_a; forced below that), bound
+// as check_dot_tc on the bf16 x.
 TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   REQUIRE_GPU(gpu);
   auto wts = [](int64_t K, int64_t M, int64_t B) {
     return make_weights(dtype::fp8_e4m3, K, M, B, 128, 128, uint64_t(K + 3 * M + B));
   };
   run_tc(gpu, wts(4096, 1024, 8), tc_x::plain, true, "tc bf16 x K 4096 M 1024 x8 (wo_a)");
-  run_tc(gpu, wts(1024, 4096, 1), tc_x::plain, true, "tc bf16 x K 1024 M 4096");
-  run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, true, "tc bf16 x K 4096 M 1024 tiny x", true);
-  // Below the size rule: the f32 kernels, x not rounded (matmul_x_rounding says 0 there).
+  run_tc(gpu, wts(4096, 4096, 1), tc_x::plain, true, "tc bf16 x K 4096 M 4096");
+  run_tc(gpu, wts(8192, 4096, 1), tc_x::plain, true, "tc bf16 x K 8192 M 4096 (cluster)", true);
+  // Below the size rules: the f32 kernels, x not rounded (matmul_x_rounding: 0 for K 1024 M 256).
   run_tc(gpu, wts(1024, 256, 1), tc_x::plain, false, "tc bf16 x not taken K 1024 M 256");
+  run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, false, "tc bf16 x not taken K 4096 M 1024");
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 256, 1, 1024), 0.0);
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 1024, 1, 4096), 0x1p-8);
   cuda::set_matmul_tc_decode(2);
+  run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, true, "tc bf16 x forced K 4096 M 1024 tiny x", true);
   run_tc(gpu, wts(4096, 37, 1), tc_x::plain, true, "tc bf16 x forced K 4096 M 37");
   run_tc(gpu, wts(384, 100, 2), tc_x::plain, true, "tc bf16 x forced K 384 M 100 x2", true);
-  cuda::set_matmul_tc_shape(4, 0);
-  run_tc(gpu, wts(2048, 300, 1), tc_x::plain, true, "tc bf16 x forced CL 4 K 2048 M 300");
+  cuda::set_matmul_tc_shape(2, 0);
+  run_tc(gpu, wts(640, 300, 1), tc_x::plain, true, "tc bf16 x forced CL 2 K 640 M 300");
   cuda::set_matmul_tc_shape(0, 0);
   cuda::set_matmul_tc_decode(0);
+}
+
+// The same with x staged as one f16 (set_matmul_tc_xsplit(0), not used by the backend otherwise):
+// products of up to 4 + 8 significant bits instead of 4 + 4.
+TEST(CudaMatmul, TcDecodeBf16XOneF16) {
+  REQUIRE_GPU(gpu);
+  cuda::set_matmul_tc_xsplit(0);
+  cuda::set_matmul_tc_decode(2);
+  for (int tiny = 0; tiny < 2; ++tiny) {
+    run_tc(gpu, make_weights(dtype::fp8_e4m3, 4096, 1024, 8, 128, 128, 7), tc_x::plain, true,
+           std::string("tc one f16 x K 4096 M 1024 x8") + (tiny ? " tiny" : ""), tiny != 0);
+    run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 300, 1, 128, 128, 8), tc_x::plain, true,
+           std::string("tc one f16 x K 1024 M 300") + (tiny ? " tiny" : ""), tiny != 0);
+  }
+  cuda::set_matmul_tc_decode(0);
+  cuda::set_matmul_tc_xsplit(1);
 }
 
 TEST(CudaMatmul, TcDecodeNaNCodesAndScalesPropagate) {
@@ -465,8 +486,8 @@ TEST(CudaMatmul, TcDecodeNaNCodesAndScalesPropagate) {
     h.data[size_t(290 * h.lo.row_bytes + K - 1)] = 0xFF;  // row 290 (the last, partial tile), last k
     run_tc(gpu, h, tc_x::roundtrip, true, "tc NaN K " + std::to_string(K));
     if (HasFailure()) return;
-    cuda::set_matmul_tc_shape(4, 0);  // NaN through the cluster's sums
-    run_tc(gpu, h, tc_x::roundtrip, true, "tc NaN CL 4 K " + std::to_string(K));
+    cuda::set_matmul_tc_shape(2, 0);  // NaN through the cluster's sums
+    run_tc(gpu, h, tc_x::roundtrip, true, "tc NaN CL 2 K " + std::to_string(K));
     cuda::set_matmul_tc_shape(0, 0);
     if (HasFailure()) return;
   }
@@ -1002,12 +1023,14 @@ struct bench {
       bool expert_pdl = false;
       int tc = 0;  // set_matmul_tc_decode: 0 automatic, 1 off, 2 forced
       int tc_cl = 0;  // set_matmul_tc_shape's cluster size (0: automatic)
+      int xsplit = 1;  // set_matmul_tc_xsplit
     };
     std::vector<setting> settings = {{"before (ring off)", 1}, {"after (automatic)", 0}, {"ring forced", 2}};
     if (qx || tc_plain) {
       settings = {{"tc decode off", 0, 0, 0, false, 1}};
-      for (int cl : {1, 2, 4, 8})
+      for (int cl : {1, 2})
         settings.push_back({"tc forced CL " + std::to_string(cl), 0, 0, 0, false, 2, cl});
+      if (tc_plain) settings.push_back({"tc forced one f16 x", 0, 0, 0, false, 2, 0, 0});
       settings.push_back({"tc decode (automatic)", 0});
     }
     if (sweep)
@@ -1020,11 +1043,13 @@ struct bench {
       cuda::set_matmul_expert_pdl(st.expert_pdl);
       cuda::set_matmul_tc_decode(st.tc);
       cuda::set_matmul_tc_shape(st.tc_cl, 0);
+      cuda::set_matmul_tc_xsplit(st.xsplit);
       const long long tc0 = cuda::matmul_tc_decode_calls();
       const double sec = graph_seconds(small, mm);
       const bool tc_ran = cuda::matmul_tc_decode_calls() > tc0;
       cuda::set_matmul_tc_decode(0);
       cuda::set_matmul_tc_shape(0, 0);
+      cuda::set_matmul_tc_xsplit(1);
       cuda::set_matmul_expert_pdl(false);
       cuda::set_matmul_ring_shape(0, 0);
       cuda::set_matmul_ring(0);
