@@ -989,6 +989,19 @@ int tc_decode_mode() {
   return env_off ? 1 : g_tc_decode.load(std::memory_order_relaxed);
 }
 
+// Whether the automatic choice may also take x that is not FP8-exact (rounded to bf16, below):
+// off by default until its two-f16-halves staging has run on a GPU (docs/CUDA.md "Fourth
+// session"); V4_CUDA_TC_BF16X=1 or set_matmul_tc_bf16x (a test hook) turn it on.
+std::atomic<bool> g_tc_bf16x{false};
+
+bool tc_bf16x_on() {
+  static const bool env_on = [] {
+    const char* env = std::getenv("V4_CUDA_TC_BF16X");
+    return env && std::string(env) == "1";
+  }();
+  return env_on || g_tc_bf16x.load(std::memory_order_relaxed);
+}
+
 // Whether x's values are FP8-exact per 128 along K: x (through views) is the output of a node that
 // rounds every row in runs of 128 from its start (tensor/ops.h: fp8_rounded_block is 128), contiguous
 // with rows a multiple of 128 long, and each row of x starts on a run boundary (byte offset and
@@ -1009,7 +1022,8 @@ bool x_fp8_exact(const tensor* x) {
 // kernels: 32 MiB calls 11-12 against 14-16 us (wq_b, wo_b, the grouped wo_a), K 16384 M 4096
 // 21.6 against 24.9; 8 MiB and below slower (4096 x 2048: 4.9 against 4.7; 2048 x 4096: 4.8
 // against 4.0; 4096 x 1024: 3.9 against 3.4; 4096 x 512: 3.0 against 2.4): there the fixed cost of
-// a call dominates and the f32 kernels' weight prefetch and cluster split do better.
+// a call dominates and the f32 kernels' weight prefetch and cluster split do better. The threshold
+// between (16 MiB: the shared expert's combined w1 + w3, K 4096 M 4096) is not measured yet.
 constexpr int64_t kTcMinBytes = int64_t(16) << 20;
 // x that is not FP8-exact is rounded to bf16 there (the official model's numerics for the
 // bf16-dequantized wo_a), so such calls also need matrices of at least kTcBf16MinWeights weights
@@ -1032,7 +1046,7 @@ bool tc_decode_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, 
   *x_exact = x_fp8_exact(dst->src[1]);
   if (!tc_decode_fits(W, jobs, *x_exact)) return false;
   if (mode == 2) return true;
-  return W.K * W.M * int64_t(jobs) >= kTcMinBytes && (*x_exact || tc_bf16x_shape(W.K, W.M));
+  return W.K * W.M * int64_t(jobs) >= kTcMinBytes && (*x_exact || (tc_bf16x_on() && tc_bf16x_shape(W.K, W.M)));
 }
 
 // Runs one call. use_mma: the caller's decode/prefill decision (rows per weight matrix > 16).
@@ -1084,7 +1098,7 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 double matmul_x_rounding(dtype wt, int64_t M, int64_t N, int64_t K) {
   if ((N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N)) return 0x1p-8;
   const int tc = tc_decode_mode();
-  if (wt == dtype::fp8_e4m3 && N == 1 && K % 128 == 0 && (tc == 2 || (tc == 0 && tc_bf16x_shape(K, M))))
+  if (wt == dtype::fp8_e4m3 && N == 1 && K % 128 == 0 && (tc == 2 || (tc == 0 && tc_bf16x_on() && tc_bf16x_shape(K, M))))
     return 0x1p-8;
   return 0.0;
 }
@@ -1092,6 +1106,10 @@ double matmul_x_rounding(dtype wt, int64_t M, int64_t N, int64_t K) {
 // Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
 // the tensor-core decode: 0 automatic, 1 off, 2 every one-row fp8 MATMUL that fits.
 void set_matmul_tc_decode(int mode) { g_tc_decode.store(mode, std::memory_order_relaxed); }
+
+// Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// true lets the automatic choice take x that is not FP8-exact (as V4_CUDA_TC_BF16X=1).
+void set_matmul_tc_bf16x(bool on) { g_tc_bf16x.store(on, std::memory_order_relaxed); }
 
 // Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
 // true sends one-row fp8 / mxfp4 calls to the gemv, the kernel they used before gemv_x1 / gemv1,

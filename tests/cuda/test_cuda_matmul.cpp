@@ -41,6 +41,7 @@ void set_matmul_tc_decode(int mode);  // tensor-core decode (ops_matmul_tc.cu): 
 long long matmul_tc_decode_calls();   // its launches so far
 void set_matmul_tc_shape(int cluster, int kslices);  // its cluster size and k-slices (0: automatic)
 void set_matmul_tc_xsplit(int on);  // 1 (default): x not FP8-exact as two f16 halves; 0: one f16
+void set_matmul_tc_bf16x(bool on);  // automatic choice also for x that is not FP8-exact (default off)
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -398,51 +399,67 @@ TEST(CudaMatmul, TcDecodeMatchesFloat64) {
   struct shape {
     int64_t K, M, B;
   };
-  auto name_of = [](const char* what, const shape& sh) {
-    return std::string(what) + " K " + std::to_string(sh.K) + " M " + std::to_string(sh.M) +
+  auto name_of = [](const std::string& what, const shape& sh) {
+    return what + " K " + std::to_string(sh.K) + " M " + std::to_string(sh.M) +
            (sh.B > 1 ? " x" + std::to_string(sh.B) : "");
   };
-  // wq_b, wq_a, wkv, shared expert, wo_b, grouped wo_a, odd M (a partial 16-row tile), K of one
-  // and two 128-blocks (fewer k-slices than warps).
-  for (const shape& sh : std::vector<shape>{{1024, 32768, 1}, {4096, 1024, 1}, {4096, 512, 1}, {4096, 2048, 1},
-                                            {8192, 4096, 1}, {2048, 4096, 1}, {4096, 1024, 8}, {4096, 37, 1},
-                                            {1024, 37, 1}, {128, 300, 1}, {256, 45, 2}, {384, 100, 1}}) {
-    const host_weights h = make_weights(dtype::fp8_e4m3, sh.K, sh.M, sh.B, 128, 128, uint64_t(sh.K + sh.M));
-    run_tc(gpu, h, tc_x::roundtrip, true, name_of("tc fp8{128,128}", sh));
+  auto wts = [](const shape& sh) {
+    return make_weights(dtype::fp8_e4m3, sh.K, sh.M, sh.B, 128, 128, uint64_t(sh.K + sh.M));
+  };
+  // Automatic (calls of at least 16 MiB): wq_b, wo_b (a cluster of 2: K >= 8192), the grouped wo_a,
+  // the shared expert's w1 + w3; below: wq_a (the f32 kernels).
+  for (const shape& sh : std::vector<shape>{{1024, 32768, 1}, {8192, 4096, 1}, {4096, 1024, 8}, {4096, 4096, 1}}) {
+    run_tc(gpu, wts(sh), tc_x::roundtrip, true, name_of("tc fp8{128,128}", sh));
     if (HasFailure()) return;
+  }
+  run_tc(gpu, wts({4096, 1024, 1}), tc_x::roundtrip, false, "tc not taken (size) K 4096 M 1024");
+  // Forced at every size: wkv, shared expert w1 / w3 / w2, odd M (a partial 16-row tile), K of one
+  // and two 128-blocks (fewer k-slices than warps).
+  cuda::set_matmul_tc_decode(2);
+  for (const shape& sh : std::vector<shape>{{4096, 1024, 1}, {4096, 512, 1}, {4096, 2048, 1}, {2048, 4096, 1},
+                                            {4096, 37, 1}, {1024, 37, 1}, {128, 300, 1}, {256, 45, 2}, {384, 100, 1}}) {
+    run_tc(gpu, wts(sh), tc_x::roundtrip, true, name_of("tc forced fp8{128,128}", sh));
+    if (HasFailure()) break;
   }
   // Forced cluster sizes and k-slices: K in two ranges over a cluster's 2 blocks (uneven: 3 and 5
   // blocks of 128), k-slices 1 and 2 (with and without the cluster).
   for (const auto& [cl, ks] : std::vector<std::pair<int, int>>{{2, 0}, {2, 1}, {2, 2}, {1, 1}, {1, 2}}) {
+    if (HasFailure()) break;
     cuda::set_matmul_tc_shape(cl, ks);
     for (const shape& sh : std::vector<shape>{{4096, 512, 1}, {4096, 2048, 1}, {4096, 1024, 8}, {1024, 37, 1},
                                               {384, 100, 1}, {640, 300, 1}}) {
-      const host_weights h = make_weights(dtype::fp8_e4m3, sh.K, sh.M, sh.B, 128, 128, uint64_t(sh.K + sh.M));
-      run_tc(gpu, h, tc_x::roundtrip, true,
-             name_of(("tc CL " + std::to_string(cl) + " ks " + std::to_string(ks)).c_str(), sh));
+      run_tc(gpu, wts(sh), tc_x::roundtrip, true,
+             name_of("tc CL " + std::to_string(cl) + " ks " + std::to_string(ks), sh));
       if (HasFailure()) break;
     }
     cuda::set_matmul_tc_shape(0, 0);
-    if (HasFailure()) return;
   }
   // x from rms_norm_w's fp8 option; weight scale blocks 256 x 64 (two x blocks per scale column).
-  run_tc(gpu, make_weights(dtype::fp8_e4m3, 4096, 1000, 1, 128, 128, 3), tc_x::norm, true, "tc from rms_norm_w");
-  run_tc(gpu, make_weights(dtype::fp8_e4m3, 2048, 700, 1, 256, 64, 4), tc_x::roundtrip, true, "tc fp8{256,64}");
-  // Not taken: scale blocks of 32 along K, and the hook / off switch.
-  run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 256, 1, 32, 32, 5), tc_x::roundtrip, false, "tc not taken fp8{32,32}");
+  if (!HasFailure()) {
+    run_tc(gpu, make_weights(dtype::fp8_e4m3, 4096, 1000, 1, 128, 128, 3), tc_x::norm, true, "tc from rms_norm_w");
+    run_tc(gpu, make_weights(dtype::fp8_e4m3, 2048, 700, 1, 256, 64, 4), tc_x::roundtrip, true, "tc fp8{256,64}");
+    // Not taken even when forced: scale blocks of 32 along K.
+    run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 256, 1, 32, 32, 5), tc_x::roundtrip, false,
+           "tc not taken fp8{32,32}");
+  }
   cuda::set_matmul_tc_decode(1);
-  run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 256, 1, 128, 128, 6), tc_x::roundtrip, false, "tc hook off");
+  run_tc(gpu, wts({1024, 32768, 1}), tc_x::roundtrip, false, "tc hook off");
   cuda::set_matmul_tc_decode(0);
 }
 
-// x not FP8-exact: rounded to bf16 by the tensor-core decode (automatic for calls of at least
-// 16 MiB of matrices of at least 4096 x 1024 weights: the grouped wo_a; forced below that), bound
-// as check_dot_tc on the bf16 x.
+// x not FP8-exact: rounded to bf16 by the tensor-core decode (staged as two f16 halves), bound as
+// check_dot_tc on the bf16 x. Automatic only with set_matmul_tc_bf16x(true) (V4_CUDA_TC_BF16X=1),
+// for calls of at least 16 MiB of matrices of at least 4096 x 1024 weights (the grouped wo_a);
+// forced below that.
 TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   REQUIRE_GPU(gpu);
   auto wts = [](int64_t K, int64_t M, int64_t B) {
     return make_weights(dtype::fp8_e4m3, K, M, B, 128, 128, uint64_t(K + 3 * M + B));
   };
+  // Off by default: the f32 kernels, x not rounded.
+  run_tc(gpu, wts(4096, 1024, 8), tc_x::plain, false, "tc bf16 x off K 4096 M 1024 x8");
+  EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 1024, 1, 4096), 0.0);
+  cuda::set_matmul_tc_bf16x(true);
   run_tc(gpu, wts(4096, 1024, 8), tc_x::plain, true, "tc bf16 x K 4096 M 1024 x8 (wo_a)");
   run_tc(gpu, wts(4096, 4096, 1), tc_x::plain, true, "tc bf16 x K 4096 M 4096");
   run_tc(gpu, wts(8192, 4096, 1), tc_x::plain, true, "tc bf16 x K 8192 M 4096 (cluster)", true);
@@ -451,6 +468,7 @@ TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, false, "tc bf16 x not taken K 4096 M 1024");
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 256, 1, 1024), 0.0);
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 1024, 1, 4096), 0x1p-8);
+  cuda::set_matmul_tc_bf16x(false);
   cuda::set_matmul_tc_decode(2);
   run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, true, "tc bf16 x forced K 4096 M 1024 tiny x", true);
   run_tc(gpu, wts(4096, 37, 1), tc_x::plain, true, "tc bf16 x forced K 4096 M 37");
@@ -461,22 +479,6 @@ TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   cuda::set_matmul_tc_decode(0);
 }
 
-// The same with x staged as one f16 (set_matmul_tc_xsplit(0), not used by the backend otherwise):
-// products of up to 4 + 8 significant bits instead of 4 + 4.
-TEST(CudaMatmul, TcDecodeBf16XOneF16) {
-  REQUIRE_GPU(gpu);
-  cuda::set_matmul_tc_xsplit(0);
-  cuda::set_matmul_tc_decode(2);
-  for (int tiny = 0; tiny < 2; ++tiny) {
-    run_tc(gpu, make_weights(dtype::fp8_e4m3, 4096, 1024, 8, 128, 128, 7), tc_x::plain, true,
-           std::string("tc one f16 x K 4096 M 1024 x8") + (tiny ? " tiny" : ""), tiny != 0);
-    run_tc(gpu, make_weights(dtype::fp8_e4m3, 1024, 300, 1, 128, 128, 8), tc_x::plain, true,
-           std::string("tc one f16 x K 1024 M 300") + (tiny ? " tiny" : ""), tiny != 0);
-  }
-  cuda::set_matmul_tc_decode(0);
-  cuda::set_matmul_tc_xsplit(1);
-}
-
 TEST(CudaMatmul, TcDecodeNaNCodesAndScalesPropagate) {
   REQUIRE_GPU(gpu);
   for (int64_t K : {1024, 4096}) {
@@ -484,11 +486,12 @@ TEST(CudaMatmul, TcDecodeNaNCodesAndScalesPropagate) {
     h.scales[size_t(1 * h.lo.s_stride + 1)] = 0xFF;  // rows 128..255, k 128..255
     h.data[size_t(70 * h.lo.row_bytes + 5)] = 0x7F;   // row 70
     h.data[size_t(290 * h.lo.row_bytes + K - 1)] = 0xFF;  // row 290 (the last, partial tile), last k
+    cuda::set_matmul_tc_decode(2);  // (below the size rule)
     run_tc(gpu, h, tc_x::roundtrip, true, "tc NaN K " + std::to_string(K));
-    if (HasFailure()) return;
     cuda::set_matmul_tc_shape(2, 0);  // NaN through the cluster's sums
-    run_tc(gpu, h, tc_x::roundtrip, true, "tc NaN CL 2 K " + std::to_string(K));
+    if (!HasFailure()) run_tc(gpu, h, tc_x::roundtrip, true, "tc NaN CL 2 K " + std::to_string(K));
     cuda::set_matmul_tc_shape(0, 0);
+    cuda::set_matmul_tc_decode(0);
     if (HasFailure()) return;
   }
 }
@@ -1032,6 +1035,7 @@ struct bench {
         settings.push_back({"tc forced CL " + std::to_string(cl), 0, 0, 0, false, 2, cl});
       if (tc_plain) settings.push_back({"tc forced one f16 x", 0, 0, 0, false, 2, 0, 0});
       settings.push_back({"tc decode (automatic)", 0});
+      if (tc_plain) settings.back().what = "tc decode (automatic, bf16 x on)";
     }
     if (sweep)
       for (const auto& [wg, st] : std::vector<std::pair<int, int>>{{0, 3}, {1, 0}, {2, 0}, {4, 0}})
@@ -1044,12 +1048,14 @@ struct bench {
       cuda::set_matmul_tc_decode(st.tc);
       cuda::set_matmul_tc_shape(st.tc_cl, 0);
       cuda::set_matmul_tc_xsplit(st.xsplit);
+      cuda::set_matmul_tc_bf16x(tc_plain);
       const long long tc0 = cuda::matmul_tc_decode_calls();
       const double sec = graph_seconds(small, mm);
       const bool tc_ran = cuda::matmul_tc_decode_calls() > tc0;
       cuda::set_matmul_tc_decode(0);
       cuda::set_matmul_tc_shape(0, 0);
       cuda::set_matmul_tc_xsplit(1);
+      cuda::set_matmul_tc_bf16x(false);
       cuda::set_matmul_expert_pdl(false);
       cuda::set_matmul_ring_shape(0, 0);
       cuda::set_matmul_ring(0);
@@ -1154,6 +1160,7 @@ TEST(CudaMatmul, GraphChainTiming) {
   b.chain(dtype::fp8_e4m3, 1024, 32768, 0, 0, 1, true);  // wq_b
   b.chain(dtype::fp8_e4m3, 4096, 1024, 0, 0, 8, true);   // grouped wo_a
   b.chain(dtype::fp8_e4m3, 8192, 4096, 0, 0, 1, true);   // wo_b
+  b.chain(dtype::fp8_e4m3, 4096, 4096, 0, 0, 1, true);   // shared expert sw1 + sw3 combined (16 MiB)
   b.chain(dtype::fp8_e4m3, 4096, 2048, 0, 0, 1, true);   // shared expert sw1 / sw3
   b.chain(dtype::fp8_e4m3, 2048, 4096, 0, 0, 1, true);   // shared expert sw2
   b.chain(dtype::fp8_e4m3, 4096, 1024, 0, 0, 1, true);   // wq_a
