@@ -18,7 +18,7 @@
 // f16 normal); for other x as two f16 halves, hi (the 4 leading significant bits) and lo = x - hi
 // (the other 4), both exact where x / 2^t >= 2^-17 (the lowest bit within f16's 2^-24 quantum),
 // i.e. for every |x| >= 2^-32 amax; smaller elements are rounded to multiples of 2^(t-24) (absolute
-// error at most 2^(t-25) <= 2^-40 amax). Every e4m3 weight code is an f16 value
+// error at most 2^(t-25) for one f16, 2^(t-24) for two halves; 2^(t-24) <= 2^-39 amax). Every e4m3 weight code is an f16 value
 // (cvt.rn.f16x2.e4m3x2, NaN kept). So every product fed to the tensor core has at most 4 + 4
 // significant bits (below 2^25: exact), as with FP8-exact x, where the accumulation bound was
 // measured to hold with room (TcDecode*); one f16 with 4 + 8-bit products measured outside it
@@ -82,8 +82,12 @@ __device__ inline void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// v with all but its 4 leading significant bits cleared (f32 bits; NaN and +-inf kept).
-__device__ inline float hi4(float v) { return __uint_as_float(__float_as_uint(v) & 0xfff00000u); }
+// The two halves of split x (v finite: v = hi + lo exactly): hi = v with all but its 4 leading
+// significant bits cleared, lo = the rest. Non-finite v: hi = v, lo = 0 (NaN and +-inf kept).
+__device__ inline float hi4(float v) {
+  return qround::finite(v) ? __uint_as_float(__float_as_uint(v) & 0xfff00000u) : v;
+}
+__device__ inline float lo4(float v, float hi) { return qround::finite(v) ? v - hi : 0.0f; }
 
 // x rounded to bf16 (round to nearest even; NaN and +-inf kept), as f32.
 __device__ inline float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
@@ -204,8 +208,8 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kerne
         dst[0] = __floats2half2_rn(hi.x, hi.y);
         dst[1] = __floats2half2_rn(hi.z, hi.w);
         __half2* dlo = reinterpret_cast<__half2*>(xl + int64_t(b - r0) * kTcBlock) + 2 * lane;
-        dlo[0] = __floats2half2_rn(v2.x - hi.x, v2.y - hi.y);
-        dlo[1] = __floats2half2_rn(v2.z - hi.z, v2.w - hi.w);
+        dlo[0] = __floats2half2_rn(lo4(v2.x, hi.x), lo4(v2.y, hi.y));
+        dlo[1] = __floats2half2_rn(lo4(v2.z, hi.z), lo4(v2.w, hi.w));
       } else {
         dst[0] = __floats2half2_rn(v2.x, v2.y);
         dst[1] = __floats2half2_rn(v2.z, v2.w);

@@ -316,8 +316,9 @@ float bf16_rne(float v) {
 
 // The tensor-core decode's x: bf16-rounded in place, and the absolute error of its f16 staging for
 // row w (ops_matmul_tc.cu, top): per 128-block, t = max(floor(log2 amax) - 15, -126) of the
-// largest finite |x|; an x below 2^(t-17) may lose bits in f16 (|error| <= 2^(t-25)): the bound's
-// extra term sum over those k of |w_k| 2^(t-25). (0 for FP8-exact x and for ordinary data.)
+// largest finite |x|; an x below 2^(t-17) may lose bits in f16 (|error| <= 2^(t-24) as two f16
+// halves): the bound's extra term sum over those k of |w_k| 2^(t-24). (0 for FP8-exact x and for
+// ordinary data.)
 double tc_x_extra(const float* w, const float* xb, int64_t K) {
   double extra = 0;
   for (int64_t b = 0; b < K; b += 128) {
@@ -328,7 +329,7 @@ double tc_x_extra(const float* w, const float* xb, int64_t K) {
     std::frexp(amax, &e);  // amax = f 2^e, f in [0.5, 1): floor(log2 amax) = e - 1
     const int t = amax > 0 ? std::max(e - 1 - 15, -126) : -126;
     for (int64_t k = b; k < b + 128; ++k)
-      if (std::fabs(xb[k]) < std::ldexp(1.0, t - 17)) extra += std::fabs(double(w[k])) * std::ldexp(1.0, t - 25);
+      if (std::fabs(xb[k]) < std::ldexp(1.0, t - 17)) extra += std::fabs(double(w[k])) * std::ldexp(1.0, t - 24);
   }
   return extra;
 }
