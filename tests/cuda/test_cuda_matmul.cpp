@@ -480,6 +480,56 @@ TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   cuda::set_matmul_tc_decode(0);
 }
 
+// A report, not a check: x that is not FP8-exact staged as one f16 (set_matmul_tc_xsplit(0): products
+// of up to 4 + 8 significant bits; the backend stages two halves instead), each output's
+// |err| / (tc_bound_factor * sum |w xb| + tc_x_extra) against the bf16-rounded x, worst and the
+// number above 1 (device run 4 saw this staging fail TcDecodeBf16XMatchesFloat64; docs/CUDA.md
+// "Fourth session"). Prints the same for the two halves for comparison.
+TEST(CudaMatmul, TcDecodeOneF16Report) {
+  REQUIRE_GPU(gpu);
+  cuda::set_matmul_tc_decode(2);
+  for (int split = 0; split < 2; ++split) {
+    cuda::set_matmul_tc_xsplit(split);
+    for (int tiny = 0; tiny < 2; ++tiny) {
+      const int64_t K = 4096, M = 1024, B = 8;
+      const host_weights h = make_weights(dtype::fp8_e4m3, K, M, B, 128, 128, 7);
+      gpu_ctx g(gpu);
+      std::vector<float> xv = random_floats(size_t(K * B), 11);
+      if (tiny)
+        for (size_t i = 0; i < xv.size(); i += 5) xv[i] = std::ldexp(xv[i], -45);
+      tensor* y = matmul(g.ctx, g.weights(h), g.leaf(dtype::f32, {K, 1, B}, xv.data()));
+      ASSERT_TRUE(y) << g.ctx.error();
+      g.bind(y);
+      const std::vector<float> got = g.run(y);
+      for (float& v : xv) v = bf16_rne(v);
+      double worst = 0, worst_rel = 0;
+      int over = 0;
+      std::vector<float> wr;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t m = 0; m < M; ++m) {
+          const float* w = h.row(b, m, wr);
+          const float* x = &xv[size_t(b * K)];
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            ref += double(w[k]) * double(x[k]);
+            mag += std::fabs(double(w[k]) * double(x[k]));
+          }
+          const double err = std::fabs(double(got[size_t(b * M + m)]) - ref);
+          const double r = err / (tc_bound_factor(K) * mag + tc_x_extra(w, x, K) + 1e-300);
+          worst = std::max(worst, r);
+          worst_rel = std::max(worst_rel, err / (mag + 1e-300));
+          over += r > 1.0 ? 1 : 0;
+        }
+      std::printf("  tc %s x K 4096 M 1024 x8%s: worst |err|/bound %.3f, worst |err|/sum|w x| %.3g (2^%.1f), "
+                  "%d of %d outputs above the bound\n",
+                  split ? "two-f16-halves" : "one-f16", tiny ? " tiny" : "", worst, worst_rel,
+                  std::log2(worst_rel + 1e-300), over, int(B * M));
+    }
+  }
+  cuda::set_matmul_tc_xsplit(1);
+  cuda::set_matmul_tc_decode(0);
+}
+
 TEST(CudaMatmul, TcDecodeNaNCodesAndScalesPropagate) {
   REQUIRE_GPU(gpu);
   for (int64_t K : {1024, 4096}) {
