@@ -1091,16 +1091,16 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 
 // The rounding of x the kernels above use (the op harness holds each call to it): mma and tcv
 // round x to bf16 (2^-8); so may the tensor-core decode of fp8 one-row calls whose x is not
-// FP8-exact (tc_bf16x_shape; every fp8 one-row call while a test forces it; for FP8-exact x and
-// for batches below kTcMinBytes nothing is rounded, so the bound is loose there but holds); gemv (with gemv_x1,
-// gemv1, gemv_ring, split-K, the cluster split) and generic keep it. Must agree with the choices in
-// launch_matmul / launch_matmul_id (MATMUL_ID asks for every per-expert N up to n_used * N).
+// FP8-exact (tc_bf16x_shape while V4_CUDA_TC_BF16X is on; every fp8 one-row call while a test
+// forces it; for FP8-exact x and for calls below kTcMinBytes nothing is rounded, so the bound is
+// loose there but holds); gemv (with gemv_x1, gemv1, gemv_ring, split-K, the cluster split) and
+// generic keep it. Must agree with the choices in launch_matmul / launch_matmul_id (MATMUL_ID asks
+// for every per-expert N up to n_used * N).
 double matmul_x_rounding(dtype wt, int64_t M, int64_t N, int64_t K) {
   if ((N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N)) return 0x1p-8;
   const int tc = tc_decode_mode();
-  if (wt == dtype::fp8_e4m3 && N == 1 && K % 128 == 0 && (tc == 2 || (tc == 0 && tc_bf16x_on() && tc_bf16x_shape(K, M))))
-    return 0x1p-8;
-  return 0.0;
+  const bool tc_may_round = tc == 2 || (tc == 0 && tc_bf16x_on() && tc_bf16x_shape(K, M));
+  return wt == dtype::fp8_e4m3 && N == 1 && K % 128 == 0 && tc_may_round ? 0x1p-8 : 0.0;
 }
 
 // Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
