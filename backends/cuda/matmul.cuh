@@ -301,12 +301,12 @@ bool ring_wanted(dtype wt, const mm_weights& W, const mm_rows& rd);
 bool launch_ring(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool pdl);
 
 // Tensor-core decode GEMV (ops_matmul_tc.cu): fp8_e4m3 weights with scale blocks sb_k % 128 == 0,
-// MATMUL with one x row (N = 1), K % 128 == 0, 16-byte aligned rows, and x FP8-exact per 128 (the
-// caller checks that: ops_matmul.cu x_fp8_exact). x is not rounded (it is already e4m3 * 2^t per
-// block); f16 x f16 -> f32 mma. tc_decode_fits: the shape fits (shared memory for x within 48 KiB);
-// launch_tc_decode: false (nothing launched) when it does not.
-bool tc_decode_fits(const mm_weights& W, unsigned jobs);
-bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs);
+// MATMUL with one x row (N = 1), K % 128 == 0, 16-byte aligned rows. x is rounded to bf16 (nothing
+// changes for x that is FP8-exact per 128, x_exact: ops_matmul.cu x_fp8_exact; other x is staged
+// as two f16 halves); f16 x f16 -> f32 mma. tc_decode_fits: the shape fits (shared memory within
+// 48 KiB); launch_tc_decode: false (nothing launched) when it does not.
+bool tc_decode_fits(const mm_weights& W, unsigned jobs, bool x_exact);
+bool launch_tc_decode(cudaStream_t s, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool x_exact);
 
 // Tensor-core decode of the routed experts (ops_matmul_tc4.cu): MATMUL_ID by pair (rd.mode 2: one
 // x row per job, the decode's <= 16 pairs), mxfp4 weights (e8m0 per 32 k of a row: sb_k == 32),

@@ -979,10 +979,31 @@ bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_h
   return ring_wanted(wt, W, rd);
 }
 
-// ---- tensor-core decode for FP8-exact x (ops_matmul_tc.cu) -------------------------------------------
-// set_matmul_tc_decode (a test hook): 0 automatic, 1 off; V4_CUDA_TC_DECODE=0 turns it off too
-// (an A/B of a model run).
+// ---- tensor-core decode (ops_matmul_tc.cu) -------------------------------------------------------------
+// set_matmul_tc_decode (a test hook): 0 automatic, 1 off, 2 every call that fits (whatever its size
+// or x); V4_CUDA_TC_DECODE=0 turns it off too (an A/B of a model run).
 std::atomic<int> g_tc_decode{0};
+
+int tc_decode_mode() {
+  static const bool env_off = [] {
+    const char* env = std::getenv("V4_CUDA_TC_DECODE");
+    return env && std::string(env) == "0";
+  }();
+  return env_off ? 1 : g_tc_decode.load(std::memory_order_relaxed);
+}
+
+// Whether the automatic choice may also take x that is not FP8-exact (rounded to bf16, below):
+// off by default until its two-f16-halves staging has run on a GPU (docs/CUDA.md "Fourth
+// session"); V4_CUDA_TC_BF16X=1 or set_matmul_tc_bf16x (a test hook) turn it on.
+std::atomic<bool> g_tc_bf16x{false};
+
+bool tc_bf16x_on() {
+  static const bool env_on = [] {
+    const char* env = std::getenv("V4_CUDA_TC_BF16X");
+    return env && std::string(env) == "1";
+  }();
+  return env_on || g_tc_bf16x.load(std::memory_order_relaxed);
+}
 
 // Whether x's values are FP8-exact per 128 along K: x (through views) is the output of a node that
 // rounds every row in runs of 128 from its start (tensor/ops.h: fp8_rounded_block is 128), contiguous
@@ -999,20 +1020,36 @@ bool x_fp8_exact(const tensor* x) {
   return fp8_rounded_block(p) == 128;
 }
 
+// Where the tensor-core decode is taken (GraphChainTiming, docs/CUDA.md "Fourth session"): calls of
+// at least kTcMinBytes of weights (all jobs). Measured per call in a replayed chain against the f32
+// kernels: 32 MiB calls 11-12 against 14-16 us (wq_b, wo_b, the grouped wo_a), K 16384 M 4096
+// 21.6 against 24.9; 8 MiB and below slower (4096 x 2048: 4.9 against 4.7; 2048 x 4096: 4.8
+// against 4.0; 4096 x 1024: 3.9 against 3.4; 4096 x 512: 3.0 against 2.4): there the fixed cost of
+// a call dominates and the f32 kernels' weight prefetch and cluster split do better. The threshold
+// between (16 MiB: the shared expert's combined w1 + w3, K 4096 M 4096) is not measured yet.
+constexpr int64_t kTcMinBytes = int64_t(16) << 20;
+// x that is not FP8-exact is rounded to bf16 there (the official model's numerics for the
+// bf16-dequantized wo_a), so such calls also need matrices of at least kTcBf16MinWeights weights
+// each: a rule in K and M alone, so that matmul_x_rounding can tell the op harness which calls may
+// round x (it cannot see the jobs).
+constexpr int64_t kTcBf16MinWeights = int64_t(4) << 20;  // wo_a's 4096 x 1024 per group
+bool tc_bf16x_shape(int64_t K, int64_t M) { return K % 128 == 0 && K * M >= kTcBf16MinWeights; }
+
 // The tensor-core decode takes a MATMUL call of one x row with fp8 weights (scale blocks sb_k %
-// 128 == 0), aligned rows and FP8-exact x, unless a test hook sends decode elsewhere.
-bool tc_decode_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned) {
-  static const bool env_off = [] {
-    const char* env = std::getenv("V4_CUDA_TC_DECODE");
-    return env && std::string(env) == "0";
-  }();
-  if (env_off || g_tc_decode.load(std::memory_order_relaxed) == 1 || g_decode_off.load(std::memory_order_relaxed))
-    return false;
+// 128 == 0) and aligned rows where it is wanted (above), unless a test hook sends decode elsewhere
+// (2: every such call that fits). *x_exact: whether x is FP8-exact per 128 (not rounded at all).
+bool tc_decode_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs, bool aligned,
+                     bool* x_exact) {
+  const int mode = tc_decode_mode();
+  if (mode == 1 || g_decode_off.load(std::memory_order_relaxed)) return false;
   if (g_split_force.load(std::memory_order_relaxed) > 1 || g_cluster_force.load(std::memory_order_relaxed) > 1)
     return false;
   if (dst->op != op_kind::MATMUL || rd.mode != 0 || rd.N != 1 || !aligned) return false;
-  if (dst->src[0]->type != dtype::fp8_e4m3 || !tc_decode_fits(W, jobs)) return false;
-  return x_fp8_exact(dst->src[1]);
+  if (dst->src[0]->type != dtype::fp8_e4m3) return false;
+  *x_exact = x_fp8_exact(dst->src[1]);
+  if (!tc_decode_fits(W, jobs, *x_exact)) return false;
+  if (mode == 2) return true;
+  return W.K * W.M * int64_t(jobs) >= kTcMinBytes && (*x_exact || (tc_bf16x_on() && tc_bf16x_shape(W.K, W.M)));
 }
 
 // Runs one call. use_mma: the caller's decode/prefill decision (rows per weight matrix > 16).
@@ -1026,10 +1063,11 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
   // timing run can compare them; the automatic split-K choice is in launch_gemv.
   const bool split_forced = g_split_force.load(std::memory_order_relaxed) > 1;
   int forced_slices = 1, cluster = 1;
+  bool x_exact = false;
   if (use_mma && aligned && mma_supported(wt, W.K)) {
     if (!launch_mma(s, wt, W, rd, jobs, max_rows, error)) return false;
-  } else if (tc_decode_takes(dst, W, rd, jobs, aligned) && launch_tc_decode(s, W, rd, jobs)) {
-    // (launched: the tensor-core decode for FP8-exact x, ops_matmul_tc.cu)
+  } else if (tc_decode_takes(dst, W, rd, jobs, aligned, &x_exact) && launch_tc_decode(s, W, rd, jobs, x_exact)) {
+    // (launched: the tensor-core decode, ops_matmul_tc.cu)
   } else if (aligned && tcv_supported(wt, W.K, max_rows)) {
     if (!launch_tcv(s, wt, W, rd, jobs, max_rows, error)) return false;
   } else if (ring_takes(wt, W, rd, rows_hint, aligned, split_forced) &&
@@ -1056,17 +1094,27 @@ bool run(cudaStream_t s, tensor* dst, const mm_weights& W, const mm_rows& rd, un
 
 }  // namespace
 
-// The rounding of x the kernels above use (the op harness holds each call to it): mma rounds x
-// to bf16 (2^-8); gemv (with gemv_x1, gemv1, gemv_ring, split-K, the cluster split) and generic
-// keep it. Must agree with the choices in launch_matmul / launch_matmul_id (MATMUL_ID asks for
-// every per-expert N up to n_used * N).
-double matmul_x_rounding(dtype wt, int64_t /*M*/, int64_t N, int64_t K) {
-  return (N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N) ? 0x1p-8 : 0.0;
+// The rounding of x the kernels above use (the op harness holds each call to it): mma and tcv
+// round x to bf16 (2^-8); so may the tensor-core decode of fp8 one-row calls whose x is not
+// FP8-exact (tc_bf16x_shape while V4_CUDA_TC_BF16X is on; every fp8 one-row call while a test
+// forces it; for FP8-exact x and for calls below kTcMinBytes nothing is rounded, so the bound is
+// loose there but holds); gemv (with gemv_x1, gemv1, gemv_ring, split-K, the cluster split) and
+// generic keep it. Must agree with the choices in launch_matmul / launch_matmul_id (MATMUL_ID asks
+// for every per-expert N up to n_used * N).
+double matmul_x_rounding(dtype wt, int64_t M, int64_t N, int64_t K) {
+  if ((N > 16 && mma_supported(wt, K)) || tcv_supported(wt, K, N)) return 0x1p-8;
+  const int tc = tc_decode_mode();
+  const bool tc_may_round = tc == 2 || (tc == 0 && tc_bf16x_on() && tc_bf16x_shape(K, M));
+  return wt == dtype::fp8_e4m3 && N == 1 && K % 128 == 0 && tc_may_round ? 0x1p-8 : 0.0;
 }
 
 // Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
-// the tensor-core decode for FP8-exact x: 0 automatic, 1 off.
+// the tensor-core decode: 0 automatic, 1 off, 2 every one-row fp8 MATMUL that fits.
 void set_matmul_tc_decode(int mode) { g_tc_decode.store(mode, std::memory_order_relaxed); }
+
+// Test hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
+// true lets the automatic choice take x that is not FP8-exact (as V4_CUDA_TC_BF16X=1).
+void set_matmul_tc_bf16x(bool on) { g_tc_bf16x.store(on, std::memory_order_relaxed); }
 
 // Timing hook for tests/cuda/test_cuda_matmul.cpp (declared there; not part of the backend's API):
 // true sends one-row fp8 / mxfp4 calls to the gemv, the kernel they used before gemv_x1 / gemv1,
