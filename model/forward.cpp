@@ -300,6 +300,12 @@ struct builder {
     return hc_sum(ctx, X, reshape(ctx, pre, {1, HC, T}));  // [D, T]
   }
 
+  // The last n columns of a [ne0, T] tensor (a view; the tensor itself when n == T).
+  tensor* last_cols(tensor* a, int64_t n) {
+    const int64_t T_a = a->ne[1];
+    return n == T_a ? a : view_2d(ctx, a, a->ne[0], n, a->nb[1], size_t(T_a - n) * a->nb[1]);
+  }
+
   // ---- compressed-row stores ------------------------------------------------------------------
   // Writes r [width, n] at rows ids; returns the store as seen after the write (aliases).
   row_store write_rows(const row_store& st, tensor* r, tensor* ids) {
@@ -349,11 +355,8 @@ struct builder {
 
     tensor* a = linear(x, w.wkv);    // [cw, T]
     tensor* z = linear(x, w.wgate);  // [cw, T]
-    std::vector<int32_t> slot(static_cast<size_t>(T)), pend_slot(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t) {
-      slot[size_t(t)] = int32_t((p0 + t) % ratio);
-      pend_slot[size_t(t)] = int32_t((p0 + t) % span);
-    }
+    std::vector<int32_t> slot(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) slot[size_t(t)] = int32_t((p0 + t) % ratio);
     tensor* score = add(ctx, z, get_rows(ctx, w.ape, in.i32(slot, {T}, "comp_slot")));
 
     int64_t result = 0;
@@ -402,9 +405,14 @@ struct builder {
       result = b1;
     }
     // The pending ring keeps every token's (kv, score); written after all reads of this chunk.
-    tensor* ids = in.i32(pend_slot, {T}, "pend_slot");
-    writes.push_back(set_rows(ctx, pend_kv, a, ids));
-    writes.push_back(set_rows(ctx, pend_score, score, ids));
+    // Of a chunk longer than the ring only its last `span` tokens remain there: only they are
+    // written (the same ring as writing all, later tokens replacing earlier ones).
+    const int64_t keep = std::min(T, span);
+    std::vector<int32_t> pend_slot(static_cast<size_t>(keep));
+    for (int64_t t = T - keep; t < T; ++t) pend_slot[size_t(t - (T - keep))] = int32_t((p0 + t) % span);
+    tensor* ids = in.i32(pend_slot, {keep}, "pend_slot");
+    writes.push_back(set_rows(ctx, pend_kv, last_cols(a, keep), ids));
+    writes.push_back(set_rows(ctx, pend_score, last_cols(score, keep), ids));
     return result;
   }
 
@@ -509,7 +517,13 @@ struct builder {
       }
     }
     // Otherwise writing this chunk's K=V rows into the ring happens after every read.
-    if (!ring_first) writes.push_back(set_rows(ctx, S.ring, kv, ring_ids));
+    // (Of a chunk longer than the window only its last W tokens remain in the ring: only they are
+    // written.)
+    if (!ring_first) {
+      const int64_t keep = std::min(T, W);
+      std::vector<int32_t> tail(slot.end() - keep, slot.end());
+      writes.push_back(set_rows(ctx, S.ring, last_cols(kv, keep), keep == T ? ring_ids : in.i32(tail, {keep}, "ring_slot")));
+    }
 
     // One fused op: scores against [window | chunk | compressed rows], softmax with the sink,
     // and the weighted sum of the same rows (K = V); at decode (ring_first) over the rows as
