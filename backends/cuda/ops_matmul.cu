@@ -993,7 +993,7 @@ bool x_fp8_exact(const tensor* x) {
   if (offs % kRun != 0 || x->nb[0] != sizeof(float)) return false;
   for (int d = 1; d < kMaxDims; ++d)
     if (x->ne[d] > 1 && x->nb[d] % kRun != 0) return false;
-  return fp8_rounded_block(p) == 128;
+  return fp8_rounded_block(p, offs, x->nbytes()) == 128;
 }
 
 // The tensor-core decode takes a MATMUL call of one x row with fp8 weights (scale blocks sb_k %
