@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -312,7 +313,12 @@ struct builder {
   sublayer_start start_sublayer(tensor* X, tensor* f, const hc_out& prev, tensor* fn, tensor* base, tensor* scl,
                                 tensor* norm, int fp8_block) {
     const int64_t HC = hp.hc_mult, D = hp.hidden_size;
-    if (fn->type != dtype::f32 || HC != 4) {
+    // V4_FUSED_HC_PRE=0 keeps the chain (to measure what the fusion buys; the same bits on the CPU).
+    static const bool fuse = [] {
+      const char* env = std::getenv("V4_FUSED_HC_PRE");
+      return !(env && std::strcmp(env, "0") == 0);
+    }();
+    if (!fuse || fn->type != dtype::f32 || HC != 4) {
       if (f) X = hc_post(f, X, prev);
       const hc_out h = hc_pre(X, fn, base, scl);
       return {X, h.u ? norm_w(h.u, norm) : nullptr, h};

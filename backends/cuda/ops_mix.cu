@@ -312,7 +312,7 @@ bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error) {
 
 // hc_pre on the GPU: HC = 4 (hc_mix's 16-lane kernel), fn f32 with contiguous rows, hc_sum's row in
 // shared memory (D <= kHcPreMaxD), and X / f / w_post readable element by element (any strides).
-constexpr int64_t kHcPreMaxD = 12288;  // 48 KiB of shared memory
+constexpr int64_t kHcPreMaxD = 8192;  // 32 KiB of shared memory (the static arrays fit beside it under 48)
 bool hc_pre_supported(const tensor* dst) {
   const tensor* X = dst->src[0];
   return X->ne[1] == 4 && X->ne[0] <= kHcPreMaxD && dst->src[1]->type == dtype::f32;
