@@ -115,6 +115,13 @@ __global__ void sinkhorn4_kernel(tview y, tview a, int iters, float eps, int64_t
 // operations (scale = one fused multiply-add, add, sigmoid in double), so the same bits. One token:
 // m its mix row, out its result row; every lane of the warp calls it (dead lanes with live false
 // still take part in the shuffles). Shared by hc_mix and hc_pre's finishing kernel.
+// pre[k] = sigmoid(m s0 + b) + eps, as hc_mix computes it (hc_pre's finishing kernel computes the
+// pre weights it needs with it, without waiting for the Sinkhorn rounds).
+__device__ inline float hc_pre_weight(float m, float s0, float b, float eps) {
+  const float z = __fadd_rn(__fmaf_rn(m, s0, 0.0f), b);
+  return __fmaf_rn(float(sigmoid_d(z)), 1.0f, eps);
+}
+
 __device__ inline void hc_mix4_token(const float* m, const float* base, float s0, float s1, float s2, int iters,
                                      float eps, float* out, bool live) {
   constexpr int n = 4;
@@ -124,8 +131,7 @@ __device__ inline void hc_mix4_token(const float* m, const float* base, float s0
   if (!live) return;
   out[n + k * (n + 1) + 1 + j] = c;
   if (l < n) {
-    const float z = __fadd_rn(__fmaf_rn(m[l], s0, 0.0f), base[l]);
-    out[l] = __fmaf_rn(float(sigmoid_d(z)), 1.0f, eps);
+    out[l] = hc_pre_weight(m[l], s0, base[l], eps);
   } else if (l < 2 * n) {
     const int kk = l - n;
     const float z = __fadd_rn(__fmaf_rn(m[n + kk], s1, 0.0f), base[n + kk]);
@@ -161,7 +167,7 @@ __global__ void hc_mix4_kernel(tview y, tview mix, const float* base, float s0, 
 constexpr int kHcPreThreads = 256;    // elements per block of kernel 1
 constexpr int kHcPreM = 24;           // (2 + HC) HC for HC = 4 (supports_op)
 constexpr int kHcPreParts = kHcPreM + 1;  // partials per block: sum of squares, then the M dots
-constexpr int kHcPreFinishThreads = 512;
+constexpr int kHcPreFinishThreads = 1024;
 constexpr int kHcPreSlot = 30;
 
 template <bool kPost>
@@ -215,13 +221,16 @@ struct hc_pre_args {
   int iters, fp8_block, blocks;  // blocks: kernel 1's blocks per token
 };
 
+// Grid (T, 2): per token, block y = 1 writes W (hc_mix4_token: 20 Sinkhorn rounds on one warp) and
+// the padding, while block y = 0 computes pre itself (hc_pre_weight, the same bits as W's pre) and
+// goes on to u and q without waiting for the rounds. Both add up the partials in the same order.
 // S: the streams as [D, HC, T] (the S region or X); out: the node's output; base, norm: f32 rows.
 __global__ void hc_pre_finish_kernel(tview S, float* out, const float* base, const float* norm, const float* part,
                                      hc_pre_args a, hc_pre_layout l) {
   constexpr int HC = 4;
   pdl_wait();
   extern __shared__ float summed[];  // [D]: hc_sum's row
-  __shared__ float tot[kHcPreParts], mix[kHcPreM], wts[kHcPreM], red[kHcPreFinishThreads / 32];
+  __shared__ float tot[kHcPreParts], mix[kHcPreM], pre[HC], red[kHcPreFinishThreads / 32];
   const int64_t D = S.ne[0], t = blockIdx.x;
   const int warps = int(blockDim.x) / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // The partials over the blocks: one warp per value, lanes striding the blocks, then a warp sum.
@@ -237,22 +246,25 @@ __global__ void hc_pre_finish_kernel(tview S, float* out, const float* base, con
     mix[threadIdx.x] = __fmul_rn(tot[1 + threadIdx.x], s);
   }
   __syncthreads();
-  if (warp == 0) hc_mix4_token(mix, base, a.s0, a.s1, a.s2, a.iters, a.hc_eps, wts, lane < 16);
-  __syncthreads();
-  if (threadIdx.x < kHcPreM) out[l.w + t * kHcPreM + threadIdx.x] = wts[threadIdx.x];
-  if (t == 0) {  // the padding between the regions: zeros (tensor/ops.h)
-    const int64_t from[4] = {l.s + (l.post ? l.D * l.HC * l.T : 0), l.u + l.D * l.T, l.q + (l.fp8 ? l.D * l.T : 0),
-                             l.w + l.M * l.T};
-    const int64_t to[4] = {l.u, l.q, l.w, l.total};
-    for (int g = 0; g < 4; ++g)
-      for (int64_t i = from[g] + threadIdx.x; i < to[g]; i += blockDim.x) out[i] = 0.0f;
+  if (blockIdx.y == 1) {
+    if (warp == 0) hc_mix4_token(mix, base, a.s0, a.s1, a.s2, a.iters, a.hc_eps, out + l.w + t * kHcPreM, lane < 16);
+    if (t == 0) {  // the padding between the regions: zeros (tensor/ops.h)
+      const int64_t from[4] = {l.s + (l.post ? l.D * l.HC * l.T : 0), l.u + l.D * l.T, l.q + (l.fp8 ? l.D * l.T : 0),
+                               l.w + l.M * l.T};
+      const int64_t to[4] = {l.u, l.q, l.w, l.total};
+      for (int g = 0; g < 4; ++g)
+        for (int64_t i = from[g] + threadIdx.x; i < to[g]; i += blockDim.x) out[i] = 0.0f;
+    }
+    return;
   }
-  // hc_sum (pre = wts[0..HC-1]) into shared memory, and its row's sum of squares.
+  if (threadIdx.x < HC) pre[threadIdx.x] = hc_pre_weight(mix[threadIdx.x], a.s0, base[threadIdx.x], a.hc_eps);
+  __syncthreads();
+  // hc_sum into shared memory, and its row's sum of squares.
   float ss = 0.0f;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = 0.0f;
 #pragma unroll
-    for (int j = 0; j < HC; ++j) acc = __fadd_rn(acc, __fmaf_rn(*reinterpret_cast<const float*>(at(S, d, j, t, 0)), wts[j], 0.0f));
+    for (int j = 0; j < HC; ++j) acc = __fadd_rn(acc, __fmaf_rn(*reinterpret_cast<const float*>(at(S, d, j, t, 0)), pre[j], 0.0f));
     summed[d] = acc;
     ss += acc * acc;
   }
@@ -347,7 +359,7 @@ bool launch_hc_pre(cudaStream_t s, tensor* dst, std::string* error) {
   a.s0 = dst->param_f(0), a.s1 = dst->param_f(1), a.s2 = dst->param_f(2);
   a.iters = dst->param_i(3), a.hc_eps = dst->param_f(4), a.rms_eps = dst->param_f(5);
   a.fp8_block = dst->param_i(6), a.blocks = int(blocks);
-  launch(hc_pre_finish_kernel, unsigned(l.T), kHcPreFinishThreads, size_t(l.D) * sizeof(float), s, S, out,
+  launch(hc_pre_finish_kernel, dim3(unsigned(l.T), 2), kHcPreFinishThreads, size_t(l.D) * sizeof(float), s, S, out,
          static_cast<const float*>(dst->src[2]->data), static_cast<const float*>(dst->src[3]->data), part, a, l);
   return launched("hc_pre", error);
 }
