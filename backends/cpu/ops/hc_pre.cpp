@@ -87,6 +87,12 @@ void kernel_HC_PRE(const exec& ex, tensor* dst) {
     kernel_FP8_ROUNDTRIP(ex, &q);
   }
 
+  // Prefill-sized scratch (HC*D floats per token: 16 MiB for a 256-token chunk of V4-Flash) is
+  // given back; decode's stays for the next call.
+  constexpr size_t kKeepFloats = size_t(1) << 18;
+  if (normed.capacity() > kKeepFloats) std::vector<float>().swap(normed);
+  if (summed.capacity() > kKeepFloats) std::vector<float>().swap(summed);
+
   // The padding between the regions holds zeros (tensor/ops.h).
   auto zero = [&](int64_t from, int64_t to) { std::fill(out + from, out + to, 0.0f); };
   zero(l.s + (l.post ? D * HC * T : 0), l.u);
