@@ -316,3 +316,39 @@ TEST(FusedBits, HcPreMatchesTheChain) {
 
 }  // namespace
 }  // namespace v4
+
+namespace v4 {
+namespace {
+
+// fp8_rounded_block over a byte range (tensor/ops.h): hc_pre's q region and nothing else of it;
+// whole-row producers only where their rows are whole runs counted from the start.
+TEST(FusedBits, Fp8RoundedRanges) {
+  context ctx;
+  auto node = [&](int64_t D, int64_t T, bool post, int block) {
+    hc_pre_params p;
+    p.fp8_block = block;
+    if (post) p.f = ctx.new_tensor(dtype::f32, {D, T}), p.w_post = ctx.new_tensor(dtype::f32, {5, 4, T});
+    return hc_pre(ctx, ctx.new_tensor(dtype::f32, {D, 4, T}), ctx.new_tensor(dtype::f32, {4 * D, 24}),
+                  ctx.new_tensor(dtype::f32, {24}), ctx.new_tensor(dtype::f32, {D}), p);
+  };
+  const size_t f = sizeof(float);
+  tensor* a = node(256, 2, true, 128);
+  ASSERT_TRUE(ctx.ok()) << ctx.error();
+  const hc_pre_layout l = hc_pre_layout_of(a);
+  EXPECT_EQ(fp8_rounded_block(a), 0);                                         // not all of it
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.q) * f, size_t(256 * 2) * f), 128);  // q
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.q + 256) * f, 256 * f), 128);       // q's second token
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.u) * f, 256 * f), 0);               // u: not rounded
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.q) * f, size_t(l.w - l.q + 1) * f), 0);  // into W
+  EXPECT_EQ(fp8_rounded_block(node(256, 1, false, 0), 0, 256 * f), 0);        // no q
+  EXPECT_EQ(fp8_rounded_block(node(96, 1, false, 128), size_t(hc_pre_layout_of(96, 4, 1, false, true).q) * f, 96 * f),
+            0);  // D not a multiple of the block: q's rows are not whole runs counted from the start
+  tensor* r = rms_norm_w(ctx, ctx.new_tensor(dtype::f32, {256, 2}), ctx.new_tensor(dtype::f32, {256}), 1e-6f, 128);
+  EXPECT_EQ(fp8_rounded_block(r, 256 * f, 256 * f), 128);
+  tensor* r300 = rms_norm_w(ctx, ctx.new_tensor(dtype::f32, {300, 2}), ctx.new_tensor(dtype::f32, {300}), 1e-6f, 128);
+  EXPECT_EQ(fp8_rounded_block(r300), 128);
+  EXPECT_EQ(fp8_rounded_block(r300, 300 * f, 300 * f), 0);  // rows of 300: runs restart at each row
+}
+
+}  // namespace
+}  // namespace v4
