@@ -301,8 +301,8 @@ struct builder {
 
   // The start of a sublayer: the streams after the previous sublayer's hc_post (f its output and
   // prev its weights; f = nullptr: none, X as it is) and the sublayer's input, rms_norm_w(hc_pre's
-  // u, norm). One node (tensor/ops.h: hc_pre) where its CUDA kernel applies (fn f32, HC = 4) or
-  // the CPU runs it (the same bits as the chain either way); else hc_post, hc_pre, norm_w as nodes.
+  // u, norm). One node (tensor/ops.h: hc_pre) when fn is f32 and HC = 4 (what its CUDA kernels
+  // take; on the CPU it gives the chain's bits); else hc_post, hc_pre, norm_w as nodes.
   // fp8_block > 0: the node also writes the input's activation quantization, recorded as x's in
   // act_quantized (the fp8 / mxfp4 projections read it; the bf16 ones read x).
   struct sublayer_start {

@@ -27,7 +27,8 @@
 //                      make every step exact in f32), so every bit must match.
 //   fused ops          rms_norm_w (n+9)u|y|, swiglu (2^-20 + 2u)|y|, hc_sum (HC+2)u sum|terms|,
 //                      hc_post (HC+3)u sum|terms|, norm_rope (rms_norm's bound carried through
-//                      rope's), attn_sparse (attn_mqa's on the assembled keys): the bounds of the
+//                      rope's), attn_sparse (attn_mqa's on the assembled keys), hc_pre (each step's
+//                      bound plus its inputs' errors carried to first order): the bounds of the
 //                      chains they replace, derived next to each.
 //   router             route_weights: sqrt(softplus) within softplus's bound, a k-term sum, a
 //                      division and a scale; route_topk: exact, except where experts' scores lie
@@ -1020,8 +1021,8 @@ static void ref_HC_POST(const ref_in& in, ref_out* o) {
 //         relative change of r, sum|S| e / (sum S^2 + n eps).
 //   W     hc_mix's own bound (ref_HC_MIX) at the exact mix, plus sum_m |dW/dmix_m| e_mix_m with the
 //         derivatives by central differences in float64 (step 2^-20 max(|mix_m|, 1)), doubled:
-//         e_mix is ~1e-4 relative at most and the map is smooth (sigmoid, exp, divisions by sums of
-//         positive terms + eps), so the first-order term dominates and 2x covers the rest.
+//         e_mix is ~1e-3 relative at most (K = 16384) and the map is smooth (sigmoid, exp, divisions by
+//         sums of positive terms + eps), so the first-order term dominates and 2x covers the rest.
 //   y     hc_sum's (HC + 2)u sum|terms| + sum_j (|S_j| e_pre_j + |pre_j| e_S_j).
 //   u     rms_norm_w's (D + 9)u|u| + |norm| r2 e_y + |u| sum|y| e_y / (sum y^2 + D eps).
 //   q     the FP8 round trip of u within its bound (round_fp8_bounds).
