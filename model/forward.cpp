@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -194,11 +195,18 @@ struct builder {
   // Whether x holds the activation quantization's values: the node that wrote them rounded its
   // rows with block kActBlock (tensor/ops.h: fp8_rounded_block; the fp8 option of rms_norm_w /
   // swiglu below), read directly or through a view of whole rows from offset 0 (the experts'
-  // reshaped input).
+  // reshaped input), or through a view whose rows are runs of kActBlock of a range the node
+  // rounded in such runs (hc_pre's q region, start_sublayer).
   static bool already_rounded(const tensor* x) {
     const tensor* b = x->view_src;
-    if (b && (x->view_offs != 0 || x->ne[0] != b->ne[0] || x->nb[0] != b->nb[0] || x->nb[1] % b->nb[1] != 0)) return false;
-    return fp8_rounded_block(b ? b : x) == kActBlock;
+    if (!b) return fp8_rounded_block(x) == kActBlock;
+    if (x->view_offs == 0 && x->ne[0] == b->ne[0] && x->nb[0] == b->nb[0] && x->nb[1] % b->nb[1] == 0)
+      return fp8_rounded_block(b) == kActBlock;
+    constexpr size_t kRun = kActBlock * sizeof(float);
+    if (x->nb[0] != sizeof(float) || x->ne[0] % kActBlock != 0 || x->view_offs % kRun != 0) return false;
+    for (int d = 1; d < kMaxDims; ++d)
+      if (x->ne[d] > 1 && x->nb[d] % kRun != 0) return false;
+    return fp8_rounded_block(b, x->view_offs, x->nbytes()) == kActBlock;
   }
   // The activation quantization's block (official linear(): act_quant(x, 128, "ue8m0")).
   static constexpr int kActBlock = 128;
@@ -291,6 +299,49 @@ struct builder {
   // Y[k] = post[k] * f + sum_j comb[j][k] * X[j], one fused node (tensor/ops.h: hc_post) reading
   // w = [post ; comb] [1+HC, HC, T] straight from hc_mix's output.
   tensor* hc_post(tensor* f, tensor* X, const hc_out& h) { return v4::hc_post(ctx, f, X, h.w); }
+
+  // The start of a sublayer: the streams after the previous sublayer's hc_post (f its output and
+  // prev its weights; f = nullptr: none, X as it is) and the sublayer's input, rms_norm_w(hc_pre's
+  // u, norm). One node (tensor/ops.h: hc_pre) when fn is f32 and HC = 4 (what its CUDA kernels
+  // take; on the CPU it gives the chain's bits); else hc_post, hc_pre, norm_w as nodes.
+  // fp8_block > 0: the node also writes the input's activation quantization, recorded as x's in
+  // act_quantized (the fp8 / mxfp4 projections read it; the bf16 ones read x).
+  struct sublayer_start {
+    tensor* X;  // [D, HC, T] the streams
+    tensor* x;  // [D, T] the sublayer's input
+    hc_out h;   // h.w: this sublayer's hc_post weights
+  };
+  sublayer_start start_sublayer(tensor* X, tensor* f, const hc_out& prev, tensor* fn, tensor* base, tensor* scl,
+                                tensor* norm, int fp8_block) {
+    const int64_t HC = hp.hc_mult, D = hp.hidden_size;
+    // V4_FUSED_HC_PRE=0 keeps the chain (to measure what the fusion buys; the same bits on the CPU).
+    static const bool fuse = [] {
+      const char* env = std::getenv("V4_FUSED_HC_PRE");
+      return !(env && std::strcmp(env, "0") == 0);
+    }();
+    if (!fuse || fn->type != dtype::f32 || HC != 4) {
+      if (f) X = hc_post(f, X, prev);
+      const hc_out h = hc_pre(X, fn, base, scl);
+      return {X, h.u ? norm_w(h.u, norm) : nullptr, h};
+    }
+    hc_pre_params p;
+    for (int i = 0; i < 3; ++i) p.scale[i] = host_f32(scl, i);
+    p.iters = int(hp.hc_sinkhorn_iters);
+    p.hc_eps = hp.hc_eps;
+    p.rms_eps = hp.rms_eps;
+    p.fp8_block = fp8_block;
+    p.f = f;
+    p.w_post = f ? prev.w : nullptr;
+    tensor* node = v4::hc_pre(ctx, X, fn, base, norm, p);
+    if (!node) return {nullptr, nullptr, {nullptr, nullptr}};  // the context holds the error
+    const hc_pre_layout l = hc_pre_layout_of(node);
+    const size_t fs = sizeof(float);
+    if (f) X = view_3d(ctx, node, D, HC, T, D * fs, D * HC * fs, size_t(l.s) * fs);
+    tensor* x = view_2d(ctx, node, D, T, D * fs, size_t(l.u) * fs);
+    if (l.fp8) act_quantized[x] = view_2d(ctx, node, D, T, D * fs, size_t(l.q) * fs);
+    tensor* w = view_3d(ctx, node, 1 + HC, HC, T, (1 + HC) * fs, size_t(l.M) * fs, size_t(l.w + HC) * fs);
+    return {X, x, {nullptr, w}};
+  }
 
   tensor* hc_head(tensor* X) {
     const int64_t HC = hp.hc_mult, D = hp.hidden_size;
@@ -884,17 +935,27 @@ bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std:
   tensor* X = x1;
   for (int64_t i = 1; i < HC; ++i) X = concat(ctx, X, x1, 1);  // [D, HC, T]
 
+  // Each sublayer's hc_post is applied by the next sublayer's start (builder::start_sublayer), the
+  // last one's by itself before hc_head: f and h are the sublayer output and weights pending.
+  tensor* f = nullptr;
+  builder::hc_out h{nullptr, nullptr};
   for (int64_t il = 0; il < hp.n_layers; ++il) {
     const layer_weights& L = m_.layers[size_t(il)];
     layer_state& S = layers_[size_t(il)];
     b.layer_ = il;
-    auto h = b.hc_pre(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale);
-    tensor* attn_in = b.named(b.norm_w(h.u, L.attn_norm), "attn_in", il);
-    X = b.named(b.hc_post(b.named(b.attention(attn_in, L, S), "attn_out", il), X, h), "streams_mid", il);
-    h = b.hc_pre(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale);
-    tensor* ffn_in = b.named(b.norm_w(h.u, L.ffn_norm), "ffn_in", il);
-    X = b.named(b.hc_post(b.named(b.moe(ffn_in, L, tokens), "ffn_out", il), X, h), "streams", il);
+    auto a = b.start_sublayer(X, f, h, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, L.attn_norm,
+                              b.act_block_for({L.wq_a, L.wkv}) ? builder::kActBlock : 0);
+    if (f) X = b.named(a.X, "streams", il - 1);
+    tensor* attn_in = b.named(a.x, "attn_in", il);
+    f = b.named(b.attention(attn_in, L, S), "attn_out", il);
+    auto m = b.start_sublayer(X, f, a.h, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, L.ffn_norm,
+                              b.act_block_for({L.sw1, L.sw3}) ? builder::kActBlock : 0);
+    X = b.named(m.X, "streams_mid", il);
+    tensor* ffn_in = b.named(m.x, "ffn_in", il);
+    f = b.named(b.moe(ffn_in, L, tokens), "ffn_out", il);
+    h = m.h;
   }
+  if (f) X = b.named(b.hc_post(f, X, h), "streams", hp.n_layers - 1);
   tensor* y = b.named(b.norm_w(b.named(b.hc_head(X), "hc_head", -1), m_.norm), "final_norm", -1);  // [D, T]
   if (!all_logits) y = cont(ctx, view_2d(ctx, y, D, 1, y->nb[1], size_t(T - 1) * y->nb[1]));
   tensor* out = matmul(ctx, m_.head, y);        // [V, T or 1]

@@ -150,6 +150,42 @@ tensor* hc_sum(context& ctx, tensor* X, tensor* pre);
 // (fma: one rounding), so every backend gives the same bits. The order matters beyond the last bit
 // with QAT: a changed bit can move an FP8 activation rounding, or an indexer choice, downstream.
 tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w);
+// mHC's pre chain of a sublayer, fused (the decode graph's seven small nodes as one): optionally the
+// previous sublayer's hc_post first, then hc_pre (rms_norm of the flattened streams, the hc_fn
+// projection, hc_mix, hc_sum), the sublayer's rms_norm_w, and optionally the FP8 round trip of its
+// result (the activation quantization of the fp8 / mxfp4 projections that read it). Sources:
+// X f32 [D, HC, T] the streams (contiguous without post: hc_pre flattens them), fn f32 [HC*D, M]
+// (hc_*_fn, contiguous rows, M = (2+HC)*HC), base f32 [M] contiguous (hc_*_base), norm f32 [D] (the
+// sublayer's norm weight); with post: f f32 [D, T] and w_post f32 [1+HC, HC, T] or [1+HC, HC, 1]
+// as hc_post's f and w. Per token, in this order, each step the op named and its roundings:
+//   S   = post ? hc_post(f, X, w_post) : X                              (the streams after post)
+//   mix = matmul(fn, rms_norm(S as [HC*D, T], rms_eps))                 [M, T]
+//   W   = hc_mix(mix, base, scale, iters, hc_eps)                       [M, T]
+//   u   = rms_norm_w(hc_sum(S, W's pre), norm, rms_eps)                 [D, T]
+//   q   = fp8_roundtrip(u, fp8_block)   (fp8_block > 0 only)            [D, T]
+// so the bits of that chain of ops on the same backend's CPU kernels. -> f32 [n] contiguous, the
+// results packed in regions that each start at a multiple of 128 floats (hc_pre_layout: a builder
+// views them): S (post only), u, q (fp8 only), W, zeros between them. Without post the streams
+// stay X (not copied).
+struct hc_pre_params {
+  float scale[3] = {0, 0, 0};  // hc_*_scale: pre, post, comb
+  int iters = 20;              // hc_sinkhorn_iters (>= 1)
+  float hc_eps = 1e-6f;        // hc_eps (>= 0)
+  float rms_eps = 1e-6f;       // rms_eps of both norms (>= 0)
+  int fp8_block = 0;           // > 0: also q, u rounded as fp8_roundtrip(u, fp8_block); 0: no q
+  tensor* f = nullptr;         // with w_post: the previous sublayer's output (hc_post first)
+  tensor* w_post = nullptr;
+};
+tensor* hc_pre(context& ctx, tensor* X, tensor* fn, tensor* base, tensor* norm, const hc_pre_params& p);
+// Where hc_pre's results lie in its output, in floats from its start (each a multiple of 128;
+// absent regions have size 0 and offset of the next): S [D, HC, T], u [D, T], q [D, T], W [M, T].
+struct hc_pre_layout {
+  int64_t D = 0, HC = 0, T = 0, M = 0;
+  int64_t s = 0, u = 0, q = 0, w = 0, total = 0;
+  bool post = false, fp8 = false;
+};
+hc_pre_layout hc_pre_layout_of(int64_t D, int64_t HC, int64_t T, bool post, bool fp8);
+hc_pre_layout hc_pre_layout_of(const tensor* node);  // of an HC_PRE node
 
 // The output rotation of attn_mqa / attn_sparse (optional; DeepSeek-V4 turns each head's output
 // back by its query's position before the output projection): with pos i32 [T] given, the op's
@@ -327,6 +363,11 @@ inline tensor* act_quant_fp8(context& ctx, tensor* a, int block = 128) { return 
 // wrote its values with: fp8_roundtrip over all of a row, or the fp8 option of rms_norm_w, swiglu
 // and norm_rope (over all of a row). 0 when a's op gives no such guarantee. a itself, not its views.
 int fp8_rounded_block(const tensor* a);
+// The block b with which the bytes [offs, offs + bytes) of a's memory (what a view of a reads) hold
+// values rounded in runs of b counted from a's start: a contiguous a whose rows, a multiple of b
+// long, a rounded whole (above), or a range inside hc_pre's q region (rows of D, a multiple of b,
+// from a multiple of 128 floats). 0 when a gives no such guarantee.
+int fp8_rounded_block(const tensor* a, size_t offs, size_t bytes);
 // Parameters (tensor::op_params) of FP8_ROUNDTRIP and FP4_ROUNDTRIP: i[0] = block, i[1] = n
 // (resolved by the constructor: 0 < n <= ne0), f[2] = amax floor (1e-4 or 6*2^-126).
 

@@ -449,22 +449,94 @@ tensor* hc_sum(context& ctx, tensor* X, tensor* pre) {
   return detail::new_node(ctx, op_kind::HC_SUM, dtype::f32, ne, {X, pre});
 }
 
-tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w) {
-  if (!have({f, X, w})) return nullptr;
-  if (!check_streams(ctx, "hc_post", X) || !need_f32(ctx, "hc_post f", f) || !need_f32(ctx, "hc_post w", w))
-    return nullptr;
+namespace {
+// hc_post's sublayer output f [D, T] and weights w [1+HC, HC, T or 1] for streams X (hc_post, hc_pre).
+bool check_post_args(context& ctx, const char* op, const tensor* f, const tensor* X, const tensor* w) {
+  const std::string fs = std::string(op) + " f", ws = std::string(op) + " w";
+  if (!check_streams(ctx, op, X) || !need_f32(ctx, fs.c_str(), f) || !need_f32(ctx, ws.c_str(), w)) return false;
   const int64_t D = X->ne[0], HC = X->ne[1], T = X->ne[2];
   if (f->ne[0] != D || f->ne[1] != T || f->ne[2] != 1 || f->ne[3] != 1) {
-    ctx.fail("hc_post: sublayer output %s must be [%lld, %lld] for streams %s", describe(f).c_str(), (long long)D,
+    ctx.fail("%s: sublayer output %s must be [%lld, %lld] for streams %s", op, describe(f).c_str(), (long long)D,
              (long long)T, describe(X).c_str());
-    return nullptr;
+    return false;
   }
   if (w->ne[0] != 1 + HC || w->ne[1] != HC || (w->ne[2] != T && w->ne[2] != 1) || w->ne[3] != 1) {
-    ctx.fail("hc_post: weights %s must be [%lld, %lld, %lld] (or [.., .., 1]) for streams %s", describe(w).c_str(),
+    ctx.fail("%s: weights %s must be [%lld, %lld, %lld] (or [.., .., 1]) for streams %s", op, describe(w).c_str(),
              (long long)(1 + HC), (long long)HC, (long long)T, describe(X).c_str());
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+tensor* hc_post(context& ctx, tensor* f, tensor* X, tensor* w) {
+  if (!have({f, X, w})) return nullptr;
+  if (!check_post_args(ctx, "hc_post", f, X, w)) return nullptr;
+  return detail::new_node(ctx, op_kind::HC_POST, dtype::f32, X->ne, {f, X, w});
+}
+
+// ---- hc_pre: the fused pre chain ------------------------------------------------------------------
+// Op params: f[0..2] scale, i[3] iters, f[4] hc_eps, f[5] rms_eps, i[6] fp8 block, i[7] HC,
+// i[8] post (1: sources 4 and 5 are f and w_post). Sources {X, fn, base, norm, f, w_post}.
+hc_pre_layout hc_pre_layout_of(int64_t D, int64_t HC, int64_t T, bool post, bool fp8) {
+  auto up = [](int64_t n) { return (n + 127) / 128 * 128; };  // regions start on 128 floats
+  hc_pre_layout l;
+  l.D = D, l.HC = HC, l.T = T, l.M = (2 + HC) * HC, l.post = post, l.fp8 = fp8;
+  l.s = 0;
+  l.u = post ? up(D * HC * T) : 0;
+  l.q = l.u + up(D * T);
+  l.w = l.q + (fp8 ? up(D * T) : 0);
+  l.total = l.w + up(l.M * T);
+  return l;
+}
+
+hc_pre_layout hc_pre_layout_of(const tensor* node) {
+  const tensor* X = node->src[0];
+  return hc_pre_layout_of(X->ne[0], X->ne[1], X->ne[2], node->param_i(8) != 0, node->param_i(6) > 0);
+}
+
+tensor* hc_pre(context& ctx, tensor* X, tensor* fn, tensor* base, tensor* norm, const hc_pre_params& p) {
+  if (!have({X, fn, base, norm})) return nullptr;
+  const bool post = p.f || p.w_post;
+  if (post && !have({p.f, p.w_post})) {
+    if (ctx.ok()) ctx.fail("hc_pre: hc_post first needs both f and w_post (or neither)");
     return nullptr;
   }
-  return detail::new_node(ctx, op_kind::HC_POST, dtype::f32, X->ne, {f, X, w});
+  if (!check_streams(ctx, "hc_pre", X) || !need_f32(ctx, "hc_pre fn", fn) || !need_f32(ctx, "hc_pre base", base))
+    return nullptr;
+  const int64_t D = X->ne[0], HC = X->ne[1], T = X->ne[2], M = (2 + HC) * HC;
+  if (!post && !X->is_contiguous()) {
+    ctx.fail("hc_pre: streams %s must be contiguous (flattened to [HC*D, T]) without hc_post", describe(X).c_str());
+    return nullptr;
+  }
+  if (fn->ne[0] != HC * D || fn->ne[1] != M || fn->ne[2] != 1 || fn->ne[3] != 1 || !fn->rows_contiguous()) {
+    ctx.fail("hc_pre: fn %s must be [%lld, %lld] with contiguous rows for streams %s", describe(fn).c_str(),
+             (long long)(HC * D), (long long)M, describe(X).c_str());
+    return nullptr;
+  }
+  if (base->ne[0] != M || base->nelements() != M || !base->is_contiguous()) {
+    ctx.fail("hc_pre: base %s must be one contiguous row of %lld", describe(base).c_str(), (long long)M);
+    return nullptr;
+  }
+  if (!check_norm_args(ctx, "hc_pre", X, norm, p.rms_eps) || !check_fp8_block(ctx, "hc_pre", p.fp8_block))
+    return nullptr;
+  if (p.iters < 1 || !(p.hc_eps >= 0)) {
+    ctx.fail("hc_pre: iters (%d) must be >= 1 and eps (%g) >= 0", p.iters, double(p.hc_eps));
+    return nullptr;
+  }
+  if (post && !check_post_args(ctx, "hc_pre", p.f, X, p.w_post)) return nullptr;
+  const hc_pre_layout l = hc_pre_layout_of(D, HC, T, post, p.fp8_block > 0);
+  const int64_t ne[kMaxDims] = {l.total, 1, 1, 1};
+  tensor* r = detail::new_node(ctx, op_kind::HC_PRE, dtype::f32, ne, {X, fn, base, norm, p.f, p.w_post});
+  if (!r) return nullptr;
+  for (int i = 0; i < 3; ++i) r->set_param_f(i, p.scale[i]);
+  r->set_param_i(3, p.iters);
+  r->set_param_f(4, p.hc_eps);
+  r->set_param_f(5, p.rms_eps);
+  r->set_param_i(6, p.fp8_block);
+  r->set_param_i(7, int32_t(HC));
+  r->set_param_i(8, post ? 1 : 0);
+  return r;
 }
 
 }  // namespace v4

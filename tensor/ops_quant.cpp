@@ -59,4 +59,16 @@ int fp8_rounded_block(const tensor* a) {
   }
 }
 
+int fp8_rounded_block(const tensor* a, size_t offs, size_t bytes) {
+  if (a->op != op_kind::HC_PRE) {
+    const int block = fp8_rounded_block(a);
+    return block > 0 && a->is_contiguous() && a->ne[0] % block == 0 ? block : 0;
+  }
+  const hc_pre_layout l = hc_pre_layout_of(a);
+  const int block = a->param_i(6);
+  const size_t q0 = size_t(l.q) * sizeof(float), q1 = size_t(l.w) * sizeof(float);
+  if (!l.fp8 || l.D % block != 0 || l.q % block != 0 || offs < q0 || offs + bytes > q1) return 0;
+  return block;
+}
+
 }  // namespace v4

@@ -56,6 +56,7 @@ launcher launcher_for(op_kind op) {
     case op_kind::HC_MIX: return launch_hc_mix;
     case op_kind::HC_SUM: return launch_hc_sum;
     case op_kind::HC_POST: return launch_hc_post;
+    case op_kind::HC_PRE: return launch_hc_pre;
     case op_kind::RMS_NORM_W: return launch_rms_norm_w;
     case op_kind::SWIGLU: return launch_swiglu;
     case op_kind::NORM_ROPE: return launch_norm_rope;
@@ -571,6 +572,7 @@ class cuda_device_impl final : public device {
       case op_kind::SWIGLU:
       case op_kind::NORM_ROPE: return true;  // f32 in, f32 out (the constructors accept nothing else)
       case op_kind::HC_POST: return hc_post_supported(t);
+      case op_kind::HC_PRE: return hc_pre_supported(t);
       case op_kind::HADAMARD: return a->ne[0] <= kMaxHadamard;
       case op_kind::ATTN_MQA: return a->ne[0] <= kMaxAttnDim;
       case op_kind::ROUTE_TOPK: return a->ne[0] <= kMaxRouteExperts;

@@ -45,6 +45,8 @@ bool launch_top_k(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_argsort(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_hadamard(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_hc_mix(cudaStream_t s, tensor* dst, std::string* error);   // HC_MIX (n = 4)
+bool launch_hc_pre(cudaStream_t s, tensor* dst, std::string* error);   // HC_PRE (hc_pre_supported: HC = 4)
+bool hc_pre_supported(const tensor* dst);
 bool launch_sinkhorn(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_attn_mqa(cudaStream_t s, tensor* dst, std::string* error);
 bool launch_attn_sparse(cudaStream_t s, tensor* dst, std::string* error);

@@ -1017,7 +1017,7 @@ bool x_fp8_exact(const tensor* x) {
   if (offs % kRun != 0 || x->nb[0] != sizeof(float)) return false;
   for (int d = 1; d < kMaxDims; ++d)
     if (x->ne[d] > 1 && x->nb[d] % kRun != 0) return false;
-  return fp8_rounded_block(p) == 128;
+  return fp8_rounded_block(p, offs, x->nbytes()) == 128;
 }
 
 // Where the tensor-core decode is taken (GraphChainTiming, docs/CUDA.md "Fourth session"): calls of

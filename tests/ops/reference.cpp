@@ -27,7 +27,8 @@
 //                      make every step exact in f32), so every bit must match.
 //   fused ops          rms_norm_w (n+9)u|y|, swiglu (2^-20 + 2u)|y|, hc_sum (HC+2)u sum|terms|,
 //                      hc_post (HC+3)u sum|terms|, norm_rope (rms_norm's bound carried through
-//                      rope's), attn_sparse (attn_mqa's on the assembled keys): the bounds of the
+//                      rope's), attn_sparse (attn_mqa's on the assembled keys), hc_pre (each step's
+//                      bound plus its inputs' errors carried to first order): the bounds of the
 //                      chains they replace, derived next to each.
 //   router             route_weights: sqrt(softplus) within softplus's bound, a k-term sum, a
 //                      division and a scale; route_topk: exact, except where experts' scores lie
@@ -1056,6 +1057,123 @@ static void ref_HC_POST(const ref_in& in, ref_out* o) {
         o->v[i] = acc;
         o->tol[i] = double(HC + 3) * u * mag + kTiny;
       }
+}
+
+// hc_pre (tensor/ops.h): the chain in float64, each step's bound the bound of the op it is (the
+// references above), plus the errors of its inputs carried through it to first order:
+//   S     hc_post's (HC + 3)u sum|terms| (post), or exact (X).
+//   mix   r (fn . S), r = 1 / sqrt(mean(S^2) + eps): rms_norm's (n + 8)u relative on r, the
+//         matmul's (K + 2)u r sum|fn S|, one more rounding u|mix| (a backend may apply r to the dot
+//         product instead of each element), and S's errors e: r sum|fn| e, plus |mix| times the
+//         relative change of r, sum|S| e / (sum S^2 + n eps).
+//   W     hc_mix's own bound (ref_HC_MIX) at the exact mix, plus sum_m |dW/dmix_m| e_mix_m with the
+//         derivatives by central differences in float64 (step 2^-20 max(|mix_m|, 1)), doubled:
+//         e_mix is ~1e-3 relative at most (K = 16384) and the map is smooth (sigmoid, exp, divisions by
+//         sums of positive terms + eps), so the first-order term dominates and 2x covers the rest.
+//   y     hc_sum's (HC + 2)u sum|terms| + sum_j (|S_j| e_pre_j + |pre_j| e_S_j).
+//   u     rms_norm_w's (D + 9)u|u| + |norm| r2 e_y + |u| sum|y| e_y / (sum y^2 + D eps).
+//   q     the FP8 round trip of u within its bound (round_fp8_bounds).
+// The regions' padding: exact zeros.
+static void ref_HC_PRE(const ref_in& in, ref_out* o) {
+  const op_args& a = in.args;
+  const darray &X = in.src[0], &fn = in.src[1], &base = in.src[2], &norm = in.src[3];
+  const int64_t D = X.ne[0], HC = X.ne[1], T = X.ne[2], M = (2 + HC) * HC, K = HC * D;
+  const hc_pre_layout l = hc_pre_layout_of(D, HC, T, a.has_post, a.block > 0);
+  const int64_t ne[4] = {l.total, 1, 1, 1};
+  o->shape(dtype::f32, ne);  // zeros with tolerance 0: the padding
+  // S [D, HC, T] and its bound.
+  ref_out S;
+  if (a.has_post) {
+    ref_in post{a, {in.src[4], X, in.src[5]}, in.mm_x_rounding};
+    ref_HC_POST(post, &S);
+    for (int64_t i = 0; i < K * T; ++i) {
+      o->v[size_t(l.s + i)] = S.v[size_t(i)];
+      o->tol[size_t(l.s + i)] = S.tol[size_t(i)];
+    }
+  } else {
+    S.shape(dtype::f32, X.ne);
+    S.v = X.v;
+  }
+  op_args mix_args;
+  mix_args.f0 = a.f0, mix_args.f1 = a.f1, mix_args.hc_s2 = a.hc_s2, mix_args.k = a.k, mix_args.hc_eps = a.hc_eps;
+  mix_args.hc_n = HC;
+  const int64_t mix_ne[4] = {M, 1, 1, 1};
+  auto hc_mix_of = [&](const std::vector<double>& m, ref_out* w) {
+    darray md(dtype::f32, mix_ne);
+    md.v = m;
+    ref_in mi{mix_args, {md, base}, in.mm_x_rounding};
+    ref_HC_MIX(mi, w);
+  };
+  ref_out uq;  // u [D, T] and its bound, for q
+  const int64_t u_ne[4] = {D, T, 1, 1};
+  uq.shape(dtype::f32, u_ne);
+  for (int64_t t = 0; t < T; ++t) {
+    const double* s = &S.v[size_t(t * K)];
+    const double* es = &S.tol[size_t(t * K)];
+    double ss = 0, s_e = 0;
+    for (int64_t k = 0; k < K; ++k) ss += s[k] * s[k], s_e += std::fabs(s[k]) * es[k];
+    const double r = 1.0 / std::sqrt(ss / double(K) + double(a.rms_eps));
+    const double rel_r = double(K + 8) * u + s_e / (ss + double(K) * double(a.rms_eps));
+    std::vector<double> mix(static_cast<size_t>(M)), e_mix(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) {
+      double dot = 0, mag = 0, carried = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double w = fn.at(k, m);
+        dot += w * s[k];
+        mag += std::fabs(w * s[k]);
+        carried += std::fabs(w) * es[k];
+      }
+      mix[size_t(m)] = r * dot;
+      e_mix[size_t(m)] = std::fabs(r * dot) * (rel_r + u) + double(K + 2) * u * r * mag + r * carried + kTiny;
+    }
+    ref_out W;
+    hc_mix_of(mix, &W);
+    for (int64_t m = 0; m < M; ++m) {  // first-order carry of mix's errors (see above)
+      const double h = 0x1p-20 * std::max(std::fabs(mix[size_t(m)]), 1.0);
+      std::vector<double> lo = mix, hi = mix;
+      lo[size_t(m)] -= h, hi[size_t(m)] += h;
+      ref_out wl, wh;
+      hc_mix_of(lo, &wl);
+      hc_mix_of(hi, &wh);
+      for (int64_t i = 0; i < M; ++i)
+        W.tol[size_t(i)] += 2 * std::fabs(wh.v[size_t(i)] - wl.v[size_t(i)]) / (2 * h) * e_mix[size_t(m)];
+    }
+    for (int64_t i = 0; i < M; ++i) {
+      o->v[size_t(l.w + t * M + i)] = W.v[size_t(i)];
+      o->tol[size_t(l.w + t * M + i)] = W.tol[size_t(i)];
+    }
+    // y = hc_sum(S, pre), then u = rms_norm_w(y, norm).
+    std::vector<double> y(static_cast<size_t>(D)), e_y(static_cast<size_t>(D));
+    double yy = 0, y_e = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = 0, mag = 0, carried = 0;
+      for (int64_t j = 0; j < HC; ++j) {
+        const double p = W.v[size_t(j)], x = s[j * D + d];
+        acc += p * x;
+        mag += std::fabs(p * x);
+        carried += std::fabs(x) * W.tol[size_t(j)] + std::fabs(p) * es[j * D + d];
+      }
+      y[size_t(d)] = acc;
+      e_y[size_t(d)] = double(HC + 2) * u * mag + carried + kTiny;
+      yy += acc * acc, y_e += std::fabs(acc) * e_y[size_t(d)];
+    }
+    const double r2 = 1.0 / std::sqrt(yy / double(D) + double(a.rms_eps));
+    const double rel_r2 = y_e / (yy + double(D) * double(a.rms_eps));
+    for (int64_t d = 0; d < D; ++d) {
+      const double v = y[size_t(d)] * r2 * norm.at(d);
+      const double e = double(D + 9) * u * std::fabs(v) + std::fabs(norm.at(d)) * r2 * e_y[size_t(d)] +
+                       std::fabs(v) * rel_r2 + kTiny;
+      uq.v[size_t(t * D + d)] = v, uq.tol[size_t(t * D + d)] = e;
+      o->v[size_t(l.u + t * D + d)] = v, o->tol[size_t(l.u + t * D + d)] = e;
+    }
+  }
+  if (a.block > 0) {
+    round_fp8_bounds(&uq, a.block, 0);
+    for (int64_t i = 0; i < D * T; ++i) {
+      o->v[size_t(l.q + i)] = uq.v[size_t(i)];
+      o->tol[size_t(l.q + i)] = uq.tol[size_t(i)];
+    }
+  }
 }
 
 static void ref_CUSTOM(const ref_in& in, ref_out* o) { in.args.custom_ref(in, o); }

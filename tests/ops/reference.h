@@ -80,6 +80,10 @@ struct op_args {
   // HC_MIX: s0 = f0, s1 = f1, s2 = hc_s2, iters = k, eps = hc_eps, n = hc_n.
   float hc_s2 = 0.0f, hc_eps = 0.0f;
   int64_t hc_n = 0;
+  // HC_PRE: as HC_MIX (hc_n unused: X's dim 1), rms eps = rms_eps, fp8 block = block (0: none),
+  // inputs [X, fn, base, norm, f?, w_post?] with f and w_post when has_post.
+  float rms_eps = 0.0f;
+  bool has_post = false;
   // RMS_NORM_W: eps = f0. SWIGLU: limit = f0, inputs [g, u, wts?] with wts when has_wts.
   // Both: block > 0 = the fp8 output rounding's block (0: none).
   // NORM_ROPE: eps = f0, rope, inputs [a, pos, w?] with w when has_wts, fp8 block = block (0: none)

@@ -337,3 +337,127 @@ TEST(FusedBits, AttnOutRopeMatchesTheChain) {
 
 }  // namespace
 }  // namespace v4
+
+namespace v4 {
+namespace {
+
+// hc_pre (tensor/ops.h) against its chain, region by region (each region of the fused node
+// copied out by cont(), which moves bits unchanged):
+//   S = hc_post(f, X, w_post) (post) or X;  W = hc_mix(matmul(fn, rms_norm(S as [HC*D, T])));
+//   u = rms_norm_w(hc_sum(S, W's pre), norm);  q = fp8_roundtrip(u, 128)
+// on random streams, zeros, huge outliers and specials, with and without post and q, T = 1 and 3.
+TEST(FusedBits, HcPreMatchesTheChain) {
+  backends::init();
+  std::mt19937 rng(23);
+  struct cfg {
+    int64_t D, T;
+    fill kind;
+    bool post;
+    int block;
+  };
+  const cfg cfgs[] = {
+      {256, 1, fill::random, true, 128},   {256, 3, fill::random, true, 128},  {256, 3, fill::random, false, 0},
+      {256, 1, fill::zeros, true, 128},    {256, 3, fill::zeros, false, 128},  {256, 3, fill::outliers, true, 128},
+      {256, 1, fill::outliers, false, 0},  {256, 3, fill::specials, true, 128}, {96, 3, fill::random, true, 32},
+      {4096, 1, fill::random, true, 128},
+  };
+  const float s[3] = {0.37f, 1.5f, 0.8f};
+  const float eps = 1e-6f;
+  for (const cfg& c : cfgs) {
+    const int64_t HC = 4, M = (2 + HC) * HC, D = c.D, T = c.T;
+    const std::string what = "D=" + std::to_string(D) + " T=" + std::to_string(T) + " kind=" +
+                             std::to_string(int(c.kind)) + (c.post ? " post" : "") + " block=" + std::to_string(c.block);
+    context ctx;
+    leaves L;
+    tensor* X = leaf_f32(ctx, L, {D, HC, T}, c.kind, rng);
+    tensor* fn = leaf_f32(ctx, L, {HC * D, M}, fill::random, rng, 2.0f / std::sqrt(float(HC * D)));
+    tensor* base = leaf_f32(ctx, L, {M}, fill::random, rng, 1.0f);
+    tensor* norm = leaf_f32(ctx, L, {D}, fill::random, rng, 1.5f);
+    tensor* f = c.post ? leaf_f32(ctx, L, {D, T}, c.kind, rng) : nullptr;
+    tensor* wp = c.post ? leaf_f32(ctx, L, {1 + HC, HC, T}, fill::random, rng, 2.0f) : nullptr;
+    // The chain, as the model built it before the fusion (model/forward.cpp).
+    tensor* S = c.post ? hc_post(ctx, f, X, wp) : X;
+    tensor* mix = matmul(ctx, fn, rms_norm(ctx, reshape(ctx, S, {HC * D, T}), eps));
+    tensor* W = hc_mix(ctx, mix, base, s, 20, eps);
+    tensor* pre = view_3d(ctx, W, 1, HC, T, sizeof(float), W->nb[1], 0);
+    tensor* u = rms_norm_w(ctx, hc_sum(ctx, S, pre), norm, eps);
+    tensor* q = c.block ? fp8_roundtrip(ctx, u, c.block) : nullptr;
+    // The fused node and its regions.
+    hc_pre_params p;
+    for (int i = 0; i < 3; ++i) p.scale[i] = s[i];
+    p.iters = 20, p.hc_eps = eps, p.rms_eps = eps, p.fp8_block = c.block, p.f = f, p.w_post = wp;
+    tensor* node = hc_pre(ctx, X, fn, base, norm, p);
+    ASSERT_TRUE(ctx.ok()) << what << ": " << ctx.error();
+    const hc_pre_layout l = hc_pre_layout_of(node);
+    auto region = [&](int64_t at, int64_t n) { return cont(ctx, view_1d(ctx, node, n, size_t(at) * sizeof(float))); };
+    std::vector<std::pair<tensor*, tensor*>> pairs = {{u, region(l.u, D * T)}, {W, region(l.w, M * T)}};
+    if (c.post) pairs.push_back({S, region(l.s, D * HC * T)});
+    if (q) pairs.push_back({q, region(l.q, D * T)});
+    std::vector<tensor*> outs;
+    for (auto& pr : pairs) {
+      pr.first->flags |= kFlagOutput;
+      pr.second->flags |= kFlagOutput;
+      outs.push_back(pr.first);
+      outs.push_back(pr.second);
+    }
+    graph g;
+    ASSERT_TRUE(build_graph(ctx, outs, &g)) << what << ": " << ctx.error();
+    graph_allocator alloc(cpu::cpu_device()->default_buffer_type());
+    std::string err;
+    ASSERT_TRUE(alloc.allocate(g, &err)) << what << ": " << err;
+    ASSERT_TRUE(cpu::cpu_device()->new_stream()->compute(g, &err)) << what << ": " << err;
+    const char* names[] = {"u", "W", "S", "q"};
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      tensor *a = pairs[i].first, *b = pairs[i].second;
+      const size_t n = size_t(a->nelements());
+      ASSERT_EQ(n, size_t(b->nelements())) << what;
+      std::vector<uint32_t> x(n), y(n);
+      a->buf->get(a, x.data(), 0, n * 4);
+      b->buf->get(b, y.data(), 0, n * 4);
+      size_t bad = 0, first = n;
+      for (size_t k = 0; k < n; ++k)
+        if (x[k] != y[k] && ++bad == 1) first = k;
+      EXPECT_EQ(bad, 0u) << what << " region " << names[c.post || i < 2 ? i : i + 1] << ": " << bad << " of " << n
+                         << " differ; first at " << first;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace v4
+
+namespace v4 {
+namespace {
+
+// fp8_rounded_block over a byte range (tensor/ops.h): hc_pre's q region and nothing else of it;
+// whole-row producers only where their rows are whole runs counted from the start.
+TEST(FusedBits, Fp8RoundedRanges) {
+  context ctx;
+  auto node = [&](int64_t D, int64_t T, bool post, int block) {
+    hc_pre_params p;
+    p.fp8_block = block;
+    if (post) p.f = ctx.new_tensor(dtype::f32, {D, T}), p.w_post = ctx.new_tensor(dtype::f32, {5, 4, T});
+    return hc_pre(ctx, ctx.new_tensor(dtype::f32, {D, 4, T}), ctx.new_tensor(dtype::f32, {4 * D, 24}),
+                  ctx.new_tensor(dtype::f32, {24}), ctx.new_tensor(dtype::f32, {D}), p);
+  };
+  const size_t f = sizeof(float);
+  tensor* a = node(256, 2, true, 128);
+  ASSERT_TRUE(ctx.ok()) << ctx.error();
+  const hc_pre_layout l = hc_pre_layout_of(a);
+  EXPECT_EQ(fp8_rounded_block(a), 0);                                         // not all of it
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.q) * f, size_t(256 * 2) * f), 128);  // q
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.q + 256) * f, 256 * f), 128);       // q's second token
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.u) * f, 256 * f), 0);               // u: not rounded
+  EXPECT_EQ(fp8_rounded_block(a, size_t(l.q) * f, size_t(l.w - l.q + 1) * f), 0);  // into W
+  EXPECT_EQ(fp8_rounded_block(node(256, 1, false, 0), 0, 256 * f), 0);        // no q
+  EXPECT_EQ(fp8_rounded_block(node(96, 1, false, 128), size_t(hc_pre_layout_of(96, 4, 1, false, true).q) * f, 96 * f),
+            0);  // D not a multiple of the block: q's rows are not whole runs counted from the start
+  tensor* r = rms_norm_w(ctx, ctx.new_tensor(dtype::f32, {256, 2}), ctx.new_tensor(dtype::f32, {256}), 1e-6f, 128);
+  EXPECT_EQ(fp8_rounded_block(r, 256 * f, 256 * f), 128);
+  tensor* r300 = rms_norm_w(ctx, ctx.new_tensor(dtype::f32, {300, 2}), ctx.new_tensor(dtype::f32, {300}), 1e-6f, 128);
+  EXPECT_EQ(fp8_rounded_block(r300), 128);
+  EXPECT_EQ(fp8_rounded_block(r300, 300 * f, 300 * f), 0);  // rows of 300: runs restart at each row
+}
+
+}  // namespace
+}  // namespace v4

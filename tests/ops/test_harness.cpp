@@ -495,6 +495,36 @@ const std::vector<bad_input>& bad_inputs() {
       {op_kind::HC_POST, "w of another token count", [](context& c) {
          return hc_post(c, f32(c, {16, 3}), f32(c, {16, 4, 3}), f32(c, {5, 4, 2})); }},
       {op_kind::HC_POST, "f16 w", [](context& c) { return hc_post(c, f32(c, {16, 3}), f32(c, {16, 4, 3}), f16(c, {5, 4, 3})); }},
+      {op_kind::HC_PRE, "fn of another width", [](context& c) {
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {63, 24}), f32(c, {24}), f32(c, {16}), hc_pre_params{}); }},
+      {op_kind::HC_PRE, "fn not (2+HC)HC rows", [](context& c) {
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 20}), f32(c, {24}), f32(c, {16}), hc_pre_params{}); }},
+      {op_kind::HC_PRE, "f16 fn", [](context& c) {
+         return hc_pre(c, f32(c, {16, 4, 2}), f16(c, {64, 24}), f32(c, {24}), f32(c, {16}), hc_pre_params{}); }},
+      {op_kind::HC_PRE, "base size differs", [](context& c) {
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 24}), f32(c, {20}), f32(c, {16}), hc_pre_params{}); }},
+      {op_kind::HC_PRE, "norm of another width", [](context& c) {
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 24}), f32(c, {24}), f32(c, {15}), hc_pre_params{}); }},
+      {op_kind::HC_PRE, "no iterations", [](context& c) {
+         hc_pre_params p;
+         p.iters = 0;
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 24}), f32(c, {24}), f32(c, {16}), p); }},
+      {op_kind::HC_PRE, "negative fp8 block", [](context& c) {
+         hc_pre_params p;
+         p.fp8_block = -1;
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 24}), f32(c, {24}), f32(c, {16}), p); }},
+      {op_kind::HC_PRE, "post: f of another token count", [](context& c) {
+         hc_pre_params p;
+         p.f = f32(c, {16, 3});
+         p.w_post = f32(c, {5, 4, 2});
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 24}), f32(c, {24}), f32(c, {16}), p); }},
+      {op_kind::HC_PRE, "post: f without w_post", [](context& c) {
+         hc_pre_params p;
+         p.f = f32(c, {16, 2});
+         return hc_pre(c, f32(c, {16, 4, 2}), f32(c, {64, 24}), f32(c, {24}), f32(c, {16}), p); }},
+      {op_kind::HC_PRE, "strided streams without post", [](context& c) {
+         tensor* X = permute(c, f32(c, {16, 2, 4}), 0, 2, 1, 3);
+         return hc_pre(c, X, f32(c, {64, 24}), f32(c, {24}), f32(c, {16}), hc_pre_params{}); }},
       {op_kind::ATTN_MQA, "kv width differs from q", [](context& c) {
          return attn_mqa(c, f32(c, {64, 2, 4}), f32(c, {32, 9}), nullptr, nullptr, 1.0f); }},
       {op_kind::ATTN_MQA, "mask of the wrong shape", [](context& c) {

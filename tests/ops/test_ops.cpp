@@ -281,6 +281,44 @@ void add_hc_mix(std::vector<op_case>& cs) {
   add("n8_T2", 8, 2, 1, 50, 1e-3f, cont());
 }
 
+// ---- hc_pre (mHC's pre chain, fused) ------------------------------------------------------------------------
+// X [D, HC, T], fn [HC*D, M] scaled as the model's (mix values of order 1: entries ~ 2/sqrt(K)), base,
+// norm; with post f [D, T] and w_post [1+HC, HC, T] (packed, a padded view as hc_mix's rows, or
+// broadcast over T); with and without the FP8 rounding of u.
+void add_hc_pre(std::vector<op_case>& cs) {
+  using T = const std::vector<tensor*>&;
+  auto b = [](context& c, T t, const op_args& a) {
+    hc_pre_params p;
+    p.scale[0] = a.f0, p.scale[1] = a.f1, p.scale[2] = a.hc_s2;
+    p.iters = a.k, p.hc_eps = a.hc_eps, p.rms_eps = a.rms_eps, p.fp8_block = a.block;
+    if (a.has_post) p.f = t[4], p.w_post = t[5];
+    return hc_pre(c, t[0], t[1], t[2], t[3], p);
+  };
+  auto add = [&](int64_t D, int64_t HC, int64_t Tn, bool post, int block, layout xl, layout wl, bool bcast) {
+    op_args a;
+    a.f0 = 0.37f, a.f1 = 1.5f, a.hc_s2 = 0.8f, a.k = 20, a.hc_eps = 1e-6f, a.rms_eps = 1e-6f;
+    a.block = block, a.has_post = post;
+    const int64_t K = HC * D, M = (2 + HC) * HC;
+    const double fs = 2.0 / std::sqrt(double(K));
+    std::vector<input> ins = {in(dtype::f32, {D, HC, Tn}, uniform(-3, 3), xl), in(dtype::f32, {K, M}, uniform(-fs, fs)),
+                              in(dtype::f32, {M}, uniform(-1, 1)), in(dtype::f32, {D}, uniform(0.5, 1.5))};
+    if (post) {
+      ins.push_back(in(dtype::f32, {D, Tn}, uniform(-3, 3)));
+      ins.push_back(in(dtype::f32, {1 + HC, HC, bcast ? 1 : Tn}, uniform(0, 2), wl));
+    }
+    const std::string name = shape_name(ins[0]) + lay_name(ins[0]) + (post ? "_post" + lay_name(ins[5]) : "") +
+                             (bcast ? "_bcast" : "") + (block ? "_fp8_" + std::to_string(block) : "");
+    cs.push_back(mk(op_kind::HC_PRE, name, std::move(ins), b, a));
+  };
+  add(4096, 4, 1, true, 128, cont(), padded(), false);  // V4-Flash decode: the model's node
+  add(4096, 4, 2, false, 128, cont(), cont(), false);   // the first layer's first sublayer
+  add(64, 4, 1, false, 0, cont(), cont(), false);
+  add(256, 4, 3, true, 128, cont(), padded(), false);
+  add(33, 4, 2, true, 16, padded(), cont(), true);
+  add(130, 4, 4, true, 0, permuted_0213(), transposed(), false);
+  add(40, 2, 2, true, 0, cont(), cont(), false);  // HC = 2: the CPU only
+}
+
 // ---- fused ops of the decode graph: rms_norm_w, swiglu, hc_sum, hc_post ------------------------------------
 void add_fused(std::vector<op_case>& cs) {
   using T = const std::vector<tensor*>&;
@@ -1584,6 +1622,7 @@ const std::vector<op_case>& all_cases() {
     add_softmax(cs);
     add_sinkhorn(cs);
     add_hc_mix(cs);
+    add_hc_pre(cs);
     add_fused(cs);
     add_router(cs);
     add_attn_mqa(cs);
