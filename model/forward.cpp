@@ -121,6 +121,7 @@ struct builder {
   int64_t p0 = 0, T = 0;        // first position, tokens in the chunk
   tensor* pos = nullptr;        // i32 [T]
   std::map<std::pair<int32_t, int64_t>, tensor*> rows_masks;  // (ratio, rows) -> rows_mask (prefill)
+  std::map<std::pair<int32_t, int64_t>, tensor*> attn_masks;  // (ratio, rows) -> decode's host mask
   tensor* win_mask = nullptr;   // f32 [W + T, T], or [W, 1] when ring_first
   std::vector<float> win_mask_host;  // ring_first: win_mask's values (attention() extends them)
   // Decode without dumps: the token's K=V row is written into the ring first and the attention
@@ -518,12 +519,17 @@ struct builder {
         }
         tensor* cmask = nullptr;  // [Rv, T]: row i visible to token t when i < (p0 + t + 1) / ratio
         if (ring_first) {
-          // One host mask [window slots | rows 0 .. Rv-1] for attn_sparse; the indexer reads its
-          // row part through a view.
-          std::vector<float> both = win_mask_host;
-          both.reserve(size_t(W + Rv));
-          for (int64_t i = 0; i < Rv; ++i) both.push_back(i < (p0 + 1) / L.ratio ? 0.0f : kNegInf);
-          mask = in.f32(std::move(both), {W + Rv, 1}, "attn_mask");
+          // One host mask [window slots | rows 0 .. Rv-1] for attn_sparse, shared by the layers of
+          // one ratio (the same values: at 512K tokens of context 128K floats per CSA layer); the
+          // indexer reads its row part through a view.
+          tensor*& shared = attn_masks[{L.ratio, Rv}];
+          if (!shared) {
+            std::vector<float> both = win_mask_host;
+            both.reserve(size_t(W + Rv));
+            for (int64_t i = 0; i < Rv; ++i) both.push_back(i < (p0 + 1) / L.ratio ? 0.0f : kNegInf);
+            shared = in.f32(std::move(both), {W + Rv, 1}, "attn_mask");
+          }
+          mask = shared;
           cmask = view_2d(ctx, mask, Rv, 1, mask->nb[1], size_t(W) * sizeof(float));
         } else {
           // Computed where attention runs (a host input would be Rv x T values per layer), once

@@ -41,7 +41,7 @@ void set_matmul_tc_decode(int mode);  // tensor-core decode (ops_matmul_tc.cu): 
 long long matmul_tc_decode_calls();   // its launches so far
 void set_matmul_tc_shape(int cluster, int kslices);  // its cluster size and k-slices (0: automatic)
 void set_matmul_tc_xsplit(int on);  // 1 (default): x not FP8-exact as two f16 halves; 0: one f16
-void set_matmul_tc_bf16x(bool on);  // automatic choice also for x that is not FP8-exact (default off)
+void set_matmul_tc_bf16x(int mode);  // x not FP8-exact (bf16) in the automatic choice: 0 automatic (on), 1 off, 2 on
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
 }  // namespace cuda
@@ -449,7 +449,7 @@ TEST(CudaMatmul, TcDecodeMatchesFloat64) {
 }
 
 // x not FP8-exact: rounded to bf16 by the tensor-core decode (staged as two f16 halves), bound as
-// check_dot_tc on the bf16 x. Automatic only with set_matmul_tc_bf16x(true) (V4_CUDA_TC_BF16X=1),
+// check_dot_tc on the bf16 x. Automatic (unless set_matmul_tc_bf16x(1) / V4_CUDA_TC_BF16X=0)
 // for calls of at least 16 MiB of matrices of at least 4096 x 1024 weights (the grouped wo_a);
 // forced below that.
 TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
@@ -457,10 +457,11 @@ TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   auto wts = [](int64_t K, int64_t M, int64_t B) {
     return make_weights(dtype::fp8_e4m3, K, M, B, 128, 128, uint64_t(K + 3 * M + B));
   };
-  // Off by default: the f32 kernels, x not rounded.
+  // Off (V4_CUDA_TC_BF16X=0): the f32 kernels, x not rounded.
+  cuda::set_matmul_tc_bf16x(1);
   run_tc(gpu, wts(4096, 1024, 8), tc_x::plain, false, "tc bf16 x off K 4096 M 1024 x8");
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 1024, 1, 4096), 0.0);
-  cuda::set_matmul_tc_bf16x(true);
+  cuda::set_matmul_tc_bf16x(0);  // on by default
   run_tc(gpu, wts(4096, 1024, 8), tc_x::plain, true, "tc bf16 x K 4096 M 1024 x8 (wo_a)");
   run_tc(gpu, wts(4096, 4096, 1), tc_x::plain, true, "tc bf16 x K 4096 M 4096");
   run_tc(gpu, wts(8192, 4096, 1), tc_x::plain, true, "tc bf16 x K 8192 M 4096 (cluster)", true);
@@ -469,7 +470,7 @@ TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, false, "tc bf16 x not taken K 4096 M 1024");
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 256, 1, 1024), 0.0);
   EXPECT_EQ(cuda::matmul_x_rounding(dtype::fp8_e4m3, 1024, 1, 4096), 0x1p-8);
-  cuda::set_matmul_tc_bf16x(false);
+  cuda::set_matmul_tc_bf16x(1);
   cuda::set_matmul_tc_decode(2);
   run_tc(gpu, wts(4096, 1024, 1), tc_x::plain, true, "tc bf16 x forced K 4096 M 1024 tiny x", true);
   run_tc(gpu, wts(4096, 37, 1), tc_x::plain, true, "tc bf16 x forced K 4096 M 37");
@@ -478,6 +479,7 @@ TEST(CudaMatmul, TcDecodeBf16XMatchesFloat64) {
   run_tc(gpu, wts(640, 300, 1), tc_x::plain, true, "tc bf16 x forced CL 2 K 640 M 300");
   cuda::set_matmul_tc_shape(0, 0);
   cuda::set_matmul_tc_decode(0);
+  cuda::set_matmul_tc_bf16x(0);
 }
 
 // A report, not a check: x that is not FP8-exact staged as one f16 (set_matmul_tc_xsplit(0): products
@@ -1099,14 +1101,14 @@ struct bench {
       cuda::set_matmul_tc_decode(st.tc);
       cuda::set_matmul_tc_shape(st.tc_cl, 0);
       cuda::set_matmul_tc_xsplit(st.xsplit);
-      cuda::set_matmul_tc_bf16x(tc_plain);
+      cuda::set_matmul_tc_bf16x(tc_plain ? 2 : 1);
       const long long tc0 = cuda::matmul_tc_decode_calls();
       const double sec = graph_seconds(small, mm);
       const bool tc_ran = cuda::matmul_tc_decode_calls() > tc0;
       cuda::set_matmul_tc_decode(0);
       cuda::set_matmul_tc_shape(0, 0);
       cuda::set_matmul_tc_xsplit(1);
-      cuda::set_matmul_tc_bf16x(false);
+      cuda::set_matmul_tc_bf16x(0);
       cuda::set_matmul_expert_pdl(false);
       cuda::set_matmul_ring_shape(0, 0);
       cuda::set_matmul_ring(0);
