@@ -276,6 +276,9 @@ __device__ inline void chunk_dot(const uint4 (&w)[R], const float4* xs, int c, f
 // Tensor-core path (ops_mma.cu): weight types bf16, fp8_e4m3, mxfp4, q8_0 with K % 32 == 0 and
 // 16-byte aligned rows of w and x. x is rounded to bf16 once; weights are decoded to bf16 exactly;
 // scales multiply f32 partial sums of each 32-wide K tile.
+// Streaming multiprocessors of the current device (0 when it cannot be asked; the error cleared).
+int sm_count();
+
 bool mma_supported(dtype wt, int64_t K);
 bool launch_mma(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,
                 std::string* error);

@@ -49,6 +49,17 @@
 
 namespace v4::cuda {
 namespace cg = cooperative_groups;
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return sms;
+}
+
 namespace {
 
 // ---- gemv -------------------------------------------------------------------------------------------
@@ -764,16 +775,6 @@ constexpr int kSliceMinChunks = 32;         // a slice gives every lane at least
 constexpr int64_t kSplitMinChunks = 1024;   // fp8: K >= 16384
 constexpr int kSplitBlocksPerSM = 4;        // gemv_x1 fp8 (64 registers, 8 warps): 4 blocks per SM
 std::atomic<int> g_split_force{0};          // set_matmul_split_k (a test hook): 0 automatic
-
-int sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return sms;
-}
 
 // Chunks per slice for about S slices: whole multiples of kSliceMinChunks (fp8: 512 elements, 4
 // scale blocks of 128; mxfp4: 1024 elements, 32 scale blocks). The last slice may be shorter.

@@ -310,15 +310,6 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kerne
   }
 }
 
-int sms_of_device() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return sms;
-}
-
 bool clusters_on_device() {
   int dev = 0, on = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&on, cudaDevAttrClusterLaunch, dev) != cudaSuccess) {
@@ -354,7 +345,7 @@ tc_shape tc_shape_for(const mm_weights& W, unsigned jobs, int CL, int ks_force, 
   while (sh.ks_n < kTcWarps && 2 * sh.ks_n <= nkr_min && (ks_force == 0 || 2 * sh.ks_n <= ks_force)) sh.ks_n *= 2;
   const int64_t n_tiles = (W.M + 15) / 16;
   const int lanes_t = kTcWarps / sh.ks_n;
-  const int sms = sms_of_device();
+  const int sms = sm_count();
   const int64_t target = std::max<int64_t>(1, int64_t(std::max(sms, 1)) * kTcBlocksPerSM / (int64_t(jobs) * CL));
   const int64_t groups = (n_tiles + lanes_t - 1) / lanes_t;  // tile-lane groups of the job
   sh.rt = int(std::max<int64_t>(1, (groups + target - 1) / target));

@@ -269,16 +269,6 @@ struct t4_shape {
   size_t smem = 0;
 };
 
-int sm_count_now() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return sms;
-}
-
 constexpr size_t kT4MaxSmem = 48 * 1024;  // no opt-in
 
 // Test hooks (set_matmul_tc_id_shape): units in flight per warp (0: kT4Stages) and k-slices per
@@ -294,7 +284,7 @@ t4_shape t4_shape_of(const mm_weights& W, unsigned jobs) {
   while (sh.ks_n < kT4Warps && 2 * sh.ks_n <= ks_max && 2 * sh.ks_n <= nkb) sh.ks_n *= 2;
   const int64_t n_tiles = (W.M + 15) / 16;
   const int lanes_t = kT4Warps / sh.ks_n;
-  const int sms = sm_count_now();
+  const int sms = sm_count();
   const int64_t target = std::max<int64_t>(1, int64_t(std::max(sms, 1)) * kT4BlocksPerSM / int64_t(jobs));
   const int64_t groups = (n_tiles + lanes_t - 1) / lanes_t;  // tile-lane groups of the job
   sh.rt = int(std::max<int64_t>(1, (groups + target - 1) / target));
