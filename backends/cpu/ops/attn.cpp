@@ -83,8 +83,12 @@ void attend(const exec& ex, tensor* dst, int64_t t0, int64_t t1, int64_t NK, con
       M[g] = sink_logit[g] = sink ? *reinterpret_cast<const float*>(at(sink, h0 + g, 0, 0, 0)) : -INFINITY;
     }
     for (int64_t j = 0; j < NK; ++j) {
-      const float* k = key(t, j);
       const float m = mask(t, j);
+      if (m == -INFINITY) {  // masked: its score is -inf, its row is neither read nor scored
+        for (int64_t g = 0; g < G; ++g) scores[size_t(g * NK + j)] = -INFINITY;
+        continue;
+      }
+      const float* k = key(t, j);
       for (int64_t g = 0; g < G; ++g) {
         const float sc = v.dot(qv[g], k, D) * scale + m;
         scores[size_t(g * NK + j)] = sc;
@@ -166,11 +170,17 @@ void kernel_ATTN_SPARSE(const exec& ex, tensor* dst) {
       if (j >= W && ids) i = *reinterpret_cast<const int32_t*>(at(ids, j - W, t, 0, 0));
       rows[size_t(j)] = j < W ? j : (i >= 0 && i < Rv ? i : -1);
     }
+    // The key of token t's mask value (attend() neither reads nor scores a masked key).
+    auto mask_of = [&](int64_t tt, int64_t j) {
+      if (j < W) return *reinterpret_cast<const float*>(at(mask, j, tt, 0, 0));
+      const int64_t i = rows[size_t(j)];
+      return i < 0 ? -INFINITY : *reinterpret_cast<const float*>(at(mask, W + i, tt, 0, 0));
+    };
     parallel_for(ex, NK, D, [&](int64_t j) {
+      if (mask_of(t, j) == -INFINITY) return;  // not read (at a prefill, most of [window | chunk])
       float* y = &keys[size_t(j * D)];
       const int64_t i = rows[size_t(j)];
       if (j < W) return row_to_f32(ring->type, at(ring, 0, j, 0, 0), y, D);
-      if (i < 0) return std::fill(y, y + D, 0.0f);
       const uint8_t* r = reinterpret_cast<const uint8_t*>(at(store, 0, i, 0, 0));
       if (store->type != dtype::fp8_e4m3) return row_to_f32(store->type, r, y, D);
       const int64_t nq = store->ne[0];
@@ -178,13 +188,7 @@ void kernel_ATTN_SPARSE(const exec& ex, tensor* dst) {
       quant::dequantize_row_fp8(r, s, store->scale_block[0], y, nq);
       if (nq < D) row_to_f32(rest->type, at(rest, 0, i, 0, 0), y + nq, D - nq);
     });
-    attend(
-        ex, dst, t, t + 1, NK, rot, [&](int64_t, int64_t j) { return &keys[size_t(j * D)]; },
-        [&](int64_t tt, int64_t j) {
-          if (j < W) return *reinterpret_cast<const float*>(at(mask, j, tt, 0, 0));
-          const int64_t i = rows[size_t(j)];
-          return i < 0 ? -INFINITY : *reinterpret_cast<const float*>(at(mask, W + i, tt, 0, 0));
-        });
+    attend(ex, dst, t, t + 1, NK, rot, [&](int64_t, int64_t j) { return &keys[size_t(j * D)]; }, mask_of);
   }
 }
 
