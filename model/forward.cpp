@@ -694,8 +694,8 @@ session::~session() = default;
 
 std::unique_ptr<session> session::create(const model& m, const session_options& opt, std::string* error) {
   const hparams& hp = m.hp();
-  if (opt.n_ctx < 1 || opt.n_batch < 1) {
-    *error = "session: n_ctx and n_batch must be positive";
+  if (opt.n_ctx < 1 || opt.n_batch < 1 || opt.max_score_bytes < 1) {
+    *error = "session: n_ctx, n_batch and max_score_bytes must be positive";
     return nullptr;
   }
   std::unique_ptr<session> s(new session(m, opt));
@@ -886,15 +886,27 @@ bool session::eval(const int32_t* tokens, int64_t n, bool all_logits, std::vecto
   if (logits) logits->clear();
   // One chunk (every decode step): its logits go straight into the caller's vector (no second
   // buffer allocated, filled and copied each token).
-  if (n <= opt_.n_batch) return eval_chunk(tokens, n, all_logits, logits, error);
+  if (prefill_chunk(n_past_, n) == n) return eval_chunk(tokens, n, all_logits, logits, error);
   std::vector<float> part;
-  for (int64_t i = 0; i < n; i += opt_.n_batch) {
-    const int64_t c = std::min(opt_.n_batch, n - i);
+  for (int64_t i = 0, c = 0; i < n; i += c) {
+    c = prefill_chunk(n_past_, n - i);  // (n_past_ advances with each chunk)
     const bool want = all_logits || i + c == n;
     if (!eval_chunk(tokens + i, c, all_logits, want && logits ? &part : nullptr, error)) return false;
     if (want && logits) logits->insert(logits->end(), part.begin(), part.end());
   }
   return true;
+}
+
+int64_t session::prefill_chunk(int64_t p0, int64_t left) const {
+  const hparams& hp = m_.hp();
+  int64_t c = std::min(opt_.n_batch, left);
+  bool csa = false;
+  for (int32_t r : hp.compress_ratios) csa |= r == 4;
+  if (!csa || hp.index_n_heads <= 0 || c <= 1) return std::max<int64_t>(c, 1);
+  // Scores of a chunk of c tokens: ((p0 + c) / 4) rows x (heads x c) floats.
+  auto bytes = [&](int64_t t) { return double((p0 + t) / 4) * double(hp.index_n_heads) * double(t) * 4.0; };
+  while (c > 1 && bytes(c) > double(opt_.max_score_bytes)) c = std::max<int64_t>(1, c / 2);
+  return c;
 }
 
 bool session::eval_chunk(const int32_t* tokens, int64_t T, bool all_logits, std::vector<float>* logits,

@@ -23,7 +23,11 @@ namespace v4::model {
 
 struct session_options {
   int64_t n_ctx = 4096;    // most positions this session can hold
-  int64_t n_batch = 256;   // tokens per graph (prefill chunk)
+  int64_t n_batch = 256;   // tokens per graph (prefill chunk), at most (prefill_chunk)
+  // Memory the lightning indexer's scores of one CSA layer may take in a prefill chunk (f32
+  // [compressed rows, index heads x T]): a chunk is cut shorter where n_batch tokens would need
+  // more (at 512K tokens of context and 256-token chunks they would be 8.6 GB).
+  int64_t max_score_bytes = int64_t(2) << 30;
   int n_threads = 0;       // 0: all cores
   bool qat = true;         // official numerics: activation FP8 before FP8/FP4 matmuls, KV FP8
                            // round-trip, indexer Hadamard + FP4 round-trip. Off: as transformers.
@@ -54,6 +58,9 @@ class session {
   bool eval(const int32_t* tokens, int64_t n, bool all_logits, std::vector<float>* logits, std::string* error);
 
   int64_t n_past() const { return n_past_; }
+  // Tokens of the next prefill chunk at position p0 with `left` tokens to go: n_batch (and left),
+  // fewer where the indexer's scores would exceed max_score_bytes (at least 1).
+  int64_t prefill_chunk(int64_t p0, int64_t left) const;
   // Sets (or clears, with an empty list) the intermediates to dump: see session_options::dump.
   void set_dump(std::vector<std::string> prefixes, decltype(session_options::dump_fn) fn) {
     opt_.dump = std::move(prefixes);

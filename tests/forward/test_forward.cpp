@@ -160,6 +160,41 @@ TEST(Forward, SplitsMatchOnePass) {
   }
 }
 
+// A prefill chunk is cut shorter where the indexer's scores would exceed max_score_bytes
+// (session::prefill_chunk), and the shorter chunks give the logits of one pass.
+TEST(Forward, ChunksShortenForTheIndexerScores) {
+  auto m = load("tiny");
+  ASSERT_TRUE(m);
+  const auto tokens = read_tokens(kData + "/tiny/tokens.txt");
+  const int64_t n = int64_t(tokens.size()), IH = m->hp().index_n_heads;
+  ASSERT_GT(IH, 0);
+  session_options so;
+  so.qat = false;
+  so.cache_type = dtype::f32;
+  so.n_threads = 1;
+  so.n_batch = 512;
+  so.max_score_bytes = 4096;
+  std::string err;
+  auto s = session::create(*m, so, &err);
+  ASSERT_TRUE(s) << err;
+  auto score_bytes = [&](int64_t p0, int64_t c) { return (p0 + c) / 4 * IH * c * 4; };
+  for (int64_t p0 : {int64_t(0), int64_t(100)}) {
+    const int64_t c = s->prefill_chunk(p0, n);
+    EXPECT_GE(c, 1);
+    EXPECT_LT(c, n) << "the budget must cut this chunk";
+    EXPECT_LE(score_bytes(p0, c), so.max_score_bytes) << "p0 " << p0 << ", chunk " << c;
+  }
+  EXPECT_EQ(s->prefill_chunk(0, 1), 1);
+  std::vector<float> got;
+  ASSERT_TRUE(s->eval(tokens.data(), n, true, &got, &err)) << err;
+  const auto one = run_split(*m, tokens, {n}, /*qat=*/false, 512, dtype::f32);
+  const compare_result r = compare(got, one);
+  EXPECT_LE(r.rel(), 1e-4) << "max |diff| " << r.max_abs << " at position " << r.worst / m->hp().vocab_size;
+  so.max_score_bytes = 0;
+  EXPECT_FALSE(session::create(*m, so, &err));
+  EXPECT_NE(err.find("max_score_bytes"), std::string::npos) << err;
+}
+
 TEST(Forward, Bf16CacheStaysClose) {
   // The default bf16 cache rounds the RoPE dims of every key (8 significant bits; the FP8-rounded
   // dims are exact). That rounding can change the indexer's choices, so this is a sanity check,
