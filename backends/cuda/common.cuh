@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -51,6 +52,13 @@ inline bool scales_readable(const tensor* t, const char* op, std::string* error)
   *error = std::string("CUDA: ") + op + ": the scales of '" + t->name +
            "' are not in memory this GPU can read: keep a scaled tensor and its scales in the same buffer";
   return false;
+}
+
+// Whether environment variable `name` is set to exactly `value` (the backend's switches, docs/CUDA.md
+// "Switches"; callers read it once, into a function-local static).
+inline bool env_is(const char* name, const char* value) {
+  const char* env = std::getenv(name);
+  return env && std::string(env) == value;
 }
 
 inline int64_t n_elements(const tview& v) { return v.ne[0] * v.ne[1] * v.ne[2] * v.ne[3]; }

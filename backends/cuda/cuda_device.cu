@@ -333,10 +333,7 @@ class cuda_stream final : public stream {
   // the key is unchanged, else capture it anew (updating the previous executable in place when the
   // kernels are the same and only their parameters changed). V4_CUDA_GRAPHS=0 turns this off.
   static bool graphs_enabled() {
-    static const bool on = [] {
-      const char* e = std::getenv("V4_CUDA_GRAPHS");
-      return !(e && std::string(e) == "0");
-    }();
+    static const bool on = !env_is("V4_CUDA_GRAPHS", "0");
     return on;
   }
 
@@ -614,8 +611,7 @@ device* cuda_device(int ordinal, std::string* error) {
   if (!ok(cudaGetDeviceProperties(&prop, ordinal), "reading the GPU's properties", error)) return nullptr;
   made.push_back(std::make_unique<cuda_device_impl>(ordinal, prop));
   // PDL (common.cuh: launch) where every GPU in use has it (sm_90+) and V4_CUDA_PDL is not 0.
-  const char* env = std::getenv("V4_CUDA_PDL");
-  bool pdl = !(env && std::string(env) == "0");
+  bool pdl = !env_is("V4_CUDA_PDL", "0");
   for (auto& d : made) pdl = pdl && d->cc_major() >= 9;
   set_pdl_enabled(pdl);
   return made.back().get();

@@ -278,6 +278,8 @@ __device__ inline void chunk_dot(const uint4 (&w)[R], const float4* xs, int c, f
 // scales multiply f32 partial sums of each 32-wide K tile.
 // Streaming multiprocessors of the current device (0 when it cannot be asked; the error cleared).
 int sm_count();
+// Whether the current GPU launches thread-block clusters (sm_90 and newer).
+bool clusters_available();
 
 bool mma_supported(dtype wt, int64_t K);
 bool launch_mma(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& rd, unsigned jobs, int64_t max_rows,

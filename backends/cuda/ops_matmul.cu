@@ -60,6 +60,16 @@ int sm_count() {
   return sms;
 }
 
+// Whether the current GPU launches thread-block clusters (sm_90 and newer).
+bool clusters_available() {
+  int dev = 0, on = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&on, cudaDevAttrClusterLaunch, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return on != 0;
+}
+
 namespace {
 
 // ---- gemv -------------------------------------------------------------------------------------------
@@ -655,10 +665,7 @@ std::atomic<bool> g_expert_pdl{false};
 // Whether a persistent decode kernel (gemv1, the ring) is launched with the PDL attribute: MATMUL
 // always; matmul_id only when set_matmul_expert_pdl or V4_CUDA_EXPERT_PDL=1 asks for it.
 bool launch_with_pdl(const mm_rows& rd) {
-  static const bool env_expert_pdl = [] {
-    const char* env = std::getenv("V4_CUDA_EXPERT_PDL");
-    return env && std::string(env) == "1";
-  }();
+  static const bool env_expert_pdl = env_is("V4_CUDA_EXPERT_PDL", "1");
   return rd.mode == 0 || g_expert_pdl.load(std::memory_order_relaxed) || env_expert_pdl;
 }
 constexpr size_t kG1MaxSmem = 200 * 1024;  // opt-in dynamic shared memory (sm_90: up to 227 KiB)
@@ -841,15 +848,6 @@ bool launch_split(cudaStream_t s, dtype wt, const mm_weights& W, const mm_rows& 
 // When it pays is measured (docs/CUDA.md "Cluster split-K and weight prefetch"): cluster_slices.
 std::atomic<int> g_cluster_force{0};  // set_matmul_cluster (a test hook): 0 automatic, 1 never, n forced
 
-// Whether the current GPU launches thread-block clusters (sm_90 and newer).
-bool clusters_available() {
-  int dev = 0, on = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&on, cudaDevAttrClusterLaunch, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return on != 0;
-}
 
 // The automatic choice (graph chains, docs/CUDA.md "Cluster split-K and weight prefetch"): the most slices
 // (8, 4, 2) that leave every lane at least two chunks of its slice (one full round of gemv_x1's
@@ -857,10 +855,7 @@ bool clusters_available() {
 // fp8 K=4096 M=1024 / 512 (4), bf16 K=4096 M=1024 (4), bf16 K=4096 M=256 (8). V4_CUDA_CLUSTER=0
 // turns it off (an A/B of a model run).
 int cluster_auto(const mm_weights& W, int E, unsigned jobs) {
-  static const bool off = [] {
-    const char* env = std::getenv("V4_CUDA_CLUSTER");
-    return env && std::string(env) == "0";
-  }();
+  static const bool off = env_is("V4_CUDA_CLUSTER", "0");
   const int sms = sm_count();
   if (off || sms <= 0) return 1;
   const int64_t row_blocks = (W.M + kGemvWarps * kSplitR - 1) / (kGemvWarps * kSplitR) * int64_t(jobs);
@@ -986,10 +981,7 @@ bool ring_takes(dtype wt, const mm_weights& W, const mm_rows& rd, int64_t rows_h
 std::atomic<int> g_tc_decode{0};
 
 int tc_decode_mode() {
-  static const bool env_off = [] {
-    const char* env = std::getenv("V4_CUDA_TC_DECODE");
-    return env && std::string(env) == "0";
-  }();
+  static const bool env_off = env_is("V4_CUDA_TC_DECODE", "0");
   return env_off ? 1 : g_tc_decode.load(std::memory_order_relaxed);
 }
 
@@ -1000,10 +992,7 @@ int tc_decode_mode() {
 std::atomic<int> g_tc_bf16x{0};
 
 bool tc_bf16x_on() {
-  static const bool env_off = [] {
-    const char* env = std::getenv("V4_CUDA_TC_BF16X");
-    return env && std::string(env) == "0";
-  }();
+  static const bool env_off = env_is("V4_CUDA_TC_BF16X", "0");
   const int hook = g_tc_bf16x.load(std::memory_order_relaxed);
   return hook == 0 ? !env_off : hook == 2;
 }
@@ -1212,10 +1201,7 @@ std::atomic<int> g_tc_id{0};
 // rows and FP8-exact x, unless a test hook sends decode elsewhere (the f32 kernels' timings and
 // tests: set_decode_kernels_off, forced split-K).
 bool tc_id_takes(const tensor* dst, const mm_weights& W, const mm_rows& rd, unsigned jobs) {
-  static const bool env_on = [] {
-    const char* env = std::getenv("V4_CUDA_TC_ID");
-    return env && std::string(env) == "1";
-  }();
+  static const bool env_on = env_is("V4_CUDA_TC_ID", "1");
   const int mode = g_tc_id.load(std::memory_order_relaxed);
   if (mode == 1 || !(mode == 2 || env_on) || g_decode_off.load(std::memory_order_relaxed)) return false;
   if (g_split_force.load(std::memory_order_relaxed) > 1) return false;

@@ -310,15 +310,6 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcBlocksPerSM) tc_decode_kerne
   }
 }
 
-bool clusters_on_device() {
-  int dev = 0, on = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&on, cudaDevAttrClusterLaunch, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return on != 0;
-}
-
 constexpr size_t kTcMaxSmem = 48 * 1024;  // no opt-in
 
 // The launch geometry of a call: cluster size, k-slices, tiles per warp, blocks per job and shared
@@ -370,7 +361,7 @@ bool x_split(bool x_exact) { return !x_exact && g_tc_xsplit.load(std::memory_ord
 tc_shape tc_shape_of(const mm_weights& W, unsigned jobs, bool x_exact) {
   const int force = g_tc_cl.load(std::memory_order_relaxed);
   int CL = force > 0 ? std::min(force, kTcMaxCluster) : W.K >= kTcClusterMinK ? 2 : 1;
-  if (CL > 1 && (!clusters_on_device() || W.K / kTcBlock < CL)) CL = 1;
+  if (CL > 1 && (!clusters_available() || W.K / kTcBlock < CL)) CL = 1;
   return tc_shape_for(W, jobs, CL, g_tc_ks.load(std::memory_order_relaxed), x_split(x_exact));
 }
 
